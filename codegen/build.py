@@ -1,0 +1,55 @@
+"""Building a graph into a CompiledModel: lower, look up the build cache, generate + compile on a miss."""
+from __future__ import annotations
+
+import pathlib
+import time
+
+import dace
+
+from sdflow.ir import CompileError, Graph
+from . import cache
+from .lowering import expand, lower
+from .runtime import CompiledModel
+
+__all__ = ["build", "TARGETS"]
+
+TARGETS = ("cpu", )
+
+
+def _report(progress, message: str) -> None:
+    if progress:
+        progress(message)
+
+
+def build(graph: Graph, target: str = "cpu", progress=None) -> CompiledModel:
+    """Compiles ``graph`` for ``target`` (cached on disk by content); ``progress(str)`` hears each stage."""
+    if target not in TARGETS:
+        raise CompileError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
+    sdfg, weights = lower(graph)
+    sdfg.name = "model"  # the cache key must not depend on the model's name
+    key = cache.build_key(sdfg.hash_sdfg(), target)
+    sdfg.name = f"{graph.name}_{key[:12]}"
+    folder = cache.cache_root() / sdfg.name
+    start = time.perf_counter()
+    built = not cache.is_complete(folder)
+    try:
+        if built:
+            _report(progress, f"expanding {len(graph.op_nodes())} ops into maps, tasklets and BLAS calls")
+            expand(sdfg)
+            _report(progress, f"generating C++ and building with cmake in {folder}")
+            with cache.atomic_build_folder(folder) as temporary:
+                sdfg.build_folder = str(temporary)
+                sdfg.compile(return_program_handle=False)
+                sdfg.save(str(temporary / "program.sdfg"))
+        else:
+            _report(progress, f"loading cached build {folder}")
+        program = dace.codegen.compiler.load_precompiled_sdfg(folder)
+    except CompileError:
+        raise
+    except Exception as error:  # codegen and the C++ toolchain raise many unrelated types
+        raise CompileError(f"building {graph.name!r} for {target} failed: {type(error).__name__}: {error}") \
+            from error
+    seconds = time.perf_counter() - start
+    _report(progress, f"{'built' if built else 'loaded'} in {seconds:.1f} s")
+    return CompiledModel(graph, program, weights, pathlib.Path(folder), built=built, build_seconds=seconds,
+                         target=target)

@@ -1,0 +1,184 @@
+"""Infrastructure of op expansions: registering them on node classes, the per-expansion context, and C++
+printing of symbolic integer expressions."""
+from __future__ import annotations
+
+import re
+
+import dace
+import sympy
+from dace.transformation.transformation import ExpandTransformation
+
+from sdflow.ir.registry import registered_ops
+
+__all__ = ["expansion", "Ctx", "cexpr", "ctype", "add_map", "index_ranges", "product", "contiguous_strides",
+           "IMPLEMENTATION"]
+
+IMPLEMENTATION = "sdflow"
+
+
+def expansion(*op_types: str, environments=(), name: str = IMPLEMENTATION):
+    """Registers ``function(ctx) -> SDFG | Tasklet`` as the expansion of every node class of ``op_types``."""
+
+    def decorate(function):
+        for spec in registered_ops():
+            if spec.op_type not in op_types:
+                continue
+
+            def expand(node, state, sdfg, _function=function):
+                return _function(Ctx(node, state, sdfg, environments))
+
+            transformation = type(f"Expand{spec.op_type}_{function.__name__}", (ExpandTransformation, ), {
+                "environments": list(environments),
+                "expansion": staticmethod(expand),
+                "__module__": function.__module__,
+            })
+            transformation = dace.library.expansion(transformation)
+            spec.node_class.register_implementation(name, transformation)
+            spec.node_class.default_implementation = name
+        return function
+
+    return decorate
+
+
+class Ctx:
+    """What an expansion sees: the node, its connected arrays, and builders for the result."""
+
+    def __init__(self, node, state, sdfg, environments=()):
+        self.node, self.state, self.sdfg = node, state, sdfg
+        self.environments = list(environments)
+        self.inputs = {e.dst_conn: sdfg.arrays[e.data.data] for e in state.in_edges(node)}
+        self.outputs = {e.src_conn: sdfg.arrays[e.data.data] for e in state.out_edges(node)}
+
+    def desc(self, connector: str):
+        return self.inputs.get(connector) or self.outputs[connector]
+
+    def shape(self, connector: str) -> list:
+        return list(self.desc(connector).shape)
+
+    def static(self, position: int):
+        """The compile-time value of input ``position`` (a list), or None when absent."""
+        return self.node.static_input(position)
+
+    def connector(self, kind: str, position: int) -> str | None:
+        names = self.node.onnx_inputs if kind == "in" else self.node.onnx_outputs
+        name = names[position] if position < len(names) else ""
+        connected = self.inputs if kind == "in" else self.outputs
+        return name if name and name in connected else None
+
+    def nested(self, label: str | None = None) -> tuple[dace.SDFG, dace.SDFGState]:
+        """A nested SDFG with one array per connector (same shape and type) and one state."""
+        sdfg = dace.SDFG(label or f"{self.node.op_type.lower()}_{self.node.label}".replace(".", "_"))
+        for connector, desc in {**self.inputs, **self.outputs}.items():
+            sdfg.add_array(connector, desc.shape, desc.dtype, strides=desc.strides)
+        return sdfg, sdfg.add_state("compute")
+
+    @staticmethod
+    def ptr(connector: str) -> str:
+        """The C++ name under which a ``tasklet`` sees ``connector`` (a pointer to the whole array)."""
+        return f"_{connector}"
+
+    def tasklet(self, code: str, label: str | None = None) -> dace.SDFG:
+        """One C++ tasklet that sees every connector ``c`` as ``ptr(c)``, a pointer to its whole array."""
+        sdfg, state = self.nested()
+        tasklet = state.add_tasklet(label or self.node.op_type.lower(),
+                                    {self.ptr(c): dace.pointer(d.dtype) for c, d in self.inputs.items()},
+                                    {self.ptr(c): dace.pointer(d.dtype) for c, d in self.outputs.items()},
+                                    code, language=dace.Language.CPP)
+        # The nested SDFG is inlined later, so the tasklet itself carries the libraries it needs.
+        tasklet.environments = {env.full_class_path() for env in self.environments}
+        for connector in self.inputs:
+            state.add_edge(state.add_read(connector), None, tasklet, self.ptr(connector),
+                           dace.Memlet.from_array(connector, sdfg.arrays[connector]))
+        for connector in self.outputs:
+            state.add_edge(tasklet, self.ptr(connector), state.add_write(connector), None,
+                           dace.Memlet.from_array(connector, sdfg.arrays[connector]))
+        return sdfg
+
+
+def ctype(desc) -> str:
+    return desc.dtype.ctype
+
+
+def cexpr(expr) -> str:
+    """C++ for an integer-valued symbolic expression (floor/ceil divisions as DaCe's int_floor/int_ceil)."""
+    expr = sympy.sympify(expr)
+    if expr.is_Integer:
+        return str(int(expr))
+    if expr.is_Symbol:
+        return str(expr)
+    if isinstance(expr, (sympy.floor, sympy.ceiling)):
+        numerator, denominator = sympy.fraction(sympy.together(expr.args[0]))
+        function = "int_floor" if isinstance(expr, sympy.floor) else "int_ceil"
+        return f"{function}((int64_t)({cexpr(numerator)}), (int64_t)({cexpr(denominator)}))"
+    if isinstance(expr, (sympy.Max, sympy.Min)):
+        function = "std::max" if isinstance(expr, sympy.Max) else "std::min"
+        result = cexpr(expr.args[0])
+        for arg in expr.args[1:]:
+            result = f"{function}<int64_t>({result}, {cexpr(arg)})"
+        return result
+    if expr.is_Add:
+        return "(" + " + ".join(cexpr(a) for a in expr.args) + ")"
+    if expr.is_Mul:
+        numerator, denominator = sympy.fraction(expr)
+        if denominator != 1:
+            return f"(({cexpr(numerator)}) / ({cexpr(denominator)}))"
+        return "(" + " * ".join(cexpr(a) for a in expr.args) + ")"
+    if expr.is_Pow and expr.exp.is_Integer and expr.exp > 0:
+        return "(" + " * ".join([cexpr(expr.base)] * int(expr.exp)) + ")"
+    if expr.is_Rational:
+        return f"(({expr.p}) / ({expr.q}))"
+    raise NotImplementedError(f"cannot print {expr} as C++")
+
+
+def product(dims) -> sympy.Expr:
+    result = sympy.Integer(1)
+    for d in dims:
+        result = result * d
+    return result
+
+
+def contiguous_strides(shape) -> list:
+    strides, running = [], sympy.Integer(1)
+    for dim in reversed(list(shape)):
+        strides.append(running)
+        running = running * dim
+    return strides[::-1]
+
+
+def add_map(state: dace.SDFGState, label: str, ranges: dict, inputs: dict, code: str, outputs: dict,
+            pointers=(), schedule=dace.ScheduleType.CPU_Multicore):
+    """A map over ``ranges`` ({param: size}) around one C++ tasklet; memlets given as {connector: 'A[i0, 0]'}.
+
+    Connectors in ``pointers`` are typed as pointers to the subset's first element (a row the tasklet loops
+    over), the rest as scalars. The outer dims run in parallel (collapsed); the innermost stays a plain loop
+    the compiler vectorises."""
+    # Tasklet connectors must not share a name with any array; arrays never start with '_'.
+    code = re.sub(r"\b(" + "|".join(map(re.escape, [*inputs, *outputs])) + r")\b", r"_\1", code) \
+        if inputs or outputs else code
+    memlets_in = {f"_{c}": dace.Memlet(m) for c, m in inputs.items()}
+    memlets_out = {f"_{c}": dace.Memlet(m) for c, m in outputs.items()}
+    pointers = [f"_{c}" for c in pointers]
+    if not ranges:
+        tasklet = state.add_tasklet(label, dict.fromkeys(memlets_in), dict.fromkeys(memlets_out), code,
+                                    language=dace.Language.CPP)
+        for c, m in memlets_in.items():
+            state.add_edge(state.add_read(m.data), None, tasklet, c, m)
+        for c, m in memlets_out.items():
+            state.add_edge(tasklet, c, state.add_write(m.data), None, m)
+        entry = None
+    else:
+        tasklet, entry, _ = state.add_mapped_tasklet(label, {p: f"0:{d}" for p, d in ranges.items()}, memlets_in,
+                                                     code, memlets_out, language=dace.Language.CPP,
+                                                     external_edges=True, schedule=schedule)
+        entry.map.collapse = max(1, len(ranges) - 1)
+    arrays = state.parent.arrays
+    for connector in pointers:
+        memlet = memlets_in.get(connector) or memlets_out[connector]
+        connectors = tasklet.in_connectors if connector in memlets_in else tasklet.out_connectors
+        connectors[connector] = dace.pointer(arrays[memlet.data].dtype)
+    return entry
+
+
+def index_ranges(shape, skip=()) -> dict:
+    """{'i<k>': dim} for every axis k of ``shape`` not in ``skip``."""
+    return {f"i{k}": d for k, d in enumerate(shape) if k not in skip}

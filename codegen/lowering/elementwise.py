@@ -1,0 +1,95 @@
+"""Element-wise ops (and Expand, BatchNormalization) as one parallel map with a C++ tasklet per element."""
+from __future__ import annotations
+
+from ._expansion import Ctx, add_map, expansion, index_ranges
+
+_BINARY = {"Add": "in0 + in1", "Sub": "in0 - in1", "Mul": "in0 * in1", "Div": "in0 / in1", "Equal": "in0 == in1"}
+_UNARY = {
+    "Sqrt": "std::sqrt(in0)",
+    "Reciprocal": "({T})1 / in0",
+    "Exp": "std::exp(in0)",
+    "Log": "std::log(in0)",
+    "Tanh": "std::tanh(in0)",
+    "Erf": "std::erf(in0)",
+    "Relu": "(in0 > ({T})0 ? in0 : ({T})0)",
+    "Sigmoid": "({T})1 / (({T})1 + std::exp(-in0))",
+    "Identity": "in0",
+    "Cast": "({T})in0",
+    "Expand": "in0",
+}
+_GELU = {
+    "none": "({T})0.5 * in0 * (({T})1 + std::erf(in0 * ({T})0.70710678118654752))",
+    "tanh": "({T})0.5 * in0 * (({T})1 + std::tanh(({T})0.79788456080286536 * (in0 + ({T})0.044715 * in0 * in0 * in0)))",
+}
+
+
+def _expression(ctx: Ctx, present: list[int]) -> str:
+    node, op_type = ctx.node, ctx.node.op_type
+    if op_type in _BINARY:
+        return _BINARY[op_type]
+    if op_type in _UNARY:
+        return _UNARY[op_type]
+    if op_type == "Pow":
+        return "({T})std::pow(in0, in1)"
+    if op_type == "LeakyRelu":
+        return f"(in0 >= ({{T}})0 ? in0 : ({{T}}){node.attr('alpha', 0.01)!r} * in0)"
+    if op_type == "Gelu":
+        return _GELU[node.attr("approximate", "none")]
+    if op_type == "Where":
+        return "(in0 ? in1 : in2)"
+    if op_type == "Clip":
+        value = "in0"
+        if 1 in present:
+            value = f"({value} < in1 ? in1 : {value})"
+        if 2 in present:
+            value = f"({value} > in2 ? in2 : {value})"
+        return value
+    raise NotImplementedError(op_type)
+
+
+def _broadcast_index(in_shape, out_shape) -> str:
+    """Memlet subset of an input broadcast (numpy rules) against the output's map indices."""
+    offset = len(out_shape) - len(in_shape)
+    parts = ["0" if (d == 1 and out_shape[offset + k] != 1) else f"i{offset + k}" for k, d in enumerate(in_shape)]
+    return ", ".join(parts) if parts else "0"
+
+
+def _elementwise_map(ctx: Ctx, in_indices: dict[str, str], code: str):
+    out_connector = ctx.connector("out", 0)
+    out_shape = ctx.shape(out_connector)
+    sdfg, state = ctx.nested()
+    inputs = {f"in{p}": f"{c}[{index}]" for p, (c, index) in enumerate(in_indices.items())}
+    out_index = ", ".join(f"i{k}" for k in range(len(out_shape))) or "0"
+    add_map(state, ctx.node.op_type.lower(), index_ranges(out_shape), inputs, code, {"out": f"{out_connector}[{out_index}]"})
+    return sdfg
+
+
+@expansion("Add", "Sub", "Mul", "Div", "Pow", "Equal", "Where", "Clip", "Sqrt", "Reciprocal", "Exp", "Log", "Tanh",
+           "Erf", "Relu", "LeakyRelu", "Sigmoid", "Gelu", "Identity", "Cast", "Expand")
+def elementwise(ctx: Ctx):
+    out_connector = ctx.connector("out", 0)
+    out_shape = ctx.shape(out_connector)
+    positions = [p for p in range(len(ctx.node.onnx_inputs)) if ctx.connector("in", p)]
+    if ctx.node.op_type == "Expand":
+        positions = [0]
+    # Renumber so that the code names present inputs in0, in1, ... by ONNX position.
+    indices = {ctx.connector("in", p): _broadcast_index(ctx.shape(ctx.connector("in", p)), out_shape)
+               for p in positions}
+    expression = _expression(ctx, positions)
+    for new, old in sorted(((f"in{k}", f"in{p}") for k, p in enumerate(positions)), key=lambda t: t[1]):
+        if new != old:
+            expression = expression.replace(old, new)
+    out_type = ctx.desc(out_connector).dtype.ctype
+    return _elementwise_map(ctx, indices, f"out = {expression.replace('{T}', out_type)};")
+
+
+@expansion("BatchNormalization")
+def batch_normalization(ctx: Ctx):
+    rank = len(ctx.shape(ctx.connector("in", 0)))
+    channel = "i1" if rank > 1 else "0"
+    indices = {ctx.connector("in", 0): ", ".join(f"i{k}" for k in range(rank))}
+    for p in range(1, 5):
+        indices[ctx.connector("in", p)] = channel
+    eps = float(ctx.node.attr("epsilon", 1e-5))
+    code = f"out = (in0 - in3) * (in1 / std::sqrt(in4 + ({{T}}){eps!r})) + in2;"
+    return _elementwise_map(ctx, indices, code.replace("{T}", ctx.desc(ctx.connector("in", 0)).dtype.ctype))

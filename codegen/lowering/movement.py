@@ -1,0 +1,128 @@
+"""Data movement: reshapes (one memcpy), Transpose/Slice/Concat/Split/Gather (parallel maps with affine
+indices), Shape and ConstantOfShape (writes of compile-time values)."""
+from __future__ import annotations
+
+from sdflow.ir.nodes import decode_tensor_attribute
+from sdflow.ir.ops._base import normalize_axis
+from sdflow.ir.ops.movement import Shape as ShapeOp, Transpose as TransposeOp, slice_params
+from ._expansion import Ctx, add_map, cexpr, contiguous_strides, expansion, index_ranges, product
+
+
+def _all(shape) -> str:
+    return ", ".join(f"i{k}" for k in range(len(shape))) or "0"
+
+
+@expansion("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+def reshape(ctx: Ctx):
+    source, target = ctx.connector("in", 0), ctx.connector("out", 0)
+    desc = ctx.desc(source)
+    size = cexpr(product(desc.shape))
+    return ctx.tasklet(f"std::memcpy({ctx.ptr(target)}, {ctx.ptr(source)}, sizeof({desc.dtype.ctype}) * {size});")
+
+
+@expansion("Transpose")
+def transpose(ctx: Ctx):
+    source, target = ctx.connector("in", 0), ctx.connector("out", 0)
+    out_shape = ctx.shape(target)
+    perm = TransposeOp.perm(ctx.node, len(out_shape))
+    in_index = [""] * len(perm)
+    for k, axis in enumerate(perm):
+        in_index[axis] = f"i{k}"
+    sdfg, state = ctx.nested()
+    add_map(state, "transpose", index_ranges(out_shape), {"x": f"{source}[{', '.join(in_index) or '0'}]"},
+            "y = x;", {"y": f"{target}[{_all(out_shape)}]"})
+    return sdfg
+
+
+def _shifted(shape, axis, offset) -> str:
+    return ", ".join(f"i{k} + {offset}" if k == axis else f"i{k}" for k in range(len(shape))) or "0"
+
+
+@expansion("Concat")
+def concat(ctx: Ctx):
+    target = ctx.connector("out", 0)
+    axis = normalize_axis(ctx.node.attr("axis"), len(ctx.shape(target)))
+    sdfg, state = ctx.nested()
+    offset = 0
+    for position in range(len(ctx.node.onnx_inputs)):
+        source = ctx.connector("in", position)
+        if source is None:
+            continue
+        shape = ctx.shape(source)
+        add_map(state, f"concat_{position}", index_ranges(shape), {"x": f"{source}[{_all(shape)}]"}, "y = x;",
+                {"y": f"{target}[{_shifted(shape, axis, offset)}]"})
+        offset = offset + shape[axis]
+    return sdfg
+
+
+@expansion("Split")
+def split(ctx: Ctx):
+    source = ctx.connector("in", 0)
+    axis = normalize_axis(ctx.node.attr("axis", 0), len(ctx.shape(source)))
+    sdfg, state = ctx.nested()
+    offset = 0
+    for position in range(len(ctx.node.onnx_outputs)):
+        target = ctx.connector("out", position)
+        shape = ctx.shape(target) if target else None
+        if target is not None:
+            add_map(state, f"split_{position}", index_ranges(shape), {"x": f"{source}[{_shifted(shape, axis, offset)}]"},
+                    "y = x;", {"y": f"{target}[{_all(shape)}]"})
+        offset = offset + (shape[axis] if shape else 0)
+    return sdfg
+
+
+@expansion("Slice")
+def slice_(ctx: Ctx):
+    source, target = ctx.connector("in", 0), ctx.connector("out", 0)
+    in_shape, out_shape = ctx.shape(source), ctx.shape(target)
+    axes, steps = ctx.static(3), ctx.static(4)
+    params = slice_params(in_shape, ctx.static(1).tolist(), ctx.static(2).tolist(),
+                          None if axes is None else axes.tolist(), None if steps is None else steps.tolist())
+    in_index = ", ".join(f"{first} + {step} * i{k}" for k, (first, step, _) in enumerate(params)) or "0"
+    sdfg, state = ctx.nested()
+    add_map(state, "slice", index_ranges(out_shape), {"x": f"{source}[{in_index}]"}, "y = x;",
+            {"y": f"{target}[{_all(out_shape)}]"})
+    return sdfg
+
+
+@expansion("Gather")
+def gather(ctx: Ctx):
+    data, indices, target = ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("out", 0)
+    data_shape, index_rank = ctx.shape(data), len(ctx.shape(indices))
+    axis = normalize_axis(ctx.node.attr("axis", 0), len(data_shape))
+    data_index = [f"i{k}" for k in range(axis)] + [f"0:{data_shape[axis]}"] + [
+        f"i{k + index_rank - 1}" for k in range(axis + 1, len(data_shape))]
+    index_index = ", ".join(f"i{axis + k}" for k in range(index_rank)) or "0"
+    code = f"""
+int64_t j = index;
+if (j < 0) j += {cexpr(data_shape[axis])};
+y = x[j * {cexpr(contiguous_strides(data_shape)[axis])}];
+"""
+    out_shape = ctx.shape(target)
+    sdfg, state = ctx.nested()
+    add_map(state, "gather", index_ranges(out_shape), {"x": f"{data}[{', '.join(data_index)}]",
+                                                       "index": f"{indices}[{index_index}]"}, code,
+            {"y": f"{target}[{_all(out_shape)}]"}, pointers=["x"])
+    return sdfg
+
+
+@expansion("Shape")
+def shape(ctx: Ctx):
+    source, target = ctx.connector("in", 0), ctx.connector("out", 0)
+    dims = ctx.shape(source)
+    start, end = ShapeOp.bounds(ctx.node, len(dims))
+    code = " ".join(f"{ctx.ptr(target)}[{k}] = {cexpr(d)};" for k, d in enumerate(dims[start:end]))
+    return ctx.tasklet(code or ";")
+
+
+@expansion("ConstantOfShape")
+def constant_of_shape(ctx: Ctx):
+    target = ctx.connector("out", 0)
+    out_shape = ctx.shape(target)
+    value = ctx.node.attr("value")
+    fill = decode_tensor_attribute(value).ravel()[0].item() if value is not None else 0.0
+    sdfg, state = ctx.nested()
+    literal = repr(float(fill)) if isinstance(fill, float) else str(int(fill))
+    add_map(state, "fill", index_ranges(out_shape), {}, f"y = ({ctx.desc(target).dtype.ctype}){literal};",
+            {"y": f"{target}[{_all(out_shape)}]"})
+    return sdfg

@@ -1,0 +1,125 @@
+"""Reductions and normalisations: a parallel map over the kept axes, a C++ tasklet that streams each row once."""
+from __future__ import annotations
+
+from sdflow.ir.ops.reduction import reduce_axes
+from sdflow.ir.ops._base import normalize_axis
+from ._expansion import Ctx, add_map, cexpr, contiguous_strides, expansion, index_ranges, product
+
+
+def _subset(shape, full_axes, fixed_axes=()) -> str:
+    """Memlet subset: whole range on ``full_axes``, 0 on ``fixed_axes``, the map index elsewhere."""
+    parts = []
+    for k, d in enumerate(shape):
+        parts.append(f"0:{d}" if k in full_axes else ("0" if k in fixed_axes else f"i{k}"))
+    return ", ".join(parts) or "0"
+
+
+@expansion("ReduceMean", "ReduceSum", "ReduceMax")
+def reduce(ctx: Ctx):
+    x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
+    shape = ctx.shape(x_conn)
+    axes = reduce_axes(ctx.node, len(shape), ctx.static(1))
+    dtype = ctx.desc(x_conn).dtype.ctype
+    strides = contiguous_strides(shape)
+    loops, offset = "", []
+    for depth, axis in enumerate(axes):
+        loops += f"for (int64_t r{depth} = 0; r{depth} < {cexpr(shape[axis])}; ++r{depth}) "
+        offset.append(f"r{depth} * {cexpr(strides[axis])}")
+    element = f"x[{' + '.join(offset) or '0'}]"
+    op_type = ctx.node.op_type
+    if op_type == "ReduceMax":
+        body = f"{dtype} acc = std::numeric_limits<{dtype}>::lowest(); {loops}{{ acc = std::max(acc, {element}); }}"
+    else:
+        body = f"{dtype} acc = 0; {loops}{{ acc += {element}; }}"
+    if op_type == "ReduceMean":
+        body += f" acc = acc / ({dtype})({cexpr(product(shape[a] for a in axes))});"
+    keep = ctx.node.attr("keepdims", 1)
+    out_index = ", ".join("0" if k in axes else f"i{k}" for k in range(len(shape)) if keep or k not in axes) or "0"
+    sdfg, state = ctx.nested()
+    add_map(state, op_type.lower(), index_ranges(shape, skip=axes), {"x": f"{x_conn}[{_subset(shape, axes)}]"},
+            body + " y = acc;", {"y": f"{y_conn}[{out_index}]"}, pointers=["x"])
+    return sdfg
+
+
+@expansion("Softmax")
+def softmax(ctx: Ctx):
+    x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
+    shape = ctx.shape(x_conn)
+    axis = normalize_axis(ctx.node.attr("axis", -1), len(shape))
+    n, stride = cexpr(shape[axis]), cexpr(contiguous_strides(shape)[axis])
+    dtype = ctx.desc(x_conn).dtype.ctype
+    code = f"""
+const int64_t n = {n}, s = {stride};
+{dtype} m = x[0];
+for (int64_t k = 1; k < n; ++k) m = std::max(m, x[k * s]);
+{dtype} sum = 0;
+for (int64_t k = 0; k < n; ++k) {{ {dtype} e = std::exp(x[k * s] - m); y[k * s] = e; sum += e; }}
+const {dtype} inv = ({dtype})1 / sum;
+for (int64_t k = 0; k < n; ++k) y[k * s] *= inv;
+"""
+    sdfg, state = ctx.nested()
+    subset = _subset(shape, [axis])
+    add_map(state, "softmax", index_ranges(shape, skip=[axis]), {"x": f"{x_conn}[{subset}]"}, code,
+            {"y": f"{y_conn}[{subset}]"}, pointers=["x", "y"])
+    return sdfg
+
+
+@expansion("LayerNormalization")
+def layer_normalization(ctx: Ctx):
+    x_conn = ctx.connector("in", 0)
+    shape = ctx.shape(x_conn)
+    axis = normalize_axis(ctx.node.attr("axis", -1), len(shape))
+    normalized = list(range(axis, len(shape)))
+    count = product(shape[axis:])
+    dtype = ctx.desc(x_conn).dtype.ctype
+    inputs = {"x": f"{x_conn}[{_subset(shape, normalized)}]"}
+    terms = {}
+    for position, name in ((1, "scale"), (2, "bias")):
+        connector = ctx.connector("in", position)
+        if connector is None:
+            continue
+        size = product(ctx.shape(connector))
+        inputs[name] = f"{connector}[{', '.join(f'0:{d}' for d in ctx.shape(connector)) or '0'}]"
+        terms[name] = f"{name}[k]" if size == count else f"{name}[0]"
+    outputs = {"y": f"{ctx.connector('out', 0)}[{_subset(shape, normalized)}]"}
+    stats = ""
+    for position, name, value in ((1, "mean_out", "mean"), (2, "inv_std_out", "inv")):
+        connector = ctx.connector("out", position)
+        if connector is not None:
+            outputs[name] = f"{connector}[{_subset(shape, [], fixed_axes=normalized)}]"
+            stats += f"{name} = {value};"
+    scaled = "(x[k] - mean) * inv" + (f" * {terms['scale']}" if "scale" in terms else "") + (
+        f" + {terms['bias']}" if "bias" in terms else "")
+    code = f"""
+const int64_t n = {cexpr(count)};
+float mean = 0;
+for (int64_t k = 0; k < n; ++k) mean += x[k];
+mean /= n;
+float var = 0;
+for (int64_t k = 0; k < n; ++k) {{ float d = x[k] - mean; var += d * d; }}
+const float inv = 1.0f / std::sqrt(var / n + {float(ctx.node.attr('epsilon', 1e-5))!r}f);
+for (int64_t k = 0; k < n; ++k) y[k] = ({dtype})({scaled});
+{stats}
+"""
+    sdfg, state = ctx.nested()
+    add_map(state, "layernorm", index_ranges(shape[:axis]), inputs, code, outputs,
+            pointers=["x", "y", *terms])
+    return sdfg
+
+
+@expansion("GlobalAveragePool")
+def global_average_pool(ctx: Ctx):
+    x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
+    shape = ctx.shape(x_conn)
+    spatial = list(range(2, len(shape)))
+    dtype = ctx.desc(x_conn).dtype.ctype
+    code = f"""
+const int64_t n = {cexpr(product(shape[2:]))};
+{dtype} sum = 0;
+for (int64_t k = 0; k < n; ++k) sum += x[k];
+y = sum / ({dtype})n;
+"""
+    sdfg, state = ctx.nested()
+    add_map(state, "global_average_pool", index_ranges(shape[:2]), {"x": f"{x_conn}[{_subset(shape, spatial)}]"},
+            code, {"y": f"{y_conn}[{_subset(shape, [], fixed_axes=spatial)}]"}, pointers=["x"])
+    return sdfg

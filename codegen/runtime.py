@@ -1,0 +1,150 @@
+"""CompiledModel: the Python callable around one native build. Checks inputs before any native code runs,
+binds symbolic dims from input shapes, allocates outputs, and calls the library through ``fast_call``."""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import sympy
+
+from sdflow.ir import Graph, InputError, TensorType
+
+__all__ = ["CompiledModel", "Outputs"]
+
+
+class Outputs(tuple):
+    """The outputs in ONNX order (a tuple of arrays), also addressable by output name: ``out['probs']``."""
+
+    names: tuple[str, ...]
+
+    def __new__(cls, names, arrays):
+        result = super().__new__(cls, arrays)
+        result.names = tuple(names)
+        return result
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            try:
+                return super().__getitem__(self.names.index(key))
+            except ValueError:
+                raise KeyError(f"no output named {key!r}; outputs are {list(self.names)}") from None
+        return super().__getitem__(key)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.names, self))
+
+
+class CompiledModel:
+    """A compiled model: ``model(x)``, ``model(x=..)`` or ``model(*arrays)`` -> :class:`Outputs`.
+
+    One build serves every call and every shape the model's symbolic dims allow."""
+
+    def __init__(self, graph: Graph, program, weights: dict[str, np.ndarray], build_folder, *, built: bool,
+                 build_seconds: float, target: str):
+        self.graph = graph
+        self.build_folder = build_folder
+        self.built = built  # False when loaded from the on-disk cache
+        self.build_seconds = build_seconds
+        self.target = target
+        self._program = program
+        self._weights = weights  # kept alive: the native code reads them through raw pointers
+        self._weight_args = {n: ctypes.c_void_p(w.ctypes.data) for n, w in weights.items()}
+        self._inputs = [(graph.onnx_name(n), n, graph.tensor_type(n)) for n in graph.inputs]
+        self._outputs = [(graph.onnx_name(n), n, graph.tensor_type(n)) for n in graph.outputs]
+        typedict = program._typedict
+        self._signature = [(name, typedict[name]) for name in program._sig]
+        self._init_symbols = set(program._free_symbols)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [onnx for onnx, _, _ in self._inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [onnx for onnx, _, _ in self._outputs]
+
+    @property
+    def input_types(self) -> dict[str, TensorType]:
+        return {onnx: ttype for onnx, _, ttype in self._inputs}
+
+    @property
+    def output_types(self) -> dict[str, TensorType]:
+        return {onnx: ttype for onnx, _, ttype in self._outputs}
+
+    def __repr__(self) -> str:
+        inputs = ", ".join(f"{n}: {t}" for n, t in self.input_types.items())
+        outputs = ", ".join(f"{n}: {t}" for n, t in self.output_types.items())
+        return f"<CompiledModel {self.graph.name}({inputs}) -> ({outputs}) [{self.target}]>"
+
+    # ---- calling -------------------------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs) -> Outputs:
+        arrays = self._collect(args, kwargs)
+        symbols = self._bind(arrays)
+        outputs = {name: np.empty(self._concrete(ttype.shape, symbols), dtype=ttype.dtype)
+                   for _, name, ttype in self._outputs}
+        call_args, init_args = [], []
+        for name, desc in self._signature:
+            if name in self._weight_args:
+                value = self._weight_args[name]
+            elif name in arrays:
+                value = ctypes.c_void_p(arrays[name].ctypes.data)
+            elif name in outputs:
+                value = ctypes.c_void_p(outputs[name].ctypes.data)
+            else:
+                value = desc.dtype.as_ctypes()(symbols[name])
+                if name in self._init_symbols:
+                    init_args.append(value)
+            call_args.append(value)
+        self._program.fast_call(tuple(call_args), tuple(init_args))
+        return Outputs(self.output_names, [outputs[name] for _, name, _ in self._outputs])
+
+    def _collect(self, args, kwargs) -> dict[str, np.ndarray]:
+        """Inputs by IR name, checked for presence, element type, rank and static dims."""
+        if len(args) > len(self._inputs):
+            raise InputError(f"{len(args)} positional inputs given, the model takes {len(self._inputs)}: "
+                             f"{self.input_names}")
+        given = dict(zip(self.input_names, args))
+        for key, value in kwargs.items():
+            if key not in self.input_names:
+                raise InputError(f"unknown input {key!r}; the model's inputs are {self.input_names}")
+            if key in given:
+                raise InputError(f"input {key!r} given both by position and by name")
+            given[key] = value
+        missing = [n for n in self.input_names if n not in given]
+        if missing:
+            raise InputError(f"missing input(s) {missing}; expected {self._describe_inputs()}")
+        arrays = {}
+        for onnx_name, name, ttype in self._inputs:
+            value = given[onnx_name]
+            if not isinstance(value, np.ndarray):
+                raise InputError(f"input {onnx_name!r} must be a numpy array of {ttype}, got {type(value).__name__}")
+            if value.dtype != ttype.dtype:
+                raise InputError(f"input {onnx_name!r} has element type {value.dtype}, expected {ttype.dtype} "
+                                 f"({ttype})")
+            if value.ndim != ttype.rank:
+                raise InputError(f"input {onnx_name!r} has rank {value.ndim} (shape {list(value.shape)}), "
+                                 f"expected rank {ttype.rank} ({ttype})")
+            arrays[name] = np.ascontiguousarray(value)
+        return arrays
+
+    def _bind(self, arrays) -> dict[str, int]:
+        symbols: dict[str, int] = {}
+        for onnx_name, name, ttype in self._inputs:
+            for axis, (dim, size) in enumerate(zip(ttype.shape, arrays[name].shape)):
+                if isinstance(dim, sympy.Symbol):
+                    if symbols.setdefault(str(dim), size) != size:
+                        raise InputError(f"input {onnx_name!r} dim {axis} is {size}, but {dim} = "
+                                         f"{symbols[str(dim)]} from another input ({self._describe_inputs()})")
+        for onnx_name, name, ttype in self._inputs:
+            expected = self._concrete(ttype.shape, symbols)
+            if list(arrays[name].shape) != expected:
+                raise InputError(f"input {onnx_name!r} has shape {list(arrays[name].shape)}, expected {ttype} "
+                                 f"= {expected}")
+        return symbols
+
+    @staticmethod
+    def _concrete(shape, symbols) -> list[int]:
+        return [d if isinstance(d, int) else int(sympy.sympify(d).subs(symbols)) for d in shape]
+
+    def _describe_inputs(self) -> str:
+        return ", ".join(f"{n}: {t}" for n, t in self.input_types.items())

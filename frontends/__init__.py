@@ -1,0 +1,1 @@
+"""Frontends: model formats lowered into the IR (ONNX today)."""

@@ -1,0 +1,5 @@
+"""The ONNX frontend: load, check, upgrade and import an ONNX model into the IR."""
+from .importer import import_model, unsupported_nodes
+from .loader import default_opset, load_model
+
+__all__ = ["import_model", "unsupported_nodes", "load_model", "default_opset"]

@@ -1,0 +1,62 @@
+"""Reading an ONNX model: from a path (with external data), bytes or a ModelProto; checker, opset upgrade,
+ONNX shape inference. Every failure is a ModelLoadError that says what is wrong with the file."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from sdflow.ir import MIN_OPSET, ModelLoadError
+
+__all__ = ["load_model", "default_opset"]
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return 1
+
+
+def _read(model) -> tuple[onnx.ModelProto, str]:
+    if isinstance(model, onnx.ModelProto):
+        return model, "<ModelProto>"
+    if isinstance(model, (bytes, bytearray)):
+        try:
+            return onnx.load_from_string(bytes(model)), "<bytes>"
+        except (DecodeError, RuntimeWarning, ValueError) as error:
+            raise ModelLoadError(f"the bytes are not a valid ONNX model ({error})") from None
+    if isinstance(model, (str, os.PathLike)):
+        path = pathlib.Path(model)
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: no such model file")
+        try:
+            return onnx.load(str(path)), str(path)
+        except (DecodeError, RuntimeWarning, ValueError, OSError) as error:
+            raise ModelLoadError(f"{path}: not a valid ONNX model, truncated or corrupt ({error})") from None
+    raise ModelLoadError(f"cannot load a model from a {type(model).__name__}; pass a path, bytes or a ModelProto")
+
+
+def load_model(model) -> onnx.ModelProto:
+    """A checked, opset-upgraded, shape-inferred copy of ``model``."""
+    proto, where = _read(model)
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelLoadError(f"{where}: the model has an empty graph (is the file truncated?)")
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ModelLoadError(f"{where}: the model fails the ONNX checker: {first}") from None
+    if default_opset(proto) < MIN_OPSET:
+        try:
+            proto = onnx.version_converter.convert_version(proto, MIN_OPSET)
+        except Exception as error:  # the converter raises bare RuntimeError/IndexError
+            raise ModelLoadError(f"{where}: cannot convert opset {default_opset(proto)} to {MIN_OPSET}: {error}") \
+                from None
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except onnx.shape_inference.InferenceError as error:
+        raise ModelLoadError(f"{where}: ONNX shape inference failed: {error}") from None
+    return proto

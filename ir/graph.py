@@ -1,0 +1,223 @@
+"""The IR graph: a DaCe SDFG with one dataflow state whose op nodes are ``OpNode``s.
+
+Conventions (all persisted in the ``.sdfg`` file, so save/load round-trips):
+- every tensor is an SDFG array; intermediate tensors are transient;
+- graph inputs then outputs are ``sdfg.arg_names``, in ONNX order; an output is an argument that is written;
+- constants (weights) are non-transient arrays whose values live in ``sdfg.constants_prop``;
+- ONNX names of inputs/outputs are kept in the array descriptor's ``location['onnx_name']``.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+
+import dace
+import numpy as np
+from dace.sdfg import nodes as dnodes
+
+from .errors import VerificationError
+from .nodes import OpNode
+from .types import TensorType, dace_dtype
+
+__all__ = ["Graph"]
+
+_CPP_RESERVED = {"int", "float", "double", "char", "long", "short", "bool", "auto", "break", "case", "const",
+                 "continue", "default", "delete", "do", "else", "enum", "extern", "for", "goto", "if", "inline",
+                 "new", "operator", "private", "public", "register", "return", "signed", "sizeof", "static",
+                 "struct", "switch", "template", "this", "typedef", "union", "unsigned", "void", "volatile",
+                 "while", "class", "namespace", "using", "main", "std", "dace", "min", "max", "abs", "exp", "log",
+                 "sqrt", "pow", "tanh", "erf", "true", "false", "null", "NULL"}
+
+
+class Graph:
+    """A thin view over an SDFG that speaks in tensors and op nodes."""
+
+    def __init__(self, sdfg: dace.SDFG):
+        self.sdfg = sdfg
+
+    @classmethod
+    def empty(cls, name: str) -> "Graph":
+        sdfg = dace.SDFG(_identifier(name or "model"))
+        sdfg.add_state("main", is_start_block=True)
+        return cls(sdfg)
+
+    @property
+    def name(self) -> str:
+        return self.sdfg.name
+
+    @property
+    def state(self) -> dace.SDFGState:
+        return self.sdfg.start_state
+
+    # ---- tensors -------------------------------------------------------------------------------------------
+    def fresh_name(self, hint: str) -> str:
+        base = _identifier(hint)
+        name, counter = base, 0
+        while name in self.sdfg.arrays or name in self.sdfg.symbols:
+            counter += 1
+            name = f"{base}_{counter}"
+        return name
+
+    def add_tensor(self, hint: str, ttype: TensorType, transient: bool = True) -> str:
+        name = self.fresh_name(hint)
+        for dim in ttype.shape:
+            for symbol in getattr(dim, "free_symbols", ()):
+                if str(symbol) not in self.sdfg.symbols:
+                    self.sdfg.add_symbol(str(symbol), dace.int64)
+        self.sdfg.add_array(name, list(ttype.shape), dace_dtype(ttype.dtype), transient=transient)
+        return name
+
+    def add_input(self, onnx_name: str, ttype: TensorType) -> str:
+        name = self.add_tensor(onnx_name, ttype, transient=False)
+        self.sdfg.arrays[name].location["onnx_name"] = onnx_name
+        self.sdfg.arg_names = list(self.sdfg.arg_names) + [name]
+        return name
+
+    def mark_output(self, name: str, onnx_name: str) -> None:
+        desc = self.sdfg.arrays[name]
+        desc.transient = False
+        desc.location["onnx_name"] = onnx_name
+        self.sdfg.arg_names = list(self.sdfg.arg_names) + [name]
+
+    def add_constant(self, hint: str, value: np.ndarray) -> str:
+        value = np.ascontiguousarray(value)
+        name = self.add_tensor(hint, TensorType(value.dtype, value.shape), transient=False)
+        self.sdfg.add_constant(name, value, self.sdfg.arrays[name])
+        return name
+
+    def tensor_type(self, name: str) -> TensorType:
+        desc = self.sdfg.arrays[name]
+        return TensorType(desc.dtype.as_numpy_dtype(), desc.shape)
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.sdfg.constants_prop
+
+    def constant(self, name: str) -> np.ndarray:
+        return self.sdfg.constants_prop[name][1]
+
+    @property
+    def constants(self) -> dict[str, np.ndarray]:
+        return {name: value for name, (_, value) in self.sdfg.constants_prop.items()}
+
+    def onnx_name(self, name: str) -> str:
+        return self.sdfg.arrays[name].location.get("onnx_name", name)
+
+    @property
+    def outputs(self) -> list[str]:
+        written = {n.data for n in self.state.data_nodes() if self.state.in_degree(n) > 0}
+        return [a for a in self.sdfg.arg_names if a in written]
+
+    @property
+    def inputs(self) -> list[str]:
+        outputs = set(self.outputs)
+        return [a for a in self.sdfg.arg_names if a not in outputs]
+
+    @property
+    def symbols(self) -> list[str]:
+        return sorted(self.sdfg.symbols)
+
+    # ---- op nodes ------------------------------------------------------------------------------------------
+    def access(self, name: str) -> dnodes.AccessNode:
+        for node in self.state.data_nodes():
+            if node.data == name:
+                return node
+        return self.state.add_access(name)
+
+    def add_op(self, node: OpNode, inputs: list[str | None], outputs: list[str | None]) -> OpNode:
+        """Adds ``node`` reading tensor ``inputs[i]`` on its i-th ONNX input (None = absent) and writing outputs."""
+        state = self.state
+        state.add_node(node)
+        for connector, tensor in zip(node.onnx_inputs, inputs):
+            if connector and tensor is not None:
+                state.add_edge(self.access(tensor), None, node, connector,
+                               dace.Memlet.from_array(tensor, self.sdfg.arrays[tensor]))
+        for connector, tensor in zip(node.onnx_outputs, outputs):
+            if connector and tensor is not None:
+                state.add_edge(node, connector, self.access(tensor), None,
+                               dace.Memlet.from_array(tensor, self.sdfg.arrays[tensor]))
+        return node
+
+    def op_nodes(self) -> list[OpNode]:
+        """Op nodes in a deterministic topological order."""
+        order = dace.sdfg.utils.dfs_topological_sort(self.state, sources=self._sorted_sources())
+        return [n for n in order if isinstance(n, OpNode)]
+
+    def _sorted_sources(self):
+        return sorted(self.state.source_nodes(), key=lambda n: (getattr(n, "data", ""), getattr(n, "label", "")))
+
+    def node_inputs(self, node: OpNode) -> list[str | None]:
+        by_connector = {e.dst_conn: e.data.data for e in self.state.in_edges(node)}
+        return [by_connector.get(c) if c else None for c in node.onnx_inputs]
+
+    def node_outputs(self, node: OpNode) -> list[str | None]:
+        by_connector = {e.src_conn: e.data.data for e in self.state.out_edges(node)}
+        return [by_connector.get(c) if c else None for c in node.onnx_outputs]
+
+    def producer(self, tensor: str) -> OpNode | None:
+        for access in self.state.data_nodes():
+            if access.data == tensor:
+                for edge in self.state.in_edges(access):
+                    return edge.src
+        return None
+
+    def consumers(self, tensor: str) -> list[OpNode]:
+        return [e.dst for a in self.state.data_nodes() if a.data == tensor for e in self.state.out_edges(a)]
+
+    def remove_op(self, node: OpNode) -> None:
+        """Removes an op and every tensor that no longer has a reader or writer (graph arguments stay)."""
+        touched = [e.data.data for e in self.state.all_edges(node)]
+        self.state.remove_node(node)
+        for tensor in touched:
+            self.remove_tensor_if_unused(tensor)
+
+    def disconnect_input(self, node: OpNode, position: int) -> None:
+        connector = node.onnx_inputs[position]
+        for edge in list(self.state.in_edges_by_connector(node, connector)):
+            self.state.remove_edge(edge)
+            node.remove_in_connector(connector)
+            self.remove_tensor_if_unused(edge.data.data)
+        inputs = list(node.onnx_inputs)
+        inputs[position] = ""
+        node.onnx_inputs = inputs
+
+    def remove_tensor_if_unused(self, tensor: str) -> None:
+        if tensor in self.sdfg.arg_names:
+            return
+        for access in list(self.state.data_nodes()):
+            if access.data == tensor and self.state.degree(access) == 0:
+                self.state.remove_node(access)
+        if not any(a.data == tensor for a in self.state.data_nodes()) and tensor in self.sdfg.arrays:
+            self.sdfg.constants_prop.pop(tensor, None)
+            self.sdfg.remove_data(tensor, validate=False)
+
+    def replace_uses(self, old: str, new: str) -> None:
+        """Redirects every reader of tensor ``old`` to tensor ``new``."""
+        new_access = self.access(new)
+        for access in [a for a in self.state.data_nodes() if a.data == old]:
+            for edge in list(self.state.out_edges(access)):
+                self.state.remove_edge(edge)
+                self.state.add_edge(new_access, None, edge.dst, edge.dst_conn,
+                                    dace.Memlet.from_array(new, self.sdfg.arrays[new]))
+        self.remove_tensor_if_unused(old)
+
+    # ---- persistence ---------------------------------------------------------------------------------------
+    def save(self, path) -> None:
+        self.sdfg.save(str(path))
+
+    @classmethod
+    def load(cls, path) -> "Graph":
+        from . import ops  # noqa: F401  (node classes must be registered before deserialising)
+        try:
+            return cls(dace.SDFG.from_file(str(path)))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise VerificationError(f"cannot load IR graph from {path}: {error}") from error
+
+    def copy(self) -> "Graph":
+        return Graph(dace.SDFG.from_json(self.sdfg.to_json()))
+
+
+def _identifier(text: str) -> str:
+    name = re.sub(r"\W", "_", text).strip("_") or "t"
+    if name[0].isdigit() or keyword.iskeyword(name) or name in _CPP_RESERVED or name.startswith("__"):
+        name = "t_" + name
+    return name

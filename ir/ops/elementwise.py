@@ -1,0 +1,160 @@
+"""Element-wise ops: unary math, binary arithmetic with numpy broadcasting, comparison, Where, Cast, Clip."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import ShapeInferenceError
+from ..types import TensorType, numpy_dtype
+from ._base import Op, broadcast_shapes, op
+
+__all__ = ["Elementwise", "ELEMENTWISE_OPS"]
+
+ELEMENTWISE_OPS: set[str] = set()
+
+
+class Elementwise(Op):
+    """Output shape is the broadcast of all present inputs; dtype that of ``dtype_source`` (or ``out_dtype``)."""
+
+    dtype_source = 0
+    out_dtype = None
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        present = [t for t in inputs if t is not None]
+        dtype = cls.out_dtype if cls.out_dtype is not None else inputs[cls.dtype_source].dtype
+        same = [t.dtype for i, t in enumerate(inputs) if t is not None and i in cls.same_dtype_inputs()]
+        if any(d != same[0] for d in same):
+            raise ShapeInferenceError(f"{node.op_type} inputs have different element types: "
+                                      + ", ".join(str(d) for d in same))
+        return [TensorType(dtype, broadcast_shapes(*(t.shape for t in present)))]
+
+    @classmethod
+    def same_dtype_inputs(cls):
+        return range(8)
+
+
+def elementwise(op_type, since=13, **kw):
+    def decorate(cls):
+        ELEMENTWISE_OPS.add(op_type)
+        return op(op_type, since=since, **kw)(cls)
+    return decorate
+
+
+def _unary(op_type, func, since=13):
+    @elementwise(op_type, since=since)
+    class Unary(Elementwise):
+        @classmethod
+        def reference(cls, node, x):
+            return [np.asarray(func(node, x)).astype(x.dtype)]
+
+    Unary.__name__ = Unary.__qualname__ = op_type
+    return Unary
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+Sqrt = _unary("Sqrt", lambda n, x: np.sqrt(x))
+Reciprocal = _unary("Reciprocal", lambda n, x: 1 / x)
+Exp = _unary("Exp", lambda n, x: np.exp(x))
+Log = _unary("Log", lambda n, x: np.log(x))
+Tanh = _unary("Tanh", lambda n, x: np.tanh(x))
+Erf = _unary("Erf", lambda n, x: _erf(x))
+Relu = _unary("Relu", lambda n, x: np.maximum(x, 0))
+Identity = _unary("Identity", lambda n, x: x.copy())
+LeakyRelu = _unary("LeakyRelu", lambda n, x: np.where(x >= 0, x, n.attr("alpha", 0.01) * x), since=6)
+Sigmoid = _unary("Sigmoid", lambda n, x: 1 / (1 + np.exp(-x.astype(np.float64))))
+
+
+def _gelu(node, x):
+    x64 = x.astype(np.float64)
+    if node.attr("approximate", "none") == "tanh":
+        return 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64 ** 3)))
+    return 0.5 * x64 * (1 + _erf(x64 / np.sqrt(2)))
+
+
+Gelu = _unary("Gelu", _gelu, since=20)
+
+
+def _int_div(a, b):
+    if a.dtype == object or b.dtype == object:
+        return np.array([x // y for x, y in np.broadcast(a, b)], dtype=object).reshape(np.broadcast_shapes(
+            a.shape, b.shape))
+    if np.issubdtype(a.dtype, np.integer):
+        return (np.sign(a) * np.sign(b) * (np.abs(a) // np.abs(b))).astype(a.dtype)
+    return a / b
+
+
+def _binary(op_type, func, out_dtype=None):
+    @elementwise(op_type)
+    class Binary(Elementwise):
+        @classmethod
+        def reference(cls, node, a, b):
+            result = np.asarray(func(a, b))
+            dtype = out_dtype if out_dtype is not None else a.dtype
+            return [result if a.dtype == object and out_dtype is None else result.astype(dtype)]
+
+    Binary.out_dtype = out_dtype
+    Binary.__name__ = Binary.__qualname__ = op_type
+    return Binary
+
+
+Add = _binary("Add", lambda a, b: a + b)
+Sub = _binary("Sub", lambda a, b: a - b)
+Mul = _binary("Mul", lambda a, b: a * b)
+Div = _binary("Div", _int_div)
+Equal = _binary("Equal", lambda a, b: a == b, out_dtype=np.dtype(bool))
+
+
+@elementwise("Pow")
+class Pow(Elementwise):
+    @classmethod
+    def same_dtype_inputs(cls):
+        return ()
+
+    @classmethod
+    def reference(cls, node, a, b):
+        return [np.power(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)]
+
+
+@elementwise("Where", since=9)
+class Where(Elementwise):
+    dtype_source = 1
+
+    @classmethod
+    def same_dtype_inputs(cls):
+        return (1, 2)
+
+    @classmethod
+    def reference(cls, node, condition, x, y):
+        return [np.where(condition, x, y)]
+
+
+@elementwise("Cast")
+class Cast(Elementwise):
+    @classmethod
+    def infer(cls, node, inputs, values):
+        try:
+            dtype = numpy_dtype(node.attr("to"))
+        except ValueError as error:
+            raise ShapeInferenceError(f"Cast: {error}") from None
+        return [TensorType(dtype, inputs[0].shape)]
+
+    @classmethod
+    def reference(cls, node, x):
+        if x.dtype == object:
+            return [x.copy()]
+        return [x.astype(numpy_dtype(node.attr("to")))]
+
+
+@elementwise("Clip")
+class Clip(Elementwise):
+    @classmethod
+    def reference(cls, node, x, low=None, high=None):
+        result = x
+        if low is not None:
+            result = np.maximum(result, low)
+        if high is not None:
+            result = np.minimum(result, high)
+        return [result.astype(x.dtype)]

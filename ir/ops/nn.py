@@ -1,0 +1,165 @@
+"""Convolution, pooling and batch normalisation (NCHW; 1-D and 2-D spatial)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import sympy
+
+from ..errors import ShapeInferenceError
+from ..types import TensorType, to_dim
+from ._base import Op, op, same_as_input
+
+__all__ = ["WindowGeometry", "window_geometry"]
+
+
+@dataclasses.dataclass
+class WindowGeometry:
+    """Sliding-window parameters per spatial axis (possibly symbolic pads / output sizes)."""
+
+    kernel: list
+    strides: list
+    dilations: list
+    pads_begin: list
+    pads_end: list
+    out: list
+
+
+def window_geometry(node, spatial, kernel, ceil_mode=False) -> WindowGeometry:
+    n = len(spatial)
+    if n not in (1, 2):
+        raise ShapeInferenceError(f"{node.op_type}: only 1-D and 2-D spatial inputs are supported, got {n}-D")
+    strides = list(node.attr("strides") or [1] * n)
+    dilations = list(node.attr("dilations") or [1] * n)
+    pads = list(node.attr("pads") or [0] * (2 * n))
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    begin, end, out = [], [], []
+    for i in range(n):
+        extent = dilations[i] * (kernel[i] - 1) + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            size = to_dim(sympy.ceiling(sympy.Integer(1) * spatial[i] / strides[i]))
+            total = to_dim(sympy.Max(0, (size - 1) * strides[i] + extent - spatial[i]))
+            small = to_dim(sympy.floor(sympy.Integer(1) * total / 2))
+            big = to_dim(total - small)
+            begin.append(small if auto_pad == "SAME_UPPER" else big)
+            end.append(big if auto_pad == "SAME_UPPER" else small)
+            out.append(size)
+            continue
+        if auto_pad == "VALID":
+            pads[i], pads[i + n] = 0, 0
+        begin.append(pads[i])
+        end.append(pads[i + n])
+        span = spatial[i] + pads[i] + pads[i + n] - extent
+        size = (sympy.ceiling if ceil_mode else sympy.floor)(sympy.Integer(1) * span / strides[i]) + 1
+        if ceil_mode and isinstance(to_dim(size), int) and (to_dim(size) - 1) * strides[i] >= spatial[i] + pads[i]:
+            size -= 1
+        out.append(to_dim(size))
+    if any(isinstance(o, int) and o <= 0 for o in out):
+        raise ShapeInferenceError(f"{node.op_type}: window larger than the padded input")
+    return WindowGeometry(list(kernel), strides, dilations, begin, end, out)
+
+
+def _windows(x, geo: WindowGeometry, pad_value):
+    """Yields (window index, strided view of the padded input) for every kernel offset."""
+    n = len(geo.kernel)
+    padding = [(0, 0)] * (x.ndim - n) + [(int(b), int(e)) for b, e in zip(geo.pads_begin, geo.pads_end)]
+    padded = np.pad(x, padding, constant_values=pad_value)
+    for offset in np.ndindex(*geo.kernel):
+        index = [slice(None)] * (x.ndim - n)
+        for i in range(n):
+            start = offset[i] * geo.dilations[i]
+            index.append(slice(start, start + geo.strides[i] * (int(geo.out[i]) - 1) + 1, geo.strides[i]))
+        yield offset, padded[tuple(index)]
+
+
+@op("Conv", since=11)
+class Conv(Op):
+    @classmethod
+    def geometry(cls, node, x_shape, w_shape):
+        kernel = node.attr("kernel_shape") or list(w_shape[2:])
+        return window_geometry(node, list(x_shape[2:]), kernel)
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        x, w = inputs[0], inputs[1]
+        group = node.attr("group", 1)
+        if x.rank != w.rank or (isinstance(x.shape[1], int) and x.shape[1] != w.shape[1] * group):
+            raise ShapeInferenceError(f"Conv: input {x} and weight {w} do not match (group={group})")
+        geo = cls.geometry(node, x.shape, w.shape)
+        return [TensorType(x.dtype, [x.shape[0], w.shape[0]] + geo.out)]
+
+    @classmethod
+    def reference(cls, node, x, w, b=None):
+        geo = cls.geometry(node, x.shape, w.shape)
+        group = node.attr("group", 1)
+        cin, cout = w.shape[1], w.shape[0] // group
+        y = np.zeros([x.shape[0], w.shape[0]] + [int(o) for o in geo.out], np.float64)
+        for offset, window in _windows(x.astype(np.float64), geo, 0.0):
+            for g in range(group):
+                kernel = w[(slice(g * cout, (g + 1) * cout), slice(None)) + offset].astype(np.float64)
+                y[:, g * cout:(g + 1) * cout] += np.einsum("nc...,mc->nm...", window[:, g * cin:(g + 1) * cin], kernel)
+        if b is not None:
+            y += b.reshape([1, -1] + [1] * len(geo.kernel))
+        return [y.astype(x.dtype)]
+
+
+class Pool(Op):
+    @classmethod
+    def geometry(cls, node, x_shape):
+        return window_geometry(node, list(x_shape[2:]), node.attr("kernel_shape"), bool(node.attr("ceil_mode", 0)))
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        if len(node.onnx_outputs) > 1 and node.onnx_outputs[1]:
+            raise ShapeInferenceError("MaxPool: the Indices output is not supported")
+        x = inputs[0]
+        return [TensorType(x.dtype, list(x.shape[:2]) + cls.geometry(node, x.shape).out)]
+
+
+@op("MaxPool", since=12)
+class MaxPool(Pool):
+    @classmethod
+    def reference(cls, node, x):
+        geo = cls.geometry(node, x.shape)
+        windows = [w for _, w in _windows(x, geo, -np.inf)]
+        return [np.max(windows, axis=0).astype(x.dtype)]
+
+
+@op("AveragePool", since=11)
+class AveragePool(Pool):
+    @classmethod
+    def reference(cls, node, x):
+        geo = cls.geometry(node, x.shape)
+        total = sum(w.astype(np.float64) for _, w in _windows(x, geo, 0.0))
+        ones = np.ones_like(x[:1, :1], np.float64)
+        pad_value = 1.0 if node.attr("count_include_pad", 0) else 0.0
+        counts = sum(w for _, w in _windows(ones, geo, pad_value))
+        return [(total / counts).astype(x.dtype)]
+
+
+@op("GlobalAveragePool", since=1)
+class GlobalAveragePool(Op):
+    @classmethod
+    def infer(cls, node, inputs, values):
+        x = inputs[0]
+        return [TensorType(x.dtype, list(x.shape[:2]) + [1] * (x.rank - 2))]
+
+    @classmethod
+    def reference(cls, node, x):
+        return [x.mean(axis=tuple(range(2, x.ndim)), keepdims=True).astype(x.dtype)]
+
+
+@op("BatchNormalization", since=15)
+class BatchNormalization(Op):
+    @classmethod
+    def infer(cls, node, inputs, values):
+        if node.attr("training_mode", 0) or len([o for o in node.onnx_outputs if o]) > 1:
+            raise ShapeInferenceError("BatchNormalization: training mode is not supported (inference only)")
+        return [same_as_input(inputs)]
+
+    @classmethod
+    def reference(cls, node, x, scale, bias, mean, var):
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        inv = 1 / np.sqrt(var.astype(np.float64) + node.attr("epsilon", 1e-5))
+        y = (x - mean.reshape(shape)) * (scale * inv).reshape(shape) + bias.reshape(shape)
+        return [y.astype(x.dtype)]

@@ -1,0 +1,87 @@
+"""Tensor types: element types (ONNX <-> numpy <-> DaCe) and symbolic shapes."""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import dace
+import numpy as np
+import onnx
+import sympy
+
+__all__ = ["TensorType", "Dim", "numpy_dtype", "onnx_dtype", "dace_dtype", "dtype_name", "dim_str", "make_symbol",
+           "to_dim"]
+
+Dim = int | sympy.Expr
+
+_SUPPORTED = [np.float32, np.float64, np.float16, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+              np.uint32, np.uint64, np.bool_]
+_SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "int8": "i8", "int16": "i16", "int32": "i32",
+          "int64": "i64", "uint8": "u8", "uint16": "u16", "uint32": "u32", "uint64": "u64", "bool": "bool"}
+
+
+def numpy_dtype(onnx_elem_type: int) -> np.dtype:
+    """The numpy dtype of an ONNX TensorProto element type; raises ValueError for unsupported ones."""
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(onnx_elem_type))
+    except (KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"unsupported ONNX element type {onnx_elem_type}") from error
+    if dtype.type not in _SUPPORTED:
+        name = onnx.TensorProto.DataType.Name(onnx_elem_type)
+        raise ValueError(f"unsupported ONNX element type {name}")
+    return dtype
+
+
+def onnx_dtype(dtype: np.dtype) -> int:
+    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def dace_dtype(dtype: np.dtype) -> dace.typeclass:
+    return dace.dtypes.typeclass(np.dtype(dtype).type)
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    return _SHORT.get(np.dtype(dtype).name, np.dtype(dtype).name)
+
+
+def make_symbol(name: str) -> sympy.Symbol:
+    """A DaCe symbol (int64, non-negative) whose name is a valid C identifier."""
+    clean = re.sub(r"\W", "_", name)
+    if not clean or clean[0].isdigit():
+        clean = "d_" + clean
+    return dace.symbol(clean, dace.int64, nonnegative=True)
+
+
+def to_dim(value) -> Dim:
+    """Normalises a dimension to a Python int when it is a constant, else a sympy expression."""
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    expr = sympy.sympify(value)
+    return int(expr) if expr.is_Integer else expr
+
+
+def dim_str(dim: Dim) -> str:
+    return str(dim).replace(" ", "")
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorType:
+    """Element type and (possibly symbolic) shape of one tensor."""
+
+    dtype: np.dtype
+    shape: tuple[Dim, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        object.__setattr__(self, "shape", tuple(to_dim(d) for d in self.shape))
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.shape)
+
+    def __str__(self) -> str:
+        return f"{dtype_name(self.dtype)}[{','.join(dim_str(d) for d in self.shape)}]"

@@ -1,0 +1,49 @@
+"""fold-constants: an op whose inputs are all constants (or whose outputs are known from static shapes) is
+evaluated at compile time with its numpy reference and replaced by constants."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from sdflow.ir import Graph, evaluate_node, known_values
+from ..infra import Pass, PassContext, PassResult, register_pass
+
+
+@register_pass
+@dataclasses.dataclass(frozen=True)
+class FoldConstants(Pass):
+    """Ops over constants only (and Shape of static shapes)  =>  constants computed at compile time."""
+
+    name = "fold-constants"
+    max_elements: int = 1 << 24  # never materialise a folded tensor larger than this
+
+    def apply(self, graph: Graph, ctx: PassContext) -> PassResult:
+        folded, notes = 0, []
+        outputs = set(graph.outputs)
+        values = known_values(graph)
+        for node in graph.op_nodes():
+            inputs, results = graph.node_inputs(node), graph.node_outputs(node)
+            present = [t for t in results if t]
+            if any(t in outputs for t in present):
+                notes.append(f"{node.label}: writes a graph output, kept")
+                continue
+            if all(t in values and values[t].dtype != object for t in present):
+                arrays = [values[t] for t in present]
+            elif all(graph.is_constant(t) for t in inputs if t):
+                if any(int(np.prod(graph.tensor_type(t).shape)) > self.max_elements for t in present):
+                    notes.append(f"{node.label}: result larger than max_elements, kept")
+                    continue
+                arrays = [a for a, t in zip(evaluate_node(node, [graph.constant(t) if t else None for t in inputs]),
+                                            results) if t]
+            else:
+                continue
+            for tensor, value in zip(present, arrays):
+                expected = graph.tensor_type(tensor)
+                constant = graph.add_constant(f"{tensor}_folded",
+                                              np.asarray(value, dtype=expected.dtype).reshape(expected.shape))
+                graph.replace_uses(tensor, constant)
+                values[constant] = graph.constant(constant)
+            graph.remove_op(node)
+            folded += 1
+        return PassResult(folded > 0, {"folded_ops": folded}, notes if ctx.explain else [])

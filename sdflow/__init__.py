@@ -1,0 +1,15 @@
+"""sdflow: ONNX models lowered to DaCe SDFGs, optimised by named passes, compiled to native code."""
+from sdflow.ir.errors import (CompileError, InputError, ModelLoadError, PipelineError, SdflowError,
+                              ShapeInferenceError, UnsupportedOpError, VerificationError)
+
+__version__ = "0.1.0"
+__all__ = ["compile", "load", "optimize", "CompiledModel", "SdflowError", "ModelLoadError", "UnsupportedOpError",
+           "ShapeInferenceError", "VerificationError", "PipelineError", "CompileError", "InputError"]
+
+
+def __getattr__(name):
+    # The driver imports DaCe and every layer; load it on first use so `import sdflow` stays cheap.
+    if name in ("compile", "load", "optimize", "CompiledModel"):
+        from sdflow import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'sdflow' has no attribute {name!r}")

@@ -1,0 +1,62 @@
+"""The Python API: load a model into the IR, optimise it with a pass pipeline, compile it to a callable."""
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+import onnx
+
+from sdflow.codegen import CompiledModel, build
+from sdflow.frontends.onnx import import_model
+from sdflow.ir import Graph, verify
+from sdflow.passes import PassContext, PassRecord, run_pipeline
+
+__all__ = ["load", "optimize", "compile", "CompiledModel"]
+
+DEFAULT_PASSES = "O1"
+
+
+def load(model, name: str | None = None) -> Graph:
+    """The IR graph of ``model``: an ONNX path/bytes/ModelProto, a saved ``.sdfg`` path, or a Graph (copied)."""
+    if isinstance(model, Graph):
+        return model.copy()
+    if isinstance(model, (str, os.PathLike)) and str(model).endswith((".sdfg", ".sdfgz")):
+        graph = Graph.load(model)
+    else:
+        graph = import_model(model, name)
+    verify(graph)
+    return graph
+
+
+def optimize(graph: Graph, passes: str = DEFAULT_PASSES, dump_dir=None, explain: bool = False,
+             progress=None) -> tuple[Graph, list[PassRecord]]:
+    """Runs the pipeline ``passes`` on a copy of ``graph``; returns the result and one record per pass."""
+    graph = graph.copy()
+    records = run_pipeline(graph, passes, dump_dir=dump_dir, ctx=PassContext(explain=explain), progress=progress)
+    return graph, records
+
+
+def _stderr_progress(message: str) -> None:
+    print(f"[sdflow] {message}", file=sys.stderr, flush=True)
+
+
+def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=None,
+            progress: bool = False) -> CompiledModel:  # noqa: A001  (the natural name, as in torch.compile)
+    """Loads, optimises and builds ``model``; the result is a callable (numpy in, :class:`Outputs` out)."""
+    report = _stderr_progress if progress else None
+    if report:
+        report(f"loading {_describe(model)}")
+    graph = load(model)
+    graph, records = optimize(graph, passes, dump_dir=dump_dir, progress=report)
+    compiled = build(graph, target, progress=report)
+    compiled.pass_records = records
+    return compiled
+
+
+def _describe(model) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return str(pathlib.Path(model))
+    if isinstance(model, onnx.ModelProto):
+        return f"ONNX model {model.graph.name!r}"
+    return type(model).__name__

@@ -1,0 +1,75 @@
+"""ONNX Runtime as the reference: run a model, compare outputs with sdflow's, time both the same way."""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import numpy as np
+import onnx
+
+__all__ = ["run_onnxruntime", "Comparison", "compare_outputs", "median_seconds", "ort_session"]
+
+
+def ort_session(model, threads: int | None = None):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else (
+        model if isinstance(model, bytes) else open(model, "rb").read())
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def run_onnxruntime(model, feeds: dict[str, np.ndarray], threads: int | None = None) -> dict[str, np.ndarray]:
+    session = ort_session(model, threads)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+@dataclasses.dataclass
+class Comparison:
+    """One output compared with the reference: max abs error against max(1, |reference|)."""
+
+    name: str
+    shape: tuple
+    max_abs_error: float
+    reference_magnitude: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_error <= self.tolerance * max(1.0, self.reference_magnitude)
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.ok else "MISMATCH"
+        return (f"{self.name:<16} {str(list(self.shape)):<18} max|ref| {self.reference_magnitude:9.3e}  "
+                f"max abs err {self.max_abs_error:9.3e}  {verdict}")
+
+
+def compare_outputs(actual: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                    tolerance: float = 1e-4) -> list[Comparison]:
+    results = []
+    for name, expected in reference.items():
+        got = np.asarray(actual[name])
+        if got.shape != expected.shape:
+            results.append(Comparison(name, got.shape, float("inf"), 0.0, tolerance))
+            continue
+        expected64, got64 = expected.astype(np.float64), got.astype(np.float64)
+        error = float(np.max(np.abs(expected64 - got64))) if expected.size else 0.0
+        magnitude = float(np.max(np.abs(expected64))) if expected.size else 0.0
+        results.append(Comparison(name, expected.shape, error, magnitude, tolerance))
+    return results
+
+
+def median_seconds(function, repeats: int = 20, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        function()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
