@@ -124,7 +124,7 @@ class CompiledModel:
             if value.ndim != ttype.rank:
                 raise InputError(f"input {onnx_name!r} has rank {value.ndim} (shape {list(value.shape)}), "
                                  f"expected rank {ttype.rank} ({ttype})")
-            arrays[name] = np.ascontiguousarray(value)
+            arrays[name] = np.asarray(value, order="C")
         return arrays
 
     def _bind(self, arrays) -> dict[str, int]:

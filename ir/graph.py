@@ -80,7 +80,7 @@ class Graph:
         self.sdfg.arg_names = list(self.sdfg.arg_names) + [name]
 
     def add_constant(self, hint: str, value: np.ndarray) -> str:
-        value = np.ascontiguousarray(value)
+        value = np.asarray(value, order="C")
         name = self.add_tensor(hint, TensorType(value.dtype, value.shape), transient=False)
         self.sdfg.add_constant(name, value, self.sdfg.arrays[name])
         return name

@@ -53,11 +53,15 @@ def make_symbol(name: str) -> sympy.Symbol:
 
 
 def to_dim(value) -> Dim:
-    """Normalises a dimension to a Python int when it is a constant, else a sympy expression."""
+    """Normalises a dimension to a Python int when it is a constant, else a sympy expression over the
+    canonical (int64, non-negative) DaCe symbols, so that dims from different sources compare equal."""
     if isinstance(value, (int, np.integer)):
         return int(value)
     expr = sympy.sympify(value)
-    return int(expr) if expr.is_Integer else expr
+    if expr.is_Integer:
+        return int(expr)
+    canonical = {s: make_symbol(s.name) for s in expr.free_symbols}
+    return expr.xreplace(canonical)
 
 
 def dim_str(dim: Dim) -> str:

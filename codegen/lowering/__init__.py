@@ -32,9 +32,23 @@ def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
     weights = {}
     for name in list(sdfg.constants_prop):
         _, value = sdfg.constants_prop.pop(name)
-        weights[name] = np.ascontiguousarray(value)
+        weights[name] = np.asarray(value, order="C")
     sdfg.arg_names = list(graph.inputs) + list(graph.outputs)
+    _scalars_as_vectors(sdfg)
     return sdfg, weights
+
+
+def _scalars_as_vectors(sdfg: dace.SDFG) -> None:
+    """Rank-0 tensors become shape [1]: DaCe maps cannot propagate memlets of rank-0 arrays. Same memory,
+    so callers still pass rank-0 numpy arrays."""
+    scalars = set()
+    for name, desc in sdfg.arrays.items():
+        if not desc.shape:
+            sdfg.arrays[name] = dace.data.Array(desc.dtype, [1], transient=desc.transient)
+            scalars.add(name)
+    for edge in sdfg.start_state.edges():
+        if edge.data.data in scalars:
+            edge.data = dace.Memlet.from_array(edge.data.data, sdfg.arrays[edge.data.data])
 
 
 def expand(sdfg: dace.SDFG) -> None:

@@ -155,8 +155,9 @@ def add_map(state: dace.SDFGState, label: str, ranges: dict, inputs: dict, code:
     # Tasklet connectors must not share a name with any array; arrays never start with '_'.
     code = re.sub(r"\b(" + "|".join(map(re.escape, [*inputs, *outputs])) + r")\b", r"_\1", code) \
         if inputs or outputs else code
-    memlets_in = {f"_{c}": dace.Memlet(m) for c, m in inputs.items()}
-    memlets_out = {f"_{c}": dace.Memlet(m) for c, m in outputs.items()}
+    arrays = state.parent.arrays
+    memlets_in = {f"_{c}": _memlet(m, arrays) for c, m in inputs.items()}
+    memlets_out = {f"_{c}": _memlet(m, arrays) for c, m in outputs.items()}
     pointers = [f"_{c}" for c in pointers]
     if not ranges:
         tasklet = state.add_tasklet(label, dict.fromkeys(memlets_in), dict.fromkeys(memlets_out), code,
@@ -171,12 +172,20 @@ def add_map(state: dace.SDFGState, label: str, ranges: dict, inputs: dict, code:
                                                      code, memlets_out, language=dace.Language.CPP,
                                                      external_edges=True, schedule=schedule)
         entry.map.collapse = max(1, len(ranges) - 1)
-    arrays = state.parent.arrays
-    for connector in pointers:
-        memlet = memlets_in.get(connector) or memlets_out[connector]
+    for connector, memlet in {**memlets_in, **memlets_out}.items():
         connectors = tasklet.in_connectors if connector in memlets_in else tasklet.out_connectors
-        connectors[connector] = dace.pointer(arrays[memlet.data].dtype)
+        dtype = arrays[memlet.data].dtype
+        if connector in pointers:
+            connectors[connector] = dace.pointer(dtype)
+        elif not arrays[memlet.data].shape:
+            connectors[connector] = dtype  # a rank-0 array is read as a value, not through a pointer
     return entry
+
+
+def _memlet(text: str, arrays) -> dace.Memlet:
+    """A memlet from 'A[i0, 0]'; rank-0 arrays take no subscript."""
+    name = text.split("[", 1)[0]
+    return dace.Memlet(name) if not arrays[name].shape else dace.Memlet(text)
 
 
 def index_ranges(shape, skip=()) -> dict:

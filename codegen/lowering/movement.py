@@ -88,7 +88,9 @@ def slice_(ctx: Ctx):
 @expansion("Gather")
 def gather(ctx: Ctx):
     data, indices, target = ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("out", 0)
-    data_shape, index_rank = ctx.shape(data), len(ctx.shape(indices))
+    data_shape = ctx.shape(data)
+    # From the output's rank: rank-0 indices arrive here as shape [1] (see lowering._scalars_as_vectors).
+    index_rank = len(ctx.shape(target)) - len(data_shape) + 1
     axis = normalize_axis(ctx.node.attr("axis", 0), len(data_shape))
     data_index = [f"i{k}" for k in range(axis)] + [f"0:{data_shape[axis]}"] + [
         f"i{k + index_rank - 1}" for k in range(axis + 1, len(data_shape))]
