@@ -11,9 +11,15 @@ from . import cache
 from .lowering import expand, lower
 from .runtime import CompiledModel
 
-__all__ = ["build", "TARGETS"]
+__all__ = ["build", "TARGETS", "native_builds"]
 
 TARGETS = ("cpu", )
+_NATIVE_BUILDS = 0
+
+
+def native_builds() -> int:
+    """How many times this process has generated and compiled native code (cache hits do not count)."""
+    return _NATIVE_BUILDS
 
 
 def _report(progress, message: str) -> None:
@@ -23,6 +29,7 @@ def _report(progress, message: str) -> None:
 
 def build(graph: Graph, target: str = "cpu", progress=None) -> CompiledModel:
     """Compiles ``graph`` for ``target`` (cached on disk by content); ``progress(str)`` hears each stage."""
+    global _NATIVE_BUILDS
     if target not in TARGETS:
         raise CompileError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
     sdfg, weights = lower(graph)
@@ -40,6 +47,7 @@ def build(graph: Graph, target: str = "cpu", progress=None) -> CompiledModel:
             with cache.atomic_build_folder(folder) as temporary:
                 sdfg.build_folder = str(temporary)
                 sdfg.compile(return_program_handle=False)
+                _NATIVE_BUILDS += 1
                 sdfg.save(str(temporary / "program.sdfg"))
         else:
             _report(progress, f"loading cached build {folder}")

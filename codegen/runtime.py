@@ -51,6 +51,8 @@ class CompiledModel:
         self._weight_args = {n: ctypes.c_void_p(w.ctypes.data) for n, w in weights.items()}
         self._inputs = [(graph.onnx_name(n), n, graph.tensor_type(n)) for n in graph.inputs]
         self._outputs = [(graph.onnx_name(n), n, graph.tensor_type(n)) for n in graph.outputs]
+        self._output_shapes = {name: _shape_function(ttype.shape) for _, name, ttype in self._outputs}
+        self._input_shapes = {name: _shape_function(ttype.shape) for _, name, ttype in self._inputs}
         typedict = program._typedict
         self._signature = [(name, typedict[name]) for name in program._sig]
         self._init_symbols = set(program._free_symbols)
@@ -80,7 +82,7 @@ class CompiledModel:
     def __call__(self, *args, **kwargs) -> Outputs:
         arrays = self._collect(args, kwargs)
         symbols = self._bind(arrays)
-        outputs = {name: np.empty(self._concrete(ttype.shape, symbols), dtype=ttype.dtype)
+        outputs = {name: np.empty(self._output_shapes[name](symbols), dtype=ttype.dtype)
                    for _, name, ttype in self._outputs}
         call_args, init_args = [], []
         for name, desc in self._signature:
@@ -136,15 +138,27 @@ class CompiledModel:
                         raise InputError(f"input {onnx_name!r} dim {axis} is {size}, but {dim} = "
                                          f"{symbols[str(dim)]} from another input ({self._describe_inputs()})")
         for onnx_name, name, ttype in self._inputs:
-            expected = self._concrete(ttype.shape, symbols)
+            expected = self._input_shapes[name](symbols)
             if list(arrays[name].shape) != expected:
                 raise InputError(f"input {onnx_name!r} has shape {list(arrays[name].shape)}, expected {ttype} "
                                  f"= {expected}")
         return symbols
 
-    @staticmethod
-    def _concrete(shape, symbols) -> list[int]:
-        return [d if isinstance(d, int) else int(sympy.sympify(d).subs(symbols)) for d in shape]
-
     def _describe_inputs(self) -> str:
         return ", ".join(f"{n}: {t}" for n, t in self.input_types.items())
+
+
+def _shape_function(shape):
+    """symbols -> concrete shape; symbolic dims are compiled to Python once, not substituted per call."""
+    getters = []
+    for dim in shape:
+        if isinstance(dim, int):
+            getters.append(lambda symbols, value=dim: value)
+        elif isinstance(dim, sympy.Symbol):
+            getters.append(lambda symbols, name=str(dim): symbols[name])
+        else:
+            names = sorted(str(s) for s in dim.free_symbols)
+            function = sympy.lambdify([sympy.Symbol(n) for n in names],
+                                      dim.xreplace({s: sympy.Symbol(str(s)) for s in dim.free_symbols}), "math")
+            getters.append(lambda symbols, f=function, names=names: int(f(*(symbols[n] for n in names))))
+    return lambda symbols: [get(symbols) for get in getters]

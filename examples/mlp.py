@@ -2,13 +2,14 @@
 ONNX Runtime."""
 from __future__ import annotations
 
+import pathlib
+import sys
+
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-try:
-    from examples._compare import main_for
-except ImportError:  # run as a script: examples/ is on sys.path
-    from _compare import main_for
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _compare import main_for  # noqa: E402  (examples/ is a folder of scripts, not a package)
 
 INPUTS = {"x": (np.float32, ("batch", 64))}
 

@@ -4,13 +4,14 @@ LayerNormalization and one decomposed LayerNorm (ReduceMean/Sub/Pow/Sqrt/Div), a
 chain. Symbolic batch; compiled and compared with ONNX Runtime."""
 from __future__ import annotations
 
+import pathlib
+import sys
+
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-try:
-    from examples._compare import main_for
-except ImportError:  # run as a script: examples/ is on sys.path
-    from _compare import main_for
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _compare import main_for  # noqa: E402  (examples/ is a folder of scripts, not a package)
 
 SEQ, MODEL, HEADS, FFN = 16, 64, 4, 128
 HEAD = MODEL // HEADS

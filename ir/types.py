@@ -45,11 +45,15 @@ def dtype_name(dtype: np.dtype) -> str:
 
 
 def make_symbol(name: str) -> sympy.Symbol:
-    """A DaCe symbol (int64, non-negative) whose name is a valid C identifier."""
-    clean = re.sub(r"\W", "_", name)
+    """A DaCe symbol (int64, non-negative) whose name is a valid C identifier that neither starts nor ends
+    with '_' (generated C++ names its locals with a trailing '_' and its connectors with a leading one)."""
+    clean = re.sub(r"\W", "_", name).strip("_")
     if not clean or clean[0].isdigit():
-        clean = "d_" + clean
+        clean = "d" + clean
     return dace.symbol(clean, dace.int64, nonnegative=True)
+
+
+_FUNCTIONS = {"floor", "ceiling", "Max", "Min", "Mod"}
 
 
 def to_dim(value) -> Dim:
@@ -57,7 +61,12 @@ def to_dim(value) -> Dim:
     canonical (int64, non-negative) DaCe symbols, so that dims from different sources compare equal."""
     if isinstance(value, (int, np.integer)):
         return int(value)
-    expr = sympy.sympify(value)
+    if isinstance(value, str):
+        # Names like N, S or E are symbols here, not sympy's builtins.
+        names = {n: sympy.Symbol(n) for n in re.findall(r"[A-Za-z_]\w*", value) if n not in _FUNCTIONS}
+        expr = sympy.sympify(value, locals=names)
+    else:
+        expr = sympy.sympify(value)
     if expr.is_Integer:
         return int(expr)
     canonical = {s: make_symbol(s.name) for s in expr.free_symbols}

@@ -15,11 +15,11 @@ def _gemm_call(ctype, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
         return (f"{_GEMM[ctype]}(CblasRowMajor, {flag[trans_a]}, {flag[trans_b]}, {m}, {n}, {k}, ({ctype}){alpha}, "
                 f"{a}, {lda}, {b}, {ldb}, ({ctype}){beta}, {c}, {ldc});")
     # Integer contractions have no BLAS; a plain loop nest (rare in models).
-    a_at = f"{a}[(p) * {lda} + (i)]" if trans_a else f"{a}[(i) * {lda} + (p)]"
-    b_at = f"{b}[(j) * {ldb} + (p)]" if trans_b else f"{b}[(p) * {ldb} + (j)]"
-    return (f"for (int64_t i = 0; i < {m}; ++i) for (int64_t j = 0; j < {n}; ++j) {{ {ctype} acc = 0; "
-            f"for (int64_t p = 0; p < {k}; ++p) acc += {a_at} * {b_at}; "
-            f"{c}[i * {ldc} + j] = ({ctype}){alpha} * acc + ({ctype}){beta} * {c}[i * {ldc} + j]; }}")
+    a_at = f"{a}[p_ * {lda} + i_]" if trans_a else f"{a}[i_ * {lda} + p_]"
+    b_at = f"{b}[j_ * {ldb} + p_]" if trans_b else f"{b}[p_ * {ldb} + j_]"
+    return (f"for (int64_t i_ = 0; i_ < {m}; ++i_) for (int64_t j_ = 0; j_ < {n}; ++j_) {{ {ctype} acc_ = 0; "
+            f"for (int64_t p_ = 0; p_ < {k}; ++p_) acc_ += {a_at} * {b_at}; "
+            f"{c}[i_ * {ldc} + j_] = ({ctype}){alpha} * acc_ + ({ctype}){beta} * {c}[i_ * {ldc} + j_]; }}")
 
 
 @expansion("MatMul", environments=[OpenBLAS])
@@ -37,16 +37,17 @@ def matmul(ctx: Ctx):
     a_batch = [1] * (len(batch) - max(len(a_shape) - 2, 0)) + list(a_shape[:-2])
     b_batch = [1] * (len(batch) - (len(b_shape) - 2)) + list(b_shape[:-2])
     a_strides, b_strides = contiguous_strides(a_batch), contiguous_strides(b_batch)
-    lines = [f"for (int64_t t = 0; t < {cexpr(product(batch))}; ++t) {{", "int64_t rest = t, ao = 0, bo = 0;"]
+    # Every C++ local ends with '_': symbol names never do (ir.types.make_symbol).
+    lines = [f"for (int64_t t_ = 0; t_ < {cexpr(product(batch))}; ++t_) {{", "int64_t rest_ = t_, ao_ = 0, bo_ = 0;"]
     for axis in reversed(range(len(batch))):
-        lines.append(f"{{ int64_t index = rest % {cexpr(batch[axis])}; rest /= {cexpr(batch[axis])};")
+        lines.append(f"{{ int64_t index_ = rest_ % {cexpr(batch[axis])}; rest_ /= {cexpr(batch[axis])};")
         if a_batch[axis] != 1:
-            lines.append(f"ao += index * {cexpr(a_strides[axis])};")
+            lines.append(f"ao_ += index_ * {cexpr(a_strides[axis])};")
         if b_batch[axis] != 1:
-            lines.append(f"bo += index * {cexpr(b_strides[axis])};")
+            lines.append(f"bo_ += index_ * {cexpr(b_strides[axis])};")
         lines.append("}")
-    lines.append(_gemm_call(ctype, False, False, m_c, n_c, k_c, 1, f"{a} + ao * {m_c} * {k_c}", k_c,
-                            f"{b} + bo * {k_c} * {n_c}", n_c, 0, f"{y} + t * {m_c} * {n_c}", n_c))
+    lines.append(_gemm_call(ctype, False, False, m_c, n_c, k_c, 1, f"{a} + ao_ * {m_c} * {k_c}", k_c,
+                            f"{b} + bo_ * {k_c} * {n_c}", n_c, 0, f"{y} + t_ * {m_c} * {n_c}", n_c))
     lines.append("}")
     return ctx.tasklet("\n".join(lines))
 
@@ -67,10 +68,10 @@ def gemm(ctx: Ctx):
     code = ""
     gemm_beta = 0
     if c is not None:
-        rows = "i" if c_shape[0] != 1 else "0"
-        cols = "j" if c_shape[1] != 1 else "0"
-        code = (f"for (int64_t i = 0; i < {m}; ++i) for (int64_t j = 0; j < {n}; ++j) "
-                f"{y}[i * {n} + j] = ({ctype}){beta} * {c}[{rows} * {cexpr(c_shape[1])} + {cols}];\n")
+        rows = "i_" if c_shape[0] != 1 else "0"
+        cols = "j_" if c_shape[1] != 1 else "0"
+        code = (f"for (int64_t i_ = 0; i_ < {m}; ++i_) for (int64_t j_ = 0; j_ < {n}; ++j_) "
+                f"{y}[i_ * {n} + j_] = ({ctype}){beta} * {c}[{rows} * {cexpr(c_shape[1])} + {cols}];\n")
         gemm_beta = 1
     code += _gemm_call(ctype, trans_a, trans_b, m, n, k, alpha, a, m if trans_a else k, b, k if trans_b else n,
                        gemm_beta, y, n)

@@ -96,9 +96,9 @@ def gather(ctx: Ctx):
         f"i{k + index_rank - 1}" for k in range(axis + 1, len(data_shape))]
     index_index = ", ".join(f"i{axis + k}" for k in range(index_rank)) or "0"
     code = f"""
-int64_t j = index;
-if (j < 0) j += {cexpr(data_shape[axis])};
-y = x[j * {cexpr(contiguous_strides(data_shape)[axis])}];
+int64_t j_ = index;
+if (j_ < 0) j_ += {cexpr(data_shape[axis])};
+y = x[j_ * {cexpr(contiguous_strides(data_shape)[axis])}];
 """
     out_shape = ctx.shape(target)
     sdfg, state = ctx.nested()

@@ -19,71 +19,72 @@ def _geometry_constants(ctx: Ctx, x_shape, kernel, ceil_mode=False) -> str:
                       DH=geo.dilations[0], DW=geo.dilations[1], PT=geo.pads_begin[0], PL=geo.pads_begin[1],
                       PB=geo.pads_end[0], PR=geo.pads_end[1], OH=geo.out[0], OW=geo.out[1])
     values = dict(N=x_shape[0], C=x_shape[1], **values)
-    return "const int64_t " + ", ".join(f"{k} = {cexpr(v)}" for k, v in values.items()) + ";\n"
+    # Every C++ local ends with '_': symbol names never do (ir.types.make_symbol), so they cannot collide.
+    return "const int64_t " + ", ".join(f"{k}_ = {cexpr(v)}" for k, v in values.items()) + ";\n"
 
 
 _IM2COL = """
-std::vector<float> column(KK * P);
-for (int64_t n = 0; n < N; ++n) {
-  for (int64_t g = 0; g < G; ++g) {
-    const float* image = X + (n * C + g * CG) * H * W;
+std::vector<float> column_(KK_ * P_);
+for (int64_t n_ = 0; n_ < N_; ++n_) {
+  for (int64_t g_ = 0; g_ < G_; ++g_) {
+    const float* image_ = X_ + (n_ * C_ + g_ * CG_) * H_ * W_;
     #pragma omp parallel for
-    for (int64_t r = 0; r < KK; ++r) {
-      const int64_t kw = r % KW, kh = (r / KW) % KH, c = r / (KW * KH);
-      float* row = column.data() + r * P;
-      const float* plane = image + c * H * W;
-      for (int64_t oh = 0; oh < OH; ++oh) {
-        const int64_t ih = oh * SH - PT + kh * DH;
-        float* out = row + oh * OW;
-        if (ih < 0 || ih >= H) { for (int64_t ow = 0; ow < OW; ++ow) out[ow] = 0.0f; continue; }
-        for (int64_t ow = 0; ow < OW; ++ow) {
-          const int64_t iw = ow * SW - PL + kw * DW;
-          out[ow] = (iw >= 0 && iw < W) ? plane[ih * W + iw] : 0.0f;
+    for (int64_t r_ = 0; r_ < KK_; ++r_) {
+      const int64_t kw_ = r_ % KW_, kh_ = (r_ / KW_) % KH_, c_ = r_ / (KW_ * KH_);
+      float* row_ = column_.data() + r_ * P_;
+      const float* plane_ = image_ + c_ * H_ * W_;
+      for (int64_t oh_ = 0; oh_ < OH_; ++oh_) {
+        const int64_t ih_ = oh_ * SH_ - PT_ + kh_ * DH_;
+        float* out_ = row_ + oh_ * OW_;
+        if (ih_ < 0 || ih_ >= H_) { for (int64_t ow_ = 0; ow_ < OW_; ++ow_) out_[ow_] = 0.0f; continue; }
+        for (int64_t ow_ = 0; ow_ < OW_; ++ow_) {
+          const int64_t iw_ = ow_ * SW_ - PL_ + kw_ * DW_;
+          out_[ow_] = (iw_ >= 0 && iw_ < W_) ? plane_[ih_ * W_ + iw_] : 0.0f;
         }
       }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, MG, P, KK, 1.0f, Wt + g * MG * KK, KK,
-                column.data(), P, 0.0f, Y + (n * M + g * MG) * P, P);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, MG_, P_, KK_, 1.0f, Wt_ + g_ * MG_ * KK_, KK_,
+                column_.data(), P_, 0.0f, Y_ + (n_ * M_ + g_ * MG_) * P_, P_);
   }
 }
 """
 
 _POINTWISE = """
-for (int64_t n = 0; n < N; ++n)
-  for (int64_t g = 0; g < G; ++g)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, MG, P, CG, 1.0f, Wt + g * MG * CG, CG,
-                X + (n * C + g * CG) * P, P, 0.0f, Y + (n * M + g * MG) * P, P);
+for (int64_t n_ = 0; n_ < N_; ++n_)
+  for (int64_t g_ = 0; g_ < G_; ++g_)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, MG_, P_, CG_, 1.0f, Wt_ + g_ * MG_ * CG_, CG_,
+                X_ + (n_ * C_ + g_ * CG_) * P_, P_, 0.0f, Y_ + (n_ * M_ + g_ * MG_) * P_, P_);
 """
 
 _DEPTHWISE = """
 #pragma omp parallel for
-for (int64_t plane = 0; plane < N * M; ++plane) {
-  const int64_t m = plane % M, c = m / MG;
-  const float* image = X + ((plane / M) * C + c) * H * W;
-  const float* kernel = Wt + m * KH * KW;
-  float* out = Y + plane * P;
-  for (int64_t oh = 0; oh < OH; ++oh)
-    for (int64_t ow = 0; ow < OW; ++ow) {
-      float acc = 0.0f;
-      for (int64_t kh = 0; kh < KH; ++kh) {
-        const int64_t ih = oh * SH - PT + kh * DH;
-        if (ih < 0 || ih >= H) continue;
-        for (int64_t kw = 0; kw < KW; ++kw) {
-          const int64_t iw = ow * SW - PL + kw * DW;
-          if (iw >= 0 && iw < W) acc += image[ih * W + iw] * kernel[kh * KW + kw];
+for (int64_t plane_ = 0; plane_ < N_ * M_; ++plane_) {
+  const int64_t m_ = plane_ % M_, c_ = m_ / MG_;
+  const float* image_ = X_ + ((plane_ / M_) * C_ + c_) * H_ * W_;
+  const float* kernel_ = Wt_ + m_ * KH_ * KW_;
+  float* out_ = Y_ + plane_ * P_;
+  for (int64_t oh_ = 0; oh_ < OH_; ++oh_)
+    for (int64_t ow_ = 0; ow_ < OW_; ++ow_) {
+      float acc_ = 0.0f;
+      for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {
+        const int64_t ih_ = oh_ * SH_ - PT_ + kh_ * DH_;
+        if (ih_ < 0 || ih_ >= H_) continue;
+        for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {
+          const int64_t iw_ = ow_ * SW_ - PL_ + kw_ * DW_;
+          if (iw_ >= 0 && iw_ < W_) acc_ += image_[ih_ * W_ + iw_] * kernel_[kh_ * KW_ + kw_];
         }
       }
-      out[oh * OW + ow] = acc;
+      out_[oh_ * OW_ + ow_] = acc_;
     }
 }
 """
 
 _BIAS = """
 #pragma omp parallel for
-for (int64_t plane = 0; plane < N * M; ++plane) {
-  const float b = Bias[plane % M];
-  float* out = Y + plane * P;
-  for (int64_t p = 0; p < P; ++p) out[p] += b;
+for (int64_t plane_ = 0; plane_ < N_ * M_; ++plane_) {
+  const float b_ = Bias_[plane_ % M_];
+  float* out_ = Y_ + plane_ * P_;
+  for (int64_t p_ = 0; p_ < P_; ++p_) out_[p_] += b_;
 }
 """
 
@@ -97,16 +98,16 @@ def conv(ctx: Ctx):
     kernel = ctx.node.attr("kernel_shape") or list(w_shape[2:])
     group = ctx.node.attr("group", 1)
     code = _geometry_constants(ctx, x_shape, kernel)
-    code += (f"const int64_t M = {cexpr(w_shape[0])}, G = {group}, CG = C / G, MG = M / G, KK = CG * KH * KW, "
-             "P = OH * OW;\n")
-    code += f"const float* X = {ctx.ptr(x)}; const float* Wt = {ctx.ptr(w)}; float* Y = {ctx.ptr(y)};\n"
+    code += (f"const int64_t M_ = {cexpr(w_shape[0])}, G_ = {group}, CG_ = C_ / G_, MG_ = M_ / G_, "
+             "KK_ = CG_ * KH_ * KW_, P_ = OH_ * OW_;\n")
+    code += f"const float* X_ = {ctx.ptr(x)}; const float* Wt_ = {ctx.ptr(w)}; float* Y_ = {ctx.ptr(y)};\n"
     pointwise = all(k == 1 for k in kernel) and not any(
         ctx.node.attr(a) and any(v != (1 if a != "pads" else 0) for v in ctx.node.attr(a))
         for a in ("strides", "pads", "dilations")) and ctx.node.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
     depthwise = group > 1 and w_shape[1] == 1
     code += _POINTWISE if pointwise else (_DEPTHWISE if depthwise else _IM2COL)
     if b is not None:
-        code += f"const float* Bias = {ctx.ptr(b)};\n" + _BIAS
+        code += f"const float* Bias_ = {ctx.ptr(b)};\n" + _BIAS
     return ctx.tasklet(code)
 
 
@@ -116,28 +117,28 @@ def _pool_code(ctx: Ctx, x_shape) -> str:
     is_max = ctx.node.op_type == "MaxPool"
     ctype = ctx.desc(ctx.connector("in", 0)).dtype.ctype
     init = f"std::numeric_limits<{ctype}>::lowest()" if is_max else "0"
-    update = "acc = std::max(acc, x[ih * W + iw]);" if is_max else "acc += x[ih * W + iw]; ++count;"
+    update = "acc_ = std::max(acc_, x[ih_ * W_ + iw_]);" if is_max else "acc_ += x[ih_ * W_ + iw_]; ++count_;"
     if is_max:
-        finish = "y[oh * OW + ow] = acc;"
+        finish = "y[oh_ * OW_ + ow_] = acc_;"
     elif ctx.node.attr("count_include_pad", 0):
-        finish = ("const int64_t rows = std::min(oh * SH - PT + (KH - 1) * DH, H + PB - 1) - (oh * SH - PT) + 1; "
-                  "const int64_t cols = std::min(ow * SW - PL + (KW - 1) * DW, W + PR - 1) - (ow * SW - PL) + 1; "
-                  f"y[oh * OW + ow] = acc / ({ctype})(((rows - 1) / DH + 1) * ((cols - 1) / DW + 1));")
+        finish = ("const int64_t rows_ = std::min(oh_ * SH_ - PT_ + (KH_ - 1) * DH_, H_ + PB_ - 1) - (oh_ * SH_ - PT_) + 1; "
+                  "const int64_t cols_ = std::min(ow_ * SW_ - PL_ + (KW_ - 1) * DW_, W_ + PR_ - 1) - (ow_ * SW_ - PL_) + 1; "
+                  f"y[oh_ * OW_ + ow_] = acc_ / ({ctype})(((rows_ - 1) / DH_ + 1) * ((cols_ - 1) / DW_ + 1));")
     else:
-        finish = f"y[oh * OW + ow] = acc / ({ctype})count;"
+        finish = f"y[oh_ * OW_ + ow_] = acc_ / ({ctype})count_;"
     return code + f"""
-for (int64_t oh = 0; oh < OH; ++oh)
-  for (int64_t ow = 0; ow < OW; ++ow) {{
-    {ctype} acc = {init}; int64_t count = 0;
-    for (int64_t kh = 0; kh < KH; ++kh) {{
-      const int64_t ih = oh * SH - PT + kh * DH;
-      if (ih < 0 || ih >= H) continue;
-      for (int64_t kw = 0; kw < KW; ++kw) {{
-        const int64_t iw = ow * SW - PL + kw * DW;
-        if (iw >= 0 && iw < W) {{ {update} }}
+for (int64_t oh_ = 0; oh_ < OH_; ++oh_)
+  for (int64_t ow_ = 0; ow_ < OW_; ++ow_) {{
+    {ctype} acc_ = {init}; int64_t count_ = 0;
+    for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {{
+      const int64_t ih_ = oh_ * SH_ - PT_ + kh_ * DH_;
+      if (ih_ < 0 || ih_ >= H_) continue;
+      for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {{
+        const int64_t iw_ = ow_ * SW_ - PL_ + kw_ * DW_;
+        if (iw_ >= 0 && iw_ < W_) {{ {update} }}
       }}
     }}
-    (void)count;
+    (void)count_;
     {finish}
   }}
 """

@@ -23,21 +23,21 @@ def reduce(ctx: Ctx):
     strides = contiguous_strides(shape)
     loops, offset = "", []
     for depth, axis in enumerate(axes):
-        loops += f"for (int64_t r{depth} = 0; r{depth} < {cexpr(shape[axis])}; ++r{depth}) "
-        offset.append(f"r{depth} * {cexpr(strides[axis])}")
+        loops += f"for (int64_t r{depth}_ = 0; r{depth}_ < {cexpr(shape[axis])}; ++r{depth}_) "
+        offset.append(f"r{depth}_ * {cexpr(strides[axis])}")
     element = f"x[{' + '.join(offset) or '0'}]"
     op_type = ctx.node.op_type
     if op_type == "ReduceMax":
-        body = f"{dtype} acc = std::numeric_limits<{dtype}>::lowest(); {loops}{{ acc = std::max(acc, {element}); }}"
+        body = f"{dtype} acc_ = std::numeric_limits<{dtype}>::lowest(); {loops}{{ acc_ = std::max(acc_, {element}); }}"
     else:
-        body = f"{dtype} acc = 0; {loops}{{ acc += {element}; }}"
+        body = f"{dtype} acc_ = 0; {loops}{{ acc_ += {element}; }}"
     if op_type == "ReduceMean":
-        body += f" acc = acc / ({dtype})({cexpr(product(shape[a] for a in axes))});"
+        body += f" acc_ = acc_ / ({dtype})({cexpr(product(shape[a] for a in axes))});"
     keep = ctx.node.attr("keepdims", 1)
     out_index = ", ".join("0" if k in axes else f"i{k}" for k in range(len(shape)) if keep or k not in axes) or "0"
     sdfg, state = ctx.nested()
     add_map(state, op_type.lower(), index_ranges(shape, skip=axes), {"x": f"{x_conn}[{_subset(shape, axes)}]"},
-            body + " y = acc;", {"y": f"{y_conn}[{out_index}]"}, pointers=["x"])
+            body + " y = acc_;", {"y": f"{y_conn}[{out_index}]"}, pointers=["x"])
     return sdfg
 
 
@@ -49,13 +49,13 @@ def softmax(ctx: Ctx):
     n, stride = cexpr(shape[axis]), cexpr(contiguous_strides(shape)[axis])
     dtype = ctx.desc(x_conn).dtype.ctype
     code = f"""
-const int64_t n = {n}, s = {stride};
-{dtype} m = x[0];
-for (int64_t k = 1; k < n; ++k) m = std::max(m, x[k * s]);
-{dtype} sum = 0;
-for (int64_t k = 0; k < n; ++k) {{ {dtype} e = std::exp(x[k * s] - m); y[k * s] = e; sum += e; }}
-const {dtype} inv = ({dtype})1 / sum;
-for (int64_t k = 0; k < n; ++k) y[k * s] *= inv;
+const int64_t n_ = {n}, s_ = {stride};
+{dtype} m_ = x[0];
+for (int64_t k_ = 1; k_ < n_; ++k_) m_ = std::max(m_, x[k_ * s_]);
+{dtype} sum_ = 0;
+for (int64_t k_ = 0; k_ < n_; ++k_) {{ {dtype} e_ = std::exp(x[k_ * s_] - m_); y[k_ * s_] = e_; sum_ += e_; }}
+const {dtype} inv_ = ({dtype})1 / sum_;
+for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] *= inv_;
 """
     sdfg, state = ctx.nested()
     subset = _subset(shape, [axis])
@@ -80,25 +80,25 @@ def layer_normalization(ctx: Ctx):
             continue
         size = product(ctx.shape(connector))
         inputs[name] = f"{connector}[{', '.join(f'0:{d}' for d in ctx.shape(connector)) or '0'}]"
-        terms[name] = f"{name}[k]" if size == count else f"{name}[0]"
+        terms[name] = f"{name}[k_]" if size == count else f"{name}[0]"
     outputs = {"y": f"{ctx.connector('out', 0)}[{_subset(shape, normalized)}]"}
     stats = ""
-    for position, name, value in ((1, "mean_out", "mean"), (2, "inv_std_out", "inv")):
+    for position, name, value in ((1, "mean_out", "mean_"), (2, "inv_std_out", "inv_")):
         connector = ctx.connector("out", position)
         if connector is not None:
             outputs[name] = f"{connector}[{_subset(shape, [], fixed_axes=normalized)}]"
             stats += f"{name} = {value};"
-    scaled = "(x[k] - mean) * inv" + (f" * {terms['scale']}" if "scale" in terms else "") + (
+    scaled = "(x[k_] - mean_) * inv_" + (f" * {terms['scale']}" if "scale" in terms else "") + (
         f" + {terms['bias']}" if "bias" in terms else "")
     code = f"""
-const int64_t n = {cexpr(count)};
-float mean = 0;
-for (int64_t k = 0; k < n; ++k) mean += x[k];
-mean /= n;
-float var = 0;
-for (int64_t k = 0; k < n; ++k) {{ float d = x[k] - mean; var += d * d; }}
-const float inv = 1.0f / std::sqrt(var / n + {float(ctx.node.attr('epsilon', 1e-5))!r}f);
-for (int64_t k = 0; k < n; ++k) y[k] = ({dtype})({scaled});
+const int64_t n_ = {cexpr(count)};
+float mean_ = 0;
+for (int64_t k_ = 0; k_ < n_; ++k_) mean_ += x[k_];
+mean_ /= n_;
+float var_ = 0;
+for (int64_t k_ = 0; k_ < n_; ++k_) {{ float d_ = x[k_] - mean_; var_ += d_ * d_; }}
+const float inv_ = 1.0f / std::sqrt(var_ / n_ + {float(ctx.node.attr('epsilon', 1e-5))!r}f);
+for (int64_t k_ = 0; k_ < n_; ++k_) y[k_] = ({dtype})({scaled});
 {stats}
 """
     sdfg, state = ctx.nested()
@@ -114,10 +114,10 @@ def global_average_pool(ctx: Ctx):
     spatial = list(range(2, len(shape)))
     dtype = ctx.desc(x_conn).dtype.ctype
     code = f"""
-const int64_t n = {cexpr(product(shape[2:]))};
-{dtype} sum = 0;
-for (int64_t k = 0; k < n; ++k) sum += x[k];
-y = sum / ({dtype})n;
+const int64_t n_ = {cexpr(product(shape[2:]))};
+{dtype} sum_ = 0;
+for (int64_t k_ = 0; k_ < n_; ++k_) sum_ += x[k_];
+y = sum_ / ({dtype})n_;
 """
     sdfg, state = ctx.nested()
     add_map(state, "global_average_pool", index_ranges(shape[:2]), {"x": f"{x_conn}[{_subset(shape, spatial)}]"},

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything sdflow needs on a fresh Debian machine: the system packages (OpenBLAS + LAPACKE for
+# BLAS-backed MatMul/Conv, a C++ toolchain and CMake for DaCe's builds) and a virtual environment .venv with
+# sdflow (editable) and its test tools. Re-running is cheap: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(libopenblas-dev liblapacke-dev g++ cmake make)
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "[setup] installing Debian packages: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "[setup] creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+STAMP=.venv/.sdflow-setup-stamp
+WANT="$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+    echo "[setup] installing sdflow and its dependencies into .venv (DaCe builds from source: ~1 minute)"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[test]'
+    echo "$WANT" > "$STAMP"
+fi

@@ -1,0 +1,5 @@
+import sys
+
+from sdflow.cli import main
+
+sys.exit(main())

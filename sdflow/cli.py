@@ -1,0 +1,216 @@
+"""The ``sdflow`` command line: compile, run, inspect, passes. Errors print one line (``--debug`` for the
+traceback) and exit non-zero."""
+from __future__ import annotations
+
+import argparse
+import collections
+import pathlib
+import sys
+import traceback
+
+import numpy as np
+
+from sdflow.ir.errors import SdflowError
+
+__all__ = ["main"]
+
+
+def _progress(message: str) -> None:
+    print(f"[sdflow] {message}", file=sys.stderr, flush=True)
+
+
+def _parse_pairs(items, what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SdflowError(f"{what} {item!r} must look like NAME=VALUE")
+        pairs[name] = value
+    return pairs
+
+
+def cmd_compile(args) -> int:
+    from sdflow import api
+    out = pathlib.Path(args.output) if args.output else None
+    dump = out / "passes" if out else None
+    compiled = api.compile(args.model, passes=args.passes, target=args.target, dump_dir=dump, progress=True)
+    if out:
+        compiled.graph.save(out / "model.sdfg")
+    print(f"compiled {compiled.graph.name}: {len(compiled.graph.op_nodes())} ops after {args.passes}")
+    for record in compiled.pass_records:
+        stats = ", ".join(f"{k}={v}" for k, v in record.result.stats.items())
+        print(f"  {record.name:<24} {'modified' if record.result.modified else 'unchanged':<9} "
+              f"{record.seconds * 1e3:7.1f} ms  {stats}")
+    print(f"  inputs:  {', '.join(f'{n}: {t}' for n, t in compiled.input_types.items())}")
+    print(f"  outputs: {', '.join(f'{n}: {t}' for n, t in compiled.output_types.items())}")
+    how = f"built in {compiled.build_seconds:.1f} s" if compiled.built else "loaded from cache"
+    print(f"  native build: {compiled.build_folder} ({how})")
+    if out:
+        print(f"  IR after each pass: {dump}/NN-<pass>.sdfg; final IR: {out / 'model.sdfg'}")
+    return 0
+
+
+def _inputs_for(compiled, args) -> dict[str, np.ndarray]:
+    files = _parse_pairs(args.input, "--input")
+    dims = {k: int(v) for k, v in _parse_pairs(args.dim, "--dim").items()}
+    rng = np.random.default_rng(args.seed)
+    feeds = {}
+    for name, ttype in compiled.input_types.items():
+        if name in files:
+            try:
+                feeds[name] = np.load(files[name], allow_pickle=False)
+            except (OSError, ValueError) as error:
+                raise SdflowError(f"--input {name}: cannot read {files[name]}: {error}") from None
+        elif args.random:
+            shape = []
+            for dim in ttype.shape:
+                if isinstance(dim, int):
+                    shape.append(dim)
+                elif str(dim) in dims:
+                    shape.append(dims[str(dim)])
+                else:
+                    raise SdflowError(f"input {name!r} has symbolic dim {dim}; give its size with --dim {dim}=N")
+            if np.issubdtype(ttype.dtype, np.integer):
+                feeds[name] = rng.integers(0, 2, shape).astype(ttype.dtype)
+            else:
+                feeds[name] = rng.standard_normal(shape).astype(ttype.dtype)
+    unknown = set(files) - set(compiled.input_types)
+    if unknown:
+        raise SdflowError(f"unknown input(s) {sorted(unknown)}; the model's inputs are {list(compiled.input_types)}")
+    return feeds
+
+
+def cmd_run(args) -> int:
+    from sdflow import api
+    from sdflow.ort import compare_outputs, run_onnxruntime
+    compiled = api.compile(args.model, passes=args.passes, progress=True)
+    feeds = _inputs_for(compiled, args)
+    outputs = compiled(**feeds)
+    out_dir = pathlib.Path(args.output_dir) if args.output_dir else None
+    for name, array in outputs.as_dict().items():
+        summary = f"min {array.min():.6g}, max {array.max():.6g}, mean {array.mean():.6g}" if array.size else "empty"
+        print(f"{name}: {array.dtype}{list(array.shape)}  {summary}")
+        if out_dir:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            np.save(out_dir / f"{name}.npy", array)
+    if not args.compare_ort:
+        return 0
+    reference = run_onnxruntime(args.model, feeds)
+    comparisons = compare_outputs(outputs.as_dict(), reference)
+    print("comparison with ONNX Runtime (tolerance 1e-4 x max(1, |ref|)):")
+    for comparison in comparisons:
+        print("  " + str(comparison))
+    return 0 if all(c.ok for c in comparisons) else 1
+
+
+def cmd_inspect(args) -> int:
+    from sdflow.frontends.onnx import load_model, unsupported_nodes
+    from sdflow.frontends.onnx.loader import default_opset
+    model = load_model(args.model)
+    graph = model.graph
+    print(f"model: {graph.name or '(unnamed)'}  producer: {model.producer_name or '?'} {model.producer_version}  "
+          f"opset: {default_opset(model)}")
+    initializers = {i.name for i in graph.initializer}
+    for value in graph.input:
+        if value.name not in initializers:
+            print(f"input  {value.name}: {_value_type(value)}")
+    for value in graph.output:
+        print(f"output {value.name}: {_value_type(value)}")
+    import onnx.numpy_helper
+    sizes = [onnx.numpy_helper.to_array(i) for i in graph.initializer]
+    print(f"parameters: {sum(a.size for a in sizes):,} in {len(sizes)} tensors "
+          f"({sum(a.nbytes for a in sizes) / 2**20:.2f} MiB)")
+    counts = collections.Counter((n.domain or "ai.onnx", n.op_type) for n in graph.node)
+    print(f"ops: {sum(counts.values())} nodes, {len(counts)} op types")
+    missing = unsupported_nodes(model)
+    missing_types = {(d or "ai.onnx", t) for d, t, _ in missing}
+    for (domain, op_type), count in counts.most_common():
+        mark = "  UNSUPPORTED" if (domain, op_type) in missing_types else ""
+        print(f"  {count:5d}  {op_type}{'' if domain == 'ai.onnx' else f' ({domain})'}{mark}")
+    if missing:
+        print(f"unsupported: {len(missing)} op type(s):")
+        for (domain, op_type, opset), names in sorted(missing.items()):
+            print(f"  {domain or 'ai.onnx'}::{op_type} (opset {opset}): {', '.join(names[:8])}"
+                  f"{' ...' if len(names) > 8 else ''}")
+    else:
+        print("unsupported: none (every node has an sdflow op)")
+    if args.ir and not missing:
+        from sdflow import api
+        from sdflow.ir import print_graph
+        graph_ir, _ = api.optimize(api.load(args.model), args.passes)
+        print(print_graph(graph_ir), end="")
+    return 0
+
+
+def _value_type(value) -> str:
+    tensor = value.type.tensor_type
+    import onnx
+    dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
+    return f"{onnx.TensorProto.DataType.Name(tensor.elem_type).lower()}[{','.join(dims)}]"
+
+
+def cmd_passes(args) -> int:
+    from sdflow.passes import LEVELS, available_passes
+    for name, cls in available_passes().items():
+        print(f"{name:<24} {cls.summary()}")
+        for field in cls.options():
+            print(f"{'':<26}{field.name}: {getattr(field.type, '__name__', field.type)} = {field.default!r}")
+    print("levels:")
+    for level, names in LEVELS.items():
+        print(f"  {level}: {', '.join(names) or '(no passes)'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdflow", description="ONNX -> DaCe SDFG compiler")
+    parser.add_argument("--debug", action="store_true", help="show the traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile", help="compile a model (and dump the IR after every pass with -o)")
+    p.add_argument("model")
+    p.add_argument("-p", "--passes", default="O1", help="pass pipeline, e.g. O1 or 'fold-constants,O1'")
+    p.add_argument("-o", "--output", help="write model.sdfg and passes/NN-<pass>.sdfg here")
+    p.add_argument("--target", default="cpu")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="compile and run a model on .npy inputs")
+    p.add_argument("model")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input (repeat per input)")
+    p.add_argument("--random", action="store_true", help="random values for inputs not given with --input")
+    p.add_argument("--dim", action="append", metavar="SYMBOL=N", help="size of a symbolic dim for --random")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-p", "--passes", default="O1")
+    p.add_argument("--compare-ort", action="store_true", help="also run ONNX Runtime and compare")
+    p.add_argument("--output-dir", help="save each output as NAME.npy here")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("inspect", help="op counts, parameters, inputs/outputs, unsupported ops")
+    p.add_argument("model")
+    p.add_argument("--ir", action="store_true", help="also print the IR after the pipeline")
+    p.add_argument("-p", "--passes", default="O1")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("passes", help="list every pass with its one-line doc and options")
+    p.set_defaults(func=cmd_passes)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SdflowError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"sdflow: error: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # output piped into `head` and friends
+        return 0
+    except KeyboardInterrupt:
+        print("sdflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

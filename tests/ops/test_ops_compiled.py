@@ -1,0 +1,190 @@
+"""Every op of the first op set, compiled and run against ONNX Runtime at two batch sizes from one compile
+(symbolic batch dim 'N'), with broadcasting where the op allows it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+pytestmark = pytest.mark.compiled
+
+F, I, B = np.float32, np.int64, np.bool_
+R = np.random.default_rng(7)
+
+
+def w(*shape, positive=False):
+    values = R.standard_normal(shape).astype(np.float32)
+    return np.abs(values) + 0.5 if positive else values
+
+
+def case(op, inputs, outputs, attrs=None, inits=None, opset=17, positive=(), extra_nodes=()):
+    """One node ``op`` reading ``inputs`` [(name, dtype, dims)] (+ initializers) and writing ``outputs``."""
+    in_names = [n for n, *_ in inputs] if not inits else None
+    return dict(op=op, inputs=inputs, outputs=outputs, attrs=attrs or {}, inits=inits or {}, opset=opset,
+                positive=set(positive), extra_nodes=list(extra_nodes), node_inputs=in_names)
+
+
+def unary(op, positive=False, **attrs):
+    return pytest.param(case(op, [("x", F, ["N", 3, 5])], [("y", F, ["N", 3, 5])], attrs,
+                             positive=["x"] if positive else []), id=f"{op}{attrs or ''}")
+
+
+def binary(op, b_dims=(5, ), dtype=F, out_dtype=None, positive=False):
+    return pytest.param(case(op, [("a", dtype, ["N", 3, 5]), ("b", dtype, list(b_dims))],
+                             [("y", out_dtype or dtype, ["N", 3, 5])], positive=["a"] if positive else []),
+                        id=f"{op}-broadcast{list(b_dims)}-{np.dtype(dtype).name}")
+
+
+CASES = [
+    binary("Add"), binary("Add", (1, 3, 1)), binary("Sub", (3, 1)), binary("Mul", ()), binary("Div"),
+    binary("Add", (5, ), I), binary("Div", (5, ), F, positive=True),
+    pytest.param(case("Pow", [("a", F, ["N", 3, 5])], [("y", F, ["N", 3, 5])], inits={"b": np.array(2.0, F)},
+                      positive=["a"]), id="Pow-square"),
+    pytest.param(case("Pow", [("a", F, ["N", 3, 5]), ("b", F, [5])], [("y", F, ["N", 3, 5])], positive=["a"]),
+                 id="Pow-broadcast"),
+    binary("Equal", (5, ), I, B),
+    unary("Sqrt", positive=True), unary("Reciprocal", positive=True), unary("Exp"), unary("Log", positive=True),
+    unary("Tanh"), unary("Erf"), unary("Relu"), unary("LeakyRelu", alpha=0.2), unary("Sigmoid"),
+    unary("Identity"),
+    pytest.param(case("Gelu", [("x", F, ["N", 3, 5])], [("y", F, ["N", 3, 5])], opset=20), id="Gelu-erf"),
+    pytest.param(case("Gelu", [("x", F, ["N", 3, 5])], [("y", F, ["N", 3, 5])], {"approximate": "tanh"},
+                      opset=20), id="Gelu-tanh"),
+    pytest.param(case("Cast", [("x", F, ["N", 4])], [("y", I, ["N", 4])], {"to": 7}), id="Cast-f32-i64"),
+    pytest.param(case("Cast", [("x", I, ["N", 4])], [("y", F, ["N", 4])], {"to": 1}), id="Cast-i64-f32"),
+    pytest.param(case("Cast", [("x", F, ["N", 4])], [("y", B, ["N", 4])], {"to": 9}), id="Cast-f32-bool"),
+    pytest.param(case("Clip", [("x", F, ["N", 6])], [("y", F, ["N", 6])],
+                      inits={"lo": np.array(-0.5, F), "hi": np.array(0.7, F)}), id="Clip-min-max"),
+    pytest.param(case("Clip", [("x", F, ["N", 6]), ("", F, []), ("hi", F, [])], [("y", F, ["N", 6])]),
+                 id="Clip-max-only"),
+    pytest.param(case("Where", [("c", B, ["N", 1, 5]), ("a", F, ["N", 3, 5]), ("b", F, [5])],
+                      [("y", F, ["N", 3, 5])]), id="Where-broadcast"),
+    pytest.param(case("Softmax", [("x", F, ["N", 3, 7])], [("y", F, ["N", 3, 7])], {"axis": -1}), id="Softmax-last"),
+    pytest.param(case("Softmax", [("x", F, ["N", 3, 7])], [("y", F, ["N", 3, 7])], {"axis": 1}), id="Softmax-axis1"),
+    pytest.param(case("LayerNormalization", [("x", F, ["N", 4, 8])], [("y", F, ["N", 4, 8])], {"axis": -1},
+                      inits={"g": w(8), "b": w(8)}), id="LayerNorm-last"),
+    pytest.param(case("LayerNormalization", [("x", F, ["N", 4, 8])], [("y", F, ["N", 4, 8])], {"axis": 1},
+                      inits={"g": w(4, 8)}), id="LayerNorm-two-axes-no-bias"),
+    pytest.param(case("ReduceMean", [("x", F, ["N", 4, 6])], [("y", F, ["N", 4, 1])], {"axes": [-1]}),
+                 id="ReduceMean-last-keepdims"),
+    pytest.param(case("ReduceMean", [("x", F, ["N", 4, 6])], [("y", F, ["N", 6])], inits={"axes": np.array([1], I)},
+                      attrs={"keepdims": 0}, opset=18), id="ReduceMean-opset18-axes-input"),
+    pytest.param(case("ReduceSum", [("x", F, ["N", 4, 6])], [("y", F, ["N", 6])], {"keepdims": 0},
+                      inits={"axes": np.array([1], I)}), id="ReduceSum-middle"),
+    pytest.param(case("ReduceSum", [("x", F, ["N", 4, 6])], [("y", F, [1, 1, 1])]), id="ReduceSum-all"),
+    pytest.param(case("ReduceMax", [("x", F, ["N", 4, 6])], [("y", F, ["N", 1, 1])], {"axes": [1, 2]}),
+                 id="ReduceMax-two-axes"),
+    pytest.param(case("Reshape", [("x", F, ["N", 4, 6])], [("y", F, ["N", 2, 12])],
+                      inits={"s": np.array([0, 2, -1], I)}), id="Reshape-zero-minus-one"),
+    pytest.param(case("Transpose", [("x", F, ["N", 4, 6])], [("y", F, [6, "N", 4])], {"perm": [2, 0, 1]}),
+                 id="Transpose"),
+    pytest.param(case("Concat", [("a", F, ["N", 2, 3]), ("b", F, ["N", 4, 3]), ("c", F, ["N", 1, 3])],
+                      [("y", F, ["N", 7, 3])], {"axis": 1}), id="Concat-three"),
+    pytest.param(case("Split", [("x", F, ["N", 6, 4])], [("y0", F, ["N", 3, 4]), ("y1", F, ["N", 3, 4])],
+                      {"axis": 1}), id="Split-equal"),
+    pytest.param(case("Split", [("x", F, ["N", 6, 4])], [("y0", F, ["N", 6, 1]), ("y1", F, ["N", 6, 3])],
+                      {"axis": -1}, inits={"split": np.array([1, 3], I)}), id="Split-sizes"),
+    pytest.param(case("Slice", [("x", F, ["N", 10, 6])], [("y", F, ["N", 4, 3])],
+                      inits={"starts": np.array([1, 0], I), "ends": np.array([9, 100], I),
+                             "axes": np.array([1, 2], I), "steps": np.array([2, 2], I)}), id="Slice-steps"),
+    pytest.param(case("Slice", [("x", F, ["N", 10, 6])], [("y", F, ["N", 10, 4])],
+                      inits={"starts": np.array([-1], I), "ends": np.array([-100], I),
+                             "axes": np.array([1], I), "steps": np.array([-1], I)},
+                      extra_nodes=[]), id="Slice-reverse", marks=[]),
+    pytest.param(case("Gather", [("data", F, [10, 4]), ("idx", I, ["N", 3])], [("y", F, ["N", 3, 4])],
+                      {"axis": 0}), id="Gather-embedding"),
+    pytest.param(case("Gather", [("data", F, ["N", 5, 4])], [("y", F, ["N", 4])], {"axis": 1},
+                      inits={"idx": np.array(-2, I)}), id="Gather-scalar-negative"),
+    pytest.param(case("Unsqueeze", [("x", F, ["N", 4])], [("y", F, ["N", 1, 4, 1])],
+                      inits={"axes": np.array([1, -1], I)}), id="Unsqueeze"),
+    pytest.param(case("Squeeze", [("x", F, ["N", 1, 4, 1])], [("y", F, ["N", 4])],
+                      inits={"axes": np.array([1, 3], I)}), id="Squeeze"),
+    pytest.param(case("Flatten", [("x", F, ["N", 3, 2, 2])], [("y", F, ["N", 12])], {"axis": 1}), id="Flatten"),
+    pytest.param(case("Shape", [("x", F, ["N", 3, 2])], [("y", I, [2])], {"start": 1}), id="Shape-start"),
+    pytest.param(case("Shape", [("x", F, ["N", 3, 2])], [("y", I, [3])]), id="Shape-symbolic"),
+    pytest.param(case("Expand", [("x", F, ["N", 1, 4])], [("y", F, ["N", 3, 4])],
+                      inits={"shape": np.array([3, 1], I)}), id="Expand"),
+    pytest.param(case("MatMul", [("a", F, ["N", 3, 4])], [("y", F, ["N", 3, 5])], inits={"b": w(4, 5)}),
+                 id="MatMul-weights"),
+    pytest.param(case("MatMul", [("a", F, ["N", 2, 3, 4]), ("b", F, ["N", 2, 4, 5])], [("y", F, ["N", 2, 3, 5])]),
+                 id="MatMul-batched"),
+    pytest.param(case("MatMul", [("a", F, ["N", 1, 3, 4]), ("b", F, [2, 4, 5])], [("y", F, ["N", 2, 3, 5])]),
+                 id="MatMul-broadcast-batch"),
+    pytest.param(case("MatMul", [("a", F, ["N", 4]), ("b", F, [4])], [("y", F, ["N"])]), id="MatMul-vector"),
+    pytest.param(case("MatMul", [("a", F, [4]), ("b", F, ["N", 4, 3])], [("y", F, ["N", 3])]),
+                 id="MatMul-vector-left"),
+    pytest.param(case("Gemm", [("a", F, ["N", 4])], [("y", F, ["N", 5])], {"transB": 1, "alpha": 0.5, "beta": 2.0},
+                      inits={"b": w(5, 4), "c": w(5)}), id="Gemm-transB-bias"),
+    pytest.param(case("Gemm", [("a", F, [4, "N"]), ("b", F, [4, 3])], [("y", F, ["N", 3])], {"transA": 1}),
+                 id="Gemm-transA-no-bias"),
+    pytest.param(case("Conv", [("x", F, ["N", 3, 8, 8])], [("y", F, ["N", 4, 8, 8])],
+                      {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, inits={"w": w(4, 3, 3, 3), "b": w(4)}),
+                 id="Conv-3x3-pad-bias"),
+    pytest.param(case("Conv", [("x", F, ["N", 4, 9, 9])], [("y", F, ["N", 2, 3, 3])],
+                      {"strides": [2, 2], "dilations": [2, 2]}, inits={"w": w(2, 4, 3, 3)}),
+                 id="Conv-stride-dilation"),
+    pytest.param(case("Conv", [("x", F, ["N", 4, 6, 6])], [("y", F, ["N", 6, 6, 6])],
+                      {"group": 2, "pads": [1, 1, 1, 1]}, inits={"w": w(6, 2, 3, 3)}), id="Conv-grouped"),
+    pytest.param(case("Conv", [("x", F, ["N", 4, 7, 7])], [("y", F, ["N", 4, 4, 4])],
+                      {"group": 4, "pads": [1, 1, 1, 1], "strides": [2, 2]}, inits={"w": w(4, 1, 3, 3), "b": w(4)}),
+                 id="Conv-depthwise"),
+    pytest.param(case("Conv", [("x", F, ["N", 8, 5, 5])], [("y", F, ["N", 3, 5, 5])], inits={"w": w(3, 8, 1, 1)}),
+                 id="Conv-pointwise"),
+    pytest.param(case("Conv", [("x", F, ["N", 2, 7, 7])], [("y", F, ["N", 3, 4, 4])],
+                      {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, inits={"w": w(3, 2, 3, 3)}),
+                 id="Conv-same-upper"),
+    pytest.param(case("Conv", [("x", F, ["N", 2, 10])], [("y", F, ["N", 3, 8])], inits={"w": w(3, 2, 3)}),
+                 id="Conv-1d"),
+    pytest.param(case("MaxPool", [("x", F, ["N", 3, 9, 9])], [("y", F, ["N", 3, 5, 5])],
+                      {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}), id="MaxPool-3x3-s2"),
+    pytest.param(case("MaxPool", [("x", F, ["N", 2, 8, 8])], [("y", F, ["N", 2, 4, 4])],
+                      {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}), id="MaxPool-ceil"),
+    pytest.param(case("AveragePool", [("x", F, ["N", 3, 8, 8])], [("y", F, ["N", 3, 4, 4])],
+                      {"kernel_shape": [2, 2], "strides": [2, 2]}), id="AveragePool-2x2"),
+    pytest.param(case("AveragePool", [("x", F, ["N", 2, 5, 5])], [("y", F, ["N", 2, 5, 5])],
+                      {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+                 id="AveragePool-count-pad"),
+    pytest.param(case("AveragePool", [("x", F, ["N", 2, 5, 5])], [("y", F, ["N", 2, 5, 5])],
+                      {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}), id="AveragePool-exclude-pad"),
+    pytest.param(case("GlobalAveragePool", [("x", F, ["N", 3, 4, 5])], [("y", F, ["N", 3, 1, 1])]),
+                 id="GlobalAveragePool"),
+    pytest.param(case("BatchNormalization", [("x", F, ["N", 3, 4, 4])], [("y", F, ["N", 3, 4, 4])],
+                      {"epsilon": 1e-3}, inits={"s": w(3), "b": w(3), "m": w(3), "v": w(3, positive=True)}),
+                 id="BatchNormalization"),
+]
+
+
+def _build(spec, helpers):
+    inputs = [i for i in spec["inputs"]]
+    node_inputs = [n for n, *_ in inputs] + list(spec["inits"])
+    graph_inputs = [i for i in inputs if i[0]]
+    node = helper.make_node(spec["op"], node_inputs, [n for n, *_ in spec["outputs"]], name="op", **spec["attrs"])
+    return helpers.make_model([node], graph_inputs, spec["outputs"], spec["inits"], spec["opset"]), graph_inputs
+
+
+@pytest.mark.parametrize("spec", CASES)
+def test_op_matches_onnxruntime(spec, helpers, rng):
+    model, graph_inputs = _build(spec, helpers)
+    feeds_list = []
+    for batch in (2, 3):
+        feeds = {}
+        for name, dtype, dims in graph_inputs:
+            shape = [batch if d == "N" else d for d in dims]
+            feeds[name] = helpers.random_array(rng, dtype, shape, positive=name in spec["positive"])
+            if spec["op"] == "Gather" and name == "idx":
+                feeds[name] = rng.integers(-10, 10, shape).astype(np.int64)
+        feeds_list.append(feeds)
+    helpers.check_against_ort(model, feeds_list)
+
+
+def test_constant_and_constant_of_shape(helpers, rng):
+    """Constant nodes become graph constants; ConstantOfShape sized by a Shape of a symbolic input."""
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value=helper.make_tensor("v", 1, [4], [1.0, 2.0, 3.0, 4.0])),
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("ConstantOfShape", ["s"], ["fill"], value=helper.make_tensor("f", 1, [1], [0.25])),
+        helper.make_node("Add", ["x", "c"], ["t"]),
+        helper.make_node("Mul", ["t", "fill"], ["y"]),
+    ]
+    model = helpers.make_model(nodes, [("x", F, ["N", 4])], [("y", F, ["N", 4])])
+    for passes in ("O0", "O1"):
+        helpers.check_against_ort(model, [{"x": rng.standard_normal((n, 4)).astype(F)} for n in (1, 5)], passes)
