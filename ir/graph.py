@@ -8,6 +8,7 @@ Conventions (all persisted in the ``.sdfg`` file, so save/load round-trips):
 """
 from __future__ import annotations
 
+import heapq
 import keyword
 import re
 
@@ -138,12 +139,22 @@ class Graph:
         return node
 
     def op_nodes(self) -> list[OpNode]:
-        """Op nodes in a deterministic topological order."""
-        order = dace.sdfg.utils.dfs_topological_sort(self.state, sources=self._sorted_sources())
+        """Op nodes in topological order, ties broken by insertion order (ONNX order after import), which
+        survives save/load."""
+        state = self.state
+        ids = {node: index for index, node in enumerate(state.nodes())}
+        waiting = {node: state.in_degree(node) for node in ids}
+        ready = [(ids[n], n) for n, degree in waiting.items() if degree == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            _, node = heapq.heappop(ready)
+            order.append(node)
+            for edge in state.out_edges(node):
+                waiting[edge.dst] -= 1
+                if waiting[edge.dst] == 0:
+                    heapq.heappush(ready, (ids[edge.dst], edge.dst))
         return [n for n in order if isinstance(n, OpNode)]
-
-    def _sorted_sources(self):
-        return sorted(self.state.source_nodes(), key=lambda n: (getattr(n, "data", ""), getattr(n, "label", "")))
 
     def node_inputs(self, node: OpNode) -> list[str | None]:
         by_connector = {e.dst_conn: e.data.data for e in self.state.in_edges(node)}

@@ -1,6 +1,8 @@
 """Lowering: IR graph -> a DaCe SDFG whose op nodes are expanded into maps, tasklets and BLAS calls."""
 from __future__ import annotations
 
+import warnings
+
 import dace
 import numpy as np
 
@@ -53,6 +55,9 @@ def _scalars_as_vectors(sdfg: dace.SDFG) -> None:
 
 def expand(sdfg: dace.SDFG) -> None:
     """Expands every op node (recursively) and simplifies the result."""
-    sdfg.expand_library_nodes(recursive=True)
+    with warnings.catch_warnings():
+        # DaCe's own ExpandTransformation passes connector sets; the order does not matter to us.
+        warnings.filterwarnings("ignore", message="Using sets for connectors")
+        sdfg.expand_library_nodes(recursive=True)
     sdfg.simplify()
     sdfg.validate()

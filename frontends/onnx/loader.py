@@ -6,6 +6,7 @@ import os
 import pathlib
 
 import onnx
+import onnx.external_data_helper
 from google.protobuf.message import DecodeError
 
 from sdflow.ir import MIN_OPSET, ModelLoadError
@@ -20,12 +21,12 @@ def default_opset(model: onnx.ModelProto) -> int:
     return 1
 
 
-def _read(model) -> tuple[onnx.ModelProto, str]:
+def _read(model) -> tuple[onnx.ModelProto, str, pathlib.Path | None]:
     if isinstance(model, onnx.ModelProto):
-        return model, "<ModelProto>"
+        return model, "<ModelProto>", None
     if isinstance(model, (bytes, bytearray)):
         try:
-            return onnx.load_from_string(bytes(model)), "<bytes>"
+            return onnx.load_from_string(bytes(model)), "<bytes>", None
         except (DecodeError, RuntimeWarning, ValueError) as error:
             raise ModelLoadError(f"the bytes are not a valid ONNX model ({error})") from None
     if isinstance(model, (str, os.PathLike)):
@@ -33,7 +34,7 @@ def _read(model) -> tuple[onnx.ModelProto, str]:
         if not path.is_file():
             raise ModelLoadError(f"{path}: no such model file")
         try:
-            return onnx.load(str(path)), str(path)
+            return onnx.load(str(path)), str(path), path
         except (DecodeError, RuntimeWarning, ValueError, OSError) as error:
             raise ModelLoadError(f"{path}: not a valid ONNX model, truncated or corrupt ({error})") from None
     raise ModelLoadError(f"cannot load a model from a {type(model).__name__}; pass a path, bytes or a ModelProto")
@@ -41,11 +42,14 @@ def _read(model) -> tuple[onnx.ModelProto, str]:
 
 def load_model(model) -> onnx.ModelProto:
     """A checked, opset-upgraded, shape-inferred copy of ``model``."""
-    proto, where = _read(model)
+    proto, where, path = _read(model)
     if not proto.graph.node and not proto.graph.output:
         raise ModelLoadError(f"{where}: the model has an empty graph (is the file truncated?)")
     try:
-        onnx.checker.check_model(proto)
+        # From a path, the checker resolves external data files next to the model; afterwards the loaded
+        # weights are embedded so that every later step works on the in-memory model alone.
+        onnx.checker.check_model(str(path) if path is not None else proto)
+        onnx.external_data_helper.convert_model_from_external_data(proto)
     except onnx.checker.ValidationError as error:
         first = str(error).strip().splitlines()[0]
         raise ModelLoadError(f"{where}: the model fails the ONNX checker: {first}") from None
