@@ -142,7 +142,8 @@ class Graph:
         """Op nodes in topological order, ties broken by insertion order (ONNX order after import), which
         survives save/load."""
         state = self.state
-        ids = {node: index for index, node in enumerate(state.nodes())}
+        # Access nodes go first whenever ready, so ops come out in their own insertion order.
+        ids = {node: (isinstance(node, OpNode), index) for index, node in enumerate(state.nodes())}
         waiting = {node: state.in_degree(node) for node in ids}
         ready = [(ids[n], n) for n, degree in waiting.items() if degree == 0]
         heapq.heapify(ready)

@@ -1,0 +1,139 @@
+"""The O1 cleanup passes: structure (what was rewritten), meaning (numbers against ONNX Runtime before and
+after), negative cases (what must stay), and idempotence."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from sdflow.frontends.onnx import import_model
+from sdflow.ir import print_graph
+from sdflow.passes import PassContext, parse_pipeline, run_pipeline
+
+F, I = np.float32, np.int64
+
+
+def _apply(graph, spec, explain=True):
+    (pass_, ) = parse_pipeline(spec)
+    return pass_.apply(graph, PassContext(explain=explain))
+
+
+def _op_types(graph):
+    return [n.op_type for n in graph.op_nodes()]
+
+
+@pytest.fixture
+def folding_model(helpers):
+    """y = x @ Transpose(w) + Shape(x)-derived constant; Relu(x) is dead; 'unused' is an unused initializer."""
+    nodes = [
+        helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["x", "wt"], ["mm"]),
+        helper.make_node("Shape", ["x"], ["sx"], start=1),
+        helper.make_node("Cast", ["sx"], ["sxf"], to=1),
+        helper.make_node("Add", ["mm", "sxf"], ["y"]),
+        helper.make_node("Relu", ["x"], ["dead"]),
+    ]
+    rng = np.random.default_rng(0)
+    return helpers.make_model(nodes, [("x", F, ["N", 4])], [("y", F, ["N", 3])],
+                              {"w": rng.standard_normal((3, 4)).astype(F), "unused": np.ones(5, F)})
+
+
+def test_fold_constants_structure(folding_model):
+    graph = import_model(folding_model)
+    result = _apply(graph, "fold-constants")
+    assert result.modified and result.stats["folded_ops"] == 3  # Transpose, Shape (static dim), Cast
+    assert _op_types(graph) == ["MatMul", "Add", "Relu"]
+    folded = graph.constant(graph.node_inputs(graph.op_nodes()[0])[1])
+    np.testing.assert_array_equal(folded, folding_model_weights(folding_model).T)
+    assert not _apply(graph, "fold-constants").modified  # idempotent
+
+
+def folding_model_weights(model):
+    from onnx import numpy_helper
+    return next(numpy_helper.to_array(i) for i in model.graph.initializer if i.name == "w")
+
+
+def test_fold_constants_negative(helpers):
+    # Ops reading a graph input, and an op over constants that writes a graph output, stay.
+    nodes = [helper.make_node("Neg" if False else "Relu", ["x"], ["r"]),
+             helper.make_node("Add", ["c1", "c2"], ["y"])]
+    model = helpers.make_model(nodes, [("x", F, [2])], [("r", F, [2]), ("y", F, [2])],
+                               {"c1": np.ones(2, F), "c2": np.ones(2, F)})
+    graph = import_model(model)
+    result = _apply(graph, "fold-constants")
+    assert not result.modified and _op_types(graph) == ["Relu", "Add"]
+    assert any("writes a graph output" in note for note in result.notes)
+
+
+def test_eliminate_dead_nodes(folding_model):
+    graph = import_model(folding_model)
+    result = _apply(graph, "eliminate-dead-nodes")
+    assert result.stats == {"removed_ops": 1, "removed_constants": 1}
+    assert "Relu" not in _op_types(graph) and "unused" not in graph.constants
+    assert not _apply(graph, "eliminate-dead-nodes").modified
+
+
+def test_eliminate_dead_nodes_negative(helpers):
+    graph = import_model(helpers.load_example("mlp").build_model())
+    before = print_graph(graph)
+    assert not _apply(graph, "eliminate-dead-nodes").modified
+    assert print_graph(graph) == before
+
+
+def test_fold_shape_inputs_removes_the_shape_subgraph(helpers):
+    graph = import_model(helpers.load_example("transformer").build_model())
+    assert {"Shape", "Gather", "Concat"} <= set(_op_types(graph))
+    result = _apply(graph, "fold-shape-inputs")
+    assert result.stats["folded_inputs"] == 6  # 4 Reshape shapes + 2 Unsqueeze axes
+    reshape = next(n for n in graph.op_nodes() if n.label == "q.heads")
+    assert graph.node_inputs(reshape) == ["q_out", None]
+    assert list(reshape.static_input(1)) == [reshape.static_input(1)[0], 16, 4, 16]
+    assert str(reshape.static_input(1)[0]) == "batch"
+    _apply(graph, "eliminate-dead-nodes")
+    assert not {"Shape", "Gather", "Concat"} & set(_op_types(graph))
+    assert "  q_heads = Reshape(q_out) : f32[batch,16,4,16]\n" in print_graph(graph)
+    assert not _apply(graph, "fold-shape-inputs").modified
+
+
+def test_fold_shape_inputs_negative(helpers):
+    # Expand's shape is a runtime input: it must stay connected, and --explain says why.
+    model = helpers.make_model([helper.make_node("Expand", ["x", "s"], ["y"], name="ex")],
+                               [("x", F, [1, 3])], [("y", F, [2, 3])], {"s": np.array([2, 1], I)})
+    graph = import_model(model)
+    result = _apply(graph, "fold-shape-inputs")
+    assert result.modified  # a constant shape folds
+    model.graph.initializer.pop()
+    model.graph.input.append(helper.make_tensor_value_info("s2", 7, [2]))
+    model.graph.node[0].input[1] = "s2"
+    with pytest.raises(Exception, match="must be known at compile time"):
+        import_model(model)
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize("example", ["transformer", "cnn"])
+def test_o1_keeps_the_numbers(helpers, example, rng):
+    module = helpers.load_example(example)
+    model = module.build_model()
+    feeds = []
+    for batch in (1, 3):
+        feed = {}
+        for name, (dtype, dims) in module.INPUTS.items():
+            shape = [batch if d == "batch" else d for d in dims]
+            feed[name] = helpers.random_array(rng, dtype, shape) if dtype != np.int64 else \
+                rng.integers(0, 2, shape).astype(np.int64)
+        feeds.append(feed)
+    o0 = helpers.check_against_ort(model, feeds, passes="O0")
+    o1 = helpers.check_against_ort(model, feeds, passes="O1")
+    for feed in feeds:
+        np.testing.assert_allclose(o0(**feed)[0], o1(**feed)[0], rtol=1e-5, atol=1e-5)
+    assert len(o1.graph.op_nodes()) < len(o0.graph.op_nodes()) or example == "cnn"
+
+
+def test_folded_model_compiles_and_matches(helpers, folding_model, rng):
+    helpers.check_against_ort(folding_model, [{"x": rng.standard_normal((n, 4)).astype(F)} for n in (1, 4)])
+
+
+def test_o1_is_idempotent(helpers):
+    graph = import_model(helpers.load_example("transformer").build_model())
+    run_pipeline(graph, "O1")
+    assert not any(r.result.modified for r in run_pipeline(graph, "O1"))

@@ -1,0 +1,88 @@
+"""The command line as a user runs it: compile with dumps, run with --compare-ort, inspect, passes, and one-line
+errors with a non-zero exit (a traceback only with --debug)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+
+def sdflow(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "sdflow", *map(str, args)], capture_output=True, text=True,
+                            timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture
+def transformer_file(helpers, tmp_path):
+    path = tmp_path / "encoder.onnx"
+    onnx.save(helpers.load_example("transformer").build_model(), path)
+    return path
+
+
+@pytest.mark.compiled
+def test_compile_dumps_every_pass(transformer_file, tmp_path):
+    out = tmp_path / "out"
+    result = sdflow("compile", transformer_file, "-o", out)
+    assert "compiled encoder_block" in result.stdout and "fold-shape-inputs" in result.stdout
+    assert "[sdflow]" in result.stderr  # progress
+    assert sorted(p.name for p in (out / "passes").iterdir()) == [
+        "00-input.sdfg", "01-fold-constants.sdfg", "02-fold-shape-inputs.sdfg", "03-eliminate-dead-nodes.sdfg"]
+    assert (out / "model.sdfg").is_file()
+
+
+@pytest.mark.compiled
+def test_run_with_inputs_and_compare(transformer_file, tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.standard_normal((2, 16, 64)).astype(np.float32))
+    np.save(tmp_path / "mask.npy", rng.integers(0, 2, (2, 16)))
+    result = sdflow("run", transformer_file, "--input", f"x={tmp_path / 'x.npy'}", "--input",
+                    f"mask={tmp_path / 'mask.npy'}", "--compare-ort", "--output-dir", tmp_path / "outs")
+    assert "y: float32[2, 16, 64]" in result.stdout and " ok" in result.stdout
+    assert np.load(tmp_path / "outs" / "y.npy").shape == (2, 16, 64)
+    random = sdflow("run", transformer_file, "--random", "--dim", "batch=3", "--compare-ort")
+    assert "y: float32[3, 16, 64]" in random.stdout
+
+
+def test_inspect_lists_ops_parameters_and_unsupported(helpers, tmp_path):
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+             helper.make_node("Abs", ["m"], ["a"], name="abs"), helper.make_node("Relu", ["a"], ["y"])]
+    path = tmp_path / "partial.onnx"
+    onnx.save(helpers.make_model(nodes, [("x", np.float32, ["batch", 4])], [("y", np.float32, ["batch", 2])],
+                                 {"w": np.ones((4, 2), np.float32)}), path)
+    out = sdflow("inspect", path).stdout
+    assert "input  x: float[batch,4]" in out and "output y: float[batch,2]" in out
+    assert "parameters: 8 in 1 tensors" in out
+    assert "Abs  UNSUPPORTED" in out and "ai.onnx::Abs (opset 17): abs" in out
+
+
+def test_inspect_ir(transformer_file):
+    out = sdflow("inspect", transformer_file, "--ir").stdout
+    assert "unsupported: none" in out and "q_heads = Reshape(q_out) : f32[batch,16,4,16]" in out
+
+
+def test_passes_lists_docs_and_levels():
+    out = sdflow("passes").stdout
+    assert "fold-constants" in out and "max_elements: int" in out and "O1: fold-constants" in out
+
+
+def test_errors_are_one_line(tmp_path, transformer_file):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    result = sdflow("compile", bad, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert lines[-1].startswith("sdflow: error:") and "bad.onnx" in lines[-1]
+    assert sum(line.startswith("sdflow: error:") for line in lines) == 1
+    debug = sdflow("--debug", "compile", bad, check=False)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    pipeline = sdflow("compile", transformer_file, "-p", "nope", check=False)
+    assert pipeline.returncode == 1 and "unknown pass 'nope'" in pipeline.stderr
+    missing = sdflow("run", transformer_file, check=False)
+    assert missing.returncode == 1 and "missing input(s) ['x', 'mask']" in missing.stderr
