@@ -1,7 +1,9 @@
 """Building a graph into a CompiledModel: lower, look up the build cache, generate + compile on a miss."""
 from __future__ import annotations
 
+import contextlib
 import pathlib
+import threading
 import time
 
 import dace
@@ -27,6 +29,28 @@ def _report(progress, message: str) -> None:
         progress(message)
 
 
+@contextlib.contextmanager
+def _heartbeat(progress, what: str, every: float = 5.0):
+    """Reports ``what`` with the elapsed time every ``every`` seconds until the block ends."""
+    if not progress:
+        yield
+        return
+    done = threading.Event()
+    start = time.perf_counter()
+
+    def beat():
+        while not done.wait(every):
+            progress(f"{what} ({time.perf_counter() - start:.0f} s)")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def build(graph: Graph, target: str = "cpu", progress=None) -> CompiledModel:
     """Compiles ``graph`` for ``target`` (cached on disk by content); ``progress(str)`` hears each stage."""
     global _NATIVE_BUILDS
@@ -46,7 +70,8 @@ def build(graph: Graph, target: str = "cpu", progress=None) -> CompiledModel:
             _report(progress, f"generating C++ and building with cmake in {folder}")
             with cache.atomic_build_folder(folder) as temporary:
                 sdfg.build_folder = str(temporary)
-                sdfg.compile(return_program_handle=False)
+                with _heartbeat(progress, "still compiling"):
+                    sdfg.compile(return_program_handle=False)
                 _NATIVE_BUILDS += 1
                 sdfg.save(str(temporary / "program.sdfg"))
         else:

@@ -35,6 +35,7 @@ class Graph:
 
     def __init__(self, sdfg: dace.SDFG):
         self.sdfg = sdfg
+        self.pass_records: list = []  # filled by sdflow.optimize: what each pass did (not persisted)
 
     @classmethod
     def empty(cls, name: str) -> "Graph":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import sympy
 
 from .errors import ShapeInferenceError, VerificationError
 from .graph import Graph
@@ -9,7 +10,7 @@ from .nodes import OpNode
 from .registry import lookup_op
 from .types import TensorType
 
-__all__ = ["semantics_of", "infer_node", "known_values", "evaluate_node", "with_static_inputs"]
+__all__ = ["semantics_of", "infer_node", "known_values", "evaluate_node", "with_static_inputs", "interpret"]
 
 
 def semantics_of(node: OpNode):
@@ -27,19 +28,22 @@ def infer_node(node: OpNode, inputs: list[TensorType | None], values: list) -> l
         raise ShapeInferenceError(f"node {node.label!r} ({node.op_type}, opset {node.opset}): {error}") from None
 
 
-def with_static_inputs(node: OpNode, values: list) -> list:
-    """``values`` by ONNX input position, with the node's compile-time (folded) inputs filled in."""
+def with_static_inputs(node: OpNode, values: list, symbols: dict | None = None) -> list:
+    """``values`` by ONNX input position, with the node's compile-time (folded) inputs filled in; symbolic
+    entries are evaluated when ``symbols`` binds them."""
     values = list(values) + [None] * (len(node.onnx_inputs) - len(values))
     for position in range(len(values)):
         static = node.static_input(position)
+        if static is not None and static.dtype == object and symbols is not None:
+            static = np.array([int(sympy.sympify(v).subs(symbols)) for v in static], dtype=np.int64)
         if static is not None:
             values[position] = static
     return values
 
 
-def evaluate_node(node: OpNode, arrays: list) -> list[np.ndarray]:
-    """Runs the numpy reference of ``node`` (the test oracle)."""
-    return semantics_of(node).reference(node, *with_static_inputs(node, arrays))
+def evaluate_node(node: OpNode, arrays: list, symbols: dict | None = None) -> list[np.ndarray]:
+    """Runs the numpy reference of ``node`` (the test oracle); ``symbols`` binds symbolic dims."""
+    return semantics_of(node).reference(node, *with_static_inputs(node, arrays, symbols))
 
 
 def known_values(graph: Graph) -> dict[str, np.ndarray]:
@@ -54,3 +58,21 @@ def known_values(graph: Graph) -> dict[str, np.ndarray]:
             if tensor is not None and value is not None:
                 values[tensor] = value
     return values
+
+
+def interpret(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Runs the graph node by node with the numpy references (the oracle for passes, no native build).
+    ``inputs`` and the result are keyed by ONNX names."""
+    values = dict(graph.constants)
+    symbols = {}
+    for name in graph.inputs:
+        values[name] = np.asarray(inputs[graph.onnx_name(name)])
+        for dim, size in zip(graph.tensor_type(name).shape, values[name].shape):
+            if isinstance(dim, sympy.Symbol):
+                symbols[dim] = size
+    for node in graph.op_nodes():
+        arrays = [values[t] if t else None for t in graph.node_inputs(node)]
+        for tensor, value in zip(graph.node_outputs(node), evaluate_node(node, arrays, symbols)):
+            if tensor is not None:
+                values[tensor] = np.asarray(value)
+    return {graph.onnx_name(name): values[name] for name in graph.outputs}

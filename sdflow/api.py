@@ -10,7 +10,7 @@ import onnx
 from sdflow.codegen import CompiledModel, build
 from sdflow.frontends.onnx import import_model
 from sdflow.ir import Graph, verify
-from sdflow.passes import PassContext, PassRecord, run_pipeline
+from sdflow.passes import PassContext, run_pipeline
 
 __all__ = ["load", "optimize", "compile", "CompiledModel"]
 
@@ -30,11 +30,13 @@ def load(model, name: str | None = None) -> Graph:
 
 
 def optimize(graph: Graph, passes: str = DEFAULT_PASSES, dump_dir=None, explain: bool = False,
-             progress=None) -> tuple[Graph, list[PassRecord]]:
-    """Runs the pipeline ``passes`` on a copy of ``graph``; returns the result and one record per pass."""
+             progress=None) -> Graph:
+    """Runs the pipeline ``passes`` on a copy of ``graph`` and returns it; ``result.pass_records`` holds one
+    record per pass (name, PassResult with stats and notes, seconds, dump path)."""
     graph = graph.copy()
     records = run_pipeline(graph, passes, dump_dir=dump_dir, ctx=PassContext(explain=explain), progress=progress)
-    return graph, records
+    graph.pass_records = records
+    return graph
 
 
 def _stderr_progress(message: str) -> None:
@@ -48,9 +50,9 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     if report:
         report(f"loading {_describe(model)}")
     graph = load(model)
-    graph, records = optimize(graph, passes, dump_dir=dump_dir, progress=report)
+    graph = optimize(graph, passes, dump_dir=dump_dir, progress=report)
     compiled = build(graph, target, progress=report)
-    compiled.pass_records = records
+    compiled.pass_records = graph.pass_records
     return compiled
 
 

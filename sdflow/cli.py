@@ -137,7 +137,7 @@ def cmd_inspect(args) -> int:
     if args.ir and not missing:
         from sdflow import api
         from sdflow.ir import print_graph
-        graph_ir, _ = api.optimize(api.load(args.model), args.passes)
+        graph_ir = api.optimize(api.load(args.model), args.passes)
         print(print_graph(graph_ir), end="")
     return 0
 

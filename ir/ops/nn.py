@@ -59,11 +59,18 @@ def window_geometry(node, spatial, kernel, ceil_mode=False) -> WindowGeometry:
     return WindowGeometry(list(kernel), strides, dilations, begin, end, out)
 
 
-def _windows(x, geo: WindowGeometry, pad_value):
-    """Yields (window index, strided view of the padded input) for every kernel offset."""
+def _windows(x, geo: WindowGeometry, pad_value, beyond_value=None):
+    """Yields (window index, strided view of the padded input) for every kernel offset. Windows that reach
+    past the padded input (ceil_mode) see ``beyond_value`` there (default: ``pad_value``)."""
     n = len(geo.kernel)
+    spatial = x.shape[x.ndim - n:]
     padding = [(0, 0)] * (x.ndim - n) + [(int(b), int(e)) for b, e in zip(geo.pads_begin, geo.pads_end)]
     padded = np.pad(x, padding, constant_values=pad_value)
+    beyond = [max(0, (int(geo.out[i]) - 1) * geo.strides[i] + geo.dilations[i] * (geo.kernel[i] - 1) + 1
+                  - (spatial[i] + padding[x.ndim - n + i][0] + padding[x.ndim - n + i][1])) for i in range(n)]
+    if any(beyond):
+        padded = np.pad(padded, [(0, 0)] * (x.ndim - n) + [(0, b) for b in beyond],
+                        constant_values=pad_value if beyond_value is None else beyond_value)
     for offset in np.ndindex(*geo.kernel):
         index = [slice(None)] * (x.ndim - n)
         for i in range(n):
@@ -133,7 +140,7 @@ class AveragePool(Pool):
         total = sum(w.astype(np.float64) for _, w in _windows(x, geo, 0.0))
         ones = np.ones_like(x[:1, :1], np.float64)
         pad_value = 1.0 if node.attr("count_include_pad", 0) else 0.0
-        counts = sum(w for _, w in _windows(ones, geo, pad_value))
+        counts = sum(w for _, w in _windows(ones, geo, pad_value, beyond_value=0.0))
         return [(total / counts).astype(x.dtype)]
 
 
