@@ -8,8 +8,10 @@ Conventions (all persisted in the ``.sdfg`` file, so save/load round-trips):
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import keyword
+import pathlib
 import re
 
 import dace
@@ -21,6 +23,9 @@ from .nodes import OpNode
 from .types import TensorType, dace_dtype
 
 __all__ = ["Graph"]
+
+# Constants up to this many elements stay inside the .sdfg file (shape vectors, scalars, small biases).
+INLINE_CONSTANT_LIMIT = 4096
 
 _CPP_RESERVED = {"int", "float", "double", "char", "long", "short", "bool", "auto", "break", "case", "const",
                  "continue", "default", "delete", "do", "else", "enum", "extern", "for", "goto", "if", "inline",
@@ -214,19 +219,55 @@ class Graph:
         self.remove_tensor_if_unused(old)
 
     # ---- persistence ---------------------------------------------------------------------------------------
-    def save(self, path) -> None:
-        self.sdfg.save(str(path))
+    def save(self, path, inline_limit: int = INLINE_CONSTANT_LIMIT) -> None:
+        """Writes ``path`` (a ``.sdfg`` any DaCe viewer opens). Constants larger than ``inline_limit`` elements
+        go to ``<path>.weights.npz`` beside it (JSON would be huge and slow); their descriptors say where."""
+        path = pathlib.Path(path)
+        large = {n: v for n, v in self.constants.items() if v.size > inline_limit}
+        weights_file = path.with_name(path.name + ".weights.npz")
+        with self._without_constants(large):
+            for name in large:
+                self.sdfg.arrays[name].location["external_data"] = weights_file.name
+            try:
+                self.sdfg.save(str(path))
+            finally:
+                for name in large:
+                    self.sdfg.arrays[name].location.pop("external_data", None)
+        if large:
+            np.savez(weights_file, **large)
 
     @classmethod
     def load(cls, path) -> "Graph":
         from . import ops  # noqa: F401  (node classes must be registered before deserialising)
+        path = pathlib.Path(path)
         try:
-            return cls(dace.SDFG.from_file(str(path)))
+            sdfg = dace.SDFG.from_file(str(path))
+            files = {d.location.pop("external_data") for d in sdfg.arrays.values() if "external_data" in d.location}
+            for file in files:
+                with np.load(path.parent / file) as weights:
+                    for name in weights.files:
+                        sdfg.add_constant(name, weights[name], sdfg.arrays[name])
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise VerificationError(f"cannot load IR graph from {path}: {error}") from error
+        return cls(sdfg)
 
     def copy(self) -> "Graph":
-        return Graph(dace.SDFG.from_json(self.sdfg.to_json()))
+        """A structural copy; constant arrays are shared (they are never modified in place)."""
+        constants = dict(self.sdfg.constants_prop)
+        with self._without_constants(constants):
+            clone = dace.SDFG.from_json(self.sdfg.to_json())
+        for name, entry in constants.items():
+            clone.constants_prop[name] = entry
+        return Graph(clone)
+
+    @contextlib.contextmanager
+    def _without_constants(self, names):
+        """Temporarily takes ``names`` out of ``constants_prop`` (serialising them as JSON lists is slow)."""
+        taken = {n: self.sdfg.constants_prop.pop(n) for n in list(names)}
+        try:
+            yield
+        finally:
+            self.sdfg.constants_prop.update(taken)
 
 
 def _identifier(text: str) -> str:

@@ -44,10 +44,10 @@ def test_every_pass_has_a_one_line_doc():
 def test_dump_dir_writes_the_graph_after_every_pass(helpers, tmp_path):
     graph = import_model(helpers.load_example("transformer").build_model())
     records = run_pipeline(graph, "O1", dump_dir=tmp_path)
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = sorted(p.name for p in tmp_path.glob("*.sdfg"))
     assert names == ["00-input.sdfg", "01-fold-constants.sdfg", "02-fold-shape-inputs.sdfg",
                      "03-eliminate-dead-nodes.sdfg"]
-    for path in tmp_path.iterdir():
+    for path in tmp_path.glob("*.sdfg"):
         verify(Graph.load(path))
     assert [r.dump.name for r in records] == names[1:]
     assert all(r.seconds >= 0 for r in records)
