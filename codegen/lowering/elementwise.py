@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from ._expansion import Ctx, add_map, expansion, index_ranges
 
-_BINARY = {"Add": "in0 + in1", "Sub": "in0 - in1", "Mul": "in0 * in1", "Div": "in0 / in1", "Equal": "in0 == in1"}
+_BINARY = {"Add": "in0 + in1", "Sub": "in0 - in1", "Mul": "in0 * in1", "Div": "in0 / in1", "Equal": "in0 == in1",
+           "Less": "in0 < in1", "LessOrEqual": "in0 <= in1", "Greater": "in0 > in1", "GreaterOrEqual": "in0 >= in1",
+           "And": "in0 && in1", "Or": "in0 || in1", "Xor": "in0 != in1"}
+_VARIADIC = {"Max": "std::max<{T}>({a}, {b})", "Min": "std::min<{T}>({a}, {b})", "Sum": "({a} + {b})"}
 _UNARY = {
     "Sqrt": "std::sqrt(in0)",
     "Reciprocal": "({T})1 / in0",
@@ -16,6 +19,12 @@ _UNARY = {
     "Identity": "in0",
     "Cast": "({T})in0",
     "Expand": "in0",
+    "Neg": "-in0",
+    "Abs": "(in0 < ({T})0 ? -in0 : in0)",
+    "Floor": "std::floor(in0)",
+    "Ceil": "std::ceil(in0)",
+    "Not": "!in0",
+    "IsNaN": "std::isnan(in0)",
 }
 _GELU = {
     "none": "({T})0.5 * in0 * (({T})1 + std::erf(in0 * ({T})0.70710678118654752))",
@@ -29,6 +38,11 @@ def _expression(ctx: Ctx, present: list[int]) -> str:
         return _BINARY[op_type]
     if op_type in _UNARY:
         return _UNARY[op_type]
+    if op_type in _VARIADIC:
+        value = "in0"
+        for k in range(1, len(present)):
+            value = _VARIADIC[op_type].format(T="{T}", a=value, b=f"in{k}")
+        return value
     if op_type == "Pow":
         return "({T})std::pow(in0, in1)"
     if op_type == "LeakyRelu":
@@ -65,7 +79,8 @@ def _elementwise_map(ctx: Ctx, in_indices: dict[str, str], code: str):
 
 
 @expansion("Add", "Sub", "Mul", "Div", "Pow", "Equal", "Where", "Clip", "Sqrt", "Reciprocal", "Exp", "Log", "Tanh",
-           "Erf", "Relu", "LeakyRelu", "Sigmoid", "Gelu", "Identity", "Cast", "Expand")
+           "Erf", "Relu", "LeakyRelu", "Sigmoid", "Gelu", "Identity", "Cast", "Expand", "Neg", "Abs", "Floor", "Ceil",
+           "Not", "IsNaN", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "Max", "Min", "Sum")
 def elementwise(ctx: Ctx):
     out_connector = ctx.connector("out", 0)
     out_shape = ctx.shape(out_connector)

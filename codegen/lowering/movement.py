@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sdflow.ir.nodes import decode_tensor_attribute
 from sdflow.ir.ops._base import normalize_axis
-from sdflow.ir.ops.movement import Shape as ShapeOp, Transpose as TransposeOp, slice_params
+from sdflow.ir.ops.movement import Range as RangeOp, Shape as ShapeOp, Transpose as TransposeOp, slice_params
 from ._expansion import Ctx, add_map, cexpr, contiguous_strides, expansion, index_ranges, product
 
 
@@ -127,4 +127,69 @@ def constant_of_shape(ctx: Ctx):
     literal = repr(float(fill)) if isinstance(fill, float) else str(int(fill))
     add_map(state, "fill", index_ranges(out_shape), {}, f"y = ({ctx.desc(target).dtype.ctype}){literal};",
             {"y": f"{target}[{_all(out_shape)}]"})
+    return sdfg
+
+
+@expansion("GatherElements")
+def gather_elements(ctx: Ctx):
+    data, indices, target = ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("out", 0)
+    data_shape, out_shape = ctx.shape(data), ctx.shape(target)
+    axis = normalize_axis(ctx.node.attr("axis", 0), len(data_shape))
+    data_index = ", ".join(f"0:{d}" if k == axis else f"i{k}" for k, d in enumerate(data_shape))
+    code = f"""
+int64_t j_ = index;
+if (j_ < 0) j_ += {cexpr(data_shape[axis])};
+y = x[j_ * {cexpr(contiguous_strides(data_shape)[axis])}];
+"""
+    sdfg, state = ctx.nested()
+    add_map(state, "gather_elements", index_ranges(out_shape), {"x": f"{data}[{data_index}]",
+                                                                "index": f"{indices}[{_all(out_shape)}]"},
+            code, {"y": f"{target}[{_all(out_shape)}]"}, pointers=["x"])
+    return sdfg
+
+
+@expansion("GatherND")
+def gather_nd(ctx: Ctx):
+    data, indices, target = ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("out", 0)
+    data_shape, index_shape, out_shape = ctx.shape(data), ctx.shape(indices), ctx.shape(target)
+    depth, batch = index_shape[-1], len(index_shape) - 1
+    strides = contiguous_strides(data_shape)
+    data_index = [f"0:{d}" for d in data_shape[:depth]] + [f"i{batch + k}" for k in range(len(data_shape) - depth)]
+    index_index = [f"i{k}" for k in range(batch)] + [f"0:{depth}"]
+    offset = " + ".join(
+        f"(index[{k}] < 0 ? index[{k}] + {cexpr(data_shape[k])} : index[{k}]) * {cexpr(strides[k])}"
+        for k in range(depth)) or "0"
+    sdfg, state = ctx.nested()
+    add_map(state, "gather_nd", index_ranges(out_shape), {"x": f"{data}[{', '.join(data_index)}]",
+                                                          "index": f"{indices}[{', '.join(index_index)}]"},
+            f"y = x[{offset}];", {"y": f"{target}[{_all(out_shape)}]"}, pointers=["x", "index"])
+    return sdfg
+
+
+@expansion("Range")
+def range_(ctx: Ctx):
+    target = ctx.connector("out", 0)
+    start, _, delta = RangeOp.bounds([ctx.static(p) for p in range(3)])
+    sdfg, state = ctx.nested()
+    add_map(state, "range", index_ranges(ctx.shape(target)), {}, f"y = {cexpr(start)} + i0 * {cexpr(delta)};",
+            {"y": f"{target}[i0]"})
+    return sdfg
+
+
+@expansion("CumSum")
+def cumsum(ctx: Ctx):
+    source, target = ctx.connector("in", 0), ctx.connector("out", 0)
+    shape = ctx.shape(source)
+    axis = normalize_axis(int(ctx.static(1)[0]), len(shape))
+    n, stride = cexpr(shape[axis]), cexpr(contiguous_strides(shape)[axis])
+    dtype = ctx.desc(source).dtype.ctype
+    exclusive, reverse = bool(ctx.node.attr("exclusive", 0)), bool(ctx.node.attr("reverse", 0))
+    step = "(n_ - 1 - k_)" if reverse else "k_"
+    update = (f"y[{step} * s_] = acc_; acc_ += x[{step} * s_];" if exclusive
+              else f"acc_ += x[{step} * s_]; y[{step} * s_] = acc_;")
+    code = f"const int64_t n_ = {n}, s_ = {stride}; {dtype} acc_ = 0; for (int64_t k_ = 0; k_ < n_; ++k_) {{ {update} }}"
+    subset = ", ".join(f"0:{d}" if k == axis else f"i{k}" for k, d in enumerate(shape)) or "0"
+    sdfg, state = ctx.nested()
+    add_map(state, "cumsum", index_ranges(shape, skip=[axis]), {"x": f"{source}[{subset}]"}, code,
+            {"y": f"{target}[{subset}]"}, pointers=["x", "y"])
     return sdfg

@@ -100,11 +100,53 @@ def _binary(op_type, func, out_dtype=None):
     return Binary
 
 
+Neg = _unary("Neg", lambda n, x: -x)
+Abs = _unary("Abs", lambda n, x: np.abs(x))
+Floor = _unary("Floor", lambda n, x: np.floor(x))
+Ceil = _unary("Ceil", lambda n, x: np.ceil(x))
+Not = _unary("Not", lambda n, x: np.logical_not(x), since=1)
+
+
+@elementwise("IsNaN")
+class IsNaN(Elementwise):
+    out_dtype = np.dtype(bool)
+
+    @classmethod
+    def reference(cls, node, x):
+        return [np.isnan(x)]
+
+
 Add = _binary("Add", lambda a, b: a + b)
 Sub = _binary("Sub", lambda a, b: a - b)
 Mul = _binary("Mul", lambda a, b: a * b)
 Div = _binary("Div", _int_div)
 Equal = _binary("Equal", lambda a, b: a == b, out_dtype=np.dtype(bool))
+Less = _binary("Less", lambda a, b: a < b, out_dtype=np.dtype(bool))
+LessOrEqual = _binary("LessOrEqual", lambda a, b: a <= b, out_dtype=np.dtype(bool))
+Greater = _binary("Greater", lambda a, b: a > b, out_dtype=np.dtype(bool))
+GreaterOrEqual = _binary("GreaterOrEqual", lambda a, b: a >= b, out_dtype=np.dtype(bool))
+And = _binary("And", np.logical_and, out_dtype=np.dtype(bool))
+Or = _binary("Or", np.logical_or, out_dtype=np.dtype(bool))
+Xor = _binary("Xor", np.logical_xor, out_dtype=np.dtype(bool))
+
+
+def _variadic(op_type, func):
+    @elementwise(op_type)
+    class Variadic(Elementwise):
+        @classmethod
+        def reference(cls, node, *xs):
+            result = xs[0]
+            for x in xs[1:]:
+                result = func(result, x)
+            return [np.asarray(result).astype(xs[0].dtype) if xs[0].dtype != object else np.asarray(result)]
+
+    Variadic.__name__ = Variadic.__qualname__ = op_type
+    return Variadic
+
+
+Max = _variadic("Max", np.maximum)
+Min = _variadic("Min", np.minimum)
+Sum = _variadic("Sum", np.add)
 
 
 @elementwise("Pow")

@@ -320,3 +320,85 @@ class ConstantOfShape(Op):
     def reference(cls, node, shape):
         fill = cls.fill_value(node)
         return [np.full([int(s) for s in shape], fill[0], dtype=fill.dtype)]
+
+
+@op("GatherElements", since=13)
+class GatherElements(Op):
+    @classmethod
+    def infer(cls, node, inputs, values):
+        data, indices = inputs
+        if data.rank != indices.rank:
+            raise ShapeInferenceError("GatherElements: data and indices must have the same rank")
+        normalize_axis(node.attr("axis", 0), data.rank)
+        return [TensorType(data.dtype, indices.shape)]
+
+    @classmethod
+    def reference(cls, node, data, indices):
+        axis = normalize_axis(node.attr("axis", 0), data.ndim)
+        wrapped = np.where(indices < 0, indices + data.shape[axis], indices)
+        return [np.take_along_axis(data, wrapped.astype(np.int64), axis=axis)]
+
+
+@op("GatherND", since=13)
+class GatherND(Op):
+    @classmethod
+    def infer(cls, node, inputs, values):
+        data, indices = inputs
+        if node.attr("batch_dims", 0):
+            raise ShapeInferenceError("GatherND: batch_dims > 0 is not supported")
+        depth = indices.shape[-1]
+        if not isinstance(depth, int) or depth > data.rank:
+            raise ShapeInferenceError("GatherND: the last dim of indices must be static and <= rank(data)")
+        return [TensorType(data.dtype, indices.shape[:-1] + data.shape[depth:])]
+
+    @classmethod
+    def reference(cls, node, data, indices):
+        depth = indices.shape[-1]
+        flat = indices.reshape(-1, depth)
+        wrapped = np.where(flat < 0, flat + np.array(data.shape[:depth]), flat)
+        gathered = np.stack([data[tuple(i)] for i in wrapped]) if len(flat) else np.zeros((0, ) + data.shape[depth:],
+                                                                                          data.dtype)
+        return [gathered.reshape(indices.shape[:-1] + data.shape[depth:])]
+
+
+@op("Range", since=11)
+class Range(Op):
+    value_inputs = (0, 1, 2)
+
+    @classmethod
+    def bounds(cls, values) -> list:
+        """[start, limit, delta], ints or symbolic; only integer Ranges have a compile-time length."""
+        if any(v is None or np.asarray(v).dtype.kind not in "iuO" for v in values):
+            raise ShapeInferenceError("Range: integer start, limit and delta must be known at compile time")
+        return [static_int_list(v, "Range's start/limit/delta")[0] for v in values]
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        start, limit, delta = cls.bounds(values[:3])
+        count = sympy.ceiling(sympy.Integer(1) * (limit - start) / delta)
+        count = max(int(count), 0) if count.is_Integer else to_dim(count)
+        dtype = inputs[0].dtype if inputs[0] is not None else np.dtype(np.int64)
+        return [TensorType(dtype, [count])]
+
+    @classmethod
+    def reference(cls, node, start, limit, delta):
+        return [np.arange(start, limit, delta, dtype=start.dtype)]
+
+
+@op("CumSum", since=14)
+class CumSum(Op):
+    value_inputs = (1, )
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        normalize_axis(static_int_list(values[1], "CumSum's axis")[0], inputs[0].rank)
+        return [TensorType(inputs[0].dtype, inputs[0].shape)]
+
+    @classmethod
+    def reference(cls, node, x, axis):
+        axis = normalize_axis(int(np.asarray(axis).ravel()[0]), x.ndim)
+        data = np.flip(x, axis) if node.attr("reverse", 0) else x
+        result = np.cumsum(data, axis=axis, dtype=x.dtype)
+        if node.attr("exclusive", 0):
+            result = result - data
+        return [np.flip(result, axis).copy() if node.attr("reverse", 0) else result]

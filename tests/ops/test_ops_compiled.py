@@ -17,11 +17,11 @@ def w(*shape, positive=False):
     return np.abs(values) + 0.5 if positive else values
 
 
-def case(op, inputs, outputs, attrs=None, inits=None, opset=17, positive=(), extra_nodes=()):
-    """One node ``op`` reading ``inputs`` [(name, dtype, dims)] (+ initializers) and writing ``outputs``."""
-    in_names = [n for n, *_ in inputs] if not inits else None
+def case(op, inputs, outputs, attrs=None, inits=None, opset=17, positive=(), node_inputs_override=None):
+    """One node ``op`` reading ``inputs`` [(name, dtype, dims)] then the initializers ``inits``, writing
+    ``outputs`` (``node_inputs_override``: the node reads these names instead)."""
     return dict(op=op, inputs=inputs, outputs=outputs, attrs=attrs or {}, inits=inits or {}, opset=opset,
-                positive=set(positive), extra_nodes=list(extra_nodes), node_inputs=in_names)
+                positive=set(positive), node_inputs=node_inputs_override)
 
 
 def unary(op, positive=False, **attrs):
@@ -43,6 +43,28 @@ CASES = [
     pytest.param(case("Pow", [("a", F, ["N", 3, 5]), ("b", F, [5])], [("y", F, ["N", 3, 5])], positive=["a"]),
                  id="Pow-broadcast"),
     binary("Equal", (5, ), I, B),
+    binary("Less", (5, ), F, B), binary("LessOrEqual", (5, ), I, B), binary("Greater", (1, 5), F, B),
+    binary("GreaterOrEqual", (5, ), I, B), binary("And", (5, ), B, B), binary("Or", (3, 1), B, B),
+    binary("Xor", (5, ), B, B),
+    pytest.param(case("Max", [("a", F, ["N", 3, 5]), ("b", F, [5]), ("c", F, [3, 1])], [("y", F, ["N", 3, 5])]),
+                 id="Max-variadic"),
+    pytest.param(case("Min", [("a", I, ["N", 3, 5]), ("b", I, [5])], [("y", I, ["N", 3, 5])]), id="Min-int"),
+    pytest.param(case("Sum", [("a", F, ["N", 3, 5]), ("b", F, [5]), ("c", F, ["N", 3, 5])],
+                      [("y", F, ["N", 3, 5])]), id="Sum-variadic"),
+    unary("Neg"), unary("Abs"), unary("Floor"), unary("Ceil"),
+    pytest.param(case("Not", [("x", B, ["N", 4])], [("y", B, ["N", 4])]), id="Not"),
+    pytest.param(case("IsNaN", [("x", F, ["N", 4])], [("y", B, ["N", 4])]), id="IsNaN"),
+    pytest.param(case("GatherElements", [("data", F, ["N", 5, 4]), ("idx", I, ["N", 2, 4])], [("y", F, ["N", 2, 4])],
+                      {"axis": 1}), id="GatherElements"),
+    pytest.param(case("GatherND", [("data", F, [4, 5, 3]), ("idx", I, ["N", 2, 2])], [("y", F, ["N", 2, 3])]),
+                 id="GatherND"),
+    pytest.param(case("Range", [("x", F, ["N", 1])], [("y", I, [7])],
+                      inits={"start": np.array(2, I), "limit": np.array(15, I), "delta": np.array(2, I)},
+                      node_inputs_override=["start", "limit", "delta"]), id="Range"),
+    pytest.param(case("CumSum", [("x", F, ["N", 4, 6])], [("y", F, ["N", 4, 6])], inits={"axis": np.array(1, I)}),
+                 id="CumSum"),
+    pytest.param(case("CumSum", [("x", F, ["N", 6])], [("y", F, ["N", 6])], {"exclusive": 1, "reverse": 1},
+                      inits={"axis": np.array(-1, I)}), id="CumSum-exclusive-reverse"),
     unary("Sqrt", positive=True), unary("Reciprocal", positive=True), unary("Exp"), unary("Log", positive=True),
     unary("Tanh"), unary("Erf"), unary("Relu"), unary("LeakyRelu", alpha=0.2), unary("Sigmoid"),
     unary("Identity"),
@@ -89,7 +111,7 @@ CASES = [
     pytest.param(case("Slice", [("x", F, ["N", 10, 6])], [("y", F, ["N", 10, 4])],
                       inits={"starts": np.array([-1], I), "ends": np.array([-100], I),
                              "axes": np.array([1], I), "steps": np.array([-1], I)},
-                      extra_nodes=[]), id="Slice-reverse", marks=[]),
+                      ), id="Slice-reverse"),
     pytest.param(case("Gather", [("data", F, [10, 4]), ("idx", I, ["N", 3])], [("y", F, ["N", 3, 4])],
                       {"axis": 0}), id="Gather-embedding"),
     pytest.param(case("Gather", [("data", F, ["N", 5, 4])], [("y", F, ["N", 4])], {"axis": 1},
@@ -159,7 +181,7 @@ CASES = [
 
 def _build(spec, helpers):
     inputs = [i for i in spec["inputs"]]
-    node_inputs = [n for n, *_ in inputs] + list(spec["inits"])
+    node_inputs = spec["node_inputs"] or [n for n, *_ in inputs] + list(spec["inits"])
     graph_inputs = [i for i in inputs if i[0]]
     node = helper.make_node(spec["op"], node_inputs, [n for n, *_ in spec["outputs"]], name="op", **spec["attrs"])
     return helpers.make_model([node], graph_inputs, spec["outputs"], spec["inits"], spec["opset"]), graph_inputs
