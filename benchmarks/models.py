@@ -87,14 +87,16 @@ def _vision(name: str, reduced: bool):
     with torch.no_grad():
         for _ in range(4):
             model(torch.randn(8, 3, 224, 224))
-    return model.eval(), (torch.randn(1, 3, 224, 224), ), ["image"], {"image": {0: "batch"}}
+    # Example batch 2: the exporter specialises a dim whose example size is 1.
+    return model.eval(), (torch.randn(2, 3, 224, 224), ), ["image"], {"image": {0: "batch"}}
 
 
 def _transformer(name: str, reduced: bool):
     import torch
+    _torchvision()  # transformers imports torchvision for some models; make that import work first
     torch.manual_seed(0)
-    ids = torch.randint(0, 1000, (1, SEQUENCE))
-    mask = torch.ones(1, SEQUENCE, dtype=torch.int64)
+    ids = torch.randint(0, 1000, (2, SEQUENCE))  # batch 2: the exporter specialises a dim of example size 1
+    mask = torch.ones(2, SEQUENCE, dtype=torch.int64)
     dims = {0: "batch", 1: "seq"}
     if name == "bert":
         from transformers import BertConfig, BertModel

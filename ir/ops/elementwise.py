@@ -93,7 +93,8 @@ def _binary(op_type, func, out_dtype=None):
         def reference(cls, node, a, b):
             result = np.asarray(func(a, b))
             dtype = out_dtype if out_dtype is not None else a.dtype
-            return [result if a.dtype == object and out_dtype is None else result.astype(dtype)]
+            symbolic = object in (a.dtype, b.dtype) and out_dtype is None  # shape arithmetic stays symbolic
+            return [result.astype(object) if symbolic else result.astype(dtype)]
 
     Binary.out_dtype = out_dtype
     Binary.__name__ = Binary.__qualname__ = op_type
