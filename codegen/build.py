@@ -10,6 +10,7 @@ import dace
 
 from sdflow.ir import CompileError, Graph
 from . import cache
+from .threads import configure_native_runtime
 from .lowering import expand, lower
 from .runtime import CompiledModel
 
@@ -51,31 +52,34 @@ def _heartbeat(progress, what: str, every: float = 5.0):
         thread.join()
 
 
-def build(graph: Graph, target: str = "cpu", progress=None) -> CompiledModel:
-    """Compiles ``graph`` for ``target`` (cached on disk by content); ``progress(str)`` hears each stage."""
+def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = False) -> CompiledModel:
+    """Compiles ``graph`` for ``target`` (cached on disk by content); ``progress(str)`` hears each stage.
+    ``instrument``: a separate build whose every op is timed (see ``CompiledModel.profile``)."""
     global _NATIVE_BUILDS
     if target not in TARGETS:
         raise CompileError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
     sdfg, weights = lower(graph)
     sdfg.name = "model"  # the cache key must not depend on the model's name
-    key = cache.build_key(sdfg.hash_sdfg(), target)
+    key = cache.build_key(sdfg.hash_sdfg(), target, instrument)
     sdfg.name = f"{graph.name}_{key[:12]}"
     folder = cache.cache_root() / sdfg.name
     start = time.perf_counter()
-    built = not cache.is_complete(folder)
     try:
-        if built:
-            _report(progress, f"expanding {len(graph.op_nodes())} ops into maps, tasklets and BLAS calls")
-            expand(sdfg)
-            _report(progress, f"generating C++ and building with cmake in {folder}")
-            with cache.atomic_build_folder(folder) as temporary:
-                sdfg.build_folder = str(temporary)
-                with _heartbeat(progress, "still compiling"):
+        with cache.exclusive_build(folder) as built:
+            if built:
+                _report(progress, f"expanding {len(graph.op_nodes())} ops into maps, tasklets and BLAS calls")
+                expand(sdfg, instrument)
+                _report(progress, f"generating C++ and building with cmake in {folder}")
+                sdfg.build_folder = str(folder)
+                with _heartbeat(progress, "still compiling"), dace.config.temporary_config():
+                    # An instrumented program writes one timing report per call (profile() reads them).
+                    dace.Config.set("instrumentation", "report_each_invocation", value=instrument)
                     sdfg.compile(return_program_handle=False)
+                sdfg.save(str(folder / "program.sdfg"))
                 _NATIVE_BUILDS += 1
-                sdfg.save(str(temporary / "program.sdfg"))
-        else:
-            _report(progress, f"loading cached build {folder}")
+            else:
+                _report(progress, f"loading cached build {folder}")
+        configure_native_runtime()  # before the native library (with OpenMP and OpenBLAS) is loaded
         program = dace.codegen.compiler.load_precompiled_sdfg(folder)
     except CompileError:
         raise
@@ -85,4 +89,4 @@ def build(graph: Graph, target: str = "cpu", progress=None) -> CompiledModel:
     seconds = time.perf_counter() - start
     _report(progress, f"{'built' if built else 'loaded'} in {seconds:.1f} s")
     return CompiledModel(graph, program, weights, pathlib.Path(folder), built=built, build_seconds=seconds,
-                         target=target)
+                         target=target, instrumented=instrument)

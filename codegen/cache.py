@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import pathlib
 import platform
 import shutil
-import uuid
 
 import dace
 
-__all__ = ["cache_root", "build_key", "atomic_build_folder", "CACHE_ENV"]
+__all__ = ["cache_root", "build_key", "exclusive_build", "is_complete", "CACHE_ENV"]
 
 CACHE_ENV = "SDFLOW_CACHE_DIR"
 _COMPLETE = "sdflow-complete.json"
@@ -35,10 +35,11 @@ def _lowering_sources_digest() -> str:
     return digest.hexdigest()
 
 
-def build_key(sdfg_hash: str, target: str) -> str:
+def build_key(sdfg_hash: str, target: str, instrument: bool = False) -> str:
     parts = {
         "sdfg": sdfg_hash,
         "target": target,
+        "instrument": instrument,
         "dace": dace.__version__,
         "codegen": _lowering_sources_digest(),
         "cpu_args": dace.Config.get("compiler", "cpu", "args"),
@@ -52,20 +53,22 @@ def is_complete(folder: pathlib.Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_build_folder(final: pathlib.Path):
-    """Yields a private temporary folder to build in; on success it is renamed to ``final`` in one step.
+def exclusive_build(folder: pathlib.Path):
+    """Yields True when the caller must build into ``folder`` now, False when a complete build is there.
 
-    If another process finished the same build first, its folder wins and ours is discarded: both succeed."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        yield temporary
-        (temporary / _COMPLETE).write_text(json.dumps({"folder": final.name}))
+    A file lock serialises builders of one key: a second process waits, then finds the first one's complete
+    build and only loads it, so concurrent compiles of one model both succeed. Readers trust a folder only once
+    its completion marker exists (written last), so a crashed build is never half-used: it is rebuilt. The
+    build happens in place because DaCe bakes the folder's path into the program (instrumentation reports)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            os.rename(temporary, final)
-        except OSError:
-            if not is_complete(final):
-                raise
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary, ignore_errors=True)
+            if is_complete(folder):
+                yield False
+                return
+            shutil.rmtree(folder, ignore_errors=True)
+            yield True
+            (folder / _COMPLETE).write_text(json.dumps({"folder": folder.name}))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

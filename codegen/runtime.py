@@ -3,13 +3,25 @@ binds symbolic dims from input shapes, allocates outputs, and calls the library 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import shutil
+import statistics
 
+import dace
 import numpy as np
 import sympy
+from dace.codegen.instrumentation.report import InstrumentationReport
 
-from sdflow.ir import Graph, InputError, TensorType
+from sdflow.ir import CompileError, Graph, InputError, TensorType
 
-__all__ = ["CompiledModel", "Outputs"]
+__all__ = ["CompiledModel", "Outputs", "OpTime"]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpTime:
+    label: str
+    op_type: str
+    milliseconds: float
 
 
 class Outputs(tuple):
@@ -40,12 +52,13 @@ class CompiledModel:
     One build serves every call and every shape the model's symbolic dims allow."""
 
     def __init__(self, graph: Graph, program, weights: dict[str, np.ndarray], build_folder, *, built: bool,
-                 build_seconds: float, target: str):
+                 build_seconds: float, target: str, instrumented: bool = False):
         self.graph = graph
         self.build_folder = build_folder
         self.built = built  # False when loaded from the on-disk cache
         self.build_seconds = build_seconds
         self.target = target
+        self._instrumented = instrumented
         self._program = program
         self._weights = weights  # kept alive: the native code reads them through raw pointers
         self._weight_args = {n: ctypes.c_void_p(w.ctypes.data) for n, w in weights.items()}
@@ -77,6 +90,33 @@ class CompiledModel:
         inputs = ", ".join(f"{n}: {t}" for n, t in self.input_types.items())
         outputs = ", ".join(f"{n}: {t}" for n, t in self.output_types.items())
         return f"<CompiledModel {self.graph.name}({inputs}) -> ({outputs}) [{self.target}]>"
+
+    # ---- profiling -----------------------------------------------------------------------------------------
+    def profile(self, *args, runs: int = 10, **kwargs) -> list[OpTime]:
+        """Median time per op over ``runs`` calls, slowest first. Needs an instrumented build
+        (``sdflow.compile(..., instrument=True)``), whose ops DaCe times one by one."""
+        perf = self.build_folder / "perf"
+        labels = {n.sdfg.cfg_id: n.label for n in self._program.sdfg.start_state.nodes()
+                  if isinstance(n, dace.nodes.NestedSDFG)}
+        if not labels or not self._instrumented:
+            raise CompileError("profile() needs a model compiled with instrument=True")
+        shutil.rmtree(perf, ignore_errors=True)
+        perf.mkdir()  # DaCe writes its reports here but does not create the folder
+        for _ in range(runs):
+            self(*args, **kwargs)
+        samples: dict[str, list[float]] = {}
+        for report_file in sorted(perf.glob("*.json")):
+            report = InstrumentationReport(str(report_file))
+            per_op: dict[str, float] = {}
+            for (cfg_id, _, _), events in report.durations.items():
+                if cfg_id in labels:
+                    per_op[labels[cfg_id]] = per_op.get(labels[cfg_id], 0.0) + sum(
+                        sum(times) for threads in events.values() for times in threads.values())
+            for label, ms in per_op.items():
+                samples.setdefault(label, []).append(ms)
+        op_types = {n.label: n.op_type for n in self.graph.op_nodes()}
+        result = [OpTime(label, op_types.get(label, "?"), statistics.median(ms)) for label, ms in samples.items()]
+        return sorted(result, key=lambda t: -t.milliseconds)
 
     # ---- calling -------------------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs) -> Outputs:

@@ -43,15 +43,16 @@ def _stderr_progress(message: str) -> None:
     print(f"[sdflow] {message}", file=sys.stderr, flush=True)
 
 
-def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=None,
-            progress: bool = False) -> CompiledModel:  # noqa: A001  (the natural name, as in torch.compile)
-    """Loads, optimises and builds ``model``; the result is a callable (numpy in, :class:`Outputs` out)."""
+def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=None, progress: bool = False,
+            instrument: bool = False) -> CompiledModel:  # noqa: A001  (the natural name, as in torch.compile)
+    """Loads, optimises and builds ``model``; the result is a callable (numpy in, :class:`Outputs` out).
+    ``instrument=True`` builds a variant that times every op (``CompiledModel.profile``)."""
     report = _stderr_progress if progress else None
     if report:
         report(f"loading {_describe(model)}")
     graph = load(model)
     graph = optimize(graph, passes, dump_dir=dump_dir, progress=report)
-    compiled = build(graph, target, progress=report)
+    compiled = build(graph, target, progress=report, instrument=instrument)
     compiled.pass_records = graph.pass_records
     return compiled
 

@@ -53,11 +53,18 @@ def _scalars_as_vectors(sdfg: dace.SDFG) -> None:
             edge.data = dace.Memlet.from_array(edge.data.data, sdfg.arrays[edge.data.data])
 
 
-def expand(sdfg: dace.SDFG) -> None:
-    """Expands every op node (recursively) and simplifies the result."""
+def expand(sdfg: dace.SDFG, instrument: bool = False) -> None:
+    """Expands every op node (recursively) and simplifies the result. With ``instrument``, every op stays its
+    own nested SDFG (named after the op) whose states DaCe times, instead of being inlined."""
     with warnings.catch_warnings():
         # DaCe's own ExpandTransformation passes connector sets; the order does not matter to us.
         warnings.filterwarnings("ignore", message="Using sets for connectors")
         sdfg.expand_library_nodes(recursive=True)
-    sdfg.simplify()
+    if instrument:
+        for node in sdfg.start_state.nodes():
+            if isinstance(node, dace.nodes.NestedSDFG):
+                for state in node.sdfg.states():
+                    state.instrument = dace.InstrumentationType.Timer
+    else:
+        sdfg.simplify()
     sdfg.validate()

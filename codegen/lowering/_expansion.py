@@ -67,7 +67,7 @@ class Ctx:
 
     def nested(self, label: str | None = None) -> tuple[dace.SDFG, dace.SDFGState]:
         """A nested SDFG with one array per connector (same shape and type) and one state."""
-        sdfg = dace.SDFG(label or f"{self.node.op_type.lower()}_{self.node.label}".replace(".", "_"))
+        sdfg = dace.SDFG(re.sub(r"\W", "_", label or f"{self.node.op_type.lower()}_{self.node.label}"))
         for connector, desc in {**self.inputs, **self.outputs}.items():
             sdfg.add_array(connector, desc.shape, desc.dtype, strides=desc.strides)
         return sdfg, sdfg.add_state("compute")

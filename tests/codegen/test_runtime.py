@@ -127,7 +127,7 @@ def test_concurrent_compiles_of_one_model_both_succeed(helpers, tmp_path):
     results = _compile_in_subprocesses(helpers, tmp_path, 2)
     assert {r[1] for r in results} == {results[0][1]}
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [os.path.basename(results[0][1])]
-    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert (tmp_path / results[0][1].split("/")[-1] / "sdflow-complete.json").is_file()
 
 
 def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
