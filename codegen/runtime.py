@@ -120,6 +120,14 @@ class CompiledModel:
 
     # ---- calling -------------------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs) -> Outputs:
+        call_args, init_args, outputs = self.prepare(*args, **kwargs)
+        self._program.fast_call(call_args, init_args)
+        return outputs
+
+    def prepare(self, *args, **kwargs) -> tuple[tuple, tuple, Outputs]:
+        """Checks the inputs and allocates the outputs; returns what ``run_prepared`` needs and the Outputs it
+        writes into, which must stay alive while it runs. Splitting a call this way lets benchmarks tell the
+        Python overhead from the kernels' time."""
         arrays = self._collect(args, kwargs)
         symbols = self._bind(arrays)
         outputs = {name: np.empty(self._output_shapes[name](symbols), dtype=ttype.dtype)
@@ -137,8 +145,14 @@ class CompiledModel:
                 if name in self._init_symbols:
                     init_args.append(value)
             call_args.append(value)
-        self._program.fast_call(tuple(call_args), tuple(init_args))
-        return Outputs(self.output_names, [outputs[name] for _, name, _ in self._outputs])
+        # The arrays must outlive the call: the Outputs hold the outputs, the tuple keeps the inputs alive.
+        result = Outputs(self.output_names, [outputs[name] for _, name, _ in self._outputs])
+        result._keepalive = arrays
+        return tuple(call_args), tuple(init_args), result
+
+    def run_prepared(self, call_args: tuple, init_args: tuple) -> None:
+        """Runs the native code on arguments from ``prepare`` (writes into that call's outputs again)."""
+        self._program.fast_call(call_args, init_args)
 
     def _collect(self, args, kwargs) -> dict[str, np.ndarray]:
         """Inputs by IR name, checked for presence, element type, rank and static dims."""

@@ -26,8 +26,8 @@ fi
 STAMP=.venv/.sdflow-setup-stamp
 WANT="$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-    echo "[setup] installing sdflow and its dependencies into .venv (DaCe builds from source: ~1 minute)"
+    echo "[setup] installing sdflow, its dependencies and the real-model tools into .venv (a few minutes once)"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[test]'
+    .venv/bin/python -m pip install -q -e '.[test,models]'
     echo "$WANT" > "$STAMP"
 fi

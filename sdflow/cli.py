@@ -161,6 +161,24 @@ def cmd_passes(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from sdflow import bench
+    bench.pin_threads(args.threads)  # before anything loads OpenMP or OpenBLAS
+    result = bench.benchmark(args.model, bench.parse_shapes(args.shape), threads=args.threads, runs=args.runs,
+                             passes=args.passes, reduced=args.reduced, progress=_progress)
+    print(bench.format_result(result))
+    if args.json:
+        import dataclasses
+        import json
+        pathlib.Path(args.json).write_text(json.dumps(dataclasses.asdict(result), indent=1))
+    return 0 if result.outputs_match else 1
+
+
+def cmd_zoo(args) -> int:
+    from sdflow import zoo
+    return zoo.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdflow", description="ONNX -> DaCe SDFG compiler")
     parser.add_argument("--debug", action="store_true", help="show the traceback on errors")
@@ -192,6 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("passes", help="list every pass with its one-line doc and options")
     p.set_defaults(func=cmd_passes)
+
+    p = sub.add_parser("bench", help="latency against ONNX Runtime, compile times, memory, slowest ops")
+    p.add_argument("model", help="an ONNX file or a zoo name (resnet18, mobilenet_v2, bert, gpt2, minilm)")
+    p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...", help="an input's shape")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("-p", "--passes", default="O1")
+    p.add_argument("--reduced", action="store_true", help="zoo models: the 2-layer variants")
+    p.add_argument("--json", help="also write the result as JSON here")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("zoo", help="export the real-model zoo to ONNX (needs the 'models' extra)")
+    from sdflow import zoo
+    zoo.add_arguments(p)
+    p.set_defaults(func=cmd_zoo)
     return parser
 
 
