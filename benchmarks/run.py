@@ -39,7 +39,8 @@ def markdown(results: list[dict], args) -> str:
         "",
         f"Produced by `python benchmarks/run.py{' --reduced' if args.reduced else ''} --threads {args.threads}` on "
         f"{datetime.date.today()} ({platform.processor() or platform.machine()}, {args.threads} threads for both, "
-        f"ONNX Runtime with ORT_ENABLE_ALL; median of {args.runs} interleaved runs after warm-up). Pipeline: O1.",
+        f"ONNX Runtime with ORT_ENABLE_ALL; median of about {args.runs} runs after warm-up, interleaved in blocks of "
+        f"5 whose first run is dropped). Pipeline: O1.",
         "",
         "| model | input shapes | sdflow ms | onnxruntime ms | ratio | cold compile s | cached compile s "
         "| call overhead ms | peak RSS MiB | outputs |",

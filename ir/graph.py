@@ -24,6 +24,8 @@ from .types import TensorType, dace_dtype
 
 __all__ = ["Graph"]
 
+_NO_DEBUGINFO = dace.dtypes.DebugInfo(0)
+
 # Constants up to this many elements stay inside the .sdfg file (shape vectors, scalars, small biases).
 INLINE_CONSTANT_LIMIT = 4096
 
@@ -128,7 +130,8 @@ class Graph:
         for node in self.state.data_nodes():
             if node.data == name:
                 return node
-        return self.state.add_access(name)
+        # An explicit DebugInfo: DaCe otherwise inspects the Python stack for every node (slow on big models).
+        return self.state.add_access(name, debuginfo=_NO_DEBUGINFO)
 
     def add_op(self, node: OpNode, inputs: list[str | None], outputs: list[str | None]) -> OpNode:
         """Adds ``node`` reading tensor ``inputs[i]`` on its i-th ONNX input (None = absent) and writing outputs."""

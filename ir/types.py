@@ -61,6 +61,8 @@ def to_dim(value) -> Dim:
     canonical (int64, non-negative) DaCe symbols, so that dims from different sources compare equal."""
     if isinstance(value, (int, np.integer)):
         return int(value)
+    if isinstance(value, sympy.Basic) and all(isinstance(s, dace.symbolic.symbol) for s in value.free_symbols):
+        return int(value) if value.is_Integer else value  # already canonical (the common case)
     if isinstance(value, str):
         # Names like N, S or E are symbols here, not sympy's builtins.
         names = {n: sympy.Symbol(n) for n in re.findall(r"[A-Za-z_]\w*", value) if n not in _FUNCTIONS}

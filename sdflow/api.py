@@ -51,9 +51,10 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     if report:
         report(f"loading {_describe(model)}")
     graph = load(model)
-    graph = optimize(graph, passes, dump_dir=dump_dir, progress=report)
+    # The freshly loaded graph is ours alone: run the pipeline in place rather than on a copy.
+    records = run_pipeline(graph, passes, dump_dir=dump_dir, progress=report)
     compiled = build(graph, target, progress=report, instrument=instrument)
-    compiled.pass_records = graph.pass_records
+    compiled.pass_records = records
     return compiled
 
 

@@ -122,11 +122,14 @@ def benchmark(model: str, shapes: dict | None = None, threads: int = 2, runs: in
     for _ in range(warmup):
         compiled(**feeds)
         session.run(names, feeds)
+    # Interleaved in blocks, so that drift on a shared machine hits both alike; the first run of each block is
+    # dropped, since the other runtime's idle threads may still be spinning on the cores then.
     ours, theirs, kernels = [], [], []
-    for _ in range(runs):  # interleaved, so that drift on a shared machine hits both alike
-        ours.append(timed(lambda: compiled(**feeds)))
-        theirs.append(timed(lambda: session.run(names, feeds)))
-        kernels.append(timed(lambda: compiled.run_prepared(call_args, init_args)))
+    block = 5
+    for _ in range(max(1, runs // (block - 1))):
+        ours += [timed(lambda: compiled(**feeds)) for _ in range(block)][1:]
+        theirs += [timed(lambda: session.run(names, feeds)) for _ in range(block)][1:]
+        kernels += [timed(lambda: compiled.run_prepared(call_args, init_args)) for _ in range(block)][1:]
     del prepared_outputs
     sdflow_ms, ort_ms = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
     overhead_ms = max(0.0, sdflow_ms - statistics.median(kernels) * 1e3)

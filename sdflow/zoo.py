@@ -138,12 +138,12 @@ def _minilm(reduced: bool):
 
 def export(name: str, reduced: bool = False, out: pathlib.Path | None = None, force: bool = False) -> pathlib.Path:
     """Writes the ONNX file of zoo model ``name`` (if not there yet) and returns its path."""
-    import torch
     path = model_path(name, reduced, out)
     if path.is_file() and not force:
-        return path
+        return path  # without importing torch: its own OpenMP runtime would fight ours for the cores
     if name not in MODELS:
         raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(MODELS)}")
+    import torch
     build = _vision if name in ("resnet18", "mobilenet_v2") else _transformer
     model, args, input_names, dynamic = build(name, reduced)
     symbols = {}
