@@ -19,7 +19,8 @@ def bind_static_inputs(graph: Graph) -> int:
     bound = 0
     for node in graph.op_nodes():
         inputs = graph.node_inputs(node)
-        for position in semantics_of(node).value_inputs:
+        semantics = semantics_of(node)
+        for position in semantics.value_inputs + semantics.optional_value_inputs:
             if position < len(inputs) and inputs[position] in values and node.static_input(position) is None:
                 node.set_static_input(position, values[inputs[position]])
                 bound += 1

@@ -12,7 +12,8 @@ _UNARY = {
     "Reciprocal": "({T})1 / in0",
     "Exp": "std::exp(in0)",
     "Log": "std::log(in0)",
-    "Tanh": "std::tanh(in0)",
+    # Through exp, which the compiler vectorises; std::tanh is a scalar libm call (~4x slower on GPT-2's GELU).
+    "Tanh": "(({T})1 - ({T})2 / (std::exp(({T})2 * in0) + ({T})1))",
     "Erf": "std::erf(in0)",
     "Relu": "(in0 > ({T})0 ? in0 : ({T})0)",
     "Sigmoid": "({T})1 / (({T})1 + std::exp(-in0))",
@@ -26,6 +27,8 @@ _UNARY = {
     "Not": "!in0",
     "IsNaN": "std::isnan(in0)",
 }
+# Pow with a known small exponent (x*x instead of a libm call; GPT-2's GELU cubes its input).
+_SMALL_POWERS = {1.0: "in0", 2.0: "in0 * in0", 3.0: "in0 * in0 * in0", 0.5: "std::sqrt(in0)"}
 _GELU = {
     "none": "({T})0.5 * in0 * (({T})1 + std::erf(in0 * ({T})0.70710678118654752))",
     "tanh": "({T})0.5 * in0 * (({T})1 + std::tanh(({T})0.79788456080286536 * (in0 + ({T})0.044715 * in0 * in0 * in0)))",
@@ -44,6 +47,9 @@ def _expression(ctx: Ctx, present: list[int]) -> str:
             value = _VARIADIC[op_type].format(T="{T}", a=value, b=f"in{k}")
         return value
     if op_type == "Pow":
+        exponent = ctx.static(1)
+        if exponent is not None and exponent.size == 1 and float(exponent.ravel()[0]) in _SMALL_POWERS:
+            return _SMALL_POWERS[float(exponent.ravel()[0])]
         return "({T})std::pow(in0, in1)"
     if op_type == "LeakyRelu":
         return f"(in0 >= ({{T}})0 ? in0 : ({{T}}){node.attr('alpha', 0.01)!r} * in0)"

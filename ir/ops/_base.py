@@ -27,6 +27,8 @@ class Op:
     """
 
     value_inputs: tuple[int, ...] = ()
+    # Inputs whose compile-time value, when known, lets codegen specialise (Pow's exponent); types never need it.
+    optional_value_inputs: tuple[int, ...] = ()
 
     @classmethod
     def infer(cls, node, inputs: list[TensorType | None], values: list) -> list[TensorType]:

@@ -152,6 +152,7 @@ Sum = _variadic("Sum", np.add)
 
 @elementwise("Pow")
 class Pow(Elementwise):
+    optional_value_inputs = (1, )
     @classmethod
     def same_dtype_inputs(cls):
         return ()

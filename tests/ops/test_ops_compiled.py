@@ -214,3 +214,13 @@ def test_constant_and_constant_of_shape(helpers, rng):
     model = helpers.make_model(nodes, [("x", F, ["N", 4])], [("y", F, ["N", 4])])
     for passes in ("O0", "O1"):
         helpers.check_against_ort(model, [{"x": rng.standard_normal((n, 4)).astype(F)} for n in (1, 5)], passes)
+
+
+@pytest.mark.parametrize("exponent", [0.5, 2.0, 3.0, 1.7])
+def test_pow_with_constant_exponent_is_specialised(helpers, rng, exponent):
+    model = helpers.make_model([helper.make_node("Pow", ["x", "e"], ["y"])], [("x", F, ["N", 7])],
+                               [("y", F, ["N", 7])], {"e": np.array(exponent, F)})
+    compiled = helpers.check_against_ort(model, [{"x": np.abs(rng.standard_normal((n, 7))).astype(F) + 0.1}
+                                                 for n in (1, 3)])
+    code = "".join(p.read_text() for p in (compiled.build_folder / "src" / "cpu").glob("*.cpp"))
+    assert ("pow(" in code) == (exponent == 1.7)
