@@ -76,7 +76,8 @@ def run_pipeline(graph: Graph, passes: list[Pass] | str, *, dump_dir=None, ctx: 
         try:
             result = pass_.apply(graph, ctx)
             if verify_each:
-                verify(graph)
+                # DaCe's own validation (slow on big graphs) runs after the last pass; sdflow's after each.
+                verify(graph, dace_validation=index == len(passes))
         except SdflowError as error:
             before = ", ".join(r.name for r in records) or "none"
             raise PipelineError(f"pass {pass_.name!r} failed (passes before it: {before}): {error}") from error
