@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from sdflow import zoo
+from sdflow.feeds import concrete_shape, random_input
 
 __all__ = ["pin_threads", "benchmark", "BenchResult", "parse_shapes"]
 
@@ -56,25 +57,12 @@ class BenchResult:
 
 
 def _feeds(compiled, shapes: dict, defaults: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """Token ids in [0, 1000) (every zoo vocabulary is larger), masks of ones, normal floats."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for name, ttype in compiled.input_types.items():
-        if name in shapes:
-            shape = shapes[name]
-        else:
-            shape = []
-            for dim in ttype.shape:
-                if isinstance(dim, int):
-                    shape.append(dim)
-                elif str(dim) in defaults:
-                    shape.append(defaults[str(dim)])
-                else:
-                    raise ValueError(f"input {name!r} has symbolic dim {dim}; give --shape {name}=D0,D1,...")
-        if np.issubdtype(ttype.dtype, np.integer):
-            feeds[name] = np.ones(shape, ttype.dtype) if "mask" in name else rng.integers(0, 1000, shape).astype(
-                ttype.dtype)
-        else:
-            feeds[name] = rng.standard_normal(shape).astype(ttype.dtype)
+        shape = shapes.get(name) or concrete_shape(name, ttype, defaults, f"give --shape {name}=D0,D1,...")
+        feeds[name] = random_input(rng, name, ttype, shape, int_high=1000)
     return feeds
 
 

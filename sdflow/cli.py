@@ -51,6 +51,7 @@ def cmd_compile(args) -> int:
 
 
 def _inputs_for(compiled, args) -> dict[str, np.ndarray]:
+    from sdflow.feeds import concrete_shape, random_input
     files = _parse_pairs(args.input, "--input")
     dims = {k: int(v) for k, v in _parse_pairs(args.dim, "--dim").items()}
     rng = np.random.default_rng(args.seed)
@@ -62,18 +63,8 @@ def _inputs_for(compiled, args) -> dict[str, np.ndarray]:
             except (OSError, ValueError) as error:
                 raise SdflowError(f"--input {name}: cannot read {files[name]}: {error}") from None
         elif args.random:
-            shape = []
-            for dim in ttype.shape:
-                if isinstance(dim, int):
-                    shape.append(dim)
-                elif str(dim) in dims:
-                    shape.append(dims[str(dim)])
-                else:
-                    raise SdflowError(f"input {name!r} has symbolic dim {dim}; give its size with --dim {dim}=N")
-            if np.issubdtype(ttype.dtype, np.integer):
-                feeds[name] = rng.integers(0, 2, shape).astype(ttype.dtype)
-            else:
-                feeds[name] = rng.standard_normal(shape).astype(ttype.dtype)
+            shape = concrete_shape(name, ttype, dims, "give its size with --dim SYMBOL=N")
+            feeds[name] = random_input(rng, name, ttype, shape)
     unknown = set(files) - set(compiled.input_types)
     if unknown:
         raise SdflowError(f"unknown input(s) {sorted(unknown)}; the model's inputs are {list(compiled.input_types)}")
