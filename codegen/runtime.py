@@ -64,6 +64,7 @@ class CompiledModel:
         self._weight_args = {n: ctypes.c_void_p(w.ctypes.data) for n, w in weights.items()}
         self._inputs = [(graph.onnx_name(n), n, graph.tensor_type(n)) for n in graph.inputs]
         self._outputs = [(graph.onnx_name(n), n, graph.tensor_type(n)) for n in graph.outputs]
+        self._index_bounds = _index_bounds(graph)
         self._output_shapes = {name: _shape_function(ttype.shape) for _, name, ttype in self._outputs}
         self._input_shapes = {name: _shape_function(ttype.shape) for _, name, ttype in self._inputs}
         typedict = program._typedict
@@ -181,6 +182,11 @@ class CompiledModel:
                 raise InputError(f"input {onnx_name!r} has rank {value.ndim} (shape {list(value.shape)}), "
                                  f"expected rank {ttype.rank} ({ttype})")
             arrays[name] = np.asarray(value, order="C")
+            for size, what in self._index_bounds.get(name, ()):
+                if arrays[name].size and (arrays[name].min() < -size or arrays[name].max() >= size):
+                    bad = arrays[name][(arrays[name] < -size) | (arrays[name] >= size)].ravel()[0]
+                    raise InputError(f"input {onnx_name!r} holds index {bad}, out of range for {what} "
+                                     f"(valid: {-size} to {size - 1})")
         return arrays
 
     def _bind(self, arrays) -> dict[str, int]:
@@ -216,3 +222,21 @@ def _shape_function(shape):
                                       dim.xreplace({s: sympy.Symbol(str(s)) for s in dim.free_symbols}), "math")
             getters.append(lambda symbols, f=function, names=names: int(f(*(symbols[n] for n in names))))
     return lambda symbols: [get(symbols) for get in getters]
+
+
+def _index_bounds(graph: Graph) -> dict[str, list[tuple[int, str]]]:
+    """Graph inputs used directly as Gather indices: their valid range, checked before native code runs (the
+    kernels clamp, so a bad token id would otherwise give a silently wrong answer)."""
+    bounds: dict[str, list[tuple[int, str]]] = {}
+    inputs = set(graph.inputs)
+    for node in graph.op_nodes():
+        if node.op_type not in ("Gather", "GatherElements"):
+            continue
+        data, indices = graph.node_inputs(node)[:2]
+        if indices in inputs:
+            data_type = graph.tensor_type(data)
+            axis = node.attr("axis", 0) % data_type.rank
+            if isinstance(data_type.shape[axis], int):
+                bounds.setdefault(indices, []).append(
+                    (data_type.shape[axis], f"axis {axis} of {data!r} in {node.op_type} node {node.label!r}"))
+    return bounds

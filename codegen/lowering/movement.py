@@ -98,6 +98,7 @@ def gather(ctx: Ctx):
     code = f"""
 int64_t j_ = index;
 if (j_ < 0) j_ += {cexpr(data_shape[axis])};
+j_ = std::min<int64_t>(std::max<int64_t>(j_, 0), {cexpr(data_shape[axis])} - 1);  // never read out of bounds
 y = x[j_ * {cexpr(contiguous_strides(data_shape)[axis])}];
 """
     out_shape = ctx.shape(target)
@@ -139,6 +140,7 @@ def gather_elements(ctx: Ctx):
     code = f"""
 int64_t j_ = index;
 if (j_ < 0) j_ += {cexpr(data_shape[axis])};
+j_ = std::min<int64_t>(std::max<int64_t>(j_, 0), {cexpr(data_shape[axis])} - 1);  // never read out of bounds
 y = x[j_ * {cexpr(contiguous_strides(data_shape)[axis])}];
 """
     sdfg, state = ctx.nested()
@@ -156,9 +158,10 @@ def gather_nd(ctx: Ctx):
     strides = contiguous_strides(data_shape)
     data_index = [f"0:{d}" for d in data_shape[:depth]] + [f"i{batch + k}" for k in range(len(data_shape) - depth)]
     index_index = [f"i{k}" for k in range(batch)] + [f"0:{depth}"]
+    # Wrapped, then clamped: computed indices never read out of bounds (graph inputs are checked in Python).
     offset = " + ".join(
-        f"(index[{k}] < 0 ? index[{k}] + {cexpr(data_shape[k])} : index[{k}]) * {cexpr(strides[k])}"
-        for k in range(depth)) or "0"
+        f"std::min<int64_t>(std::max<int64_t>(index[{k}] < 0 ? index[{k}] + {cexpr(data_shape[k])} : index[{k}], 0), "
+        f"{cexpr(data_shape[k])} - 1) * {cexpr(strides[k])}" for k in range(depth)) or "0"
     sdfg, state = ctx.nested()
     add_map(state, "gather_nd", index_ranges(out_shape), {"x": f"{data}[{', '.join(data_index)}]",
                                                           "index": f"{indices}[{', '.join(index_index)}]"},

@@ -136,3 +136,15 @@ def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("SDFLOW_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_root() == tmp_path / "xdg" / "sdflow"
+
+
+def test_out_of_range_token_ids_are_rejected(helpers):
+    from onnx import helper
+    model = helpers.make_model([helper.make_node("Gather", ["table", "ids"], ["y"], name="embed")],
+                               [("ids", np.int64, ["N", 3])], [("y", F, ["N", 3, 4])],
+                               {"table": np.arange(40, dtype=F).reshape(10, 4)})
+    compiled = sdflow.compile(model)
+    np.testing.assert_array_equal(compiled(np.array([[0, 9, -10]]))[0][0, :, 0], [0, 36, 0])
+    with pytest.raises(InputError, match=r"input 'ids' holds index 10, out of range for axis 0 of 'table' in "
+                                         r"Gather node 'embed' \(valid: -10 to 9\)"):
+        compiled(np.array([[1, 10, 2]]))
