@@ -51,8 +51,8 @@ def load_model(model) -> onnx.ModelProto:
         onnx.checker.check_model(str(path) if path is not None else proto)
         onnx.external_data_helper.convert_model_from_external_data(proto)
     except onnx.checker.ValidationError as error:
-        first = str(error).strip().splitlines()[0]
-        raise ModelLoadError(f"{where}: the model fails the ONNX checker: {first}") from None
+        message = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+        raise ModelLoadError(f"{where}: the model fails the ONNX checker: {message}") from None
     if default_opset(proto) < MIN_OPSET:
         try:
             proto = onnx.version_converter.convert_version(proto, MIN_OPSET)
