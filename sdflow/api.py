@@ -10,22 +10,23 @@ import onnx
 from sdflow.codegen import CompiledModel, build
 from sdflow.frontends.onnx import import_model
 from sdflow.ir import Graph, verify
-from sdflow.passes import PassContext, run_pipeline
+from sdflow.passes import PassContext, parse_pipeline, run_pipeline
 
 __all__ = ["load", "optimize", "compile", "CompiledModel"]
 
 DEFAULT_PASSES = "O1"
 
 
-def load(model, name: str | None = None) -> Graph:
-    """The IR graph of ``model``: an ONNX path/bytes/ModelProto, a saved ``.sdfg`` path, or a Graph (copied)."""
+def load(model, name: str | None = None, dace_validation: bool = True) -> Graph:
+    """The IR graph of ``model``: an ONNX path/bytes/ModelProto, a saved ``.sdfg`` path, or a Graph (copied).
+    The result is verified (``dace_validation=False`` leaves out DaCe's own, slower, SDFG validation)."""
     if isinstance(model, Graph):
         return model.copy()
     if isinstance(model, (str, os.PathLike)) and str(model).endswith((".sdfg", ".sdfgz")):
         graph = Graph.load(model)
     else:
         graph = import_model(model, name)
-    verify(graph)
+    verify(graph, dace_validation=dace_validation)
     return graph
 
 
@@ -50,9 +51,11 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     report = _stderr_progress if progress else None
     if report:
         report(f"loading {_describe(model)}")
-    graph = load(model)
+    pipeline = parse_pipeline(passes)
+    # DaCe's validation runs once: after the last pass, or here when there is none.
+    graph = load(model, dace_validation=not pipeline)
     # The freshly loaded graph is ours alone: run the pipeline in place rather than on a copy.
-    records = run_pipeline(graph, passes, dump_dir=dump_dir, progress=report)
+    records = run_pipeline(graph, pipeline, dump_dir=dump_dir, progress=report)
     compiled = build(graph, target, progress=report, instrument=instrument)
     compiled.pass_records = records
     return compiled

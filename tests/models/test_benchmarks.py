@@ -1,0 +1,26 @@
+"""The benchmark tooling stays runnable: benchmarks/run.py on one reduced zoo model (through `sdflow bench`)
+writes the JSON, the Markdown table and the chart, with a ratio, compile times and per-op times."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.compiled, pytest.mark.models]
+pytest.importorskip("torch", reason="the benchmark needs the 'models' extra (pip install -e .[models])")
+pytest.importorskip("matplotlib", reason="the benchmark chart needs matplotlib (the 'models' extra)")
+
+
+def test_run_py_on_a_reduced_model(helpers, tmp_path):
+    result = subprocess.run([sys.executable, str(helpers.root / "benchmarks" / "run.py"), "resnet18", "--reduced",
+                             "--runs", "4", "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    (record, ) = json.loads((tmp_path / "performance.json").read_text())
+    assert record["outputs_match"] and record["sdflow_ms"] > 0 and record["onnxruntime_ms"] > 0
+    assert record["cold_compile_s"] > record["cached_compile_s"] > 0
+    assert record["top_ops"] and record["top_ops"][0]["op_type"] == "Conv"
+    table = (tmp_path / "performance.md").read_text()
+    assert "| resnet18 | image 1x3x224x224 |" in table and "reduced-depth" in table
+    assert (tmp_path / "performance.png").stat().st_size > 1000
