@@ -32,7 +32,7 @@ def _parse_pairs(items, what: str) -> dict[str, str]:
 def cmd_compile(args) -> int:
     from sdflow import api
     out = pathlib.Path(args.output) if args.output else None
-    dump = out / "passes" if out else None
+    dump = pathlib.Path(args.dump_dir) if args.dump_dir else (out / "passes" if out else None)
     compiled = api.compile(args.model, passes=args.passes, target=args.target, dump_dir=dump, progress=True)
     if out:
         compiled.graph.save(out / "model.sdfg")
@@ -45,8 +45,10 @@ def cmd_compile(args) -> int:
     print(f"  outputs: {', '.join(f'{n}: {t}' for n, t in compiled.output_types.items())}")
     how = f"built in {compiled.build_seconds:.1f} s" if compiled.built else "loaded from cache"
     print(f"  native build: {compiled.build_folder} ({how})")
+    if dump:
+        print(f"  IR after each pass: {dump}/NN-<pass>.sdfg")
     if out:
-        print(f"  IR after each pass: {dump}/NN-<pass>.sdfg; final IR: {out / 'model.sdfg'}")
+        print(f"  final IR: {out / 'model.sdfg'}")
     return 0
 
 
@@ -179,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-p", "--passes", default="O1", help="pass pipeline, e.g. O1 or 'fold-constants,O1'")
     p.add_argument("-o", "--output", help="write model.sdfg and passes/NN-<pass>.sdfg here")
+    p.add_argument("--dump-dir", help="write the IR after every pass here (NN-<pass>.sdfg); overrides -o's")
     p.add_argument("--target", default="cpu")
     p.set_defaults(func=cmd_compile)
 

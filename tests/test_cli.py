@@ -35,6 +35,9 @@ def test_compile_dumps_every_pass(transformer_file, tmp_path):
     assert sorted(p.name for p in (out / "passes").glob("*.sdfg")) == [
         "00-input.sdfg", "01-fold-constants.sdfg", "02-fold-shape-inputs.sdfg", "03-eliminate-dead-nodes.sdfg"]
     assert (out / "model.sdfg").is_file()
+    dumps = tmp_path / "dumps"
+    sdflow("compile", transformer_file, "--dump-dir", dumps, "-p", "fold-constants")
+    assert sorted(p.name for p in dumps.glob("*.sdfg")) == ["00-input.sdfg", "01-fold-constants.sdfg"]
 
 
 @pytest.mark.compiled
