@@ -12,7 +12,7 @@ import numpy as np
 import sympy
 from dace.codegen.instrumentation.report import InstrumentationReport
 
-from sdflow.ir import CompileError, Graph, InputError, TensorType
+from sdflow.ir import CompileError, Graph, InputError, TensorType, dim_assumptions
 
 __all__ = ["CompiledModel", "Outputs", "OpTime"]
 
@@ -65,6 +65,8 @@ class CompiledModel:
         self._inputs = [(graph.onnx_name(n), n, graph.tensor_type(n)) for n in graph.inputs]
         self._outputs = [(graph.onnx_name(n), n, graph.tensor_type(n)) for n in graph.outputs]
         self._index_bounds = _index_bounds(graph)
+        self._assumptions = [(_shape_function([a]), _shape_function([b]), a, b, where)
+                             for a, b, where in dim_assumptions(graph)]
         self._output_shapes = {name: _shape_function(ttype.shape) for _, name, ttype in self._outputs}
         self._input_shapes = {name: _shape_function(ttype.shape) for _, name, ttype in self._inputs}
         typedict = program._typedict
@@ -197,6 +199,10 @@ class CompiledModel:
                     if symbols.setdefault(str(dim), size) != size:
                         raise InputError(f"input {onnx_name!r} dim {axis} is {size}, but {dim} = "
                                          f"{symbols[str(dim)]} from another input ({self._describe_inputs()})")
+        for left, right, a, b, where in self._assumptions:
+            if left(symbols) != right(symbols):
+                raise InputError(f"{where} needs {a} == {b}, but the inputs give {a} = {left(symbols)[0]} and "
+                                 f"{b} = {right(symbols)[0]} ({self._describe_inputs()})")
         for onnx_name, name, ttype in self._inputs:
             expected = self._input_shapes[name](symbols)
             if list(arrays[name].shape) != expected:

@@ -6,11 +6,11 @@ from .graph import Graph
 from .nodes import OpNode
 from .printer import print_graph
 from .registry import MIN_OPSET, lookup_op, registered_ops
-from .semantics import evaluate_node, infer_node, interpret, known_values, semantics_of
+from .semantics import dim_assumptions, evaluate_node, infer_node, interpret, known_values, semantics_of
 from .types import TensorType
 from .verifier import verify
 
 __all__ = ["Graph", "OpNode", "TensorType", "print_graph", "verify", "lookup_op", "registered_ops", "MIN_OPSET",
-           "infer_node", "evaluate_node", "interpret", "known_values", "semantics_of", "SdflowError", "ModelLoadError",
+           "infer_node", "evaluate_node", "interpret", "dim_assumptions", "known_values", "semantics_of", "SdflowError", "ModelLoadError",
            "UnsupportedOpError", "ShapeInferenceError", "VerificationError", "PipelineError", "CompileError",
            "InputError"]

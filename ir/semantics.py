@@ -10,7 +10,8 @@ from .nodes import OpNode
 from .registry import lookup_op
 from .types import TensorType
 
-__all__ = ["semantics_of", "infer_node", "known_values", "evaluate_node", "with_static_inputs", "interpret"]
+__all__ = ["semantics_of", "infer_node", "known_values", "evaluate_node", "with_static_inputs", "interpret",
+           "dim_assumptions"]
 
 
 def semantics_of(node: OpNode):
@@ -76,3 +77,26 @@ def interpret(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarr
             if tensor is not None:
                 values[tensor] = np.asarray(value)
     return {graph.onnx_name(name): values[name] for name in graph.outputs}
+
+
+def dim_assumptions(graph: Graph) -> list[tuple[sympy.Expr, sympy.Expr, str]]:
+    """Equalities between *different* symbolic dims that type inference assumed (broadcasts, MatMul's inner dims),
+    as (dim, dim, where). They hold for consistent inputs; the runtime checks them before running native code."""
+    from .ops.elementwise import ELEMENTWISE_OPS
+    found = []
+
+    def expect(a, b, where):
+        if a != b and not isinstance(a, int) and not isinstance(b, int) and a != 1 and b != 1:
+            found.append((sympy.sympify(a), sympy.sympify(b), where))
+
+    for node in graph.op_nodes():
+        shapes = [graph.tensor_type(t).shape for t in graph.node_inputs(node) if t]
+        where = f"{node.op_type} node {node.label!r}"
+        if node.op_type in ELEMENTWISE_OPS:
+            out = graph.tensor_type(graph.node_outputs(node)[0]).shape
+            for shape in shapes:
+                for dim, out_dim in zip(reversed(shape), reversed(out)):
+                    expect(dim, out_dim, where)
+        elif node.op_type == "MatMul" and all(len(s) >= 2 for s in shapes):
+            expect(shapes[0][-1], shapes[1][-2], where)
+    return found

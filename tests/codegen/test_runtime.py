@@ -148,3 +148,13 @@ def test_out_of_range_token_ids_are_rejected(helpers):
     with pytest.raises(InputError, match=r"input 'ids' holds index 10, out of range for axis 0 of 'table' in "
                                          r"Gather node 'embed' \(valid: -10 to 9\)"):
         compiled(np.array([[1, 10, 2]]))
+
+
+def test_assumed_equal_symbolic_dims_are_checked(helpers):
+    from onnx import helper
+    model = helpers.make_model([helper.make_node("Add", ["a", "b"], ["y"], name="add")],
+                               [("a", F, ["n", 4]), ("b", F, ["m", 4])], [("y", F, ["n", 4])])
+    compiled = sdflow.compile(model)
+    np.testing.assert_array_equal(compiled(np.ones((3, 4), F), np.ones((3, 4), F))[0], np.full((3, 4), 2, F))
+    with pytest.raises(InputError, match=r"Add node 'add' needs m == n, but the inputs give m = 1 and n = 3"):
+        compiled(np.ones((3, 4), F), np.ones((1, 4), F))
