@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import pathlib
 import threading
 import time
@@ -52,6 +53,28 @@ def _heartbeat(progress, what: str, every: float = 5.0):
         thread.join()
 
 
+SIGNATURE_FILE = "signature.sdfg"
+
+
+def _signature(sdfg: dace.SDFG) -> tuple:
+    arglist = sdfg.arglist()
+    return (sdfg.signature_arglist(with_types=True, arglist=arglist), sorted(sdfg.free_symbols), sdfg.name,
+            sorted(arglist), sorted(sdfg.constants))
+
+
+def _signature_sdfg(sdfg: dace.SDFG) -> dace.SDFG:
+    """What loading a build needs of the program: its arguments, symbols and name, without the states' contents
+    (building the full expanded SDFG from JSON takes seconds for a 12-layer transformer). Falls back to the full
+    SDFG whenever the stripped one would not describe exactly the same C signature."""
+    stripped = copy.deepcopy(sdfg)
+    for state in stripped.states():
+        for node in list(state.nodes()):
+            state.remove_node(node)
+    for name in [n for n, desc in stripped.arrays.items() if desc.transient]:
+        stripped.remove_data(name, validate=False)
+    return stripped if _signature(stripped) == _signature(sdfg) else sdfg
+
+
 def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = False) -> CompiledModel:
     """Compiles ``graph`` for ``target`` (cached on disk by content); ``progress(str)`` hears each stage.
     ``instrument``: a separate build whose every op is timed (see ``CompiledModel.profile``)."""
@@ -75,12 +98,13 @@ def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = F
                     # An instrumented program writes one timing report per call (profile() reads them).
                     dace.Config.set("instrumentation", "report_each_invocation", value=instrument)
                     sdfg.compile(return_program_handle=False)
-                sdfg.save(str(folder / "program.sdfg"))
+                _signature_sdfg(sdfg).save(str(folder / SIGNATURE_FILE))
                 _NATIVE_BUILDS += 1
             else:
                 _report(progress, f"loading cached build {folder}")
         configure_native_runtime()  # before the native library (with OpenMP and OpenBLAS) is loaded
-        program = dace.codegen.compiler.load_precompiled_sdfg(folder)
+        program = dace.codegen.compiler.load_precompiled_sdfg(
+            folder, sdfg=dace.SDFG.from_file(str(folder / SIGNATURE_FILE)))
     except CompileError:
         raise
     except Exception as error:  # codegen and the C++ toolchain raise many unrelated types
