@@ -13,6 +13,7 @@ import sympy
 from dace.codegen.instrumentation.report import InstrumentationReport
 
 from sdflow.ir import CompileError, Graph, InputError, TensorType, dim_assumptions
+from sdflow.ir.ops import normalize_axis
 
 __all__ = ["CompiledModel", "Outputs", "OpTime"]
 
@@ -148,7 +149,7 @@ class CompiledModel:
                 if name in self._init_symbols:
                     init_args.append(value)
             call_args.append(value)
-        # The arrays must outlive the call: the Outputs hold the outputs, the tuple keeps the inputs alive.
+        # The arrays must outlive the call: the Outputs hold the outputs and keep the (maybe copied) inputs.
         result = Outputs(self.output_names, [outputs[name] for _, name, _ in self._outputs])
         result._keepalive = arrays
         return tuple(call_args), tuple(init_args), result
@@ -241,7 +242,7 @@ def _index_bounds(graph: Graph) -> dict[str, list[tuple[int, str]]]:
         data, indices = graph.node_inputs(node)[:2]
         if indices in inputs:
             data_type = graph.tensor_type(data)
-            axis = node.attr("axis", 0) % data_type.rank
+            axis = normalize_axis(node.attr("axis", 0), data_type.rank)
             if isinstance(data_type.shape[axis], int):
                 bounds.setdefault(indices, []).append(
                     (data_type.shape[axis], f"axis {axis} of {data!r} in {node.op_type} node {node.label!r}"))

@@ -34,6 +34,13 @@ def transpose(ctx: Ctx):
     return sdfg
 
 
+def _in_bounds(index: str, size) -> str:
+    """C++ for a gather index: negative values count from the end (ONNX), then clamped into [0, size), so
+    computed indices never read out of bounds (graph inputs used as indices are checked in Python)."""
+    n = cexpr(size)
+    return f"std::min<int64_t>(std::max<int64_t>({index} < 0 ? {index} + {n} : {index}, 0), {n} - 1)"
+
+
 def _shifted(shape, axis, offset) -> str:
     return ", ".join(f"i{k} + {offset}" if k == axis else f"i{k}" for k in range(len(shape))) or "0"
 
@@ -95,12 +102,7 @@ def gather(ctx: Ctx):
     data_index = [f"i{k}" for k in range(axis)] + [f"0:{data_shape[axis]}"] + [
         f"i{k + index_rank - 1}" for k in range(axis + 1, len(data_shape))]
     index_index = ", ".join(f"i{axis + k}" for k in range(index_rank)) or "0"
-    code = f"""
-int64_t j_ = index;
-if (j_ < 0) j_ += {cexpr(data_shape[axis])};
-j_ = std::min<int64_t>(std::max<int64_t>(j_, 0), {cexpr(data_shape[axis])} - 1);  // never read out of bounds
-y = x[j_ * {cexpr(contiguous_strides(data_shape)[axis])}];
-"""
+    code = f"y = x[{_in_bounds('index', data_shape[axis])} * {cexpr(contiguous_strides(data_shape)[axis])}];"
     out_shape = ctx.shape(target)
     sdfg, state = ctx.nested()
     add_map(state, "gather", index_ranges(out_shape), {"x": f"{data}[{', '.join(data_index)}]",
@@ -137,12 +139,7 @@ def gather_elements(ctx: Ctx):
     data_shape, out_shape = ctx.shape(data), ctx.shape(target)
     axis = normalize_axis(ctx.node.attr("axis", 0), len(data_shape))
     data_index = ", ".join(f"0:{d}" if k == axis else f"i{k}" for k, d in enumerate(data_shape))
-    code = f"""
-int64_t j_ = index;
-if (j_ < 0) j_ += {cexpr(data_shape[axis])};
-j_ = std::min<int64_t>(std::max<int64_t>(j_, 0), {cexpr(data_shape[axis])} - 1);  // never read out of bounds
-y = x[j_ * {cexpr(contiguous_strides(data_shape)[axis])}];
-"""
+    code = f"y = x[{_in_bounds('index', data_shape[axis])} * {cexpr(contiguous_strides(data_shape)[axis])}];"
     sdfg, state = ctx.nested()
     add_map(state, "gather_elements", index_ranges(out_shape), {"x": f"{data}[{data_index}]",
                                                                 "index": f"{indices}[{_all(out_shape)}]"},
@@ -158,10 +155,8 @@ def gather_nd(ctx: Ctx):
     strides = contiguous_strides(data_shape)
     data_index = [f"0:{d}" for d in data_shape[:depth]] + [f"i{batch + k}" for k in range(len(data_shape) - depth)]
     index_index = [f"i{k}" for k in range(batch)] + [f"0:{depth}"]
-    # Wrapped, then clamped: computed indices never read out of bounds (graph inputs are checked in Python).
-    offset = " + ".join(
-        f"std::min<int64_t>(std::max<int64_t>(index[{k}] < 0 ? index[{k}] + {cexpr(data_shape[k])} : index[{k}], 0), "
-        f"{cexpr(data_shape[k])} - 1) * {cexpr(strides[k])}" for k in range(depth)) or "0"
+    offset = " + ".join(f"{_in_bounds(f'index[{k}]', data_shape[k])} * {cexpr(strides[k])}"
+                        for k in range(depth)) or "0"
     sdfg, state = ctx.nested()
     add_map(state, "gather_nd", index_ranges(out_shape), {"x": f"{data}[{', '.join(data_index)}]",
                                                           "index": f"{indices}[{', '.join(index_index)}]"},

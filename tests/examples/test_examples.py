@@ -13,20 +13,12 @@ pytestmark = pytest.mark.compiled
 EXAMPLES = ["mlp", "cnn", "transformer"]
 
 
-def _feeds(module, batch, rng):
-    feeds = {}
-    for name, (dtype, dims) in module.INPUTS.items():
-        shape = [batch if d == "batch" else d for d in dims]
-        feeds[name] = (rng.integers(0, 2, shape).astype(dtype) if np.issubdtype(dtype, np.integer)
-                       else rng.standard_normal(shape).astype(dtype))
-    return feeds
-
-
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_example_matches_onnxruntime_at_two_batch_sizes(helpers, name, rng):
+def test_example_matches_onnxruntime_at_two_batch_sizes(helpers, name):
     module = helpers.load_example(name)
-    compiled = helpers.check_against_ort(module.build_model(), [_feeds(module, b, rng) for b in (1, 4)])
-    reference_scale = np.abs(compiled(**_feeds(module, 2, rng))[0]).max()
+    random_feeds = helpers.load_example("_compare").random_feeds
+    compiled = helpers.check_against_ort(module.build_model(), [random_feeds(module.INPUTS, b) for b in (1, 4)])
+    reference_scale = np.abs(compiled(**random_feeds(module.INPUTS, 2))[0]).max()
     assert reference_scale > 0.1, "outputs near zero would make the comparison meaningless"
 
 

@@ -124,17 +124,10 @@ def test_fold_shape_inputs_negative(helpers):
 
 @pytest.mark.compiled
 @pytest.mark.parametrize("example", ["transformer", "cnn"])
-def test_o1_keeps_the_numbers(helpers, example, rng):
+def test_o1_keeps_the_numbers(helpers, example):
     module = helpers.load_example(example)
     model = module.build_model()
-    feeds = []
-    for batch in (1, 3):
-        feed = {}
-        for name, (dtype, dims) in module.INPUTS.items():
-            shape = [batch if d == "batch" else d for d in dims]
-            feed[name] = helpers.random_array(rng, dtype, shape) if dtype != np.int64 else \
-                rng.integers(0, 2, shape).astype(np.int64)
-        feeds.append(feed)
+    feeds = [helpers.load_example("_compare").random_feeds(module.INPUTS, batch) for batch in (1, 3)]
     o0 = helpers.check_against_ort(model, feeds, passes="O0")
     o1 = helpers.check_against_ort(model, feeds, passes="O1")
     for feed in feeds:
