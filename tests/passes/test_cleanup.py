@@ -122,6 +122,17 @@ def test_fold_shape_inputs_negative(helpers):
         import_model(model)
 
 
+def test_fold_shape_inputs_leaves_data_inputs_connected(helpers, rng):
+    # Pow's constant exponent is data, not a shape: it stays an input (codegen may still specialise on it).
+    model = helpers.make_model([helper.make_node("Pow", ["x", "e"], ["y"], name="pow")], [("x", F, ["N", 3])],
+                               [("y", F, ["N", 3])], {"e": np.array(2.0, F)})
+    graph = import_model(model)
+    result = _apply(graph, "fold-shape-inputs")
+    assert not result.modified
+    assert graph.node_inputs(graph.op_nodes()[0]) == ["x", "e"]
+    _assert_matches_onnxruntime(graph, model, {"x": np.abs(rng.standard_normal((2, 3))).astype(F)})
+
+
 @pytest.mark.compiled
 @pytest.mark.parametrize("example", ["transformer", "cnn"])
 def test_o1_keeps_the_numbers(helpers, example):
