@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import json
+import pathlib
 import shutil
 import statistics
 
 import dace
 import numpy as np
 import sympy
-from dace.codegen.instrumentation.report import InstrumentationReport
 
 from sdflow.ir import CompileError, Graph, InputError, TensorType, dim_assumptions
 from sdflow.ir.ops import normalize_axis
+from .lowering import nested_label
 
-__all__ = ["CompiledModel", "Outputs", "OpTime"]
+__all__ = ["CompiledModel", "Outputs", "OpTime", "op_milliseconds"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +25,17 @@ class OpTime:
     label: str
     op_type: str
     milliseconds: float
+
+
+def op_milliseconds(report: dict) -> dict[str, float]:
+    """Median milliseconds per call of every op in a ``CompiledModel.profile_report``."""
+    per_run: dict[str, dict[int, float]] = {}
+    for event in report["traceEvents"]:
+        label = report["sdflowOps"].get(str(event["args"].get("cfg_id")))
+        if label is not None:
+            runs = per_run.setdefault(label, {})
+            runs[event["args"]["run"]] = runs.get(event["args"]["run"], 0.0) + event["dur"] / 1e3
+    return {label: statistics.median(runs.values()) for label, runs in per_run.items()}
 
 
 class Outputs(tuple):
@@ -96,30 +109,38 @@ class CompiledModel:
         return f"<CompiledModel {self.graph.name}({inputs}) -> ({outputs}) [{self.target}]>"
 
     # ---- profiling -----------------------------------------------------------------------------------------
-    def profile(self, *args, runs: int = 10, **kwargs) -> list[OpTime]:
-        """Median time per op over ``runs`` calls, slowest first. Needs an instrumented build
-        (``sdflow.compile(..., instrument=True)``), whose ops DaCe times one by one."""
+    def profile_report(self, *args, runs: int = 10, **kwargs) -> dict:
+        """Runs ``runs`` calls of an instrumented build (``sdflow.compile(..., instrument=True)``) and returns
+        DaCe's timing events of all of them as one Chrome-trace report that DaCe's viewers load onto the built
+        program's SDFG (``program_sdfg``). Each event's ``args`` also carry ``sdfg_id`` (the viewers read that
+        name; DaCe writes ``cfg_id``) and ``run``; ``sdflowOps`` maps each timed nested SDFG to its op."""
+        ops = {n.sdfg.cfg_id: n.label for n in self._program.sdfg.start_state.nodes()
+               if isinstance(n, dace.nodes.NestedSDFG)}
+        if not ops or not self._instrumented:
+            raise CompileError("profiling needs a model compiled with instrument=True")
+        labels = {nested_label(n.label): n.label for n in self.graph.op_nodes()}
         perf = self.build_folder / "perf"
-        labels = {n.sdfg.cfg_id: n.label for n in self._program.sdfg.start_state.nodes()
-                  if isinstance(n, dace.nodes.NestedSDFG)}
-        if not labels or not self._instrumented:
-            raise CompileError("profile() needs a model compiled with instrument=True")
         shutil.rmtree(perf, ignore_errors=True)
         perf.mkdir()  # DaCe writes its reports here but does not create the folder
         for _ in range(runs):
             self(*args, **kwargs)
-        samples: dict[str, list[float]] = {}
-        for report_file in sorted(perf.glob("*.json")):
-            report = InstrumentationReport(str(report_file))
-            per_op: dict[str, float] = {}
-            for (cfg_id, _, _), events in report.durations.items():
-                if cfg_id in labels:
-                    per_op[labels[cfg_id]] = per_op.get(labels[cfg_id], 0.0) + sum(
-                        sum(times) for threads in events.values() for times in threads.values())
-            for label, ms in per_op.items():
-                samples.setdefault(label, []).append(ms)
+        events = []
+        for run, report_file in enumerate(sorted(perf.glob("*.json"))):
+            for event in json.loads(report_file.read_text())["traceEvents"]:
+                event["args"].update(sdfg_id=event["args"].get("cfg_id", 0), run=run)
+                events.append(event)
+        return {"traceEvents": events, "sdflowOps": {str(i): labels.get(n, n) for i, n in ops.items()}}
+
+    @property
+    def program_sdfg(self) -> pathlib.Path:
+        """The built program's SDFG as DaCe saved it (what ``profile_report``'s events refer to)."""
+        return self.build_folder / "program.sdfgz"
+
+    def profile(self, *args, runs: int = 10, **kwargs) -> list[OpTime]:
+        """Median time per op over ``runs`` calls, slowest first (needs an instrumented build)."""
         op_types = {n.label: n.op_type for n in self.graph.op_nodes()}
-        result = [OpTime(label, op_types.get(label, "?"), statistics.median(ms)) for label, ms in samples.items()]
+        times = op_milliseconds(self.profile_report(*args, runs=runs, **kwargs))
+        result = [OpTime(label, op_types.get(label, "?"), ms) for label, ms in times.items()]
         return sorted(result, key=lambda t: -t.milliseconds)
 
     # ---- calling -------------------------------------------------------------------------------------------

@@ -230,12 +230,16 @@ class Graph:
         weights_file = path.with_name(path.name + ".weights.npz")
         with self._without_constants(large):
             for name in large:
-                self.sdfg.arrays[name].location["external_data"] = weights_file.name
+                # The relative name serves Graph.load; the absolute path serves a process that got the graph
+                # without its file (DaCe's VS Code daemon receives the JSON only).
+                self.sdfg.arrays[name].location.update(external_data=weights_file.name,
+                                                       external_data_path=str(weights_file.resolve()))
             try:
                 self.sdfg.save(str(path))
             finally:
                 for name in large:
                     self.sdfg.arrays[name].location.pop("external_data", None)
+                    self.sdfg.arrays[name].location.pop("external_data_path", None)
         if large:
             np.savez(weights_file, **large)
 
@@ -244,15 +248,32 @@ class Graph:
         from . import ops  # noqa: F401  (node classes must be registered before deserialising)
         path = pathlib.Path(path)
         try:
-            sdfg = dace.SDFG.from_file(str(path))
-            files = {d.location.pop("external_data") for d in sdfg.arrays.values() if "external_data" in d.location}
-            for file in files:
-                with np.load(path.parent / file) as weights:
-                    for name in weights.files:
-                        sdfg.add_constant(name, weights[name], sdfg.arrays[name])
+            graph = cls(dace.SDFG.from_file(str(path)))
+            graph.attach_external_constants(path.parent)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise VerificationError(f"cannot load IR graph from {path}: {error}") from error
-        return cls(sdfg)
+        return graph
+
+    def attach_external_constants(self, directory=None) -> None:
+        """Loads the constants that ``save`` wrote to a ``.weights.npz`` sidecar: from ``directory`` (where the
+        ``.sdfg`` was read) when given, else from the absolute path recorded at save time."""
+        files: dict[pathlib.Path, list[str]] = {}
+        for name, desc in self.sdfg.arrays.items():
+            if "external_data" in desc.location:
+                relative = desc.location.pop("external_data")
+                absolute = desc.location.pop("external_data_path", None)
+                file = pathlib.Path(directory, relative) if directory is not None else \
+                    pathlib.Path(absolute or relative)
+                files.setdefault(file, []).append(name)
+        for file, names in files.items():
+            with np.load(file) as weights:
+                for name in names:
+                    self.sdfg.add_constant(name, weights[name], self.sdfg.arrays[name])
+
+    def structure_json(self) -> dict:
+        """The SDFG as JSON without the constants' values (what viewers draw; weights would only bloat it)."""
+        with self._without_constants(list(self.sdfg.constants_prop)):
+            return self.sdfg.to_json()
 
     def copy(self) -> "Graph":
         """A structural copy; constant arrays are shared (they are never modified in place)."""

@@ -2,10 +2,13 @@
 
 Classes are generated from the ONNX schemas (one DaCe property per ONNX attribute) and named
 ``Onnx<OpType>`` in this module, so a saved ``.sdfg`` finds them again by ``classpath``
-(``sdflow.ir.nodes.OnnxAdd``). Expansions are registered by ``codegen``; the IR knows none.
+(``sdflow.ir.nodes.OnnxAdd``) in any process that has DaCe and sdflow installed. Expansions are registered by
+``codegen``; the IR knows none, but loads the modules named under the ``sdflow.expansions`` entry-point group
+on the first expansion, so a graph opened outside sdflow's build (DaCe's VS Code extension) still expands.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 
 import dace
@@ -82,6 +85,22 @@ class OpNode(LibraryNode):
     def attr(self, name: str, default=None):
         value = getattr(self, self.attribute_names[name])
         return default if value is None else value
+
+    def expand(self, *args, **kwargs):
+        load_expansions()
+        return super().expand(*args, **kwargs)
+
+
+_EXPANSIONS_LOADED = False
+
+
+def load_expansions() -> None:
+    """Imports every module registered under the ``sdflow.expansions`` entry-point group (once)."""
+    global _EXPANSIONS_LOADED
+    if not _EXPANSIONS_LOADED:
+        for entry_point in importlib.metadata.entry_points(group="sdflow.expansions"):
+            entry_point.load()
+        _EXPANSIONS_LOADED = True
 
 
 def attribute_value(attribute: onnx.AttributeProto):

@@ -59,8 +59,10 @@ class PassRecord:
 
 
 def run_pipeline(graph: Graph, passes: list[Pass] | str, *, dump_dir=None, ctx: PassContext | None = None,
-                 verify_each: bool = True, progress=None) -> list[PassRecord]:
-    """Runs ``passes`` on ``graph`` in place; a failing pass is named together with the passes before it."""
+                 verify_each: bool = True, progress=None, after_each=None) -> list[PassRecord]:
+    """Runs ``passes`` on ``graph`` in place; a failing pass is named together with the passes before it.
+    ``dump_dir`` gets ``00-input.sdfg`` and ``NN-<pass>.sdfg``; ``after_each(label, graph)`` hears the same
+    snapshots (label ``input``, then each pass's name) as they happen."""
     if isinstance(passes, str):
         passes = parse_pipeline(passes)
     ctx = ctx or PassContext()
@@ -68,6 +70,8 @@ def run_pipeline(graph: Graph, passes: list[Pass] | str, *, dump_dir=None, ctx: 
     if dump is not None:
         dump.mkdir(parents=True, exist_ok=True)
         graph.save(dump / "00-input.sdfg")
+    if after_each:
+        after_each("input", graph)
     records: list[PassRecord] = []
     for index, pass_ in enumerate(passes, start=1):
         if progress:
@@ -85,5 +89,7 @@ def run_pipeline(graph: Graph, passes: list[Pass] | str, *, dump_dir=None, ctx: 
         if dump is not None:
             record.dump = dump / f"{index:02d}-{pass_.name}.sdfg"
             graph.save(record.dump)
+        if after_each:
+            after_each(pass_.name, graph)
         records.append(record)
     return records

@@ -31,11 +31,13 @@ def load(model, name: str | None = None, dace_validation: bool = True) -> Graph:
 
 
 def optimize(graph: Graph, passes: str = DEFAULT_PASSES, dump_dir=None, explain: bool = False,
-             progress=None) -> Graph:
+             progress=None, after_each=None) -> Graph:
     """Runs the pipeline ``passes`` on a copy of ``graph`` and returns it; ``result.pass_records`` holds one
-    record per pass (name, PassResult with stats and notes, seconds, dump path)."""
+    record per pass (name, PassResult with stats and notes, seconds, dump path). ``after_each(label, graph)``
+    sees the graph before the first pass (``input``) and after each pass."""
     graph = graph.copy()
-    records = run_pipeline(graph, passes, dump_dir=dump_dir, ctx=PassContext(explain=explain), progress=progress)
+    records = run_pipeline(graph, passes, dump_dir=dump_dir, ctx=PassContext(explain=explain), progress=progress,
+                           after_each=after_each)
     graph.pass_records = records
     return graph
 

@@ -6,25 +6,11 @@ import warnings
 import dace
 import numpy as np
 
-from sdflow.ir import Graph, known_values, semantics_of
+from sdflow.ir import Graph
+from ._expansion import bind_static_inputs, nested_label, scalars_as_vectors
 from . import elementwise, linalg, movement, nn, reduction  # noqa: F401  (register the expansions)
 
-__all__ = ["lower", "expand", "bind_static_inputs"]
-
-
-def bind_static_inputs(graph: Graph) -> int:
-    """Records on every node the compile-time values of its shape-like inputs (what expansions read).
-    Returns how many inputs were bound."""
-    values = known_values(graph)
-    bound = 0
-    for node in graph.op_nodes():
-        inputs = graph.node_inputs(node)
-        semantics = semantics_of(node)
-        for position in semantics.value_inputs + semantics.optional_value_inputs:
-            if position < len(inputs) and inputs[position] in values and node.static_input(position) is None:
-                node.set_static_input(position, values[inputs[position]])
-                bound += 1
-    return bound
+__all__ = ["lower", "expand", "bind_static_inputs", "nested_label"]
 
 
 def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
@@ -37,21 +23,8 @@ def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
         _, value = sdfg.constants_prop.pop(name)
         weights[name] = np.asarray(value, order="C")
     sdfg.arg_names = list(graph.inputs) + list(graph.outputs)
-    _scalars_as_vectors(sdfg)
+    scalars_as_vectors(sdfg)
     return sdfg, weights
-
-
-def _scalars_as_vectors(sdfg: dace.SDFG) -> None:
-    """Rank-0 tensors become shape [1]: DaCe maps cannot propagate memlets of rank-0 arrays. Same memory,
-    so callers still pass rank-0 numpy arrays."""
-    scalars = set()
-    for name, desc in sdfg.arrays.items():
-        if not desc.shape:
-            sdfg.arrays[name] = dace.data.Array(desc.dtype, [1], transient=desc.transient)
-            scalars.add(name)
-    for edge in sdfg.start_state.edges():
-        if edge.data.data in scalars:
-            edge.data = dace.Memlet.from_array(edge.data.data, sdfg.arrays[edge.data.data])
 
 
 def expand(sdfg: dace.SDFG, instrument: bool = False) -> None:

@@ -8,9 +8,10 @@ import dace
 import sympy
 from dace.transformation.transformation import ExpandTransformation
 
+from sdflow.ir import Graph, known_values, semantics_of
 from sdflow.ir.registry import registered_ops
 
-__all__ = ["expansion", "Ctx", "cexpr", "ctype", "add_map", "index_ranges", "product", "contiguous_strides",
+__all__ = ["expansion", "nested_label", "bind_static_inputs", "scalars_as_vectors", "Ctx", "cexpr", "ctype", "add_map", "index_ranges", "product", "contiguous_strides",
            "IMPLEMENTATION"]
 
 IMPLEMENTATION = "sdflow"
@@ -25,11 +26,13 @@ def expansion(*op_types: str, environments=(), name: str = IMPLEMENTATION):
                 continue
 
             def expand(node, state, sdfg, _function=function):
+                _prepare(node, state, sdfg)
                 return _function(Ctx(node, state, sdfg, environments))
 
             transformation = type(f"Expand{spec.op_type}_{function.__name__}", (ExpandTransformation, ), {
                 "environments": list(environments),
                 "expansion": staticmethod(expand),
+                "postprocessing": staticmethod(_name_nested_sdfg),
                 "__module__": function.__module__,
             })
             transformation = dace.library.expansion(transformation)
@@ -38,6 +41,57 @@ def expansion(*op_types: str, environments=(), name: str = IMPLEMENTATION):
         return function
 
     return decorate
+
+
+def nested_label(op_label: str) -> str:
+    """The label of the nested SDFG an op expands into: the op's label made a C identifier (ONNX node names
+    such as ``/encoder/layer.0/Add`` are not, and DaCe rejects such nested SDFGs)."""
+    label = re.sub(r"\W", "_", op_label)
+    return label if label[:1].isalpha() or label[:1] == "_" else "op_" + label
+
+
+def _name_nested_sdfg(sdfg, state, expansion) -> None:
+    if isinstance(expansion, dace.nodes.NestedSDFG):
+        expansion.label = nested_label(expansion.label)
+
+
+def bind_static_inputs(graph: Graph) -> int:
+    """Records on every node the compile-time values of its shape-like inputs (what expansions read).
+    Returns how many inputs were bound."""
+    values = known_values(graph)
+    bound = 0
+    for node in graph.op_nodes():
+        inputs = graph.node_inputs(node)
+        semantics = semantics_of(node)
+        for position in semantics.value_inputs + semantics.optional_value_inputs:
+            if position < len(inputs) and inputs[position] in values and node.static_input(position) is None:
+                node.set_static_input(position, values[inputs[position]])
+                bound += 1
+    return bound
+
+
+def scalars_as_vectors(sdfg: dace.SDFG) -> None:
+    """Rank-0 tensors become shape [1]: DaCe maps cannot propagate memlets of rank-0 arrays. Same memory,
+    so callers still pass rank-0 numpy arrays."""
+    scalars = set()
+    for name, desc in sdfg.arrays.items():
+        if not desc.shape:
+            sdfg.arrays[name] = dace.data.Array(desc.dtype, [1], transient=desc.transient)
+            scalars.add(name)
+    for edge in sdfg.start_state.edges():
+        if edge.data.data in scalars:
+            edge.data = dace.Memlet.from_array(edge.data.data, sdfg.arrays[edge.data.data])
+
+
+def _prepare(node, state, sdfg) -> None:
+    """Brings a graph that did not come through ``lower`` (one opened in DaCe's VS Code extension, or a pass
+    dump) into the form expansions expect; a no-op on lowered graphs."""
+    if any(not sdfg.arrays[edge.data.data].shape for edge in state.all_edges(node)):
+        scalars_as_vectors(sdfg)
+    inputs = Graph(sdfg).node_inputs(node)
+    if any(position < len(inputs) and inputs[position] and node.static_input(position) is None
+           for position in semantics_of(node).value_inputs):
+        bind_static_inputs(Graph(sdfg))
 
 
 class Ctx:
