@@ -7,5 +7,6 @@ setup:
 demo: setup
 	.venv/bin/python examples/transformer.py
 
-test: setup
+test:
+	./scripts/setup.sh test
 	.venv/bin/python -m pytest -n 2 -q

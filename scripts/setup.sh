@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything sdflow needs on a fresh Debian machine: the system packages (OpenBLAS + LAPACKE for
 # BLAS-backed MatMul/Conv, a C++ toolchain and CMake for DaCe's builds) and a virtual environment .venv with
-# sdflow (editable) and its test tools. Re-running is cheap: each step is skipped when already done.
+# sdflow (editable) and its test tools. `setup.sh test` also installs Chromium and its WebDriver, which the
+# viewer's browser tests drive. Re-running is cheap: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(libopenblas-dev liblapacke-dev g++ cmake make)
+if [ "${1:-}" = "test" ]; then
+    APT_PACKAGES+=(chromium chromium-driver)
+fi
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -39,3 +43,4 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     .venv/bin/python -m pip install -q -e '.[test,models]'
     echo "$WANT" > "$STAMP"
 fi
+.venv/bin/python scripts/vscode_settings.py

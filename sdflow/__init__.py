@@ -3,7 +3,8 @@ from sdflow.ir.errors import (CompileError, InputError, ModelLoadError, Pipeline
                               ShapeInferenceError, UnsupportedOpError, VerificationError)
 
 __version__ = "0.1.0"
-__all__ = ["compile", "load", "optimize", "CompiledModel", "SdflowError", "ModelLoadError", "UnsupportedOpError",
+DEFAULT_PASSES = "O1"  # the pipeline of sdflow.compile and of the CLI when -p is not given
+__all__ = ["compile", "load", "optimize", "CompiledModel", "DEFAULT_PASSES", "SdflowError", "ModelLoadError", "UnsupportedOpError",
            "ShapeInferenceError", "VerificationError", "PipelineError", "CompileError", "InputError"]
 
 

@@ -12,9 +12,9 @@ from sdflow.frontends.onnx import import_model
 from sdflow.ir import Graph, verify
 from sdflow.passes import PassContext, parse_pipeline, run_pipeline
 
-__all__ = ["load", "optimize", "compile", "CompiledModel"]
+from sdflow import DEFAULT_PASSES
 
-DEFAULT_PASSES = "O1"
+__all__ = ["load", "optimize", "compile", "CompiledModel", "DEFAULT_PASSES"]
 
 
 def load(model, name: str | None = None, dace_validation: bool = True) -> Graph:

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from sdflow import zoo
+from sdflow import DEFAULT_PASSES, zoo
 from sdflow.feeds import concrete_shape, random_input
 
 __all__ = ["pin_threads", "benchmark", "BenchResult", "parse_shapes"]
@@ -71,7 +71,7 @@ def _rss_mib() -> float:
 
 
 def benchmark(model: str, shapes: dict | None = None, threads: int = 2, runs: int = 20, warmup: int = 3,
-              passes: str = "O1", reduced: bool = False, top: int = 10, progress=None) -> BenchResult:
+              passes: str = DEFAULT_PASSES, reduced: bool = False, top: int = 10, progress=None) -> BenchResult:
     from sdflow import api
     from sdflow.ort import compare_outputs, ort_session
 

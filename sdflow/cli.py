@@ -1,4 +1,4 @@
-"""The ``sdflow`` command line: compile, run, inspect, passes. Errors print one line (``--debug`` for the
+"""The ``sdflow`` command line: compile, run, inspect, passes, view, bench, zoo. Errors print one line (``--debug`` for the
 traceback) and exit non-zero."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import traceback
 
 import numpy as np
 
+from sdflow import DEFAULT_PASSES
 from sdflow.ir.errors import SdflowError
 
 __all__ = ["main"]
@@ -76,7 +77,7 @@ def _inputs_for(compiled, args) -> dict[str, np.ndarray]:
 def cmd_run(args) -> int:
     from sdflow import api
     from sdflow.ort import compare_outputs, run_onnxruntime
-    compiled = api.compile(args.model, passes=args.passes, progress=True)
+    compiled = api.compile(args.model, passes=args.passes, progress=True, instrument=bool(args.profile))
     feeds = _inputs_for(compiled, args)
     outputs = compiled(**feeds)
     out_dir = pathlib.Path(args.output_dir) if args.output_dir else None
@@ -86,6 +87,8 @@ def cmd_run(args) -> int:
         if out_dir:
             out_dir.mkdir(parents=True, exist_ok=True)
             np.save(out_dir / f"{name}.npy", array)
+    if args.profile:
+        _write_profile(compiled, feeds, pathlib.Path(args.profile), args.runs, args.model)
     if not args.compare_ort:
         return 0
     reference = run_onnxruntime(args.model, feeds)
@@ -94,6 +97,22 @@ def cmd_run(args) -> int:
     for comparison in comparisons:
         print("  " + str(comparison))
     return 0 if all(c.ok for c in comparisons) else 1
+
+
+def _write_profile(compiled, feeds, folder: pathlib.Path, runs: int, model: str) -> None:
+    import json
+    import shutil
+    from sdflow.codegen.runtime import op_milliseconds
+    report = compiled.profile_report(**feeds, runs=runs)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report))
+    shutil.copyfile(compiled.program_sdfg, folder / "program.sdfgz")
+    times = sorted(op_milliseconds(report).items(), key=lambda item: -item[1])
+    print(f"profile of {runs} runs (median per op), slowest first:")
+    for label, ms in times[:10]:
+        print(f"  {ms:9.3f} ms  {label}")
+    print(f"  report: {folder / 'report.json'} (load it onto {folder / 'program.sdfgz'} in DaCe's viewers,")
+    print(f"          or colour the op graph: sdflow view {model} --profile {folder / 'report.json'})")
 
 
 def cmd_inspect(args) -> int:
@@ -154,6 +173,17 @@ def cmd_passes(args) -> int:
     return 0
 
 
+def cmd_view(args) -> int:
+    from sdflow import viewer
+    dims = {k: int(v) for k, v in _parse_pairs(args.dim, "--dim").items()}
+    path = viewer.write_view(args.source, args.output, passes=args.passes, dims=dims, profile_path=args.profile)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, self-contained)")
+    if args.open:
+        import webbrowser
+        webbrowser.open(path.resolve().as_uri())
+    return 0
+
+
 def cmd_bench(args) -> int:
     from sdflow import bench
     bench.pin_threads(args.threads)  # before anything loads OpenMP or OpenBLAS
@@ -172,6 +202,12 @@ def cmd_zoo(args) -> int:
     return zoo.run(args)
 
 
+def _add_passes_option(parser, default: str = DEFAULT_PASSES, what: str = "") -> None:
+    parser.add_argument("-p", "--passes", default=default, metavar="PIPELINE",
+                        help=f"pass pipeline, e.g. O1 or 'fold-constants,eliminate-dead-nodes' "
+                        f"(default: {what or default})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdflow", description="ONNX -> DaCe SDFG compiler")
     parser.add_argument("--debug", action="store_true", help="show the traceback on errors")
@@ -179,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile a model (and dump the IR after every pass with -o)")
     p.add_argument("model")
-    p.add_argument("-p", "--passes", default="O1", help="pass pipeline, e.g. O1 or 'fold-constants,O1'")
+    _add_passes_option(p)
     p.add_argument("-o", "--output", help="write model.sdfg and passes/NN-<pass>.sdfg here")
     p.add_argument("--dump-dir", help="write the IR after every pass here (NN-<pass>.sdfg); overrides -o's")
     p.add_argument("--target", default="cpu")
@@ -191,15 +227,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random", action="store_true", help="random values for inputs not given with --input")
     p.add_argument("--dim", action="append", metavar="SYMBOL=N", help="size of a symbolic dim for --random")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-p", "--passes", default="O1")
+    _add_passes_option(p)
     p.add_argument("--compare-ort", action="store_true", help="also run ONNX Runtime and compare")
     p.add_argument("--output-dir", help="save each output as NAME.npy here")
+    p.add_argument("--profile", metavar="DIR", help="build with DaCe's per-op timers and write DIR/report.json "
+                   "(a trace DaCe's viewers load) and DIR/program.sdfgz (the graph it times)")
+    p.add_argument("--runs", type=int, default=10, help="calls timed by --profile")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("view", help="write one self-contained HTML page with the graph after every pass")
+    p.add_argument("source", help="an ONNX model, a .sdfg file, or a folder written by --dump-dir")
+    _add_passes_option(p, default=None, what=f"{DEFAULT_PASSES} for a model, none for a .sdfg")
+    p.add_argument("-o", "--output", help="the HTML file (default: SOURCE.html; DIR/passes.html for a folder)")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.add_argument("--profile", metavar="REPORT", help="a report.json of `sdflow run --profile`: colour by time")
+    p.add_argument("--dim", action="append", metavar="SYMBOL=N",
+                   help="size of a symbolic dim for the bytes-moved overlay (default 1)")
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("inspect", help="op counts, parameters, inputs/outputs, unsupported ops")
     p.add_argument("model")
     p.add_argument("--ir", action="store_true", help="also print the IR after the pipeline")
-    p.add_argument("-p", "--passes", default="O1")
+    _add_passes_option(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("passes", help="list every pass with its one-line doc and options")
@@ -210,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...", help="an input's shape")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=20)
-    p.add_argument("-p", "--passes", default="O1")
+    _add_passes_option(p)
     p.add_argument("--reduced", action="store_true", help="zoo models: the 2-layer variants")
     p.add_argument("--json", help="also write the result as JSON here")
     p.set_defaults(func=cmd_bench)

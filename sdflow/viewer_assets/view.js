@@ -90,7 +90,19 @@
     overlaySelect.addEventListener('change', applyOverlay);
     if (data.pages.some(page => Object.keys(page.ms).length)) overlaySelect.value = 'ms';
 
-    function start() { show(Number(passSelect.value)); }
+    // The graph takes the rest of the window below our bar and DaCe's header.
+    function fitContents() {
+        const contents = document.getElementById('contents');
+        contents.style.height = Math.max(200, window.innerHeight - contents.getBoundingClientRect().top - 4) + 'px';
+    }
+    window.addEventListener('resize', fitContents);
+    document.fonts.ready.then(() => {
+        if (!document.fonts.check('24px "Material Symbols Outlined"')) {
+            document.documentElement.classList.add('sdflow-no-icon-font');
+        }
+    });
+
+    function start() { fitContents(); show(Number(passSelect.value)); }
     document.addEventListener('DOMContentLoaded', () => {
         const sdfv = window.WebSDFV.getInstance();
         if (sdfv.initialized || sdfv._initialized) start(); else sdfv.on('initialized', start);
