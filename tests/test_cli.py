@@ -1,5 +1,5 @@
-"""The command line as a user runs it: compile with dumps, run with --compare-ort, inspect, passes, and one-line
-errors with a non-zero exit (a traceback only with --debug)."""
+"""The command line as a user runs it: compile with dumps, run with --compare-ort and --profile, view, inspect,
+passes, and one-line errors with a non-zero exit (a traceback only with --debug)."""
 from __future__ import annotations
 
 import subprocess
@@ -51,6 +51,21 @@ def test_run_with_inputs_and_compare(transformer_file, tmp_path):
     assert np.load(tmp_path / "outs" / "y.npy").shape == (2, 16, 64)
     random = sdflow("run", transformer_file, "--random", "--dim", "batch=3", "--compare-ort")
     assert "y: float32[3, 16, 64]" in random.stdout
+
+
+@pytest.mark.compiled
+def test_run_profile_then_view_with_the_report(transformer_file, tmp_path):
+    import gzip
+    import json
+    result = sdflow("run", transformer_file, "--random", "--dim", "batch=2", "--profile", tmp_path / "prof",
+                    "--runs", "3")
+    assert "profile of 3 runs" in result.stdout and "ms  " in result.stdout
+    report = json.loads((tmp_path / "prof" / "report.json").read_text())
+    program = json.loads(gzip.decompress((tmp_path / "prof" / "program.sdfgz").read_bytes()))
+    assert program["type"] == "SDFG" and report["traceEvents"]
+    assert {e["args"]["sdfg_id"] for e in report["traceEvents"]} == {int(i) for i in report["sdflowOps"]}
+    view = sdflow("view", transformer_file, "--profile", tmp_path / "prof" / "report.json", "-o", tmp_path / "v.html")
+    assert "self-contained" in view.stdout and (tmp_path / "v.html").stat().st_size > 1_000_000
 
 
 def test_inspect_lists_ops_parameters_and_unsupported(helpers, tmp_path):
