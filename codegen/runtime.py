@@ -197,6 +197,8 @@ class CompiledModel:
         arrays = {}
         for onnx_name, name, ttype in self._inputs:
             value = given[onnx_name]
+            if isinstance(value, np.generic):  # a numpy scalar (x.sum(), np.float32(1)) is a rank-0 array
+                value = np.asarray(value)
             if not isinstance(value, np.ndarray):
                 raise InputError(f"input {onnx_name!r} must be a numpy array of {ttype}, got {type(value).__name__}")
             if value.dtype != ttype.dtype:

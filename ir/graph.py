@@ -29,12 +29,19 @@ _NO_DEBUGINFO = dace.dtypes.DebugInfo(0)
 # Constants up to this many elements stay inside the .sdfg file (shape vectors, scalars, small biases).
 INLINE_CONSTANT_LIMIT = 4096
 
-_CPP_RESERVED = {"int", "float", "double", "char", "long", "short", "bool", "auto", "break", "case", "const",
-                 "continue", "default", "delete", "do", "else", "enum", "extern", "for", "goto", "if", "inline",
-                 "new", "operator", "private", "public", "register", "return", "signed", "sizeof", "static",
-                 "struct", "switch", "template", "this", "typedef", "union", "unsigned", "void", "volatile",
-                 "while", "class", "namespace", "using", "main", "std", "dace", "min", "max", "abs", "exp", "log",
-                 "sqrt", "pow", "tanh", "erf", "true", "false", "null", "NULL"}
+# C++ keywords, alternative tokens (``xor``, ``and``, ...) and names the generated code uses: an ONNX tensor
+# called ``xor`` must not become a C++ identifier ``xor``.
+_CPP_RESERVED = {
+    "alignas", "alignof", "and", "and_eq", "asm", "auto", "bitand", "bitor", "bool", "break", "case", "catch",
+    "char", "char8_t", "char16_t", "char32_t", "class", "co_await", "co_return", "co_yield", "compl", "concept",
+    "const", "consteval", "constexpr", "constinit", "const_cast", "continue", "decltype", "default", "delete", "do",
+    "double", "dynamic_cast", "else", "enum", "explicit", "export", "extern", "false", "float", "for", "friend",
+    "goto", "if", "inline", "int", "long", "mutable", "namespace", "new", "noexcept", "not", "not_eq", "nullptr",
+    "operator", "or", "or_eq", "private", "protected", "public", "register", "reinterpret_cast", "requires",
+    "return", "short", "signed", "sizeof", "static", "static_assert", "static_cast", "struct", "switch",
+    "template", "this", "thread_local", "throw", "true", "try", "typedef", "typeid", "typename", "union",
+    "unsigned", "using", "virtual", "void", "volatile", "wchar_t", "while", "xor", "xor_eq",
+    "main", "std", "dace", "min", "max", "abs", "exp", "log", "sqrt", "pow", "tanh", "erf", "null", "NULL"}
 
 
 class Graph:

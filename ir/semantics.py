@@ -23,8 +23,18 @@ def semantics_of(node: OpNode):
 
 def infer_node(node: OpNode, inputs: list[TensorType | None], values: list) -> list[TensorType]:
     """Output types of ``node``; errors name the node and op."""
+    semantics = semantics_of(node)
+    for position in semantics.value_inputs:
+        # A shape-like input that is given but unknown must fail here: ops read an absent optional one (Squeeze's
+        # axes, Split's sizes) as "the default", which for a given one would be a wrong result.
+        if position < len(inputs) and inputs[position] is not None and (
+                position >= len(values) or values[position] is None):
+            raise ShapeInferenceError(
+                f"node {node.label!r} ({node.op_type}, opset {node.opset}): input {position} must be known at "
+                "compile time (a constant or derived from shapes); to compile once per value of a graph input, "
+                "use sdflow.compile(..., value_inputs='specialize')")
     try:
-        return semantics_of(node).infer(node, inputs, values)
+        return semantics.infer(node, inputs, values)
     except ShapeInferenceError as error:
         raise ShapeInferenceError(f"node {node.label!r} ({node.op_type}, opset {node.opset}): {error}") from None
 

@@ -8,13 +8,14 @@ import sys
 import onnx
 
 from sdflow.codegen import CompiledModel, build
-from sdflow.frontends.onnx import import_model
+from sdflow.frontends.onnx import import_model, load_model, value_dependent_inputs
 from sdflow.ir import Graph, verify
 from sdflow.passes import PassContext, parse_pipeline, run_pipeline
+from sdflow.specialize import ValueSpecializedModel
 
 from sdflow import DEFAULT_PASSES
 
-__all__ = ["load", "optimize", "compile", "CompiledModel", "DEFAULT_PASSES"]
+__all__ = ["load", "optimize", "compile", "CompiledModel", "ValueSpecializedModel", "DEFAULT_PASSES"]
 
 
 def load(model, name: str | None = None, dace_validation: bool = True) -> Graph:
@@ -47,9 +48,20 @@ def _stderr_progress(message: str) -> None:
 
 
 def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=None, progress: bool = False,
-            instrument: bool = False) -> CompiledModel:  # noqa: A001  (the natural name, as in torch.compile)
+            instrument: bool = False, value_inputs: str = "error"):  # noqa: A001  (as in torch.compile)
     """Loads, optimises and builds ``model``; the result is a callable (numpy in, :class:`Outputs` out).
-    ``instrument=True`` builds a variant that times every op (``CompiledModel.profile``)."""
+    ``instrument=True`` builds a variant that times every op (``CompiledModel.profile``).
+    ``value_inputs``: what to do when graph inputs feed shape-like op inputs (a Reshape's shape, a Slice's
+    starts, ...), whose values sdflow needs at compile time: ``"error"`` (the import names the node) or
+    ``"specialize"`` (a :class:`ValueSpecializedModel` that compiles once per distinct set of their values)."""
+    if value_inputs not in ("error", "specialize"):
+        raise ValueError(f"value_inputs must be 'error' or 'specialize', not {value_inputs!r}")
+    options = dict(passes=passes, target=target, dump_dir=dump_dir, progress=progress, instrument=instrument)
+    if value_inputs == "specialize":
+        proto = load_model(model)
+        names = value_dependent_inputs(proto)
+        if names:
+            return ValueSpecializedModel(proto, names, lambda specialized: compile(specialized, **options))
     report = _stderr_progress if progress else None
     if report:
         report(f"loading {_describe(model)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import pathlib
 import sys
 import traceback
@@ -184,6 +185,29 @@ def cmd_view(args) -> int:
     return 0
 
 
+def cmd_conformance(args) -> int:
+    from sdflow import conformance
+    cases = conformance.load_cases(args.k)
+    ops = conformance.case_ops(cases)
+    if args.slice:
+        ops = {name: ops[name] for name in conformance.representative_slice(cases)}
+    if not ops:
+        raise SdflowError(f"no ONNX node test case matches {args.k!r}")
+
+    def progress(result, done, total):
+        _progress(f"{done}/{total} {result.status:<14} {result.name} ({result.seconds:.1f} s)")
+
+    results = conformance.run_cases(ops, args.k, jobs=args.jobs, timeout=args.timeout, progress=progress)
+    print(conformance.format_summary(results))
+    if args.json:
+        conformance.write_json(results, args.json)
+    if args.markdown:
+        command = "sdflow conformance " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["conformance"] else \
+            "sdflow conformance"
+        pathlib.Path(args.markdown).write_text(conformance.format_markdown(results, command))
+    return 1 if any(r.status == "wrong result" for r in results) else 0
+
+
 def cmd_bench(args) -> int:
     from sdflow import bench
     bench.pin_threads(args.threads)  # before anything loads OpenMP or OpenBLAS
@@ -253,6 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("passes", help="list every pass with its one-line doc and options")
     p.set_defaults(func=cmd_passes)
+
+    p = sub.add_parser("conformance", help="run the ONNX backend node tests compiled by sdflow")
+    p.add_argument("-k", metavar="PATTERN", help="only cases whose name matches this regular expression")
+    p.add_argument("--slice", action="store_true", help="the CI slice: one case per supported op")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per case before it counts as failed")
+    p.add_argument("--json", metavar="FILE", help="one record per case")
+    p.add_argument("--markdown", metavar="FILE", help="the summary and per-op table (docs/conformance.md)")
+    p.set_defaults(func=cmd_conformance)
 
     p = sub.add_parser("bench", help="latency against ONNX Runtime, compile times, memory, slowest ops")
     p.add_argument("model", help="an ONNX file or a zoo name (resnet18, mobilenet_v2, bert, gpt2, minilm)")

@@ -28,7 +28,10 @@ def reduce(ctx: Ctx):
     element = f"x[{' + '.join(offset) or '0'}]"
     op_type = ctx.node.op_type
     if op_type == "ReduceMax":
-        body = f"{dtype} acc_ = std::numeric_limits<{dtype}>::lowest(); {loops}{{ acc_ = std::max(acc_, {element}); }}"
+        # The identity of max: -inf where the type has it (a reduction over an empty axis gives it).
+        lowest = (f"(std::numeric_limits<{dtype}>::has_infinity ? -std::numeric_limits<{dtype}>::infinity() : "
+                  f"std::numeric_limits<{dtype}>::lowest())")
+        body = f"{dtype} acc_ = {lowest}; {loops}{{ acc_ = std::max(acc_, {element}); }}"
     else:
         body = f"{dtype} acc_ = 0; {loops}{{ acc_ += {element}; }}"
     if op_type == "ReduceMean":

@@ -58,14 +58,22 @@ class Reshape(Op):
 @op("Flatten", since=13)
 class Flatten(Op):
     @classmethod
+    def axis(cls, node, rank: int) -> int:
+        """Flatten's axis lies in [-rank, rank] (rank itself means "all dims in the first output dim")."""
+        axis = node.attr("axis", 1)
+        if not -rank <= axis <= rank:
+            raise ShapeInferenceError(f"Flatten: axis {axis} is out of range for rank {rank}")
+        return axis + rank if axis < 0 else axis
+
+    @classmethod
     def infer(cls, node, inputs, values):
         x = inputs[0]
-        axis = normalize_axis(node.attr("axis", 1), x.rank + 1)
+        axis = cls.axis(node, x.rank)
         return [TensorType(x.dtype, [_product(x.shape[:axis]), _product(x.shape[axis:])])]
 
     @classmethod
     def reference(cls, node, x):
-        axis = normalize_axis(node.attr("axis", 1), x.ndim + 1)
+        axis = cls.axis(node, x.ndim)
         return [x.reshape(int(np.prod(x.shape[:axis])), -1).copy()]
 
 

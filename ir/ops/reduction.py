@@ -39,7 +39,11 @@ class Reduce(Op):
         if not reduced:
             return [x.copy()]
         func = REDUCE_OPS[node.op_type]
-        return [np.asarray(func(x, axis=tuple(reduced), keepdims=bool(node.attr("keepdims", 1)))).astype(x.dtype)]
+        keepdims = bool(node.attr("keepdims", 1))
+        if node.op_type == "ReduceMax":  # with its identity, so that an empty axis reduces to it
+            lowest = -np.inf if x.dtype.kind == "f" else (np.iinfo(x.dtype).min if x.dtype.kind in "iu" else False)
+            return [np.max(x, axis=tuple(reduced), keepdims=keepdims, initial=lowest).astype(x.dtype)]
+        return [np.asarray(func(x, axis=tuple(reduced), keepdims=keepdims)).astype(x.dtype)]
 
 
 for _name in REDUCE_OPS:

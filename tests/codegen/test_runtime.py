@@ -87,6 +87,16 @@ def test_non_contiguous_input_is_accepted(transformer):
     np.testing.assert_array_equal(transformer(strided, feeds["mask"])[0], transformer(**feeds)[0])
 
 
+@pytest.mark.compiled
+def test_a_numpy_scalar_is_a_rank0_input(helpers):
+    # np.float32(0.5) is what x.min() or a loop over an array gives; ONNX's test data passes scalars so.
+    from onnx import helper
+    model = helpers.make_model([helper.make_node("Clip", ["x", "low"], ["y"])],
+                               [("x", np.float32, [4]), ("low", np.float32, [])], [("y", np.float32, [4])])
+    x = np.array([-1, 0, 0.25, 2], np.float32)
+    np.testing.assert_array_equal(sdflow.compile(model)(x, np.float32(0.5))[0], np.maximum(x, 0.5))
+
+
 def test_unknown_target(helpers):
     with pytest.raises(CompileError, match="unknown target 'tpu'"):
         sdflow.compile(helpers.load_example("mlp").build_model(), target="tpu")

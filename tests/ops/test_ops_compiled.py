@@ -121,6 +121,8 @@ CASES = [
     pytest.param(case("Squeeze", [("x", F, ["N", 1, 4, 1])], [("y", F, ["N", 4])],
                       inits={"axes": np.array([1, 3], I)}), id="Squeeze"),
     pytest.param(case("Flatten", [("x", F, ["N", 3, 2, 2])], [("y", F, ["N", 12])], {"axis": 1}), id="Flatten"),
+    pytest.param(case("Flatten", [("x", F, ["N", 3, 2, 2])], [("y", F, ["N*3", 4])], {"axis": -2}),
+                 id="Flatten-negative-axis"),  # axis -2 of rank 4 is 2 (found by the ONNX conformance suite)
     pytest.param(case("Shape", [("x", F, ["N", 3, 2])], [("y", I, [2])], {"start": 1}), id="Shape-start"),
     pytest.param(case("Shape", [("x", F, ["N", 3, 2])], [("y", I, [3])]), id="Shape-symbolic"),
     pytest.param(case("Expand", [("x", F, ["N", 1, 4])], [("y", F, ["N", 3, 4])],
