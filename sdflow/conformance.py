@@ -77,18 +77,19 @@ def run_case(case, op: str, stage=lambda s: None) -> CaseResult:
     reason = exclusion_reason(case.name, case.model)
     if reason:
         return result("excluded", reason)
+    data_sets = [([_array(v) for v in inputs], [_array(v) for v in outputs]) for inputs, outputs in case.data_sets]
     stage("compile")
     try:
         # Shape-like inputs given as graph inputs (a Reshape's shape, ...) are compiled in as their values.
         compiled = sdflow.compile(case.model, value_inputs="specialize")
         builds = [compiled.build_for(*inputs) if isinstance(compiled, sdflow.ValueSpecializedModel)
-                  else (compiled, dict(zip(compiled.input_names, inputs))) for inputs, _ in case.data_sets]
+                  else (compiled, dict(zip(compiled.input_names, inputs))) for inputs, _ in data_sets]
     except sdflow.UnsupportedOpError as error:
         return result("unsupported op", str(error))
     except Exception as error:  # noqa: BLE001  (any failure to compile is this case's compile error)
         return result("compile error", f"{type(error).__name__}: {error}")
     stage("run")
-    for (build, inputs), (_, expected) in zip(builds, case.data_sets):
+    for (build, inputs), (_, expected) in zip(builds, data_sets):
         try:
             outputs = build(**inputs)
         except Exception as error:  # noqa: BLE001
@@ -97,6 +98,12 @@ def run_case(case, op: str, stage=lambda s: None) -> CaseResult:
         if mismatch:
             return result("wrong result", mismatch)
     return result("pass")
+
+
+def _array(value):
+    """Test data as numpy: some cases store TensorProtos (float16, ...)."""
+    import onnx
+    return onnx.numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else value
 
 
 def _mismatch(outputs, expected, rtol, atol, np) -> str:

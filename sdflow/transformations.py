@@ -7,7 +7,6 @@ verifies the IR. The extension loads ``sdflow/vscode_transformations.py``, which
 """
 from __future__ import annotations
 
-import dace
 from dace.properties import Property, make_properties
 from dace.sdfg import utils as sdutil
 from dace.transformation import transformation as xf

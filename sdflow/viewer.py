@@ -14,7 +14,7 @@ import jinja2
 
 from sdflow import api
 from sdflow.codegen.runtime import op_milliseconds
-from sdflow.ir import Graph, OpNode, SdflowError
+from sdflow.ir import Graph, SdflowError
 from sdflow.passes.analysis import operator_traffic
 
 __all__ = ["Page", "pages_for", "render_html", "write_view"]

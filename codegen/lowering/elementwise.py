@@ -26,13 +26,81 @@ _UNARY = {
     "Ceil": "std::ceil(in0)",
     "Not": "!in0",
     "IsNaN": "std::isnan(in0)",
+    "Sin": "std::sin(in0)", "Cos": "std::cos(in0)", "Tan": "std::tan(in0)", "Asin": "std::asin(in0)",
+    "Acos": "std::acos(in0)", "Atan": "std::atan(in0)", "Sinh": "std::sinh(in0)", "Cosh": "std::cosh(in0)",
+    "Asinh": "std::asinh(in0)", "Acosh": "std::acosh(in0)", "Atanh": "std::atanh(in0)",
+    "Sign": "({T})((in0 > ({T})0) - (in0 < ({T})0))",
+    "Round": "std::nearbyint(in0)",  # the default rounding mode: halves to even
+    "Softplus": "std::log(std::exp(in0) + ({T})1)",
+    "Softsign": "in0 / (({T})1 + (in0 < ({T})0 ? -in0 : in0))",
+    "HardSwish": "in0 * std::min<{T}>(({T})1, std::max<{T}>(({T})0, in0 / ({T})6 + ({T})0.5))",
+    "Mish": "in0 * std::tanh(std::log1p(std::exp(in0)))",
+    "BitwiseNot": "({T})(~in0)",
+    "CastLike": "({T})in0",
 }
+_BINARY.update({"BitwiseAnd": "in0 & in1", "BitwiseOr": "in0 | in1", "BitwiseXor": "in0 ^ in1",
+                "PRelu": "(in0 < ({T})0 ? in0 * in1 : in0)"})
+
+
 # Pow with a known small exponent (x*x instead of a libm call; GPT-2's GELU cubes its input).
 _SMALL_POWERS = {1.0: "in0", 2.0: "in0 * in0", 3.0: "in0 * in0 * in0", 0.5: "std::sqrt(in0)"}
 _GELU = {
     "none": "({T})0.5 * in0 * (({T})1 + std::erf(in0 * ({T})0.70710678118654752))",
     "tanh": "({T})0.5 * in0 * (({T})1 + std::tanh(({T})0.79788456080286536 * (in0 + ({T})0.044715 * in0 * in0 * in0)))",
 }
+
+
+def _attribute_expression(node) -> str | None:
+    """Element-wise ops whose C++ depends on attributes."""
+    attr = node.attr
+    op_type = node.op_type
+    if op_type == "LeakyRelu":
+        return f"(in0 >= ({{T}})0 ? in0 : ({{T}}){attr('alpha', 0.01)!r} * in0)"
+    if op_type == "Elu":
+        return f"(in0 < ({{T}})0 ? ({{T}}){attr('alpha', 1.0)!r} * (std::exp(in0) - ({{T}})1) : in0)"
+    if op_type == "Selu":
+        alpha, gamma = attr("alpha", 1.6732632423543772), attr("gamma", 1.0507009873554805)
+        return f"({{T}}){gamma!r} * (in0 > ({{T}})0 ? in0 : ({{T}}){alpha!r} * (std::exp(in0) - ({{T}})1))"
+    if op_type == "Celu":
+        alpha = attr("alpha", 1.0)
+        return (f"(std::max<{{T}}>(({{T}})0, in0) + std::min<{{T}}>(({{T}})0, ({{T}}){alpha!r} * "
+                f"(std::exp(in0 / ({{T}}){alpha!r}) - ({{T}})1)))")
+    if op_type == "HardSigmoid":
+        return (f"std::min<{{T}}>(({{T}})1, std::max<{{T}}>(({{T}})0, ({{T}}){attr('alpha', 0.2)!r} * in0 + "
+                f"({{T}}){attr('beta', 0.5)!r}))")
+    if op_type == "ThresholdedRelu":
+        return f"(in0 > ({{T}}){attr('alpha', 1.0)!r} ? in0 : ({{T}})0)"
+    if op_type == "Shrink":
+        lambd, bias = attr("lambd", 0.5), attr("bias", 0.0)
+        return (f"(in0 < ({{T}})-{lambd!r} ? in0 + ({{T}}){bias!r} : (in0 > ({{T}}){lambd!r} ? "
+                f"in0 - ({{T}}){bias!r} : ({{T}})0))")
+    if op_type == "IsInf":
+        pos = "(std::isinf(in0) && in0 > 0)" if attr("detect_positive", 1) else "false"
+        neg = "(std::isinf(in0) && in0 < 0)" if attr("detect_negative", 1) else "false"
+        return f"({pos} || {neg})"
+    if op_type == "BitShift":
+        in_range = "(in1 >= 0 && in1 < (decltype(in1))(8 * sizeof({T})))"
+        if attr("direction") == "LEFT":
+            return f"({in_range} ? ({{T}})(in0 << in1) : ({{T}})0)"
+        return f"({in_range} ? ({{T}})(in0 >> in1) : (in0 < ({{T}})0 ? ({{T}})-1 : ({{T}})0))"
+    if op_type == "Gelu":
+        return _GELU[attr("approximate", "none")]
+    return None
+
+
+def _mod_expression(ctx: Ctx) -> str:
+    kind = ctx.desc(ctx.connector("in", 0)).dtype.as_numpy_dtype().kind
+    if kind == "f":
+        if ctx.node.attr("fmod", 0):
+            return "std::fmod(in0, in1)"
+        # The sign of the divisor, as numpy's and Python's float %.
+        return ("([&] { {T} r_ = std::fmod(in0, in1); return (r_ != ({T})0 && ((r_ < ({T})0) != (in1 < ({T})0)))"
+                " ? r_ + in1 : r_; }())")
+    # Integer division by zero is undefined in ONNX; 0 (as numpy gives) rather than a crash.
+    if ctx.node.attr("fmod", 0) or kind in "ub":
+        return "(in1 == 0 ? ({T})0 : ({T})(in0 % in1))"
+    # fmod=0: the sign of the divisor (Python's %); C's % takes the dividend's.
+    return "(in1 == 0 ? ({T})0 : ({T})(((in0 % in1) + in1) % in1))"
 
 
 def _expression(ctx: Ctx, present: list[int]) -> str:
@@ -51,10 +119,13 @@ def _expression(ctx: Ctx, present: list[int]) -> str:
         if exponent is not None and exponent.size == 1 and float(exponent.ravel()[0]) in _SMALL_POWERS:
             return _SMALL_POWERS[float(exponent.ravel()[0])]
         return "({T})std::pow(in0, in1)"
-    if op_type == "LeakyRelu":
-        return f"(in0 >= ({{T}})0 ? in0 : ({{T}}){node.attr('alpha', 0.01)!r} * in0)"
-    if op_type == "Gelu":
-        return _GELU[node.attr("approximate", "none")]
+    with_attributes = _attribute_expression(node)
+    if with_attributes is not None:
+        return with_attributes
+    if op_type == "Mod":
+        return _mod_expression(ctx)
+    if op_type == "Mean":
+        return "(" + " + ".join(f"in{k}" for k in range(len(present))) + f") / ({{T}}){len(present)}"
     if op_type == "Where":
         return "(in0 ? in1 : in2)"
     if op_type == "Clip":
@@ -86,13 +157,17 @@ def _elementwise_map(ctx: Ctx, in_indices: dict[str, str], code: str):
 
 @expansion("Add", "Sub", "Mul", "Div", "Pow", "Equal", "Where", "Clip", "Sqrt", "Reciprocal", "Exp", "Log", "Tanh",
            "Erf", "Relu", "LeakyRelu", "Sigmoid", "Gelu", "Identity", "Cast", "Expand", "Neg", "Abs", "Floor", "Ceil",
-           "Not", "IsNaN", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "Max", "Min", "Sum")
+           "Not", "IsNaN", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "Max", "Min", "Sum",
+           "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Sign", "Round",
+           "Softplus", "Softsign", "Elu", "Selu", "Celu", "HardSigmoid", "HardSwish", "ThresholdedRelu", "Mish",
+           "Shrink", "BitwiseNot", "IsInf", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "PRelu", "Mod", "BitShift",
+           "CastLike", "Mean")
 def elementwise(ctx: Ctx):
     out_connector = ctx.connector("out", 0)
     out_shape = ctx.shape(out_connector)
     positions = [p for p in range(len(ctx.node.onnx_inputs)) if ctx.connector("in", p)]
-    if ctx.node.op_type == "Expand":
-        positions = [0]
+    if ctx.node.op_type in ("Expand", "CastLike"):
+        positions = [0]  # Expand's shape and CastLike's type-giver are not read per element
     # Renumber so that the code names present inputs in0, in1, ... by ONNX position.
     indices = {ctx.connector("in", p): _broadcast_index(ctx.shape(ctx.connector("in", p)), out_shape)
                for p in positions}

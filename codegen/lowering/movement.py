@@ -120,6 +120,12 @@ def shape(ctx: Ctx):
     return ctx.tasklet(code or ";")
 
 
+@expansion("Size")
+def size(ctx: Ctx):
+    source, target = ctx.connector("in", 0), ctx.connector("out", 0)
+    return ctx.tasklet(f"{ctx.ptr(target)}[0] = {cexpr(product(ctx.shape(source)))};")
+
+
 @expansion("ConstantOfShape")
 def constant_of_shape(ctx: Ctx):
     target = ctx.connector("out", 0)

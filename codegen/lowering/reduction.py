@@ -14,7 +14,25 @@ def _subset(shape, full_axes, fixed_axes=()) -> str:
     return ", ".join(parts) or "0"
 
 
-@expansion("ReduceMean", "ReduceSum", "ReduceMax")
+# op -> (initial value, accumulation of v_ into acc_, final step); {T} is the accumulator type.
+_IDENTITY_MAX = ("(std::numeric_limits<{T}>::has_infinity ? -std::numeric_limits<{T}>::infinity() : "
+                 "std::numeric_limits<{T}>::lowest())")
+_IDENTITY_MIN = ("(std::numeric_limits<{T}>::has_infinity ? std::numeric_limits<{T}>::infinity() : "
+                 "std::numeric_limits<{T}>::max())")
+_REDUCERS = {
+    "ReduceSum": ("0", "acc_ += v_;", ""),
+    "ReduceMean": ("0", "acc_ += v_;", "acc_ = acc_ / ({T})({count});"),
+    "ReduceMax": (_IDENTITY_MAX, "acc_ = std::max(acc_, v_);", ""),
+    "ReduceMin": (_IDENTITY_MIN, "acc_ = std::min(acc_, v_);", ""),
+    "ReduceProd": ("1", "acc_ *= v_;", ""),
+    "ReduceL1": ("0", "acc_ += (v_ < 0 ? -v_ : v_);", ""),
+    "ReduceL2": ("0", "acc_ += v_ * v_;", "acc_ = ({T})std::sqrt(acc_);"),
+    "ReduceSumSquare": ("0", "acc_ += v_ * v_;", ""),
+    "ReduceLogSum": ("0", "acc_ += v_;", "acc_ = ({T})std::log(acc_);"),
+}
+
+
+@expansion(*_REDUCERS, "ReduceLogSumExp")
 def reduce(ctx: Ctx):
     x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
     shape = ctx.shape(x_conn)
@@ -27,24 +45,51 @@ def reduce(ctx: Ctx):
         offset.append(f"r{depth}_ * {cexpr(strides[axis])}")
     element = f"x[{' + '.join(offset) or '0'}]"
     op_type = ctx.node.op_type
-    if op_type == "ReduceMax":
-        # The identity of max: -inf where the type has it (a reduction over an empty axis gives it).
-        lowest = (f"(std::numeric_limits<{dtype}>::has_infinity ? -std::numeric_limits<{dtype}>::infinity() : "
-                  f"std::numeric_limits<{dtype}>::lowest())")
-        body = f"{dtype} acc_ = {lowest}; {loops}{{ acc_ = std::max(acc_, {element}); }}"
+    if op_type == "ReduceLogSumExp":
+        # Shifted by the maximum, so exp does not overflow; an empty axis gives -inf.
+        body = (f"{dtype} m_ = {_IDENTITY_MAX}; {loops}{{ m_ = std::max(m_, {element}); }} "
+                f"{dtype} acc_ = 0; {loops}{{ acc_ += std::exp({element} - m_); }} "
+                f"acc_ = std::isinf(m_) ? m_ : ({dtype})(std::log(acc_) + m_);")
     else:
-        body = f"{dtype} acc_ = 0; {loops}{{ acc_ += {element}; }}"
-    if op_type == "ReduceMean":
-        body += f" acc_ = acc_ / ({dtype})({cexpr(product(shape[a] for a in axes))});"
+        initial, accumulate, final = _REDUCERS[op_type]
+        body = (f"{dtype} acc_ = {initial}; {loops}{{ const {dtype} v_ = {element}; {accumulate} }} "
+                + final.replace("{count}", cexpr(product(shape[a] for a in axes))))
     keep = ctx.node.attr("keepdims", 1)
     out_index = ", ".join("0" if k in axes else f"i{k}" for k in range(len(shape)) if keep or k not in axes) or "0"
     sdfg, state = ctx.nested()
     add_map(state, op_type.lower(), index_ranges(shape, skip=axes), {"x": f"{x_conn}[{_subset(shape, axes)}]"},
-            body + " y = acc_;", {"y": f"{y_conn}[{out_index}]"}, pointers=["x"])
+            body.replace("{T}", dtype) + " y = acc_;", {"y": f"{y_conn}[{out_index}]"}, pointers=["x"])
     return sdfg
 
 
-@expansion("Softmax")
+@expansion("ArgMax", "ArgMin")
+def arg_reduce(ctx: Ctx):
+    x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
+    shape = ctx.shape(x_conn)
+    axis = normalize_axis(ctx.node.attr("axis", 0), len(shape))
+    better = ">" if ctx.node.op_type == "ArgMax" else "<"
+    if ctx.node.attr("select_last_index", 0):
+        better += "="
+    dtype = ctx.desc(x_conn).dtype.ctype
+    stride = cexpr(contiguous_strides(shape)[axis])
+    code = f"""
+int64_t best_ = 0;
+{dtype} value_ = x[0];
+for (int64_t k_ = 1; k_ < {cexpr(shape[axis])}; ++k_) {{
+    const {dtype} v_ = x[k_ * {stride}];
+    if (v_ {better} value_) {{ value_ = v_; best_ = k_; }}
+}}
+y = best_;
+"""
+    keep = ctx.node.attr("keepdims", 1)
+    out_index = ", ".join("0" if k == axis else f"i{k}" for k in range(len(shape)) if keep or k != axis) or "0"
+    sdfg, state = ctx.nested()
+    add_map(state, ctx.node.op_type.lower(), index_ranges(shape, skip=[axis]),
+            {"x": f"{x_conn}[{_subset(shape, [axis])}]"}, code, {"y": f"{y_conn}[{out_index}]"}, pointers=["x"])
+    return sdfg
+
+
+@expansion("Softmax", "LogSoftmax")
 def softmax(ctx: Ctx):
     x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
     shape = ctx.shape(x_conn)
@@ -57,9 +102,12 @@ const int64_t n_ = {n}, s_ = {stride};
 for (int64_t k_ = 1; k_ < n_; ++k_) m_ = std::max(m_, x[k_ * s_]);
 {dtype} sum_ = 0;
 for (int64_t k_ = 0; k_ < n_; ++k_) {{ {dtype} e_ = std::exp(x[k_ * s_] - m_); y[k_ * s_] = e_; sum_ += e_; }}
-const {dtype} inv_ = ({dtype})1 / sum_;
-for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] *= inv_;
 """
+    if ctx.node.op_type == "LogSoftmax":
+        code += f"const {dtype} log_sum_ = std::log(sum_);\n"
+        code += "for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] = x[k_ * s_] - m_ - log_sum_;\n"
+    else:
+        code += f"const {dtype} inv_ = ({dtype})1 / sum_;\nfor (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] *= inv_;\n"
     sdfg, state = ctx.nested()
     subset = _subset(shape, [axis])
     add_map(state, "softmax", index_ranges(shape, skip=[axis]), {"x": f"{x_conn}[{subset}]"}, code,

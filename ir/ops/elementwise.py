@@ -108,6 +108,50 @@ Ceil = _unary("Ceil", lambda n, x: np.ceil(x))
 Not = _unary("Not", lambda n, x: np.logical_not(x), since=1)
 
 
+def _f64(func):
+    """A float function evaluated in float64 (the oracle's precision), for ``_unary``."""
+    return lambda node, x: func(node, x.astype(np.float64))
+
+
+Sin = _unary("Sin", _f64(lambda n, x: np.sin(x)))
+Cos = _unary("Cos", _f64(lambda n, x: np.cos(x)))
+Tan = _unary("Tan", _f64(lambda n, x: np.tan(x)))
+Asin = _unary("Asin", _f64(lambda n, x: np.arcsin(x)))
+Acos = _unary("Acos", _f64(lambda n, x: np.arccos(x)))
+Atan = _unary("Atan", _f64(lambda n, x: np.arctan(x)))
+Sinh = _unary("Sinh", _f64(lambda n, x: np.sinh(x)))
+Cosh = _unary("Cosh", _f64(lambda n, x: np.cosh(x)))
+Asinh = _unary("Asinh", _f64(lambda n, x: np.arcsinh(x)))
+Acosh = _unary("Acosh", _f64(lambda n, x: np.arccosh(x)))
+Atanh = _unary("Atanh", _f64(lambda n, x: np.arctanh(x)))
+Sign = _unary("Sign", lambda n, x: np.sign(x))
+Round = _unary("Round", lambda n, x: np.round(x))  # halves to even, as ONNX specifies
+Softplus = _unary("Softplus", _f64(lambda n, x: np.log(np.exp(x) + 1)))
+Softsign = _unary("Softsign", _f64(lambda n, x: x / (1 + np.abs(x))))
+Elu = _unary("Elu", _f64(lambda n, x: np.where(x < 0, n.attr("alpha", 1.0) * (np.exp(x) - 1), x)))
+Selu = _unary("Selu", _f64(lambda n, x: n.attr("gamma", 1.0507009873554805) * np.where(
+    x > 0, x, n.attr("alpha", 1.6732632423543772) * (np.exp(x) - 1))))
+Celu = _unary("Celu", _f64(lambda n, x: np.maximum(0, x) + np.minimum(
+    0, n.attr("alpha", 1.0) * (np.exp(x / n.attr("alpha", 1.0)) - 1))))
+HardSigmoid = _unary("HardSigmoid", _f64(lambda n, x: np.clip(n.attr("alpha", 0.2) * x + n.attr("beta", 0.5), 0, 1)))
+HardSwish = _unary("HardSwish", _f64(lambda n, x: x * np.clip(x / 6 + 0.5, 0, 1)))
+ThresholdedRelu = _unary("ThresholdedRelu", lambda n, x: np.where(x > n.attr("alpha", 1.0), x, 0))
+Mish = _unary("Mish", _f64(lambda n, x: x * np.tanh(np.log1p(np.exp(x)))))
+Shrink = _unary("Shrink", lambda n, x: np.where(x < -n.attr("lambd", 0.5), x + n.attr("bias", 0.0), np.where(
+    x > n.attr("lambd", 0.5), x - n.attr("bias", 0.0), 0)))
+BitwiseNot = _unary("BitwiseNot", lambda n, x: np.invert(x), since=18)
+
+
+@elementwise("IsInf", since=10)
+class IsInf(Elementwise):
+    out_dtype = np.dtype(bool)
+
+    @classmethod
+    def reference(cls, node, x):
+        return [(np.isposinf(x) & bool(node.attr("detect_positive", 1)))
+                | (np.isneginf(x) & bool(node.attr("detect_negative", 1)))]
+
+
 @elementwise("IsNaN")
 class IsNaN(Elementwise):
     out_dtype = np.dtype(bool)
@@ -129,6 +173,52 @@ GreaterOrEqual = _binary("GreaterOrEqual", lambda a, b: a >= b, out_dtype=np.dty
 And = _binary("And", np.logical_and, out_dtype=np.dtype(bool))
 Or = _binary("Or", np.logical_or, out_dtype=np.dtype(bool))
 Xor = _binary("Xor", np.logical_xor, out_dtype=np.dtype(bool))
+BitwiseAnd = _binary("BitwiseAnd", np.bitwise_and)
+BitwiseOr = _binary("BitwiseOr", np.bitwise_or)
+BitwiseXor = _binary("BitwiseXor", np.bitwise_xor)
+PRelu = _binary("PRelu", lambda x, slope: np.where(x < 0, x * slope, x))
+
+
+def _mod(node, a, b):
+    if node.attr("fmod", 0):
+        return np.fmod(a, b)  # the sign of the dividend, as C's fmod and %
+    return np.mod(a, b)  # the sign of the divisor, as Python's %
+
+
+@elementwise("Mod", since=10)
+class Mod(Elementwise):
+    @classmethod
+    def reference(cls, node, a, b):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return [np.asarray(_mod(node, a, b)).astype(a.dtype)]
+
+
+@elementwise("BitShift", since=11)
+class BitShift(Elementwise):
+    """A shift by a negative amount or by the type's width or more gives 0 (LEFT) or the sign fill (RIGHT)."""
+
+    @classmethod
+    def reference(cls, node, x, y):
+        bits = x.dtype.itemsize * 8
+        in_range = (y >= 0) & (y < bits)
+        amount = np.where(in_range, y, 0).astype(x.dtype)
+        if node.attr("direction") == "LEFT":
+            return [np.where(in_range, np.left_shift(x, amount), 0).astype(x.dtype)]
+        fill = np.where(x < 0, -1, 0) if x.dtype.kind == "i" else 0
+        return [np.where(in_range, np.right_shift(x, amount), fill).astype(x.dtype)]
+
+
+@elementwise("CastLike", since=15)
+class CastLike(Elementwise):
+    """Cast to the element type of the second input (whose values are not read)."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        return [TensorType(inputs[1].dtype, inputs[0].shape)]
+
+    @classmethod
+    def reference(cls, node, x, like):
+        return [x.copy() if x.dtype == object else x.astype(like.dtype)]
 
 
 def _variadic(op_type, func):
@@ -148,6 +238,13 @@ def _variadic(op_type, func):
 Max = _variadic("Max", np.maximum)
 Min = _variadic("Min", np.minimum)
 Sum = _variadic("Sum", np.add)
+
+
+@elementwise("Mean")
+class Mean(Elementwise):
+    @classmethod
+    def reference(cls, node, *xs):
+        return [(sum(x.astype(np.float64) for x in xs) / len(xs)).astype(xs[0].dtype)]
 
 
 @elementwise("Pow")

@@ -311,6 +311,24 @@ class Shape(Op):
         return [np.array(dims, dtype=object)]
 
 
+@op("Size", since=13)
+class Size(Op):
+    """The element count as an int64 scalar; known at compile time (symbolic where dims are)."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        return [TensorType(np.int64, [])]
+
+    @classmethod
+    def reference(cls, node, x):
+        return [np.array(x.size, dtype=np.int64)]
+
+    @classmethod
+    def known_values(cls, node, inputs, values):
+        size = _product(inputs[0].shape)
+        return [np.array(int(size), dtype=np.int64) if size.is_Integer else np.array(size, dtype=object)]
+
+
 @op("ConstantOfShape", since=9)
 class ConstantOfShape(Op):
     value_inputs = (0, )

@@ -1,4 +1,4 @@
-"""Reductions and normalisations: ReduceMean/Sum/Max, Softmax, LayerNormalization."""
+"""Reductions and normalisations: Reduce*, ArgMax/ArgMin, Softmax/LogSoftmax, LayerNormalization."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,32 @@ from ._base import Op, normalize_axis, op, same_as_input, static_int_list
 
 __all__ = ["reduce_axes", "REDUCE_OPS"]
 
-REDUCE_OPS = {"ReduceMean": np.mean, "ReduceSum": np.sum, "ReduceMax": np.max}
+def _extreme(x, largest: bool):
+    """The identity of min/max for ``x``'s type (what a reduction over an empty axis gives)."""
+    if x.dtype.kind == "f":
+        return -np.inf if largest else np.inf
+    if x.dtype.kind in "iu":
+        return np.iinfo(x.dtype).min if largest else np.iinfo(x.dtype).max
+    return not largest
+
+
+def _f64(x):
+    return x.astype(np.float64) if x.dtype.kind == "f" else x
+
+
+# op -> f(x, axes, keepdims), evaluated in float64 for float inputs (the oracle's precision).
+REDUCE_OPS = {
+    "ReduceSum": lambda x, axes, keep: np.sum(x, axis=axes, keepdims=keep),
+    "ReduceMean": lambda x, axes, keep: np.mean(_f64(x), axis=axes, keepdims=keep),
+    "ReduceMax": lambda x, axes, keep: np.max(x, axis=axes, keepdims=keep, initial=_extreme(x, True)),
+    "ReduceMin": lambda x, axes, keep: np.min(x, axis=axes, keepdims=keep, initial=_extreme(x, False)),
+    "ReduceProd": lambda x, axes, keep: np.prod(x, axis=axes, keepdims=keep),
+    "ReduceL1": lambda x, axes, keep: np.sum(np.abs(x), axis=axes, keepdims=keep),
+    "ReduceL2": lambda x, axes, keep: np.sqrt(np.sum(np.square(_f64(x)), axis=axes, keepdims=keep)),
+    "ReduceSumSquare": lambda x, axes, keep: np.sum(np.square(x), axis=axes, keepdims=keep),
+    "ReduceLogSum": lambda x, axes, keep: np.log(np.sum(_f64(x), axis=axes, keepdims=keep)),
+    "ReduceLogSumExp": lambda x, axes, keep: np.log(np.sum(np.exp(_f64(x)), axis=axes, keepdims=keep)),
+}
 
 
 def reduce_axes(node, rank: int, axes_value) -> list[int]:
@@ -38,12 +63,9 @@ class Reduce(Op):
         reduced = reduce_axes(node, x.ndim, axes)
         if not reduced:
             return [x.copy()]
-        func = REDUCE_OPS[node.op_type]
-        keepdims = bool(node.attr("keepdims", 1))
-        if node.op_type == "ReduceMax":  # with its identity, so that an empty axis reduces to it
-            lowest = -np.inf if x.dtype.kind == "f" else (np.iinfo(x.dtype).min if x.dtype.kind in "iu" else False)
-            return [np.max(x, axis=tuple(reduced), keepdims=keepdims, initial=lowest).astype(x.dtype)]
-        return [np.asarray(func(x, axis=tuple(reduced), keepdims=keepdims)).astype(x.dtype)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            result = REDUCE_OPS[node.op_type](x, tuple(reduced), bool(node.attr("keepdims", 1)))
+        return [np.asarray(result).astype(x.dtype)]
 
 
 for _name in REDUCE_OPS:
@@ -62,6 +84,43 @@ class Softmax(Op):
         axis = node.attr("axis", -1)
         shifted = np.exp(x - x.max(axis=axis, keepdims=True))
         return [(shifted / shifted.sum(axis=axis, keepdims=True)).astype(x.dtype)]
+
+
+@op("LogSoftmax", since=13)
+class LogSoftmax(Softmax):
+    @classmethod
+    def reference(cls, node, x):
+        axis = node.attr("axis", -1)
+        shifted = _f64(x) - x.max(axis=axis, keepdims=True)
+        return [(shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(x.dtype)]
+
+
+class ArgReduce(Op):
+    """ArgMax/ArgMin: int64 indices along ``axis``; ties give the first index unless select_last_index."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        x = inputs[0]
+        axis = normalize_axis(node.attr("axis", 0), x.rank)
+        keep = node.attr("keepdims", 1)
+        shape = [1 if i == axis else d for i, d in enumerate(x.shape) if keep or i != axis]
+        return [TensorType(np.int64, shape)]
+
+    @classmethod
+    def reference(cls, node, x):
+        axis = normalize_axis(node.attr("axis", 0), x.ndim)
+        pick = np.argmax if node.op_type == "ArgMax" else np.argmin
+        if node.attr("select_last_index", 0):
+            result = x.shape[axis] - 1 - pick(np.flip(x, axis), axis=axis)
+        else:
+            result = pick(x, axis=axis)
+        if node.attr("keepdims", 1):
+            result = np.expand_dims(result, axis)
+        return [np.asarray(result, dtype=np.int64)]
+
+
+ArgMax = op("ArgMax", since=13)(type("ArgMax", (ArgReduce, ), {}))
+ArgMin = op("ArgMin", since=13)(type("ArgMin", (ArgReduce, ), {}))
 
 
 @op("LayerNormalization", since=17)

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.compiled
 # Cases of the slice that do not pass yet, and why; a change in either direction shows up here.
 KNOWN_FAILURES = {
     "test_cast_BFLOAT16_to_FLOAT": "compile error",  # bfloat16 is not a supported element type
+    "test_castlike_BFLOAT16_to_FLOAT": "compile error",
     "test_range_bfloat16_type_positive_delta": "compile error",  # Range supports integer types only
 }
 
