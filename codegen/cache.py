@@ -12,6 +12,8 @@ import shutil
 
 import dace
 
+from sdflow import ir
+
 __all__ = ["cache_root", "build_key", "exclusive_build", "is_complete", "CACHE_ENV"]
 
 CACHE_ENV = "SDFLOW_CACHE_DIR"
@@ -27,11 +29,12 @@ def cache_root() -> pathlib.Path:
 
 
 def _lowering_sources_digest() -> str:
-    """Hash of the code generators themselves, so editing an expansion invalidates its builds."""
+    """Hash of the code generators and of the IR helpers they call (slice bounds, reduce axes, ...), so editing
+    either invalidates the builds they made."""
     digest = hashlib.sha256()
-    root = pathlib.Path(__file__).parent
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.read_bytes())
+    for root in (pathlib.Path(__file__).parent, pathlib.Path(ir.__file__).parent):
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.read_bytes())
     return digest.hexdigest()
 
 

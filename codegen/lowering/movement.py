@@ -85,8 +85,18 @@ def slice_(ctx: Ctx):
     axes, steps = ctx.static(3), ctx.static(4)
     params = slice_params(in_shape, ctx.static(1).tolist(), ctx.static(2).tolist(),
                           None if axes is None else axes.tolist(), None if steps is None else steps.tolist())
-    in_index = ", ".join(f"{first} + {step} * i{k}" for k, (first, step, _) in enumerate(params)) or "0"
+    if any(d == 0 for d in out_shape):
+        return ctx.tasklet(";")  # an empty slice (e.g. a start past the end) writes nothing
     sdfg, state = ctx.nested()
+    if any(step < 0 for _, step, _ in params):
+        # DaCe's memlet propagation assumes increasing indices; read through a pointer to the whole input.
+        strides = contiguous_strides(in_shape)
+        offset = " + ".join(f"({cexpr(first)} + ({step}) * i{k}) * {cexpr(strides[k])}"
+                            for k, (first, step, _) in enumerate(params)) or "0"
+        add_map(state, "slice", index_ranges(out_shape), {"x": f"{source}[{', '.join(f'0:{d}' for d in in_shape)}]"},
+                f"y = x[{offset}];", {"y": f"{target}[{_all(out_shape)}]"}, pointers=["x"])
+        return sdfg
+    in_index = ", ".join(f"{first} + {step} * i{k}" for k, (first, step, _) in enumerate(params)) or "0"
     add_map(state, "slice", index_ranges(out_shape), {"x": f"{source}[{in_index}]"}, "y = x;",
             {"y": f"{target}[{_all(out_shape)}]"})
     return sdfg

@@ -210,6 +210,7 @@ def _clamp(value, dim, low, high_offset):
 
 def slice_params(shape, starts, ends, axes, steps):
     """Per-axis (start, step, count) of a Slice, with ONNX clamping rules."""
+    shape = [to_dim(d) for d in shape]  # DaCe hands sympy integers; clamping needs Python ints where dims are known
     rank = len(shape)
     axes = list(range(len(starts))) if axes is None else [normalize_axis(int(a), rank) for a in axes]
     steps = [1] * len(starts) if steps is None else list(steps)

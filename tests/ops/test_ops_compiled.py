@@ -134,6 +134,13 @@ CASES = [
                       {"axis": 1}), id="Split-equal"),
     pytest.param(case("Split", [("x", F, ["N", 6, 4])], [("y0", F, ["N", 6, 1]), ("y1", F, ["N", 6, 3])],
                       {"axis": -1}, inits={"split": np.array([1, 3], I)}), id="Split-sizes"),
+    # Negative steps with a start past the end, and a start past the end that leaves nothing (conformance finds).
+    pytest.param(case("Slice", [("x", F, ["N", 10, 5])], [("y", F, ["N", 3, 2])],
+                      inits={"starts": np.array([100, 4], I), "ends": np.array([0, 1], I),
+                             "axes": np.array([1, 2], I), "steps": np.array([-3, -2], I)}), id="Slice-negative-steps"),
+    pytest.param(case("Slice", [("x", F, ["N", 10, 5])], [("y", F, ["N", 0, 5])],
+                      inits={"starts": np.array([1000], I), "ends": np.array([2000], I), "axes": np.array([1], I)}),
+                 id="Slice-empty"),
     pytest.param(case("Slice", [("x", F, ["N", 10, 6])], [("y", F, ["N", 4, 3])],
                       inits={"starts": np.array([1, 0], I), "ends": np.array([9, 100], I),
                              "axes": np.array([1, 2], I), "steps": np.array([2, 2], I)}), id="Slice-steps"),
