@@ -1,0 +1,158 @@
+"""Index-remapping ops as one parallel map over the output whose tasklet reads the input through a pointer at a
+computed offset: Tile, Pad, Trilu, DepthToSpace, SpaceToDepth, OneHot; EyeLike writes without reading; Hardmax
+runs one loop per row; Dropout (inference) copies."""
+from __future__ import annotations
+
+from sdflow.ir.ops._base import normalize_axis
+from sdflow.ir.ops.remap import OneHot as OneHotOp, pad_amounts
+from ._expansion import Ctx, add_map, cexpr, contiguous_strides, expansion, index_ranges, product
+
+
+def _whole(shape) -> str:
+    return ", ".join(f"0:{d}" for d in shape) or "0"
+
+
+def _each(shape) -> str:
+    return ", ".join(f"i{k}" for k in range(len(shape))) or "0"
+
+
+def _offset(indices, shape) -> str:
+    """C++ linear offset of per-axis index expressions into a C-contiguous array of ``shape``."""
+    strides = contiguous_strides(shape)
+    return " + ".join(f"({index}) * {cexpr(stride)}" for index, stride in zip(indices, strides)) or "0"
+
+
+def _remap(ctx: Ctx, code: str, extra_inputs: dict | None = None, source_position: int = 0):
+    """A map over the output; ``code`` assigns ``y`` and reads the input as pointer ``x`` (and ``extra_inputs``
+    {name: ONNX input position}, also pointers to whole arrays)."""
+    target = ctx.connector("out", 0)
+    out_shape = ctx.shape(target)
+    if any(d == 0 for d in out_shape):
+        return ctx.tasklet(";")
+    inputs, pointers = {}, []
+    for name, position in {"x": source_position, **(extra_inputs or {})}.items():
+        connector = ctx.connector("in", position)
+        if connector is not None:
+            inputs[name] = f"{connector}[{_whole(ctx.shape(connector))}]"
+            pointers.append(name)
+    sdfg, state = ctx.nested()
+    add_map(state, ctx.node.op_type.lower(), index_ranges(out_shape), inputs, code,
+            {"y": f"{target}[{_each(out_shape)}]"}, pointers=pointers)
+    return sdfg
+
+
+@expansion("Tile")
+def tile(ctx: Ctx):
+    in_shape = ctx.shape(ctx.connector("in", 0))
+    return _remap(ctx, f"y = x[{_offset([f'i{k} % {cexpr(d)}' for k, d in enumerate(in_shape)], in_shape)}];")
+
+
+@expansion("Pad")
+def pad(ctx: Ctx):
+    in_shape = ctx.shape(ctx.connector("in", 0))
+    begin, end = pad_amounts(ctx.node, len(in_shape), ctx.static(1), ctx.static(3))
+    mode = ctx.node.attr("mode", "constant")
+    lines, inside = [], []
+    for k, (d, b, e) in enumerate(zip(in_shape, begin, end)):
+        # Negative pads crop: the padded axis is the input's [low, low + length).
+        low, length = max(0, -b), f"({cexpr(d)} - {max(0, -b)} - {max(0, -e)})"
+        lines.append(f"int64_t s{k}_ = (int64_t)i{k} - {max(0, b)}; const int64_t n{k}_ = {length};")
+        if mode == "edge":
+            lines.append(f"s{k}_ = s{k}_ < 0 ? 0 : (s{k}_ >= n{k}_ ? n{k}_ - 1 : s{k}_);")
+        elif mode == "wrap":
+            lines.append(f"s{k}_ = ((s{k}_ % n{k}_) + n{k}_) % n{k}_;")
+        elif mode == "reflect":
+            lines.append(f"if (n{k}_ == 1) s{k}_ = 0; else {{ const int64_t p_ = 2 * (n{k}_ - 1); "
+                         f"s{k}_ = (s{k}_ < 0 ? -s{k}_ : s{k}_) % p_; if (s{k}_ >= n{k}_) s{k}_ = p_ - s{k}_; }}")
+        else:
+            inside.append(f"s{k}_ >= 0 && s{k}_ < n{k}_")
+        lines.append(f"s{k}_ += {low};")
+    read = f"x[{_offset([f's{k}_' for k in range(len(in_shape))], in_shape)}]"
+    if mode == "constant":
+        value = "c[0]" if ctx.connector("in", 2) else "0"
+        read = f"({' && '.join(inside) or 'true'}) ? {read} : ({ctx.desc(ctx.connector('out', 0)).dtype.ctype}){value}"
+    return _remap(ctx, "\n".join(lines) + f"\ny = {read};", {"c": 2})
+
+
+@expansion("Trilu")
+def trilu(ctx: Ctx):
+    shape = ctx.shape(ctx.connector("in", 0))
+    k = ctx.static(1)
+    offset = 0 if k is None else int(k.ravel()[0])
+    row, column = f"(int64_t)i{len(shape) - 2}", f"(int64_t)i{len(shape) - 1}"
+    keep = f"{column} - {row} >= {offset}" if ctx.node.attr("upper", 1) else f"{column} - {row} <= {offset}"
+    return _remap(ctx, f"y = ({keep}) ? x[{_offset([f'i{k}' for k in range(len(shape))], shape)}] : "
+                       f"({ctx.desc(ctx.connector('out', 0)).dtype.ctype})0;")
+
+
+@expansion("DepthToSpace", "SpaceToDepth")
+def depth_space(ctx: Ctx):
+    in_shape = ctx.shape(ctx.connector("in", 0))
+    out_shape = ctx.shape(ctx.connector("out", 0))
+    b = ctx.node.attr("blocksize")
+    if ctx.node.op_type == "DepthToSpace":
+        channels = cexpr(out_shape[1])
+        block = f"(i2 % {b}) * {b} + (i3 % {b})"
+        channel = (f"({block}) * {channels} + i1" if ctx.node.attr("mode", "DCR") == "DCR"
+                   else f"i1 * {b * b} + {block}")
+        indices = ["i0", channel, f"i2 / {b}", f"i3 / {b}"]
+    else:
+        channels = cexpr(in_shape[1])
+        if ctx.node.attr("mode", "DCR") == "DCR":  # output channel = (row in block * b + column) * C + c
+            channel, block = f"i1 % {channels}", f"(i1 / {channels})"
+        else:  # CRD: output channel = c * b * b + row in block * b + column
+            channel, block = f"i1 / {b * b}", f"(i1 % {b * b})"
+        indices = ["i0", channel, f"i2 * {b} + {block} / {b}", f"i3 * {b} + {block} % {b}"]
+    return _remap(ctx, f"y = x[{_offset(indices, in_shape)}];")
+
+
+@expansion("EyeLike")
+def eye_like(ctx: Ctx):
+    target = ctx.connector("out", 0)
+    sdfg, state = ctx.nested()
+    ctype = ctx.desc(target).dtype.ctype
+    add_map(state, "eye", index_ranges(ctx.shape(target)), {},
+            f"y = ((int64_t)i1 - (int64_t)i0 == {ctx.node.attr('k', 0)}) ? ({ctype})1 : ({ctype})0;",
+            {"y": f"{target}[i0, i1]"})
+    return sdfg
+
+
+@expansion("OneHot")
+def one_hot(ctx: Ctx):
+    indices_shape = ctx.shape(ctx.connector("in", 0))
+    axis = normalize_axis(ctx.node.attr("axis", -1), len(indices_shape) + 1)
+    depth = OneHotOp.depth(ctx.static(1))
+    position = [f"i{k}" for k in range(len(indices_shape) + 1) if k != axis]
+    code = (f"int64_t h_ = (int64_t)x[{_offset(position, indices_shape)}]; if (h_ < 0) h_ += {depth};\n"
+            f"y = (h_ == (int64_t)i{axis}) ? v[1] : v[0];")
+    return _remap(ctx, code, {"v": 2})
+
+
+@expansion("Hardmax")
+def hardmax(ctx: Ctx):
+    x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
+    shape = ctx.shape(x_conn)
+    axis = normalize_axis(ctx.node.attr("axis", -1), len(shape))
+    n, stride = cexpr(shape[axis]), cexpr(contiguous_strides(shape)[axis])
+    dtype = ctx.desc(x_conn).dtype.ctype
+    code = f"""
+int64_t best_ = 0;
+for (int64_t k_ = 1; k_ < {n}; ++k_) if (x[k_ * {stride}] > x[best_ * {stride}]) best_ = k_;
+for (int64_t k_ = 0; k_ < {n}; ++k_) y[k_ * {stride}] = k_ == best_ ? ({dtype})1 : ({dtype})0;
+"""
+    subset = ", ".join(f"0:{d}" if k == axis else f"i{k}" for k, d in enumerate(shape))
+    sdfg, state = ctx.nested()
+    add_map(state, "hardmax", index_ranges(shape, skip=[axis]), {"x": f"{x_conn}[{subset}]"}, code,
+            {"y": f"{y_conn}[{subset}]"}, pointers=["x", "y"])
+    return sdfg
+
+
+@expansion("Dropout")
+def dropout(ctx: Ctx):
+    source, target, mask = ctx.connector("in", 0), ctx.connector("out", 0), ctx.connector("out", 1)
+    desc = ctx.desc(source)
+    size = cexpr(product(desc.shape))
+    code = f"std::memcpy({ctx.ptr(target)}, {ctx.ptr(source)}, sizeof({desc.dtype.ctype}) * {size});"
+    if mask:
+        code += f" std::fill({ctx.ptr(mask)}, {ctx.ptr(mask)} + {size}, true);"
+    return ctx.tasklet(code)
