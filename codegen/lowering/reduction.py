@@ -158,13 +158,21 @@ for (int64_t k_ = 0; k_ < n_; ++k_) y[k_] = ({dtype})({scaled});
     return sdfg
 
 
-@expansion("GlobalAveragePool")
-def global_average_pool(ctx: Ctx):
+@expansion("GlobalAveragePool", "GlobalMaxPool")
+def global_pool(ctx: Ctx):
     x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
     shape = ctx.shape(x_conn)
     spatial = list(range(2, len(shape)))
     dtype = ctx.desc(x_conn).dtype.ctype
-    code = f"""
+    if ctx.node.op_type == "GlobalMaxPool":
+        code = f"""
+const int64_t n_ = {cexpr(product(shape[2:]))};
+{dtype} max_ = x[0];
+for (int64_t k_ = 1; k_ < n_; ++k_) max_ = std::max(max_, x[k_]);
+y = max_;
+"""
+    else:
+        code = f"""
 const int64_t n_ = {cexpr(product(shape[2:]))};
 {dtype} sum_ = 0;
 for (int64_t k_ = 0; k_ < n_; ++k_) sum_ += x[k_];
@@ -173,4 +181,58 @@ y = sum_ / ({dtype})n_;
     sdfg, state = ctx.nested()
     add_map(state, "global_average_pool", index_ranges(shape[:2]), {"x": f"{x_conn}[{_subset(shape, spatial)}]"},
             code, {"y": f"{y_conn}[{_subset(shape, [], fixed_axes=spatial)}]"}, pointers=["x"])
+    return sdfg
+
+
+@expansion("InstanceNormalization", "GroupNormalization")
+def instance_group_norm(ctx: Ctx):
+    """One loop nest per (sample, group) over its contiguous channels x spatial block: a group is C/G adjacent
+    channels in NCHW (InstanceNormalization: G = C)."""
+    x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
+    shape = ctx.shape(x_conn)
+    channels, spatial = shape[1], cexpr(product(shape[2:]))
+    groups = ctx.node.attr("num_groups") if ctx.node.op_type == "GroupNormalization" else channels
+    per_group = f"({cexpr(channels)} / {cexpr(groups)})"
+    dtype = ctx.desc(x_conn).dtype.ctype
+    code = f"""
+const int64_t s_ = {spatial}, n_ = {per_group} * s_, base_ = (i0 * {cexpr(channels)} + i1 * {per_group}) * s_;
+double mean_ = 0;
+for (int64_t k_ = 0; k_ < n_; ++k_) mean_ += x[base_ + k_];
+mean_ /= n_;
+double var_ = 0;
+for (int64_t k_ = 0; k_ < n_; ++k_) {{ const double d_ = x[base_ + k_] - mean_; var_ += d_ * d_; }}
+const double inv_ = 1.0 / std::sqrt(var_ / n_ + {float(ctx.node.attr('epsilon', 1e-5))!r});
+for (int64_t k_ = 0; k_ < n_; ++k_) {{
+    const int64_t c_ = i1 * {per_group} + k_ / s_;
+    y[base_ + k_] = ({dtype})((x[base_ + k_] - mean_) * inv_ * scale[c_] + bias[c_]);
+}}
+"""
+    whole = ", ".join(f"0:{d}" for d in shape)
+    scale, bias = ctx.connector("in", 1), ctx.connector("in", 2)
+    sdfg, state = ctx.nested()
+    add_map(state, ctx.node.op_type.lower(), {"i0": shape[0], "i1": groups},
+            {"x": f"{x_conn}[{whole}]", "scale": f"{scale}[0:{channels}]", "bias": f"{bias}[0:{channels}]"},
+            code, {"y": f"{y_conn}[{whole}]"}, pointers=["x", "y", "scale", "bias"])
+    return sdfg
+
+
+@expansion("LpNormalization")
+def lp_normalization(ctx: Ctx):
+    x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
+    shape = ctx.shape(x_conn)
+    axis = normalize_axis(ctx.node.attr("axis", -1), len(shape))
+    n, stride = cexpr(shape[axis]), cexpr(contiguous_strides(shape)[axis])
+    dtype = ctx.desc(x_conn).dtype.ctype
+    term = "std::fabs(v_)" if ctx.node.attr("p", 2) == 1 else "v_ * v_"
+    finish = "norm_" if ctx.node.attr("p", 2) == 1 else "std::sqrt(norm_)"
+    code = f"""
+double norm_ = 0;
+for (int64_t k_ = 0; k_ < {n}; ++k_) {{ const double v_ = x[k_ * {stride}]; norm_ += {term}; }}
+norm_ = {finish};
+for (int64_t k_ = 0; k_ < {n}; ++k_) y[k_ * {stride}] = ({dtype})(x[k_ * {stride}] / norm_);
+"""
+    subset = _subset(shape, [axis])
+    sdfg, state = ctx.nested()
+    add_map(state, "lp_normalization", index_ranges(shape, skip=[axis]), {"x": f"{x_conn}[{subset}]"}, code,
+            {"y": f"{y_conn}[{subset}]"}, pointers=["x", "y"])
     return sdfg

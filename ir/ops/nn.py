@@ -156,6 +156,75 @@ class GlobalAveragePool(Op):
         return [x.mean(axis=tuple(range(2, x.ndim)), keepdims=True).astype(x.dtype)]
 
 
+@op("GlobalMaxPool", since=1)
+class GlobalMaxPool(GlobalAveragePool):
+    @classmethod
+    def reference(cls, node, x):
+        return [x.max(axis=tuple(range(2, x.ndim)), keepdims=True)]
+
+
+def _normalized(x, axes, epsilon):
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=axes, keepdims=True)
+    return (x64 - mean) / np.sqrt(((x64 - mean) ** 2).mean(axis=axes, keepdims=True) + epsilon)
+
+
+@op("InstanceNormalization", since=6)
+class InstanceNormalization(Op):
+    """Per sample and channel over the spatial dims, then scale[c] and bias[c]."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        if inputs[0].rank < 3:
+            raise ShapeInferenceError("InstanceNormalization: the input needs rank >= 3 (N, C, spatial...)")
+        return [same_as_input(inputs)]
+
+    @classmethod
+    def reference(cls, node, x, scale, bias):
+        channel = [1, -1] + [1] * (x.ndim - 2)
+        y = _normalized(x, tuple(range(2, x.ndim)), node.attr("epsilon", 1e-5))
+        return [(y * scale.reshape(channel) + bias.reshape(channel)).astype(x.dtype)]
+
+
+@op("GroupNormalization", since=21)
+class GroupNormalization(Op):
+    """Per sample over each group of C/num_groups channels and the spatial dims, then scale[c] and bias[c]."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        channels, groups = inputs[0].shape[1], node.attr("num_groups")
+        if isinstance(channels, int) and channels % groups:
+            raise ShapeInferenceError(f"GroupNormalization: {channels} channels in {groups} groups")
+        return [same_as_input(inputs)]
+
+    @classmethod
+    def reference(cls, node, x, scale, bias):
+        n, c = x.shape[:2]
+        groups = node.attr("num_groups")
+        grouped = x.reshape(n, groups, -1)
+        y = _normalized(grouped, (2, ), node.attr("epsilon", 1e-5)).reshape(x.shape)
+        channel = [1, -1] + [1] * (x.ndim - 2)
+        return [(y * scale.reshape(channel) + bias.reshape(channel)).astype(x.dtype)]
+
+
+@op("LpNormalization", since=1)
+class LpNormalization(Op):
+    @classmethod
+    def infer(cls, node, inputs, values):
+        if node.attr("p", 2) not in (1, 2):
+            raise ShapeInferenceError(f"LpNormalization: p must be 1 or 2, not {node.attr('p')}")
+        return [same_as_input(inputs)]
+
+    @classmethod
+    def reference(cls, node, x):
+        axis = node.attr("axis", -1)
+        x64 = x.astype(np.float64)
+        norm = np.abs(x64).sum(axis=axis, keepdims=True) if node.attr("p", 2) == 1 else \
+            np.sqrt((x64 * x64).sum(axis=axis, keepdims=True))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return [(x64 / norm).astype(x.dtype)]
+
+
 @op("BatchNormalization", since=15)
 class BatchNormalization(Op):
     @classmethod
