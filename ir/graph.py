@@ -219,14 +219,17 @@ class Graph:
             self.sdfg.remove_data(tensor, validate=False)
 
     def replace_uses(self, old: str, new: str) -> None:
-        """Redirects every reader of tensor ``old`` to tensor ``new``."""
-        new_access = self.access(new)
-        for access in [a for a in self.state.data_nodes() if a.data == old]:
-            for edge in list(self.state.out_edges(access)):
+        """Redirects every reader of tensor ``old`` to tensor ``new``; a ``new`` that nobody reads (the value of
+        a dead op) is removed rather than left as an isolated node."""
+        readers = [e for a in self.state.data_nodes() if a.data == old for e in self.state.out_edges(a)]
+        if readers:
+            new_access = self.access(new)
+            for edge in readers:
                 self.state.remove_edge(edge)
                 self.state.add_edge(new_access, None, edge.dst, edge.dst_conn,
                                     dace.Memlet.from_array(new, self.sdfg.arrays[new]))
         self.remove_tensor_if_unused(old)
+        self.remove_tensor_if_unused(new)
 
     # ---- persistence ---------------------------------------------------------------------------------------
     def save(self, path, inline_limit: int = INLINE_CONSTANT_LIMIT) -> None:

@@ -42,8 +42,8 @@ class FoldConstants(Pass):
                 expected = graph.tensor_type(tensor)
                 constant = graph.add_constant(f"{tensor}_folded",
                                               np.asarray(value, dtype=expected.dtype).reshape(expected.shape))
-                graph.replace_uses(tensor, constant)
                 values[constant] = graph.constant(constant)
+                graph.replace_uses(tensor, constant)  # removes the constant again when nothing reads it
             graph.remove_op(node)
             folded += 1
         return PassResult(folded > 0, {"folded_ops": folded}, notes if ctx.explain else [])

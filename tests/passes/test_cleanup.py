@@ -74,6 +74,20 @@ def test_fold_constants_negative(helpers):
     assert any("writes a graph output" in note for note in result.notes)
 
 
+def test_folding_a_dead_op_leaves_no_isolated_node(helpers):
+    # ONNX function bodies compute values they never use (LayerNormalization's expansion: Rank of its input);
+    # folding such an op must not leave its constant behind as an isolated node, which DaCe rejects.
+    from sdflow.ir import verify
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Size", ["s"], ["rank"]),
+             helper.make_node("Relu", ["x"], ["y"])]
+    graph = import_model(helpers.make_model(nodes, [("x", F, [2, 3])], [("y", F, [2, 3])]))
+    result = _apply(graph, "fold-constants")
+    assert result.modified and _op_types(graph) == ["Relu"]
+    assert all(graph.state.degree(n) > 0 for n in graph.state.data_nodes())
+    assert not graph.constants
+    verify(graph, dace_validation=True)
+
+
 def test_eliminate_dead_nodes(folding_model):
     graph = import_model(folding_model)
     result = _apply(graph, "eliminate-dead-nodes")
