@@ -4,7 +4,8 @@ from sdflow.ir.errors import (CompileError, InputError, ModelLoadError, Pipeline
 
 __version__ = "0.1.0"
 DEFAULT_PASSES = "O1"  # the pipeline of sdflow.compile and of the CLI when -p is not given
-__all__ = ["compile", "load", "optimize", "CompiledModel", "ValueSpecializedModel", "DEFAULT_PASSES", "SdflowError", "ModelLoadError", "UnsupportedOpError",
+__all__ = ["compile", "load", "optimize", "CompiledModel", "ValueSpecializedModel", "DEFAULT_PASSES", "SdflowError",
+           "ModelLoadError", "UnsupportedOpError",
            "ShapeInferenceError", "VerificationError", "PipelineError", "CompileError", "InputError"]
 
 

@@ -1,5 +1,5 @@
-"""The ``sdflow`` command line: compile, run, inspect, passes, view, bench, zoo. Errors print one line (``--debug`` for the
-traceback) and exit non-zero."""
+"""The ``sdflow`` command line: compile, run, inspect, passes, view, conformance, bench, zoo. Errors print one
+line (``--debug`` for the traceback) and exit non-zero."""
 from __future__ import annotations
 
 import argparse

@@ -11,7 +11,8 @@ from dace.transformation.transformation import ExpandTransformation
 from sdflow.ir import Graph, known_values, semantics_of
 from sdflow.ir.registry import registered_ops
 
-__all__ = ["expansion", "nested_label", "bind_static_inputs", "scalars_as_vectors", "Ctx", "cexpr", "ctype", "add_map", "index_ranges", "product", "contiguous_strides",
+__all__ = ["expansion", "nested_label", "bind_static_inputs", "scalars_as_vectors", "Ctx", "cexpr", "ctype",
+           "add_map", "index_ranges", "product", "contiguous_strides",
            "IMPLEMENTATION"]
 
 IMPLEMENTATION = "sdflow"

@@ -68,6 +68,8 @@ def _attribute_expression(node) -> str | None:
     if op_type == "HardSigmoid":
         return (f"std::min<{{T}}>(({{T}})1, std::max<{{T}}>(({{T}})0, ({{T}}){attr('alpha', 0.2)!r} * in0 + "
                 f"({{T}}){attr('beta', 0.5)!r}))")
+    if op_type == "Swish":
+        return f"in0 / (({{T}})1 + std::exp(-({{T}}){attr('alpha', 1.0)!r} * in0))"
     if op_type == "ThresholdedRelu":
         return f"(in0 > ({{T}}){attr('alpha', 1.0)!r} ? in0 : ({{T}})0)"
     if op_type == "Shrink":
@@ -160,8 +162,8 @@ def _elementwise_map(ctx: Ctx, in_indices: dict[str, str], code: str):
            "Not", "IsNaN", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "Max", "Min", "Sum",
            "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Sign", "Round",
            "Softplus", "Softsign", "Elu", "Selu", "Celu", "HardSigmoid", "HardSwish", "ThresholdedRelu", "Mish",
-           "Shrink", "BitwiseNot", "IsInf", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "PRelu", "Mod", "BitShift",
-           "CastLike", "Mean")
+           "Shrink", "Swish", "BitwiseNot", "IsInf", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "PRelu", "Mod",
+           "BitShift", "CastLike", "Mean")
 def elementwise(ctx: Ctx):
     out_connector = ctx.connector("out", 0)
     out_shape = ctx.shape(out_connector)

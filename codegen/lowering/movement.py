@@ -190,7 +190,7 @@ def range_(ctx: Ctx):
     return sdfg
 
 
-@expansion("CumSum")
+@expansion("CumSum", "CumProd")
 def cumsum(ctx: Ctx):
     source, target = ctx.connector("in", 0), ctx.connector("out", 0)
     shape = ctx.shape(source)
@@ -199,11 +199,13 @@ def cumsum(ctx: Ctx):
     dtype = ctx.desc(source).dtype.ctype
     exclusive, reverse = bool(ctx.node.attr("exclusive", 0)), bool(ctx.node.attr("reverse", 0))
     step = "(n_ - 1 - k_)" if reverse else "k_"
-    update = (f"y[{step} * s_] = acc_; acc_ += x[{step} * s_];" if exclusive
-              else f"acc_ += x[{step} * s_]; y[{step} * s_] = acc_;")
-    code = f"const int64_t n_ = {n}, s_ = {stride}; {dtype} acc_ = 0; for (int64_t k_ = 0; k_ < n_; ++k_) {{ {update} }}"
+    combine, identity = ("*=", 1) if ctx.node.op_type == "CumProd" else ("+=", 0)
+    update = (f"y[{step} * s_] = acc_; acc_ {combine} x[{step} * s_];" if exclusive
+              else f"acc_ {combine} x[{step} * s_]; y[{step} * s_] = acc_;")
+    code = (f"const int64_t n_ = {n}, s_ = {stride}; {dtype} acc_ = {identity}; "
+            f"for (int64_t k_ = 0; k_ < n_; ++k_) {{ {update} }}")
     subset = ", ".join(f"0:{d}" if k == axis else f"i{k}" for k, d in enumerate(shape)) or "0"
     sdfg, state = ctx.nested()
-    add_map(state, "cumsum", index_ranges(shape, skip=[axis]), {"x": f"{source}[{subset}]"}, code,
+    add_map(state, ctx.node.op_type.lower(), index_ranges(shape, skip=[axis]), {"x": f"{source}[{subset}]"}, code,
             {"y": f"{target}[{subset}]"}, pointers=["x", "y"])
     return sdfg

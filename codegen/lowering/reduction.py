@@ -115,7 +115,7 @@ for (int64_t k_ = 0; k_ < n_; ++k_) {{ {dtype} e_ = std::exp(x[k_ * s_] - m_); y
     return sdfg
 
 
-@expansion("LayerNormalization")
+@expansion("LayerNormalization", "RMSNormalization")
 def layer_normalization(ctx: Ctx):
     x_conn = ctx.connector("in", 0)
     shape = ctx.shape(x_conn)
@@ -141,11 +141,13 @@ def layer_normalization(ctx: Ctx):
             stats += f"{name} = {value};"
     scaled = "(x[k_] - mean_) * inv_" + (f" * {terms['scale']}" if "scale" in terms else "") + (
         f" + {terms['bias']}" if "bias" in terms else "")
+    # RMSNormalization: the same without centring (mean_ stays 0) and without bias.
+    centre = "" if ctx.node.op_type == "RMSNormalization" else \
+        "for (int64_t k_ = 0; k_ < n_; ++k_) mean_ += x[k_];\nmean_ /= n_;"
     code = f"""
 const int64_t n_ = {cexpr(count)};
 float mean_ = 0;
-for (int64_t k_ = 0; k_ < n_; ++k_) mean_ += x[k_];
-mean_ /= n_;
+{centre}
 float var_ = 0;
 for (int64_t k_ = 0; k_ < n_; ++k_) {{ float d_ = x[k_] - mean_; var_ += d_ * d_; }}
 const float inv_ = 1.0f / std::sqrt(var_ / n_ + {float(ctx.node.attr('epsilon', 1e-5))!r}f);

@@ -140,6 +140,7 @@ Mish = _unary("Mish", _f64(lambda n, x: x * np.tanh(np.log1p(np.exp(x)))))
 Shrink = _unary("Shrink", lambda n, x: np.where(x < -n.attr("lambd", 0.5), x + n.attr("bias", 0.0), np.where(
     x > n.attr("lambd", 0.5), x - n.attr("bias", 0.0), 0)))
 BitwiseNot = _unary("BitwiseNot", lambda n, x: np.invert(x), since=18)
+Swish = _unary("Swish", _f64(lambda n, x: x / (1 + np.exp(-n.attr("alpha", 1.0) * x))), since=24)
 
 
 @elementwise("IsInf", since=10)

@@ -421,11 +421,22 @@ class CumSum(Op):
         normalize_axis(static_int_list(values[1], "CumSum's axis")[0], inputs[0].rank)
         return [TensorType(inputs[0].dtype, inputs[0].shape)]
 
+    scan = staticmethod(np.cumsum)
+    identity = 0
+
     @classmethod
     def reference(cls, node, x, axis):
         axis = normalize_axis(int(np.asarray(axis).ravel()[0]), x.ndim)
         data = np.flip(x, axis) if node.attr("reverse", 0) else x
-        result = np.cumsum(data, axis=axis, dtype=x.dtype)
-        if node.attr("exclusive", 0):
-            result = result - data
+        if node.attr("exclusive", 0):  # shifted by one along the axis, the identity first
+            pad = [(1, 0) if a == axis else (0, 0) for a in range(x.ndim)]
+            data = np.pad(data, pad, constant_values=cls.identity)[tuple(
+                slice(0, -1) if a == axis else slice(None) for a in range(x.ndim))]
+        result = cls.scan(data, axis=axis, dtype=x.dtype)
         return [np.flip(result, axis).copy() if node.attr("reverse", 0) else result]
+
+
+@op("CumProd", since=26)
+class CumProd(CumSum):
+    scan = staticmethod(np.cumprod)
+    identity = 1

@@ -143,3 +143,20 @@ class LayerNormalization(Op):
         if bias is not None:
             y = y + bias
         return [y.astype(x.dtype), mean.astype(np.float32), inv_std.astype(np.float32)]
+
+
+@op("RMSNormalization", since=23)
+class RMSNormalization(Op):
+    """x / sqrt(mean(x^2 over axis..) + epsilon) * scale."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        normalize_axis(node.attr("axis", -1), inputs[0].rank)
+        return [same_as_input(inputs)]
+
+    @classmethod
+    def reference(cls, node, x, scale):
+        axis = normalize_axis(node.attr("axis", -1), x.ndim)
+        x64 = x.astype(np.float64)
+        mean_square = (x64 * x64).mean(axis=tuple(range(axis, x.ndim)), keepdims=True)
+        return [(x64 / np.sqrt(mean_square + node.attr("epsilon", 1e-5)) * scale).astype(x.dtype)]

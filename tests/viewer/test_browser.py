@@ -120,7 +120,8 @@ def test_pass_selector_and_bytes_overlay(browser, helpers, tmp_path, screenshots
         const canvas = document.querySelector('#contents canvas');
         const p = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
         let n = 0;
-        for (let i = 0; i < p.length; i += 4) if (Math.max(p[i], p[i+1], p[i+2]) - Math.min(p[i], p[i+1], p[i+2]) > 120) n++;
+        for (let i = 0; i < p.length; i += 4)
+            if (Math.max(p[i], p[i+1], p[i+2]) - Math.min(p[i], p[i+1], p[i+2]) > 120) n++;
         return n;""")
     assert coloured > 500
     browser.save_screenshot(str(screenshots / "viewer-bytes-overlay.png"))
