@@ -180,6 +180,10 @@ CASES = [
     pytest.param(case("Swish", [("x", F, ["N", 5])], [("y", F, ["N", 5])], {"alpha": 1.5}, opset=24), id="Swish"),
     pytest.param(case("RMSNormalization", [("x", F, ["N", 3, 8])], [("y", F, ["N", 3, 8])], {"axis": -1},
                       inits={"scale": w(8)}, opset=23), id="RMSNormalization"),
+    pytest.param(case("NegativeLogLikelihoodLoss", [("x", F, ["N", 3, 2]), ("t", I, ["N", 2])], [("y", F, [])],
+                      {"reduction": "mean", "ignore_index": 1}, inits={"w": w(3, positive=True)}), id="NLLLoss-mean"),
+    pytest.param(case("SoftmaxCrossEntropyLoss", [("x", F, ["N", 3]), ("t", I, ["N"])],
+                      [("y", F, ["N"]), ("log_prob", F, ["N", 3])], {"reduction": "none"}), id="SCELoss-none"),
     pytest.param(case("Gather", [("data", F, [10, 4]), ("idx", I, ["N", 3])], [("y", F, ["N", 3, 4])],
                       {"axis": 0}), id="Gather-embedding"),
     pytest.param(case("Gather", [("data", F, ["N", 5, 4])], [("y", F, ["N", 4])], {"axis": 1},
@@ -268,6 +272,8 @@ def test_op_matches_onnxruntime(spec, helpers, rng):
             feeds[name] = helpers.random_array(rng, dtype, shape, positive=name in spec["positive"])
             if spec["op"] == "Gather" and name == "idx":
                 feeds[name] = rng.integers(-10, 10, shape).astype(np.int64)
+            if spec["op"].endswith("Loss") and name == "t":  # class ids (1 is also the ignored one above)
+                feeds[name] = rng.integers(0, 3, shape).astype(np.int64)
         feeds_list.append(feeds)
     helpers.check_against_ort(model, feeds_list)
 
