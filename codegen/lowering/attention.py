@@ -1,0 +1,137 @@
+"""Attention as one parallel map over (batch, query head, query row): each row computes its scores against every
+key (past cache first), the additive bias (mask, causal, window, valid KV length), a softmax that gives a fully
+masked row zeros, and the weighted sum of values; the first head of each KV group also writes the present cache.
+Mirrors the ONNX reference (onnx.reference.ops.op_attention) step for step."""
+from __future__ import annotations
+
+import math
+
+from sdflow.ir.ops.attention import attention_dims
+from sdflow.ir.types import TensorType
+from ._expansion import Ctx, add_map, cexpr, expansion, product
+
+
+def _ttype(ctx: Ctx, connector) -> TensorType | None:
+    if connector is None:
+        return None
+    desc = ctx.desc(connector)
+    return TensorType(desc.dtype.as_numpy_dtype(), list(desc.shape))
+
+
+def _mask_offset(mask_shape, total_dims) -> str:
+    """Offset into a mask right-aligned against (b, h, i, j), broadcasting its size-1 dims."""
+    names = ["b", "h", "i", "j"][4 - len(mask_shape):]
+    terms, stride = [], "1"
+    for name, dim in reversed(list(zip(names, mask_shape))):
+        if dim != 1:
+            terms.append(f"{name} * {stride}")
+        stride = f"({stride} * {cexpr(dim)})"
+    return " + ".join(terms) or "0"
+
+
+@expansion("Attention")
+def attention(ctx: Ctx):
+    q, k, v, mask, past_k, past_v, nonpad = (ctx.connector("in", p) for p in range(7))
+    y, present_k, present_v, qk = (ctx.connector("out", p) for p in range(4))
+    node = ctx.node
+    d = attention_dims(node, _ttype(ctx, q), _ttype(ctx, k), _ttype(ctx, v), _ttype(ctx, past_k))
+    dtype = ctx.desc(q).dtype.ctype
+    hq, hkv, sq, skv, past, head, vhead = (cexpr(x) for x in (d.q_heads, d.kv_heads, d.q_len, d.kv_len, d.past_len,
+                                                             d.head_size, d.v_head_size))
+    total = f"({past} + {skv})"
+
+    def element(name, heads, length, size, b, h, s, e):
+        if d.three_d:  # [batch, seq, heads * size]
+            return f"{name}[(({b}) * {length} + ({s})) * ({heads} * {size}) + ({h}) * {size} + ({e})]"
+        return f"{name}[((({b}) * {heads} + ({h})) * {length} + ({s})) * {size} + ({e})]"
+
+    def cached(name, past_name, size, b, h, j, e):  # key/value j of the concatenated past + new sequence
+        new = element(name, hkv, skv, size, b, h, f"{j} - {past}", e)
+        if past_k is None:
+            return new
+        return f"({j} < {past} ? {past_name}[((({b}) * {hkv} + ({h})) * {past} + ({j})) * {size} + ({e})] : {new})"
+
+    scale = node.attr("scale")
+    scale = 1 / math.sqrt(int(d.head_size)) if scale is None else scale
+    softcap = float(node.attr("softcap", 0.0) or 0.0)
+    mode = node.attr("qk_matmul_output_mode", 0)
+    if past_k is not None:
+        offset = past
+    elif nonpad is not None:
+        offset = f"((int64_t)nonpad[b] - {sq})"
+    else:
+        offset = "0"
+    bias = []
+    if mask is not None:
+        mask_shape = ctx.shape(mask)
+        value = "(mask[moff_] ? 0.0 : -INFINITY)" if ctx.desc(mask).dtype.ctype == "bool" else "(double)mask[moff_]"
+        bias.append(f"if (j < {cexpr(mask_shape[-1])}) {{ const int64_t moff_ = {_mask_offset(mask_shape, 4)}; "
+                    f"b_ += {value}; }} else b_ = -INFINITY;")
+    if node.attr("is_causal", 0):
+        bias.append(f"if (j > i + {offset}) b_ = -INFINITY;")
+    left, right = node.attr("left_window_size", -1), node.attr("right_window_size", -1)
+    if left is not None and left >= 0:
+        bias.append(f"if ((i + {offset}) - j > {left}) b_ = -INFINITY;")
+    if right is not None and right >= 0:
+        bias.append(f"if (j - (i + {offset}) > {right}) b_ = -INFINITY;")
+    if nonpad is not None:
+        bias.append("if (j >= (int64_t)nonpad[b]) b_ = -INFINITY;")
+    qk_at = f"qk[(((b * {hq} + h) * {sq} + i) * {total}) + j]"
+    capped = f"score_ = {softcap!r} * std::tanh(score_ / {softcap!r});" if softcap > 0 else ""
+    write_qk = ""
+    if qk is not None and mode in (0, 1):
+        write_qk = f"{qk_at} = ({dtype})score_;"
+    elif qk is not None and mode == 2:
+        write_qk = f"{qk_at} = ({dtype})(score_ + b_);"
+    presents = ""
+    if present_k is not None or present_v is not None:
+        rows = []
+        for out, target, name, past_name, size in ((present_k, "presentk", "K", "pastk", head),
+                                                   (present_v, "presentv", "V", "pastv", vhead)):
+            if out is not None:
+                rows.append(f"for (int64_t e = 0; e < {size}; ++e) {target}[((b * {hkv} + g_) * {total} + j) * {size}"
+                            f" + e] = {cached(name, past_name, size, 'b', 'g_', 'j', 'e')};")
+        presents = (f"if (i == 0 && h % group_ == 0) for (int64_t j = 0; j < {total}; ++j) {{ "
+                    + " ".join(rows) + " }")
+    y_at = element("Y", hq, sq, vhead, "b", "h", "i", "e")
+    code = f"""
+const int64_t b = i0, h = i1, i = i2, T_ = {total}, group_ = {hq} / {hkv}, g_ = h / group_;
+std::vector<double> s_(T_);
+double bmax_ = -INFINITY;
+for (int64_t j = 0; j < T_; ++j) {{
+    // Rounded to the element type where the reference rounds (Q and K each scaled by sqrt(scale), the scores,
+    // the biased scores, the probabilities): for float16 that decides the last bits.
+    double score_ = 0;
+    for (int64_t e = 0; e < {head}; ++e)
+        score_ += (double)({dtype})({element("Q", hq, sq, head, "b", "h", "i", "e")} * ({dtype}){math.sqrt(scale)!r}) *
+                  (double)({dtype})({cached("K", "pastk", head, "b", "g_", "j", "e")} * ({dtype}){math.sqrt(scale)!r});
+    score_ = (double)({dtype})score_;
+    {capped}
+    double b_ = 0;
+    {" ".join(bias)}
+    {write_qk}
+    bmax_ = std::max(bmax_, b_);
+    s_[j] = (double)({dtype})(score_ + b_);
+}}
+double m_ = -INFINITY;
+for (int64_t j = 0; j < T_; ++j) m_ = std::max(m_, s_[j]);
+double sum_ = 0;
+const bool masked_ = std::isinf(bmax_) && bmax_ < 0;  // no key may be attended: probabilities 0
+for (int64_t j = 0; j < T_; ++j) {{ s_[j] = (masked_ || std::isinf(m_)) ? 0.0 : std::exp(s_[j] - m_); sum_ += s_[j]; }}
+for (int64_t j = 0; j < T_; ++j) {{ s_[j] = sum_ > 0 ? (double)({dtype})(s_[j] / sum_) : 0.0; {f"{qk_at} = ({dtype})s_[j];" if qk is not None and mode == 3 else ""} }}
+for (int64_t e = 0; e < {vhead}; ++e) {{
+    double acc_ = 0;
+    for (int64_t j = 0; j < T_; ++j) acc_ += s_[j] * (double){cached("V", "pastv", vhead, "b", "g_", "j", "e")};
+    {y_at} = ({dtype})acc_;
+}}
+{presents}
+"""
+    inputs = {"Q": q, "K": k, "V": v, "mask": mask, "pastk": past_k, "pastv": past_v, "nonpad": nonpad}
+    outputs = {"Y": y, "qk": qk, "presentk": present_k, "presentv": present_v}
+    whole = {name: f"{c}[{', '.join(f'0:{s}' for s in ctx.shape(c))}]" for name, c in {**inputs, **outputs}.items()
+             if c is not None}
+    sdfg, state = ctx.nested()
+    add_map(state, "attention", {"i0": d.batch, "i1": d.q_heads, "i2": d.q_len},
+            {n: m for n, m in whole.items() if n in inputs}, code, {n: m for n, m in whole.items() if n not in inputs},
+            pointers=list(whole))
+    return sdfg
