@@ -192,3 +192,67 @@ class Dropout(Op):
     @classmethod
     def reference(cls, node, x, ratio=None, training_mode=None):
         return [x.copy(), np.ones(x.shape, dtype=bool)]
+
+
+def _scatter_combine(node, current, update):
+    reduction = node.attr("reduction", "none")
+    return {"none": update, "add": current + update, "mul": current * update,
+            "max": np.maximum(current, update), "min": np.minimum(current, update)}[reduction]
+
+
+@op("ScatterElements", since=13)
+class ScatterElements(Op):
+    @classmethod
+    def infer(cls, node, inputs, values):
+        normalize_axis(node.attr("axis", 0), inputs[0].rank)
+        return [same_as_input(inputs)]
+
+    @classmethod
+    def reference(cls, node, data, indices, updates):
+        axis = normalize_axis(node.attr("axis", 0), data.ndim)
+        out = data.copy()
+        for position in np.ndindex(*indices.shape):
+            target = list(position)
+            index = int(indices[position])
+            target[axis] = index + data.shape[axis] if index < 0 else index
+            out[tuple(target)] = _scatter_combine(node, out[tuple(target)], updates[position])
+        return [out]
+
+
+@op("ScatterND", since=13)
+class ScatterND(Op):
+    @classmethod
+    def infer(cls, node, inputs, values):
+        return [same_as_input(inputs)]
+
+    @classmethod
+    def reference(cls, node, data, indices, updates):
+        out = data.copy()
+        for position in np.ndindex(*indices.shape[:-1]):
+            target = tuple(int(i) + (d if i < 0 else 0) for i, d in zip(indices[position], data.shape))
+            out[target] = _scatter_combine(node, out[target], updates[position])
+        return [out]
+
+
+@op("TopK", since=11)
+class TopK(Op):
+    """The k largest (or smallest) along ``axis``; equal values keep the lower index first."""
+
+    value_inputs = (1, )
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        x = inputs[0]
+        axis = normalize_axis(node.attr("axis", -1), x.rank)
+        k = int(static_int_list(values[1], "TopK k")[0])
+        shape = [k if i == axis else d for i, d in enumerate(x.shape)]
+        return [TensorType(x.dtype, shape), TensorType(np.int64, shape)]
+
+    @classmethod
+    def reference(cls, node, x, k):
+        axis = normalize_axis(node.attr("axis", -1), x.ndim)
+        k = int(np.asarray(k).ravel()[0])
+        keys = -x if node.attr("largest", 1) else x
+        order = np.argsort(keys, axis=axis, kind="stable")
+        indices = np.take(order, np.arange(k), axis=axis)
+        return [np.take_along_axis(x, indices, axis=axis), indices.astype(np.int64)]
