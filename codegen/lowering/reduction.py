@@ -231,7 +231,7 @@ def lp_normalization(ctx: Ctx):
 double norm_ = 0;
 for (int64_t k_ = 0; k_ < {n}; ++k_) {{ const double v_ = x[k_ * {stride}]; norm_ += {term}; }}
 norm_ = {finish};
-for (int64_t k_ = 0; k_ < {n}; ++k_) y[k_ * {stride}] = ({dtype})(x[k_ * {stride}] / norm_);
+for (int64_t k_ = 0; k_ < {n}; ++k_) y[k_ * {stride}] = ({dtype})(norm_ == 0 ? 0.0 : x[k_ * {stride}] / norm_);
 """
     subset = _subset(shape, [axis])
     sdfg, state = ctx.nested()

@@ -222,7 +222,7 @@ class LpNormalization(Op):
         norm = np.abs(x64).sum(axis=axis, keepdims=True) if node.attr("p", 2) == 1 else \
             np.sqrt((x64 * x64).sum(axis=axis, keepdims=True))
         with np.errstate(divide="ignore", invalid="ignore"):
-            return [(x64 / norm).astype(x.dtype)]
+            return [np.where(norm == 0, 0, x64 / norm).astype(x.dtype)]  # a zero vector stays zero
 
 
 @op("BatchNormalization", since=15)

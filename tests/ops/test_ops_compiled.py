@@ -316,3 +316,12 @@ def test_pow_with_constant_exponent_is_specialised(helpers, rng, exponent):
                                                  for n in (1, 3)])
     code = "".join(p.read_text() for p in (compiled.build_folder / "src" / "cpu").glob("*.cpp"))
     assert ("pow(" in code) == (exponent == 1.7)
+
+
+def test_lp_normalization_of_a_zero_vector_is_zero(helpers):
+    # ONNX defines x / ||x|| as 0 where the norm is 0 (found by the conformance suite).
+    import sdflow
+    model = helpers.make_model([helper.make_node("LpNormalization", ["x"], ["y"], axis=0, p=2)],
+                               [("x", F, [2, 3])], [("y", F, [2, 3])])
+    x = np.array([[3, 0, 1], [4, 0, 1]], F)
+    np.testing.assert_allclose(sdflow.compile(model)(x)[0], [[0.6, 0, 2 ** -0.5], [0.8, 0, 2 ** -0.5]], rtol=1e-6)
