@@ -97,6 +97,7 @@ def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = F
                 with _heartbeat(progress, "still compiling"), dace.config.temporary_config():
                     # An instrumented program writes one timing report per call (profile() reads them).
                     dace.Config.set("instrumentation", "report_each_invocation", value=instrument)
+                    dace.Config.set("compiler", "cpu", "args", value=cache.cpu_args())
                     if instrument:
                         # DaCe emits one function for structurally equal nested SDFGs, timer ids included,
                         # which would credit e.g. the K projection's time to the Q projection.

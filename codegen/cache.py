@@ -38,6 +38,12 @@ def _lowering_sources_digest() -> str:
     return digest.hexdigest()
 
 
+def cpu_args() -> str:
+    """DaCe's C++ flags without -freciprocal-math: x / s must round as IEEE division does, or a Round or a
+    quantization after it flips values that sit on a .5 boundary (kernels that want a reciprocal write one)."""
+    return " ".join(f for f in dace.Config.get("compiler", "cpu", "args").split() if f != "-freciprocal-math")
+
+
 def build_key(sdfg_hash: str, target: str, instrument: bool = False) -> str:
     parts = {
         "sdfg": sdfg_hash,
@@ -45,7 +51,7 @@ def build_key(sdfg_hash: str, target: str, instrument: bool = False) -> str:
         "instrument": instrument,
         "dace": dace.__version__,
         "codegen": _lowering_sources_digest(),
-        "cpu_args": dace.Config.get("compiler", "cpu", "args"),
+        "cpu_args": cpu_args(),
         "machine": platform.machine(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]

@@ -1,0 +1,94 @@
+"""Linear quantization: QuantizeLinear, DequantizeLinear (per tensor, per axis, or blocked scales) and
+DynamicQuantizeLinear (uint8 with scale and zero point from the input's range)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeInferenceError
+from ..types import TensorType, numpy_dtype
+from ._base import Op, normalize_axis, op
+
+__all__ = ["scale_index_axes", "INTEGER_LIMITS"]
+
+INTEGER_LIMITS = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8, np.uint8, np.int16, np.uint16,
+                                                                              np.int32, np.uint32)}
+
+
+def scale_index_axes(node, x_rank: int, scale_shape) -> tuple[str, int | None, int]:
+    """How element x[i...] finds its scale: ("tensor", None, 0), ("axis", axis, 0) or ("blocked", axis, block)."""
+    block = node.attr("block_size", 0) or 0
+    if len(scale_shape) == 0 or (len(scale_shape) == 1 and scale_shape[0] == 1 and not block):
+        return "tensor", None, 0
+    axis = normalize_axis(node.attr("axis", 1), x_rank)
+    if block:
+        if len(scale_shape) != x_rank:
+            raise ShapeInferenceError(f"{node.op_type}: blocked scales need the input's rank {x_rank}")
+        return "blocked", axis, block
+    if len(scale_shape) != 1:
+        raise ShapeInferenceError(f"{node.op_type}: per-axis scales must be 1-D, got {list(scale_shape)}")
+    return "axis", axis, 0
+
+
+def _expand_scale(node, x, scale):
+    """``scale`` (or a zero point) broadcast to ``x``'s shape."""
+    kind, axis, block = scale_index_axes(node, x.ndim, scale.shape)
+    if kind == "tensor":
+        return scale.reshape(())
+    if kind == "axis":
+        return scale.reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+    return np.repeat(scale, block, axis=axis)[tuple(slice(0, d) for d in x.shape)]
+
+
+def _quantized_type(node, zero_point_type) -> np.dtype:
+    if node.attr("output_dtype"):
+        return numpy_dtype(node.attr("output_dtype"))
+    return np.dtype(np.uint8) if zero_point_type is None else np.dtype(zero_point_type)
+
+
+@op("QuantizeLinear", since=13)
+class QuantizeLinear(Op):
+    @classmethod
+    def infer(cls, node, inputs, values):
+        dtype = _quantized_type(node, inputs[2].dtype if len(inputs) > 2 and inputs[2] is not None else None)
+        if dtype not in INTEGER_LIMITS:
+            raise ShapeInferenceError(f"QuantizeLinear: {dtype} outputs are not supported")
+        scale_index_axes(node, inputs[0].rank, inputs[1].shape)
+        return [TensorType(dtype, inputs[0].shape)]
+
+    @classmethod
+    def reference(cls, node, x, scale, zero_point=None):
+        dtype = _quantized_type(node, None if zero_point is None else zero_point.dtype)
+        low, high = INTEGER_LIMITS[dtype]
+        zp = 0 if zero_point is None else _expand_scale(node, x, zero_point).astype(np.int64)
+        y = np.rint(x.astype(np.float64) / _expand_scale(node, x, scale).astype(np.float64)) + zp
+        return [np.clip(y, low, high).astype(dtype)]
+
+
+@op("DequantizeLinear", since=13)
+class DequantizeLinear(Op):
+    @classmethod
+    def infer(cls, node, inputs, values):
+        scale_index_axes(node, inputs[0].rank, inputs[1].shape)
+        dtype = numpy_dtype(node.attr("output_dtype")) if node.attr("output_dtype") else inputs[1].dtype
+        return [TensorType(dtype, inputs[0].shape)]
+
+    @classmethod
+    def reference(cls, node, x, scale, zero_point=None):
+        zp = 0 if zero_point is None else _expand_scale(node, x, zero_point).astype(np.int64)
+        dtype = numpy_dtype(node.attr("output_dtype")) if node.attr("output_dtype") else scale.dtype
+        return [((x.astype(np.int64) - zp) * _expand_scale(node, x, scale)).astype(dtype)]
+
+
+@op("DynamicQuantizeLinear", since=11)
+class DynamicQuantizeLinear(Op):
+    @classmethod
+    def infer(cls, node, inputs, values):
+        return [TensorType(np.uint8, inputs[0].shape), TensorType(np.float32, []), TensorType(np.uint8, [])]
+
+    @classmethod
+    def reference(cls, node, x):
+        low, high = min(0.0, float(x.min(initial=0.0))), max(0.0, float(x.max(initial=0.0)))
+        scale = np.float32((high - low) / 255)
+        zero_point = np.uint8(np.clip(np.rint(-low / scale), 0, 255)) if scale else np.uint8(0)
+        y = np.clip(np.rint(x / scale) + zero_point, 0, 255).astype(np.uint8) if scale else np.zeros(x.shape, np.uint8)
+        return [y, np.array(scale, np.float32), np.array(zero_point, np.uint8)]
