@@ -209,11 +209,13 @@ class Graph:
         node.onnx_inputs = inputs
 
     def remove_tensor_if_unused(self, tensor: str) -> None:
-        if tensor in self.sdfg.arg_names:
-            return
+        """Removes the tensor's access nodes that no edge touches any more, and the tensor itself unless it is
+        a graph argument (an input nothing reads stays in the signature)."""
         for access in list(self.state.data_nodes()):
             if access.data == tensor and self.state.degree(access) == 0:
                 self.state.remove_node(access)
+        if tensor in self.sdfg.arg_names:
+            return
         if not any(a.data == tensor for a in self.state.data_nodes()) and tensor in self.sdfg.arrays:
             self.sdfg.constants_prop.pop(tensor, None)
             self.sdfg.remove_data(tensor, validate=False)

@@ -8,14 +8,15 @@ import sys
 import onnx
 
 from sdflow.codegen import CompiledModel, build
-from sdflow.frontends.onnx import import_model, load_model, value_dependent_inputs
+from sdflow.fallback import FallbackModel
+from sdflow.frontends.onnx import import_model, load_model, unsupported_node_indices, value_dependent_inputs
 from sdflow.ir import Graph, verify
 from sdflow.passes import PassContext, parse_pipeline, run_pipeline
 from sdflow.specialize import ValueSpecializedModel
 
 from sdflow import DEFAULT_PASSES
 
-__all__ = ["load", "optimize", "compile", "CompiledModel", "ValueSpecializedModel", "DEFAULT_PASSES"]
+__all__ = ["load", "optimize", "compile", "CompiledModel", "ValueSpecializedModel", "FallbackModel", "DEFAULT_PASSES"]
 
 
 def load(model, name: str | None = None, dace_validation: bool = True) -> Graph:
@@ -48,21 +49,33 @@ def _stderr_progress(message: str) -> None:
 
 
 def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=None, progress: bool = False,
-            instrument: bool = False, value_inputs: str = "error"):  # noqa: A001  (as in torch.compile)
+            instrument: bool = False, value_inputs: str = "error",
+            fallback: str = "error"):  # noqa: A001  (the natural name, as in torch.compile)
     """Loads, optimises and builds ``model``; the result is a callable (numpy in, :class:`Outputs` out).
     ``instrument=True`` builds a variant that times every op (``CompiledModel.profile``).
     ``value_inputs``: what to do when graph inputs feed shape-like op inputs (a Reshape's shape, a Slice's
     starts, ...), whose values sdflow needs at compile time: ``"error"`` (the import names the node) or
-    ``"specialize"`` (a :class:`ValueSpecializedModel` that compiles once per distinct set of their values)."""
+    ``"specialize"`` (a :class:`ValueSpecializedModel` that compiles once per distinct set of their values).
+    ``fallback``: ``"error"`` (unsupported ops are an :class:`UnsupportedOpError`) or ``"reference"``
+    (a :class:`FallbackModel` whose unsupported nodes ONNX Runtime runs; they are listed in ``fallback_nodes``
+    and reported)."""
     if value_inputs not in ("error", "specialize"):
         raise ValueError(f"value_inputs must be 'error' or 'specialize', not {value_inputs!r}")
+    if fallback not in ("error", "reference"):
+        raise ValueError(f"fallback must be 'error' or 'reference', not {fallback!r}")
     options = dict(passes=passes, target=target, dump_dir=dump_dir, progress=progress, instrument=instrument)
-    if value_inputs == "specialize":
+    report = _stderr_progress if progress else None
+    if value_inputs == "specialize" or fallback == "reference":
         proto = load_model(model)
-        names = value_dependent_inputs(proto)
+        if fallback == "reference" and unsupported_node_indices(proto):
+            fallback_model = FallbackModel(proto, lambda part: compile(part, value_inputs="specialize", **options))
+            if report:
+                report(f"ONNX Runtime runs {len(fallback_model.fallback_nodes)} node(s) sdflow has no op for: "
+                       + ", ".join(fallback_model.fallback_nodes))
+            return fallback_model
+        names = value_dependent_inputs(proto) if value_inputs == "specialize" else []
         if names:
             return ValueSpecializedModel(proto, names, lambda specialized: compile(specialized, **options))
-    report = _stderr_progress if progress else None
     if report:
         report(f"loading {_describe(model)}")
     pipeline = parse_pipeline(passes)

@@ -35,7 +35,14 @@ def cmd_compile(args) -> int:
     from sdflow import api
     out = pathlib.Path(args.output) if args.output else None
     dump = pathlib.Path(args.dump_dir) if args.dump_dir else (out / "passes" if out else None)
-    compiled = api.compile(args.model, passes=args.passes, target=args.target, dump_dir=dump, progress=True)
+    compiled = api.compile(args.model, passes=args.passes, target=args.target, dump_dir=dump, progress=True,
+                           fallback=args.fallback)
+    if isinstance(compiled, api.FallbackModel):
+        print(f"compiled {compiled.model.graph.name} in {len(compiled.parts)} parts; ONNX Runtime runs "
+              f"{len(compiled.fallback_nodes)} node(s) sdflow has no op for:")
+        for label in compiled.fallback_nodes:
+            print(f"  {label}")
+        return 0
     if out:
         compiled.graph.save(out / "model.sdfg")
     print(f"compiled {compiled.graph.name}: {len(compiled.graph.op_nodes())} ops after {args.passes}")
@@ -78,7 +85,8 @@ def _inputs_for(compiled, args) -> dict[str, np.ndarray]:
 def cmd_run(args) -> int:
     from sdflow import api
     from sdflow.ort import compare_outputs, run_onnxruntime
-    compiled = api.compile(args.model, passes=args.passes, progress=True, instrument=bool(args.profile))
+    compiled = api.compile(args.model, passes=args.passes, progress=True, instrument=bool(args.profile),
+                           fallback=args.fallback)
     feeds = _inputs_for(compiled, args)
     outputs = compiled(**feeds)
     out_dir = pathlib.Path(args.output_dir) if args.output_dir else None
@@ -145,6 +153,8 @@ def cmd_inspect(args) -> int:
         for (domain, op_type, opset), names in sorted(missing.items()):
             print(f"  {domain or 'ai.onnx'}::{op_type} (opset {opset}): {', '.join(names[:8])}"
                   f"{' ...' if len(names) > 8 else ''}")
+        print(f"  with --fallback reference, ONNX Runtime runs these {sum(map(len, missing.values()))} node(s) "
+              "and sdflow compiles the rest")
     else:
         print("unsupported: none (every node has an sdflow op)")
     if args.ir and not missing:
@@ -232,6 +242,11 @@ def _add_passes_option(parser, default: str = DEFAULT_PASSES, what: str = "") ->
                         f"(default: {what or default})")
 
 
+def _add_fallback_option(parser) -> None:
+    parser.add_argument("--fallback", choices=["error", "reference"], default="error",
+                        help="reference: ONNX Runtime runs the nodes sdflow has no op for (named in the output)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdflow", description="ONNX -> DaCe SDFG compiler")
     parser.add_argument("--debug", action="store_true", help="show the traceback on errors")
@@ -243,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write model.sdfg and passes/NN-<pass>.sdfg here")
     p.add_argument("--dump-dir", help="write the IR after every pass here (NN-<pass>.sdfg); overrides -o's")
     p.add_argument("--target", default="cpu")
+    _add_fallback_option(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="compile and run a model on .npy inputs")
@@ -257,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", metavar="DIR", help="build with DaCe's per-op timers and write DIR/report.json "
                    "(a trace DaCe's viewers load) and DIR/program.sdfgz (the graph it times)")
     p.add_argument("--runs", type=int, default=10, help="calls timed by --profile")
+    _add_fallback_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("view", help="write one self-contained HTML page with the graph after every pass")

@@ -11,7 +11,7 @@ from sdflow.ir.semantics import semantics_of
 from sdflow.ir.types import make_symbol, numpy_dtype
 from .loader import load_model
 
-__all__ = ["import_model", "unsupported_nodes"]
+__all__ = ["import_model", "unsupported_nodes", "unsupported_node_indices"]
 
 _VARIADIC = onnx.defs.OpSchema.FormalParameterOption.Variadic
 
@@ -24,16 +24,22 @@ def _node_name(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
 
+def unsupported_node_indices(model: onnx.ModelProto) -> list[int]:
+    """Positions in ``model.graph.node`` of the nodes sdflow has no op for."""
+    opsets = _opsets(model)
+    return [index for index, node in enumerate(model.graph.node)
+            if not (node.op_type == "Constant" and node.domain in ("", "ai.onnx"))
+            and lookup_op(node.domain, node.op_type, opsets.get(node.domain, 1)) is None]
+
+
 def unsupported_nodes(model: onnx.ModelProto) -> dict[tuple[str, str, int], list[str]]:
     """(domain, op_type, opset) -> node names, for every node sdflow has no op for."""
     opsets = _opsets(model)
     missing: dict[tuple[str, str, int], list[str]] = {}
-    for index, node in enumerate(model.graph.node):
-        opset = opsets.get(node.domain, 1)
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            continue
-        if lookup_op(node.domain, node.op_type, opset) is None:
-            missing.setdefault((node.domain, node.op_type, opset), []).append(_node_name(node, index))
+    for index in unsupported_node_indices(model):
+        node = model.graph.node[index]
+        missing.setdefault((node.domain, node.op_type, opsets.get(node.domain, 1)), []).append(
+            _node_name(node, index))
     return missing
 
 

@@ -88,6 +88,15 @@ def test_folding_a_dead_op_leaves_no_isolated_node(helpers):
     verify(graph, dace_validation=True)
 
 
+def test_an_input_only_a_dead_op_read_stays_an_argument_without_an_isolated_node(helpers):
+    from sdflow.ir import verify
+    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["unused"], ["dead"])]
+    graph = import_model(helpers.make_model(nodes, [("x", F, [2]), ("unused", F, [2])], [("y", F, [2])]))
+    assert _apply(graph, "eliminate-dead-nodes").modified and _op_types(graph) == ["Relu"]
+    assert [graph.onnx_name(n) for n in graph.inputs] == ["x", "unused"]
+    verify(graph, dace_validation=True)
+
+
 def test_eliminate_dead_nodes(folding_model):
     graph = import_model(folding_model)
     result = _apply(graph, "eliminate-dead-nodes")

@@ -1,0 +1,121 @@
+"""``sdflow.compile(model, fallback="reference")``: a model with nodes sdflow has no op for still runs. The graph
+is cut into runs of supported nodes, each compiled by sdflow, and the unsupported nodes between them, each run by
+ONNX Runtime as a one-node model; tensors pass between the parts by name. Every fallback node is named in
+``FallbackModel.fallback_nodes`` (and by the CLI)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+
+from sdflow.codegen.runtime import Outputs
+from sdflow.frontends.onnx import unsupported_node_indices
+from sdflow.ir import CompileError, InputError, TensorType
+from sdflow.ir.types import make_symbol, numpy_dtype
+
+__all__ = ["FallbackModel", "split_model"]
+
+
+@dataclasses.dataclass
+class Part:
+    nodes: list[onnx.NodeProto]
+    fallback: bool
+    inputs: list[str]
+    outputs: list[str]
+    model: onnx.ModelProto
+    runner: object = None  # a compiled sdflow model, or an ONNX Runtime session
+
+
+def _tensor_type(value: onnx.ValueInfoProto) -> TensorType:
+    tensor = value.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else make_symbol(d.dim_param or f"{value.name}_dim{k}")
+            for k, d in enumerate(tensor.shape.dim)]
+    return TensorType(numpy_dtype(tensor.elem_type), dims)
+
+
+def _node_label(node: onnx.NodeProto, index: int) -> str:
+    return f"{node.name or f'{node.op_type}_{index}'} ({node.domain or 'ai.onnx'}::{node.op_type})"
+
+
+def split_model(model: onnx.ModelProto) -> tuple[list[Part], list[str]]:
+    """The parts in execution order and the labels of the fallback nodes. ``model`` is checked and
+    shape-inferred (sdflow.frontends.onnx.load_model), so every tensor between parts has a type."""
+    graph = model.graph
+    fallback = set(unsupported_node_indices(model))
+    groups: list[tuple[bool, list[onnx.NodeProto]]] = []
+    for index, node in enumerate(graph.node):
+        alone = index in fallback
+        if groups and not alone and not groups[-1][0]:
+            groups[-1][1].append(node)
+        else:
+            groups.append((alone, [node]))
+    types = {v.name: v for v in list(graph.input) + list(graph.value_info) + list(graph.output)}
+    initializers = {i.name: i for i in graph.initializer}
+    graph_outputs = [o.name for o in graph.output]
+    parts = []
+    for position, (alone, nodes) in enumerate(groups):
+        produced = {name for node in nodes for name in node.output if name}
+        used = list(dict.fromkeys(name for node in nodes for name in node.input if name))
+        later = {name for _, other in groups[position + 1:] for node in other for name in node.input}
+        inputs = [name for name in used if name not in produced and name not in initializers]
+        outputs = [name for node in nodes for name in node.output if name and (name in later or name in graph_outputs)]
+        missing = [name for name in inputs + outputs if name not in types]
+        if missing:
+            raise CompileError(f"fallback: the types of {missing} are unknown (ONNX shape inference gave none)")
+        part_graph = onnx.helper.make_graph(
+            nodes, f"{graph.name or 'model'}_part{position}", [types[n] for n in inputs], [types[n] for n in outputs],
+            [initializers[n] for n in used if n in initializers])
+        part = onnx.helper.make_model(part_graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+        part.functions.extend(model.functions)
+        parts.append(Part(nodes, alone, inputs, outputs, part))
+    labels = [_node_label(graph.node[i], i) for i in sorted(fallback)]
+    return parts, labels
+
+
+class FallbackModel:
+    """Callable like a ``CompiledModel``: inputs by position or ONNX name, :class:`Outputs` in ONNX order."""
+
+    def __init__(self, model: onnx.ModelProto, compile_part):
+        from sdflow.ort import ort_session
+        self.model = model
+        self.parts, self.fallback_nodes = split_model(model)
+        initializers = {i.name for i in model.graph.initializer}
+        self.input_names = [i.name for i in model.graph.input if i.name not in initializers]
+        self.output_names = [o.name for o in model.graph.output]
+        self.parts = [part for part in self.parts if part.outputs]  # a part whose results nobody reads
+        for part in self.parts:
+            part.runner = ort_session(part.model, threads=None) if part.fallback else compile_part(part.model)
+
+    @property
+    def input_types(self) -> dict[str, TensorType]:
+        return {name: _tensor_type(v) for v in self.model.graph.input for name in [v.name] if name in self.input_names}
+
+    @property
+    def output_types(self) -> dict[str, TensorType]:
+        return {v.name: _tensor_type(v) for v in self.model.graph.output}
+
+    def __repr__(self) -> str:
+        return (f"<FallbackModel {self.model.graph.name}: {len(self.parts)} parts, ONNX Runtime runs "
+                f"{', '.join(self.fallback_nodes)}>")
+
+    def __call__(self, *args, **kwargs) -> Outputs:
+        if len(args) > len(self.input_names):
+            raise InputError(f"{len(args)} inputs given; the model has {len(self.input_names)}")
+        values = dict(zip(self.input_names, args))
+        for name, value in kwargs.items():
+            if name not in self.input_names or name in values:
+                raise InputError(f"input {name!r} is unknown or given twice; inputs are {self.input_names}")
+            values[name] = value
+        missing = [n for n in self.input_names if n not in values]
+        if missing:
+            raise InputError(f"missing input(s) {missing}")
+        for part in self.parts:
+            feeds = {name: np.asarray(values[name]) for name in part.inputs}
+            if part.fallback:
+                results = part.runner.run(part.outputs, feeds)
+            else:
+                results = part.runner(**feeds)
+                results = [results[name] for name in part.outputs]
+            values.update(zip(part.outputs, results))
+        return Outputs(self.output_names, [values[name] for name in self.output_names])
