@@ -79,7 +79,10 @@ class OpNode(LibraryNode):
 
     def set_static_input(self, position: int, value) -> None:
         values = dict(self.static_inputs)
-        values[str(position)] = json.dumps([str(v) for v in np.asarray(value).ravel().tolist()])
+        value = np.asarray(value)
+        if value.dtype == bool:  # stored as 0/1 (a Compress condition), which reads back as integers
+            value = value.astype(np.int64)
+        values[str(position)] = json.dumps([str(v) for v in value.ravel().tolist()])
         self.static_inputs = values
 
     def attr(self, name: str, default=None):

@@ -46,6 +46,7 @@ class BenchResult:
     ratio: float
     cold_compile_s: float
     cached_compile_s: float
+    cached_compile_reused_build: bool  # the second compile loaded the first one's native build
     call_overhead_ms: float
     sdflow_peak_rss_mib: float
     total_peak_rss_mib: float
@@ -130,7 +131,7 @@ def benchmark(model: str, shapes: dict | None = None, threads: int = 2, runs: in
     return BenchResult(
         model=model, threads=threads, shapes={n: list(a.shape) for n, a in feeds.items()},
         sdflow_ms=sdflow_ms, onnxruntime_ms=ort_ms, ratio=sdflow_ms / ort_ms, cold_compile_s=cold,
-        cached_compile_s=cached, call_overhead_ms=overhead_ms, sdflow_peak_rss_mib=sdflow_rss,
+        cached_compile_s=cached, cached_compile_reused_build=not compiled.built, call_overhead_ms=overhead_ms, sdflow_peak_rss_mib=sdflow_rss,
         total_peak_rss_mib=_rss_mib(), max_abs_error=max(c.max_abs_error for c in comparisons),
         reference_magnitude=max(c.reference_magnitude for c in comparisons),
         outputs_match=all(c.ok for c in comparisons),

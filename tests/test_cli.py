@@ -70,14 +70,14 @@ def test_run_profile_then_view_with_the_report(transformer_file, tmp_path):
 
 def test_inspect_lists_ops_parameters_and_unsupported(helpers, tmp_path):
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
-             helper.make_node("Selu", ["m"], ["a"], name="selu"), helper.make_node("Relu", ["a"], ["y"])]
+             helper.make_node("Det", ["m"], ["a"], name="det"), helper.make_node("Relu", ["a"], ["y"])]
     path = tmp_path / "partial.onnx"
     onnx.save(helpers.make_model(nodes, [("x", np.float32, ["batch", 4])], [("y", np.float32, ["batch", 2])],
                                  {"w": np.ones((4, 2), np.float32)}), path)
     out = sdflow("inspect", path).stdout
     assert "input  x: float[batch,4]" in out and "output y: float[batch,2]" in out
     assert "parameters: 8 in 1 tensors" in out
-    assert "Selu  UNSUPPORTED" in out and "ai.onnx::Selu (opset 17): selu" in out
+    assert "Det  UNSUPPORTED" in out and "ai.onnx::Det (opset 17): det" in out
 
 
 def test_inspect_ir(transformer_file):

@@ -1,10 +1,10 @@
 """Index-remapping ops as one parallel map over the output whose tasklet reads the input through a pointer at a
-computed offset: Tile, Pad, Trilu, DepthToSpace, SpaceToDepth, OneHot; EyeLike writes without reading; Hardmax
-runs one loop per row; Dropout (inference) copies."""
+computed offset: Tile, Pad, Trilu, DepthToSpace, SpaceToDepth, OneHot, CenterCropPad, Compress; EyeLike writes
+without reading; Hardmax runs one loop per row; Dropout (inference) copies; Scatter* and TopK loop per row."""
 from __future__ import annotations
 
 from sdflow.ir.ops._base import normalize_axis
-from sdflow.ir.ops.remap import OneHot as OneHotOp, pad_amounts
+from sdflow.ir.ops.remap import OneHot as OneHotOp, center_crop_pad_offsets, compress_indices, pad_amounts
 from ._expansion import Ctx, add_map, cexpr, contiguous_strides, expansion, index_ranges, product
 
 
@@ -230,3 +230,27 @@ for (int64_t j_ = 0; j_ < {k}; ++j_) {{ {writes} }}
             {name: f"{connector}[{out_subset}]" for name, connector in outputs.items()},
             pointers=["x", *outputs])
     return sdfg
+
+
+@expansion("CenterCropPad")
+def center_crop_pad(ctx: Ctx):
+    in_shape = ctx.shape(ctx.connector("in", 0))
+    sizes = [int(s) for s in ctx.static(1).ravel()]
+    _, offsets = center_crop_pad_offsets(ctx.node, in_shape, sizes)
+    sources = [f"((int64_t)i{k} + {o})" for k, o in enumerate(offsets)]
+    inside = " && ".join(f"{s} >= 0 && {s} < {cexpr(d)}" for s, d in zip(sources, in_shape)) or "true"
+    ctype = ctx.desc(ctx.connector("out", 0)).dtype.ctype
+    return _remap(ctx, f"y = ({inside}) ? x[{_offset(sources, in_shape)}] : ({ctype})0;")
+
+
+@expansion("Compress")
+def compress(ctx: Ctx):
+    in_shape = ctx.shape(ctx.connector("in", 0))
+    picked = compress_indices(ctx.static(1))
+    table = "static const int64_t pick_[] = {" + ", ".join(map(str, picked or [0])) + "};"
+    axis = ctx.node.attr("axis")
+    if axis is None:  # over the flattened input
+        return _remap(ctx, f"{table} y = x[pick_[i0]];")
+    axis = normalize_axis(axis, len(in_shape))
+    sources = [f"pick_[i{k}]" if k == axis else f"i{k}" for k in range(len(in_shape))]
+    return _remap(ctx, f"{table} y = x[{_offset(sources, in_shape)}];")

@@ -61,4 +61,4 @@ class SoftmaxCrossEntropyLoss(Op):
         x = scores.astype(np.float64)
         shifted = x - x.max(axis=1, keepdims=True)
         log_prob = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return [nll_reference(node, log_prob, labels, weights), log_prob.astype(scores.dtype)]
+        return [nll_reference(node, log_prob, labels, weights).astype(scores.dtype), log_prob.astype(scores.dtype)]

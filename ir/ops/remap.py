@@ -1,5 +1,6 @@
-"""Ops whose every output element copies one input element (or a constant) found by index arithmetic: Tile, Pad,
-Trilu, DepthToSpace, SpaceToDepth, EyeLike, OneHot, Hardmax, Dropout (inference)."""
+"""Ops whose output elements copy input elements (or constants) found by index arithmetic: Tile, Pad, Trilu,
+DepthToSpace, SpaceToDepth, EyeLike, OneHot, Hardmax, Dropout (inference), CenterCropPad, Compress, and the
+scattering and selecting ScatterElements, ScatterND, TopK."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ from ..errors import ShapeInferenceError
 from ..types import TensorType, numpy_dtype
 from ._base import Op, normalize_axis, op, same_as_input, static_int_list
 
-__all__ = ["pad_amounts"]
+__all__ = ["pad_amounts", "center_crop_pad_offsets", "compress_indices"]
 
 
 @op("Tile", since=13)
@@ -256,3 +257,63 @@ class TopK(Op):
         order = np.argsort(keys, axis=axis, kind="stable")
         indices = np.take(order, np.arange(k), axis=axis)
         return [np.take_along_axis(x, indices, axis=axis), indices.astype(np.int64)]
+
+
+def center_crop_pad_offsets(node, in_shape, sizes) -> tuple[list, list]:
+    """(output shape, per-axis offset: output index + offset = input index) of a CenterCropPad."""
+    rank = len(in_shape)
+    axes = node.attr("axes")
+    axes = list(range(rank)) if not axes else [normalize_axis(a, rank) for a in axes]
+    out_shape, offsets = list(in_shape), [0] * rank
+    for axis, size in zip(axes, sizes):
+        dim = in_shape[axis]
+        out_shape[axis] = size
+        offsets[axis] = (dim - size) // 2 if size <= dim else -((size - dim) // 2)
+    return out_shape, offsets
+
+
+@op("CenterCropPad", since=18)
+class CenterCropPad(Op):
+    value_inputs = (1, )
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        out_shape, _ = center_crop_pad_offsets(node, inputs[0].shape, static_int_list(values[1], "CenterCropPad shape"))
+        return [TensorType(inputs[0].dtype, out_shape)]
+
+    @classmethod
+    def reference(cls, node, x, shape):
+        out_shape, offsets = center_crop_pad_offsets(node, x.shape, [int(s) for s in shape])
+        out = np.zeros(out_shape, x.dtype)
+        source = tuple(slice(max(0, o), max(0, o) + min(d, n - max(0, -o)) if o >= 0 else None)
+                       for o, d, n in zip(offsets, x.shape, out_shape))
+        target = tuple(slice(max(0, -o), max(0, -o) + min(d - max(0, o), n)) for o, d, n in zip(offsets, x.shape,
+                                                                                                 out_shape))
+        out[target] = x[tuple(slice(max(0, o), max(0, o) + (t.stop - t.start)) for o, t in zip(offsets, target))]
+        return [out]
+
+
+def compress_indices(condition) -> list[int]:
+    return [int(i) for i in np.flatnonzero(np.asarray(condition).astype(bool))]
+
+
+@op("Compress", since=11)
+class Compress(Op):
+    """The slices along ``axis`` (the flattened input without one) where the condition holds. The condition
+    must be known at compile time (value_inputs='specialize' compiles one build per condition)."""
+
+    value_inputs = (1, )
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        count = len(compress_indices(values[1]))
+        x = inputs[0]
+        if node.attr("axis") is None:
+            return [TensorType(x.dtype, [count])]
+        axis = normalize_axis(node.attr("axis"), x.rank)
+        return [TensorType(x.dtype, [count if a == axis else d for a, d in enumerate(x.shape)])]
+
+    @classmethod
+    def reference(cls, node, x, condition):
+        axis = node.attr("axis")
+        return [np.compress(np.asarray(condition).astype(bool), x, axis=axis)]

@@ -19,7 +19,8 @@ def test_run_py_on_a_reduced_model(helpers, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     (record, ) = json.loads((tmp_path / "performance.json").read_text())
     assert record["outputs_match"] and record["sdflow_ms"] > 0 and record["onnxruntime_ms"] > 0
-    assert record["cold_compile_s"] > record["cached_compile_s"] > 0
+    # No timing order is asserted (a loaded machine can make a cache load slower than a lucky build).
+    assert record["cold_compile_s"] > 0 and record["cached_compile_s"] > 0 and record["cached_compile_reused_build"]
     assert record["top_ops"] and record["top_ops"][0]["op_type"] == "Conv"
     table = (tmp_path / "performance.md").read_text()
     assert "| resnet18 | image 1x3x224x224 |" in table and "reduced-depth" in table

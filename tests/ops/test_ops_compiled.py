@@ -207,6 +207,14 @@ CASES = [
                       inits={"s": np.array(0.1, F), "z": np.array(128, np.uint8)}), id="DequantizeLinear"),
     pytest.param(case("DynamicQuantizeLinear", [("x", F, ["N", 4])],
                       [("y", np.uint8, ["N", 4]), ("s", F, []), ("z", np.uint8, [])]), id="DynamicQuantizeLinear"),
+    pytest.param(case("Einsum", [("a", F, ["N", 2, 3]), ("b", F, ["N", 3, 4])], [("y", F, ["N", 4, 2])],
+                      {"equation": "bij, bjk -> bki"}), id="Einsum-batch-matmul-transposed"),
+    pytest.param(case("Einsum", [("a", F, ["N", 3, 3])], [("y", F, ["N", 3])], {"equation": "...ii->...i"}),
+                 id="Einsum-ellipsis-diagonal"),
+    pytest.param(case("CenterCropPad", [("x", F, ["N", 5, 4])], [("y", F, ["N", 3, 7])],
+                      {"axes": [1, 2]}, inits={"shape": np.array([3, 7], I)}, opset=18), id="CenterCropPad"),
+    pytest.param(case("Compress", [("x", F, ["N", 4])], [("y", F, ["N", 2])], {"axis": 1},
+                      inits={"keep": np.array([True, False, False, True])}), id="Compress"),
     pytest.param(case("Gather", [("data", F, [10, 4]), ("idx", I, ["N", 3])], [("y", F, ["N", 3, 4])],
                       {"axis": 0}), id="Gather-embedding"),
     pytest.param(case("Gather", [("data", F, ["N", 5, 4])], [("y", F, ["N", 4])], {"axis": 1},
@@ -285,20 +293,22 @@ def _build(spec, helpers):
 
 
 @pytest.mark.parametrize("spec", CASES)
+def random_feeds(spec, graph_inputs, helpers, rng, batch: int) -> dict:
+    """Random inputs for a case, the symbolic dim N set to ``batch``; index inputs in their valid ranges."""
+    feeds = {}
+    for name, dtype, dims in graph_inputs:
+        shape = [batch if d == "N" else d for d in dims]
+        feeds[name] = helpers.random_array(rng, dtype, shape, positive=name in spec["positive"])
+        if spec["op"] == "Gather" and name == "idx":
+            feeds[name] = rng.integers(-10, 10, shape).astype(np.int64)
+        if spec["op"].endswith("Loss") and name == "t":  # class ids (1 is also the ignored one above)
+            feeds[name] = rng.integers(0, 3, shape).astype(np.int64)
+    return feeds
+
+
 def test_op_matches_onnxruntime(spec, helpers, rng):
     model, graph_inputs = _build(spec, helpers)
-    feeds_list = []
-    for batch in (2, 3):
-        feeds = {}
-        for name, dtype, dims in graph_inputs:
-            shape = [batch if d == "N" else d for d in dims]
-            feeds[name] = helpers.random_array(rng, dtype, shape, positive=name in spec["positive"])
-            if spec["op"] == "Gather" and name == "idx":
-                feeds[name] = rng.integers(-10, 10, shape).astype(np.int64)
-            if spec["op"].endswith("Loss") and name == "t":  # class ids (1 is also the ignored one above)
-                feeds[name] = rng.integers(0, 3, shape).astype(np.int64)
-        feeds_list.append(feeds)
-    helpers.check_against_ort(model, feeds_list)
+    helpers.check_against_ort(model, [random_feeds(spec, graph_inputs, helpers, rng, batch) for batch in (2, 3)])
 
 
 def test_constant_and_constant_of_shape(helpers, rng):

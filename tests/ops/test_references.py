@@ -20,12 +20,7 @@ _spec.loader.exec_module(_cases)
 @pytest.mark.parametrize("spec", _cases.CASES)
 def test_reference_matches_onnxruntime(spec, helpers, rng):
     model, graph_inputs = _cases._build(spec, helpers)
-    feeds = {}
-    for name, dtype, dims in graph_inputs:
-        shape = [3 if d == "N" else d for d in dims]
-        feeds[name] = helpers.random_array(rng, dtype, shape, positive=name in spec["positive"])
-        if spec["op"] == "Gather" and name == "idx":
-            feeds[name] = rng.integers(-10, 10, shape).astype(np.int64)
+    feeds = _cases.random_feeds(spec, graph_inputs, helpers, rng, batch=3)
     got = interpret(import_model(model), feeds)
     for name, expected in run_onnxruntime(model, feeds).items():
         assert got[name].shape == expected.shape and got[name].dtype == expected.dtype, name
