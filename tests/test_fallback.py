@@ -16,25 +16,24 @@ F = np.float32
 
 @pytest.fixture
 def model(helpers, rng):
-    # MatMul -> Einsum (unsupported) -> Reshape -> Relu; the last part also reads x for a Shape nobody uses, so
-    # after dead-node elimination x is an input that part does not read.
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]),
-             helper.make_node("Einsum", ["m"], ["t"], name="transpose_by_einsum", equation="ij->ji"),
-             helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["t", "s2"], ["r"]),
-             helper.make_node("Relu", ["r"], ["y"])]
-    return helpers.make_model(nodes, [("x", F, ["n", 4])], [("y", F, ["n", 3])],
-                              {"w": rng.standard_normal((4, 3)).astype(F), "s2": np.array([-1, 3], np.int64)})
+    # MatMul -> Reshape -> Det (unsupported) -> Relu; the last part also reads x for a Shape nobody uses, so after
+    # dead-node elimination x is an input that part does not read.
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Reshape", ["m", "square"], ["r"]),
+             helper.make_node("Det", ["r"], ["d"], name="determinant"),
+             helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Relu", ["d"], ["y"])]
+    return helpers.make_model(nodes, [("x", F, ["n", 4])], [("y", F, ["n"])],
+                              {"w": rng.standard_normal((4, 4)).astype(F), "square": np.array([-1, 2, 2], np.int64)})
 
 
 def test_default_is_an_error_naming_the_node(model):
-    with pytest.raises(sdflow.UnsupportedOpError, match="Einsum.*transpose_by_einsum"):
+    with pytest.raises(sdflow.UnsupportedOpError, match="Det.*determinant"):
         sdflow.compile(model)
 
 
 def test_reference_fallback_matches_onnxruntime_and_names_the_node(model, rng):
     compiled = sdflow.compile(model, fallback="reference")
     assert isinstance(compiled, sdflow.FallbackModel)
-    assert compiled.fallback_nodes == ["transpose_by_einsum (ai.onnx::Einsum)"]
+    assert compiled.fallback_nodes == ["determinant (ai.onnx::Det)"]
     assert [p.fallback for p in compiled.parts] == [False, True, False]
     for n in (2, 5):
         x = rng.standard_normal((n, 4)).astype(F)
@@ -53,7 +52,7 @@ def test_cli_names_the_fallback_nodes(model, tmp_path, capsys):
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
     assert cli_main(["compile", str(path), "--fallback", "reference"]) == 0
-    assert "transpose_by_einsum (ai.onnx::Einsum)" in capsys.readouterr().out
+    assert "determinant (ai.onnx::Det)" in capsys.readouterr().out
     assert cli_main(["inspect", str(path)]) == 0
     assert "with --fallback reference, ONNX Runtime runs these 1 node(s)" in capsys.readouterr().out
     assert cli_main(["run", str(path), "--fallback", "reference", "--random", "--dim", "n=3", "--compare-ort"]) == 0

@@ -292,7 +292,6 @@ def _build(spec, helpers):
     return helpers.make_model([node], graph_inputs, spec["outputs"], spec["inits"], spec["opset"]), graph_inputs
 
 
-@pytest.mark.parametrize("spec", CASES)
 def random_feeds(spec, graph_inputs, helpers, rng, batch: int) -> dict:
     """Random inputs for a case, the symbolic dim N set to ``batch``; index inputs in their valid ranges."""
     feeds = {}
@@ -306,6 +305,7 @@ def random_feeds(spec, graph_inputs, helpers, rng, batch: int) -> dict:
     return feeds
 
 
+@pytest.mark.parametrize("spec", CASES)
 def test_op_matches_onnxruntime(spec, helpers, rng):
     model, graph_inputs = _build(spec, helpers)
     helpers.check_against_ort(model, [random_feeds(spec, graph_inputs, helpers, rng, batch) for batch in (2, 3)])
