@@ -17,7 +17,7 @@ from sdflow.ir import CompileError, Graph, InputError, TensorType, dim_assumptio
 from sdflow.ir.ops import normalize_axis
 from .lowering import nested_label
 
-__all__ = ["CompiledModel", "Outputs", "OpTime", "op_milliseconds"]
+__all__ = ["CompiledModel", "Outputs", "OpTime", "op_milliseconds", "bind_inputs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +25,23 @@ class OpTime:
     label: str
     op_type: str
     milliseconds: float
+
+
+def bind_inputs(names: list[str], args, kwargs, expected: str = "") -> dict:
+    """Inputs given by position and/or by ONNX name -> {name: value}; each name exactly once."""
+    if len(args) > len(names):
+        raise InputError(f"{len(args)} positional inputs given, the model takes {len(names)}: {names}")
+    given = dict(zip(names, args))
+    for key, value in kwargs.items():
+        if key not in names:
+            raise InputError(f"unknown input {key!r}; the model's inputs are {names}")
+        if key in given:
+            raise InputError(f"input {key!r} given both by position and by name")
+        given[key] = value
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise InputError(f"missing input(s) {missing}" + (f"; expected {expected}" if expected else ""))
+    return given
 
 
 def op_milliseconds(report: dict) -> dict[str, float]:
@@ -181,19 +198,7 @@ class CompiledModel:
 
     def _collect(self, args, kwargs) -> dict[str, np.ndarray]:
         """Inputs by IR name, checked for presence, element type, rank and static dims."""
-        if len(args) > len(self._inputs):
-            raise InputError(f"{len(args)} positional inputs given, the model takes {len(self._inputs)}: "
-                             f"{self.input_names}")
-        given = dict(zip(self.input_names, args))
-        for key, value in kwargs.items():
-            if key not in self.input_names:
-                raise InputError(f"unknown input {key!r}; the model's inputs are {self.input_names}")
-            if key in given:
-                raise InputError(f"input {key!r} given both by position and by name")
-            given[key] = value
-        missing = [n for n in self.input_names if n not in given]
-        if missing:
-            raise InputError(f"missing input(s) {missing}; expected {self._describe_inputs()}")
+        given = bind_inputs(self.input_names, args, kwargs, self._describe_inputs())
         arrays = {}
         for onnx_name, name, ttype in self._inputs:
             value = given[onnx_name]

@@ -9,9 +9,9 @@ import dataclasses
 import numpy as np
 import onnx
 
-from sdflow.codegen.runtime import Outputs
+from sdflow.codegen.runtime import Outputs, bind_inputs
 from sdflow.frontends.onnx import unsupported_node_indices
-from sdflow.ir import CompileError, InputError, TensorType
+from sdflow.ir import CompileError, TensorType
 from sdflow.ir.types import make_symbol, numpy_dtype
 
 __all__ = ["FallbackModel", "split_model"]
@@ -100,16 +100,7 @@ class FallbackModel:
                 f"{', '.join(self.fallback_nodes)}>")
 
     def __call__(self, *args, **kwargs) -> Outputs:
-        if len(args) > len(self.input_names):
-            raise InputError(f"{len(args)} inputs given; the model has {len(self.input_names)}")
-        values = dict(zip(self.input_names, args))
-        for name, value in kwargs.items():
-            if name not in self.input_names or name in values:
-                raise InputError(f"input {name!r} is unknown or given twice; inputs are {self.input_names}")
-            values[name] = value
-        missing = [n for n in self.input_names if n not in values]
-        if missing:
-            raise InputError(f"missing input(s) {missing}")
+        values = bind_inputs(self.input_names, args, kwargs)
         for part in self.parts:
             feeds = {name: np.asarray(values[name]) for name in part.inputs}
             if part.fallback:

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sdflow.ir import InputError
+from sdflow.codegen.runtime import bind_inputs
 
 __all__ = ["ValueSpecializedModel", "with_constant_inputs"]
 
@@ -41,16 +41,7 @@ class ValueSpecializedModel:
 
     def build_for(self, *args, **kwargs):
         """The compiled model for these inputs' values (compiled now if new) and the other inputs by name."""
-        given = dict(zip(self.input_names, args))
-        if len(args) > len(self.input_names):
-            raise InputError(f"{len(args)} inputs given; the model has {len(self.input_names)}")
-        for name, value in kwargs.items():
-            if name not in self.input_names or name in given:
-                raise InputError(f"input {name!r} is unknown or given twice; inputs are {self.input_names}")
-            given[name] = value
-        missing = [n for n in self.value_inputs if n not in given]
-        if missing:
-            raise InputError(f"missing input(s) {missing}")
+        given = bind_inputs(self.input_names, args, kwargs)
         values = {n: np.asarray(given.pop(n)) for n in self.value_inputs}
         key = tuple((n, v.dtype.str, v.shape, v.tobytes()) for n, v in values.items())
         if key not in self.builds:

@@ -89,30 +89,45 @@ y = best_;
     return sdfg
 
 
-@expansion("Softmax", "LogSoftmax")
-def softmax(ctx: Ctx):
+def _rows_along_axis(ctx: Ctx, row_code) -> object:
+    """One tasklet per row along the node's ``axis`` (default -1), reading ``x`` and writing ``y`` through
+    pointers to the row; ``row_code(n, stride, dtype)`` gives its C++ (n elements ``stride`` apart)."""
     x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
     shape = ctx.shape(x_conn)
     axis = normalize_axis(ctx.node.attr("axis", -1), len(shape))
-    n, stride = cexpr(shape[axis]), cexpr(contiguous_strides(shape)[axis])
-    dtype = ctx.desc(x_conn).dtype.ctype
-    code = f"""
+    code = row_code(cexpr(shape[axis]), cexpr(contiguous_strides(shape)[axis]), ctx.desc(x_conn).dtype.ctype)
+    subset = _subset(shape, [axis])
+    sdfg, state = ctx.nested()
+    add_map(state, ctx.node.op_type.lower(), index_ranges(shape, skip=[axis]), {"x": f"{x_conn}[{subset}]"}, code,
+            {"y": f"{y_conn}[{subset}]"}, pointers=["x", "y"])
+    return sdfg
+
+
+@expansion("Softmax", "LogSoftmax")
+def softmax(ctx: Ctx):
+    def row(n, stride, dtype):
+        code = f"""
 const int64_t n_ = {n}, s_ = {stride};
 {dtype} m_ = x[0];
 for (int64_t k_ = 1; k_ < n_; ++k_) m_ = std::max(m_, x[k_ * s_]);
 {dtype} sum_ = 0;
 for (int64_t k_ = 0; k_ < n_; ++k_) {{ {dtype} e_ = std::exp(x[k_ * s_] - m_); y[k_ * s_] = e_; sum_ += e_; }}
 """
-    if ctx.node.op_type == "LogSoftmax":
-        code += f"const {dtype} log_sum_ = std::log(sum_);\n"
-        code += "for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] = x[k_ * s_] - m_ - log_sum_;\n"
-    else:
-        code += f"const {dtype} inv_ = ({dtype})1 / sum_;\nfor (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] *= inv_;\n"
-    sdfg, state = ctx.nested()
-    subset = _subset(shape, [axis])
-    add_map(state, "softmax", index_ranges(shape, skip=[axis]), {"x": f"{x_conn}[{subset}]"}, code,
-            {"y": f"{y_conn}[{subset}]"}, pointers=["x", "y"])
-    return sdfg
+        if ctx.node.op_type == "LogSoftmax":
+            return code + (f"const {dtype} log_sum_ = std::log(sum_);\n"
+                           "for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] = x[k_ * s_] - m_ - log_sum_;\n")
+        return code + (f"const {dtype} inv_ = ({dtype})1 / sum_;\n"
+                       "for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] *= inv_;\n")
+    return _rows_along_axis(ctx, row)
+
+
+@expansion("Hardmax")
+def hardmax(ctx: Ctx):
+    return _rows_along_axis(ctx, lambda n, stride, dtype: f"""
+int64_t best_ = 0;
+for (int64_t k_ = 1; k_ < {n}; ++k_) if (x[k_ * {stride}] > x[best_ * {stride}]) best_ = k_;
+for (int64_t k_ = 0; k_ < {n}; ++k_) y[k_ * {stride}] = k_ == best_ ? ({dtype})1 : ({dtype})0;
+""")
 
 
 @expansion("LayerNormalization", "RMSNormalization")
@@ -220,21 +235,11 @@ for (int64_t k_ = 0; k_ < n_; ++k_) {{
 
 @expansion("LpNormalization")
 def lp_normalization(ctx: Ctx):
-    x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
-    shape = ctx.shape(x_conn)
-    axis = normalize_axis(ctx.node.attr("axis", -1), len(shape))
-    n, stride = cexpr(shape[axis]), cexpr(contiguous_strides(shape)[axis])
-    dtype = ctx.desc(x_conn).dtype.ctype
-    term = "std::fabs(v_)" if ctx.node.attr("p", 2) == 1 else "v_ * v_"
-    finish = "norm_" if ctx.node.attr("p", 2) == 1 else "std::sqrt(norm_)"
-    code = f"""
+    l1 = ctx.node.attr("p", 2) == 1
+    term, finish = ("std::fabs(v_)", "norm_") if l1 else ("v_ * v_", "std::sqrt(norm_)")
+    return _rows_along_axis(ctx, lambda n, stride, dtype: f"""
 double norm_ = 0;
 for (int64_t k_ = 0; k_ < {n}; ++k_) {{ const double v_ = x[k_ * {stride}]; norm_ += {term}; }}
 norm_ = {finish};
 for (int64_t k_ = 0; k_ < {n}; ++k_) y[k_ * {stride}] = ({dtype})(norm_ == 0 ? 0.0 : x[k_ * {stride}] / norm_);
-"""
-    subset = _subset(shape, [axis])
-    sdfg, state = ctx.nested()
-    add_map(state, "lp_normalization", index_ranges(shape, skip=[axis]), {"x": f"{x_conn}[{subset}]"}, code,
-            {"y": f"{y_conn}[{subset}]"}, pointers=["x", "y"])
-    return sdfg
+""")

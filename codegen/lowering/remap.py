@@ -1,6 +1,6 @@
 """Index-remapping ops as one parallel map over the output whose tasklet reads the input through a pointer at a
 computed offset: Tile, Pad, Trilu, DepthToSpace, SpaceToDepth, OneHot, CenterCropPad, Compress; EyeLike writes
-without reading; Hardmax runs one loop per row; Dropout (inference) copies; Scatter* and TopK loop per row."""
+without reading; Dropout (inference) copies; Scatter* loop over the indices; TopK sorts per row."""
 from __future__ import annotations
 
 from sdflow.ir.ops._base import normalize_axis
@@ -126,25 +126,6 @@ def one_hot(ctx: Ctx):
     code = (f"int64_t h_ = (int64_t)x[{_offset(position, indices_shape)}]; if (h_ < 0) h_ += {depth};\n"
             f"y = (h_ == (int64_t)i{axis}) ? v[1] : v[0];")
     return _remap(ctx, code, {"v": 2})
-
-
-@expansion("Hardmax")
-def hardmax(ctx: Ctx):
-    x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
-    shape = ctx.shape(x_conn)
-    axis = normalize_axis(ctx.node.attr("axis", -1), len(shape))
-    n, stride = cexpr(shape[axis]), cexpr(contiguous_strides(shape)[axis])
-    dtype = ctx.desc(x_conn).dtype.ctype
-    code = f"""
-int64_t best_ = 0;
-for (int64_t k_ = 1; k_ < {n}; ++k_) if (x[k_ * {stride}] > x[best_ * {stride}]) best_ = k_;
-for (int64_t k_ = 0; k_ < {n}; ++k_) y[k_ * {stride}] = k_ == best_ ? ({dtype})1 : ({dtype})0;
-"""
-    subset = ", ".join(f"0:{d}" if k == axis else f"i{k}" for k, d in enumerate(shape))
-    sdfg, state = ctx.nested()
-    add_map(state, "hardmax", index_ranges(shape, skip=[axis]), {"x": f"{x_conn}[{subset}]"}, code,
-            {"y": f"{y_conn}[{subset}]"}, pointers=["x", "y"])
-    return sdfg
 
 
 @expansion("Dropout")

@@ -95,6 +95,16 @@ class LogSoftmax(Softmax):
         return [(shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(x.dtype)]
 
 
+@op("Hardmax", since=13)
+class Hardmax(Softmax):
+    @classmethod
+    def reference(cls, node, x):
+        axis = normalize_axis(node.attr("axis", -1), x.ndim)
+        winner = np.expand_dims(np.argmax(x, axis=axis), axis)
+        return [(np.arange(x.shape[axis]).reshape([-1 if a == axis else 1 for a in range(x.ndim)]) == winner)
+                .astype(x.dtype)]
+
+
 class ArgReduce(Op):
     """ArgMax/ArgMin: int64 indices along ``axis``; ties give the first index unless select_last_index."""
 

@@ -1,6 +1,6 @@
 """Ops whose output elements copy input elements (or constants) found by index arithmetic: Tile, Pad, Trilu,
-DepthToSpace, SpaceToDepth, EyeLike, OneHot, Hardmax, Dropout (inference), CenterCropPad, Compress, and the
-scattering and selecting ScatterElements, ScatterND, TopK."""
+DepthToSpace, SpaceToDepth, EyeLike, OneHot, Dropout (inference), CenterCropPad, Compress, and the scattering and
+selecting ScatterElements, ScatterND, TopK."""
 from __future__ import annotations
 
 import numpy as np
@@ -163,21 +163,6 @@ class OneHot(Op):
         return [np.where(hot, values[1], values[0]).astype(values.dtype)]
 
 
-@op("Hardmax", since=13)
-class Hardmax(Op):
-    @classmethod
-    def infer(cls, node, inputs, values):
-        normalize_axis(node.attr("axis", -1), inputs[0].rank)
-        return [same_as_input(inputs)]
-
-    @classmethod
-    def reference(cls, node, x):
-        axis = normalize_axis(node.attr("axis", -1), x.ndim)
-        winner = np.expand_dims(np.argmax(x, axis=axis), axis)
-        return [(np.arange(x.shape[axis]).reshape([-1 if a == axis else 1 for a in range(x.ndim)]) == winner)
-                .astype(x.dtype)]
-
-
 @op("Dropout", since=13)
 class Dropout(Op):
     """Inference: the output is the input and the mask all true; training_mode=True is refused."""
@@ -285,11 +270,13 @@ class CenterCropPad(Op):
     def reference(cls, node, x, shape):
         out_shape, offsets = center_crop_pad_offsets(node, x.shape, [int(s) for s in shape])
         out = np.zeros(out_shape, x.dtype)
-        source = tuple(slice(max(0, o), max(0, o) + min(d, n - max(0, -o)) if o >= 0 else None)
-                       for o, d, n in zip(offsets, x.shape, out_shape))
-        target = tuple(slice(max(0, -o), max(0, -o) + min(d - max(0, o), n)) for o, d, n in zip(offsets, x.shape,
-                                                                                                 out_shape))
-        out[target] = x[tuple(slice(max(0, o), max(0, o) + (t.stop - t.start)) for o, t in zip(offsets, target))]
+        source, target = [], []
+        for offset, dim, size in zip(offsets, x.shape, out_shape):
+            first_in, first_out = max(0, offset), max(0, -offset)
+            length = min(dim - first_in, size - first_out)
+            source.append(slice(first_in, first_in + length))
+            target.append(slice(first_out, first_out + length))
+        out[tuple(target)] = x[tuple(source)]
         return [out]
 
 
