@@ -13,6 +13,8 @@ import os
 import re
 import time
 
+from sdflow.ir.errors import SdflowError
+
 __all__ = ["CaseResult", "STATUSES", "load_cases", "case_ops", "run_case", "run_cases", "representative_slice",
            "format_summary", "format_markdown", "write_json"]
 
@@ -162,9 +164,16 @@ def run_cases(ops: dict[str, str], pattern: str | None = None, jobs: int = 2, ti
         if progress:
             progress(case_result, len(results), len(names))
 
+    failed_starts = []
+
     def fail(connection, why):
         process, name, stage, started = workers.pop(connection)
         process.kill()
+        if name is None:
+            failed_starts.append(why)
+            if len(failed_starts) >= 3:  # a broken installation, not a case: do not restart forever
+                raise SdflowError(f"conformance workers die before running a case ({why}); check that "
+                                  "`python -c 'import sdflow.conformance'` works")
         if name is not None:
             status = "compile error" if stage == "compile" else "runtime error"
             finish_case = CaseResult(name, ops[name], status, f"{why} during {stage}",
