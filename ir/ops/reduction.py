@@ -72,13 +72,17 @@ for _name in REDUCE_OPS:
     globals()[_name] = op(_name, since=13)(type(_name, (Reduce, ), {}))
 
 
-@op("Softmax", since=13)
-class Softmax(Op):
+class AlongAxis(Op):
+    """Ops that work along ``axis`` (default -1) and keep their input's type."""
+
     @classmethod
     def infer(cls, node, inputs, values):
         normalize_axis(node.attr("axis", -1), inputs[0].rank)
         return [same_as_input(inputs)]
 
+
+@op("Softmax", since=13)
+class Softmax(AlongAxis):
     @classmethod
     def reference(cls, node, x):
         axis = node.attr("axis", -1)
@@ -156,13 +160,8 @@ class LayerNormalization(Op):
 
 
 @op("RMSNormalization", since=23)
-class RMSNormalization(Op):
+class RMSNormalization(AlongAxis):
     """x / sqrt(mean(x^2 over axis..) + epsilon) * scale."""
-
-    @classmethod
-    def infer(cls, node, inputs, values):
-        normalize_axis(node.attr("axis", -1), inputs[0].rank)
-        return [same_as_input(inputs)]
 
     @classmethod
     def reference(cls, node, x, scale):
