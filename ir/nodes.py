@@ -69,20 +69,28 @@ class OpNode(LibraryNode):
         return result
 
     def static_input(self, position: int):
-        """The compile-time value of input ``position`` as a numpy array (ints or sympy objects), or None."""
+        """The compile-time value of input ``position`` as a numpy array of its element type (sympy objects
+        where symbolic), or None."""
         text = self.static_inputs.get(str(position))
         if text is None:
             return None
-        items = [to_dim(v) for v in json.loads(text)]
-        dtype = np.int64 if all(isinstance(v, int) for v in items) else object
-        return np.array(items, dtype=dtype)
+        entry = json.loads(text)
+        if isinstance(entry, list):  # graphs saved before element types were recorded
+            entry = {"dtype": "int64", "values": entry}
+        if entry["dtype"].startswith("float"):
+            return np.array([float(v) for v in entry["values"]], dtype=entry["dtype"])
+        items = [to_dim(v) for v in entry["values"]]
+        if all(isinstance(v, int) for v in items):
+            return np.array(items, dtype=entry["dtype"] if entry["dtype"] != "object" else np.int64)
+        return np.array(items, dtype=object)
 
     def set_static_input(self, position: int, value) -> None:
         values = dict(self.static_inputs)
         value = np.asarray(value)
         if value.dtype == bool:  # stored as 0/1 (a Compress condition), which reads back as integers
             value = value.astype(np.int64)
-        values[str(position)] = json.dumps([str(v) for v in value.ravel().tolist()])
+        values[str(position)] = json.dumps({"dtype": value.dtype.name,
+                                            "values": [str(v) for v in value.ravel().tolist()]})
         self.static_inputs = values
 
     def attr(self, name: str, default=None):

@@ -251,12 +251,30 @@ def format_markdown(results, command: str) -> str:
             f"{reason} {count}" for reason, count in excluded.most_common()) + ".", ""]
     wrong = [r for r in results if r.status == "wrong result"]
     out += ["## Wrong results", ""] + ([f"- `{r.name}` ({r.op}): {r.detail}" for r in wrong] or ["None."]) + [""]
-    out += ["## Per op", "", "| op | cases | pass | wrong | compile error | runtime error | unsupported | excluded |",
+    from sdflow.zoo import REAL_MODEL_OPS
+    out += ["## Ops the real models use", "",
+            f"The {len(REAL_MODEL_OPS)} op types of the exported ResNet-18, MobileNetV2, BERT, GPT-2 and MiniLM "
+            "(`sdflow.zoo.REAL_MODEL_OPS`): their node tests that do not pass, and why.", ""]
+    for op in REAL_MODEL_OPS:
+        cases = [r for r in results if r.op == op]
+        excluded = collections.Counter(r.detail for r in cases if r.status == "excluded")
+        line = f"- **{op}**: {sum(r.status == 'pass' for r in cases)} of {len(cases)} pass"
+        if excluded:
+            line += "; excluded: " + ", ".join(f"{reason} {count}" for reason, count in excluded.most_common())
+        out.append(line)
+        out += [f"  - `{r.name}`: {r.status} — {_first_line(r.detail)}" for r in cases
+                if r.status not in ("pass", "excluded")]
+    out += ["", "## Per op", "", "| op | cases | pass | wrong | compile error | runtime error | unsupported | excluded |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for op in sorted(per_op):
         c = per_op[op]
         out.append(f"| {op} | {sum(c.values())} | " + " | ".join(str(c[s]) for s in STATUSES) + " |")
     return "\n".join(out) + "\n"
+
+
+def _first_line(text: str, limit: int = 160) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[:limit] + " ..."
 
 
 def write_json(results, path) -> None:

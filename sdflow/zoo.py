@@ -21,6 +21,12 @@ import os
 import pathlib
 
 MODELS = ("resnet18", "mobilenet_v2", "bert", "gpt2", "minilm")
+# The ONNX op types these exports contain (full and reduced alike); tests/models checks it against the exports.
+REAL_MODEL_OPS = ("Add", "And", "Cast", "Clip", "Concat", "Conv", "CumSum", "Div", "Equal", "Expand", "Gather",
+                  "GatherElements", "GatherND", "Gelu", "Gemm", "GreaterOrEqual", "LayerNormalization", "LessOrEqual",
+                  "MatMul", "Max", "MaxPool", "Mul", "Not", "Pow", "Range", "ReduceMean", "ReduceSum", "Relu",
+                  "Reshape", "Shape", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose",
+                  "Unsqueeze", "Where")
 SEQUENCE = 128
 
 

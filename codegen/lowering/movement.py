@@ -184,9 +184,11 @@ def gather_nd(ctx: Ctx):
 def range_(ctx: Ctx):
     target = ctx.connector("out", 0)
     start, _, delta = RangeOp.bounds([ctx.static(p) for p in range(3)])
+    literal = repr if isinstance(start, float) else cexpr
+    ctype = ctx.desc(target).dtype.ctype
     sdfg, state = ctx.nested()
-    add_map(state, "range", index_ranges(ctx.shape(target)), {}, f"y = {cexpr(start)} + i0 * {cexpr(delta)};",
-            {"y": f"{target}[i0]"})
+    add_map(state, "range", index_ranges(ctx.shape(target)), {},
+            f"y = ({ctype})({literal(start)} + i0 * {literal(delta)});", {"y": f"{target}[i0]"})
     return sdfg
 
 

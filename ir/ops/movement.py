@@ -394,17 +394,23 @@ class Range(Op):
 
     @classmethod
     def bounds(cls, values) -> list:
-        """[start, limit, delta], ints or symbolic; only integer Ranges have a compile-time length."""
-        if any(v is None or np.asarray(v).dtype.kind not in "iuO" for v in values):
-            raise ShapeInferenceError("Range: integer start, limit and delta must be known at compile time")
+        """[start, limit, delta]: ints (possibly symbolic) or floats, all known at compile time."""
+        if any(v is None for v in values):
+            raise ShapeInferenceError("Range: start, limit and delta must be known at compile time")
+        if any(np.asarray(v).dtype.kind == "f" for v in values):
+            return [float(np.asarray(v).ravel()[0]) for v in values]
         return [static_int_list(v, "Range's start/limit/delta")[0] for v in values]
 
     @classmethod
     def infer(cls, node, inputs, values):
         start, limit, delta = cls.bounds(values[:3])
-        count = sympy.ceiling(sympy.Integer(1) * (limit - start) / delta)
-        count = max(int(count), 0) if count.is_Integer else to_dim(count)
-        dtype = inputs[0].dtype if inputs[0] is not None else np.dtype(np.int64)
+        if isinstance(start, float):
+            count = max(int(np.ceil((limit - start) / delta)), 0)
+        else:
+            count = sympy.ceiling(sympy.Integer(1) * (limit - start) / delta)
+            count = max(int(count), 0) if count.is_Integer else to_dim(count)
+        # The element type of start: its tensor's, or its folded value's once fold-shape-inputs took it in.
+        dtype = inputs[0].dtype if inputs[0] is not None else np.asarray(values[0]).dtype
         return [TensorType(dtype, [count])]
 
     @classmethod

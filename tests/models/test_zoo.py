@@ -55,3 +55,12 @@ def test_zoo_model_matches_onnxruntime(name, helpers, rng):
                                                                                                     axis=-1))
                 assert cosine.min() >= 0.99999, cosine
     assert native_builds() == builds, "a second shape triggered a rebuild"
+
+
+def test_real_model_ops_lists_what_the_exports_contain():
+    import onnx
+    used = set()
+    for name in zoo.MODELS:
+        model = onnx.load(zoo.export(name, reduced=not FULL), load_external_data=False)
+        used |= {node.op_type for node in model.graph.node}
+    assert used == set(zoo.REAL_MODEL_OPS)

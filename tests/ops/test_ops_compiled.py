@@ -215,6 +215,11 @@ CASES = [
                       {"axes": [1, 2]}, inits={"shape": np.array([3, 7], I)}, opset=18), id="CenterCropPad"),
     pytest.param(case("Compress", [("x", F, ["N", 4])], [("y", F, ["N", 2])], {"axis": 1},
                       inits={"keep": np.array([True, False, False, True])}), id="Compress"),
+    # Range writing a graph output (so it is compiled, not folded): int32 and float element types.
+    pytest.param(case("Range", [], [("y", np.int32, [4])], inits={"start": np.array(10, np.int32),
+                      "limit": np.array(2, np.int32), "delta": np.array(-2, np.int32)}), id="Range-int32"),
+    pytest.param(case("Range", [], [("y", F, [4])], inits={"start": np.array(0.5, F), "limit": np.array(2.3, F),
+                      "delta": np.array(0.5, F)}), id="Range-float"),
     pytest.param(case("Gather", [("data", F, [10, 4]), ("idx", I, ["N", 3])], [("y", F, ["N", 3, 4])],
                       {"axis": 0}), id="Gather-embedding"),
     pytest.param(case("Gather", [("data", F, ["N", 5, 4])], [("y", F, ["N", 4])], {"axis": 1},
