@@ -10,9 +10,8 @@ import numpy as np
 import onnx
 
 from sdflow.codegen.runtime import Outputs, bind_inputs
-from sdflow.frontends.onnx import unsupported_node_indices
+from sdflow.frontends.onnx import unsupported_node_indices, value_info_type
 from sdflow.ir import CompileError, TensorType
-from sdflow.ir.types import make_symbol, numpy_dtype
 
 __all__ = ["FallbackModel", "split_model"]
 
@@ -25,13 +24,6 @@ class Part:
     outputs: list[str]
     model: onnx.ModelProto
     runner: object = None  # a compiled sdflow model, or an ONNX Runtime session
-
-
-def _tensor_type(value: onnx.ValueInfoProto) -> TensorType:
-    tensor = value.type.tensor_type
-    dims = [d.dim_value if d.HasField("dim_value") else make_symbol(d.dim_param or f"{value.name}_dim{k}")
-            for k, d in enumerate(tensor.shape.dim)]
-    return TensorType(numpy_dtype(tensor.elem_type), dims)
 
 
 def _node_label(node: onnx.NodeProto, index: int) -> str:
@@ -89,11 +81,11 @@ class FallbackModel:
 
     @property
     def input_types(self) -> dict[str, TensorType]:
-        return {name: _tensor_type(v) for v in self.model.graph.input for name in [v.name] if name in self.input_names}
+        return {name: value_info_type(v) for v in self.model.graph.input for name in [v.name] if name in self.input_names}
 
     @property
     def output_types(self) -> dict[str, TensorType]:
-        return {v.name: _tensor_type(v) for v in self.model.graph.output}
+        return {v.name: value_info_type(v) for v in self.model.graph.output}
 
     def __repr__(self) -> str:
         return (f"<FallbackModel {self.model.graph.name}: {len(self.parts)} parts, ONNX Runtime runs "

@@ -8,7 +8,7 @@ import math
 
 from sdflow.ir.ops.attention import attention_dims
 from sdflow.ir.types import TensorType
-from ._expansion import Ctx, add_map, cexpr, expansion, product
+from ._expansion import Ctx, add_map, cexpr, expansion
 
 
 def _ttype(ctx: Ctx, connector) -> TensorType | None:
@@ -18,7 +18,7 @@ def _ttype(ctx: Ctx, connector) -> TensorType | None:
     return TensorType(desc.dtype.as_numpy_dtype(), list(desc.shape))
 
 
-def _mask_offset(mask_shape, total_dims) -> str:
+def _mask_offset(mask_shape) -> str:
     """Offset into a mask right-aligned against (b, h, i, j), broadcasting its size-1 dims."""
     names = ["b", "h", "i", "j"][4 - len(mask_shape):]
     terms, stride = [], "1"
@@ -65,7 +65,7 @@ def attention(ctx: Ctx):
     if mask is not None:
         mask_shape = ctx.shape(mask)
         value = "(mask[moff_] ? 0.0 : -INFINITY)" if ctx.desc(mask).dtype.ctype == "bool" else "(double)mask[moff_]"
-        bias.append(f"if (j < {cexpr(mask_shape[-1])}) {{ const int64_t moff_ = {_mask_offset(mask_shape, 4)}; "
+        bias.append(f"if (j < {cexpr(mask_shape[-1])}) {{ const int64_t moff_ = {_mask_offset(mask_shape)}; "
                     f"b_ += {value}; }} else b_ = -INFINITY;")
     if node.attr("is_causal", 0):
         bias.append(f"if (j > i + {offset}) b_ = -INFINITY;")

@@ -3,7 +3,7 @@ block), DynamicQuantizeLinear as one tasklet (a min/max pass, then the quantizin
 from __future__ import annotations
 
 from sdflow.ir.ops.quantization import INTEGER_LIMITS, scale_index_axes
-from ._expansion import Ctx, add_map, cexpr, contiguous_strides, expansion, index_ranges, product
+from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 
 
 def _scale_subset(ctx: Ctx, x_shape, scale_connector) -> str:

@@ -11,7 +11,7 @@ from sdflow.ir.semantics import semantics_of
 from sdflow.ir.types import make_symbol, numpy_dtype
 from .loader import load_model
 
-__all__ = ["import_model", "unsupported_nodes", "unsupported_node_indices"]
+__all__ = ["import_model", "unsupported_nodes", "unsupported_node_indices", "value_info_type"]
 
 _VARIADIC = onnx.defs.OpSchema.FormalParameterOption.Variadic
 
@@ -22,6 +22,24 @@ def _opsets(model: onnx.ModelProto) -> dict[str, int]:
 
 def _node_name(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
+
+
+def value_info_type(value_info: onnx.ValueInfoProto) -> TensorType:
+    """The TensorType of a graph input or output; unknown dims become symbols named after it."""
+    tensor_type = value_info.type.tensor_type
+    if not value_info.type.HasField("tensor_type"):
+        raise UnsupportedOpError({("", f"input of non-tensor type ({value_info.name})", 0): [value_info.name]})
+    try:
+        dtype = numpy_dtype(tensor_type.elem_type)
+    except ValueError as error:
+        raise ModelLoadError(f"input {value_info.name!r}: {error}") from None
+    dims = []
+    for axis, dim in enumerate(tensor_type.shape.dim):
+        if dim.HasField("dim_value"):
+            dims.append(dim.dim_value)
+        else:
+            dims.append(make_symbol(dim.dim_param or f"{value_info.name}_dim{axis}"))
+    return TensorType(dtype, dims)
 
 
 def unsupported_node_indices(model: onnx.ModelProto) -> list[int]:
@@ -79,7 +97,7 @@ class _Importer:
         initializers = {i.name for i in self.model.graph.initializer}
         for value_info in self.model.graph.input:
             if value_info.name not in initializers:
-                self.tensors[value_info.name] = self.graph.add_input(value_info.name, self._input_type(value_info))
+                self.tensors[value_info.name] = self.graph.add_input(value_info.name, value_info_type(value_info))
         for initializer in self.model.graph.initializer:
             self._constant(initializer.name, onnx.numpy_helper.to_array(initializer))
         for index, node in enumerate(self.model.graph.node):
@@ -90,22 +108,6 @@ class _Importer:
         for output in self.model.graph.output:
             self._output(output.name)
         return self.graph
-
-    def _input_type(self, value_info: onnx.ValueInfoProto) -> TensorType:
-        tensor_type = value_info.type.tensor_type
-        if not value_info.type.HasField("tensor_type"):
-            raise UnsupportedOpError({("", f"input of non-tensor type ({value_info.name})", 0): [value_info.name]})
-        try:
-            dtype = numpy_dtype(tensor_type.elem_type)
-        except ValueError as error:
-            raise ModelLoadError(f"input {value_info.name!r}: {error}") from None
-        dims = []
-        for axis, dim in enumerate(tensor_type.shape.dim):
-            if dim.HasField("dim_value"):
-                dims.append(dim.dim_value)
-            else:
-                dims.append(make_symbol(dim.dim_param or f"{value_info.name}_dim{axis}"))
-        return TensorType(dtype, dims)
 
     def _constant(self, onnx_name: str, value: np.ndarray) -> None:
         name = self.graph.add_constant(onnx_name, value)
