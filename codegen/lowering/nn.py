@@ -1,4 +1,5 @@
-"""Conv (im2col + BLAS GEMM; direct loops for depthwise), MaxPool and AveragePool (parallel over planes)."""
+"""Conv (im2col + BLAS GEMM; direct loops for depthwise); MaxPool, AveragePool and LpPool (1-3 spatial dims,
+parallel over planes)."""
 from __future__ import annotations
 
 from dace.libraries.blas.environments.openblas import OpenBLAS
@@ -111,46 +112,90 @@ def conv(ctx: Ctx):
     return ctx.tasklet(code)
 
 
-def _pool_code(ctx: Ctx, x_shape) -> str:
+def _pool_constants(ctx: Ctx, x_shape) -> str:
+    """C++ constants for a 3-D window (D H W; 1-D and 2-D inputs get leading size-1 axes): sizes D H W, kernel
+    KD KH KW, strides SD SH SW, dilations DD DH DW, leading pads PD PH PW, trailing pads QD QH QW, outputs OD OH OW."""
     kernel = ctx.node.attr("kernel_shape")
-    code = _geometry_constants(ctx, x_shape, kernel, bool(ctx.node.attr("ceil_mode", 0)))
-    is_max = ctx.node.op_type == "MaxPool"
+    geo = window_geometry(ctx.node, list(x_shape[2:]), kernel, bool(ctx.node.attr("ceil_mode", 0)), max_rank=3)
+    lead = 3 - len(kernel)
+    fields = dict(zip(("", "K", "S", "D", "P", "Q", "O"),
+                      ([1] * lead + list(x_shape[2:]), [1] * lead + list(kernel), [1] * lead + geo.strides,
+                       [1] * lead + geo.dilations, [0] * lead + geo.pads_begin, [0] * lead + geo.pads_end,
+                       [1] * lead + geo.out)))
+    values = {f"{prefix}{axis}": value[i] for prefix, value in fields.items() for i, axis in enumerate("DHW")}
+    values["C"] = x_shape[1]
+    return "const int64_t " + ", ".join(f"{k}_ = {cexpr(v)}" for k, v in values.items()) + ";\n"
+
+
+def _pool_code(ctx: Ctx, x_shape) -> str:
+    """The window loop of one (n, c) plane: ``x`` and ``y`` (and ``ind``, MaxPool's indices) point at it."""
+    op_type = ctx.node.op_type
     ctype = ctx.desc(ctx.connector("in", 0)).dtype.ctype
-    init = f"std::numeric_limits<{ctype}>::lowest()" if is_max else "0"
-    update = "acc_ = std::max(acc_, x[ih_ * W_ + iw_]);" if is_max else "acc_ += x[ih_ * W_ + iw_]; ++count_;"
-    if is_max:
-        finish = "y[oh_ * OW_ + ow_] = acc_;"
+    acc_type = "double" if ctype == "double" else "float"
+    p = ctx.node.attr("p", 2) if op_type == "LpPool" else None
+    if op_type == "MaxPool":
+        init = f"std::numeric_limits<{ctype}>::lowest()"
+        update = "if (v_ > acc_) { acc_ = v_; best_ = (id_ * H_ + ih_) * W_ + iw_; "\
+                 "best_cm_ = (iw_ * H_ + ih_) * D_ + id_; }"
+    elif op_type == "AveragePool":
+        init, update = "0", "acc_ += v_; ++count_;"
+    else:  # LpPool
+        init = "0"
+        update = {1: "acc_ += std::abs(v_);", 2: "acc_ += v_ * v_;"}.get(
+            p, f"acc_ += std::pow(std::abs(({acc_type})v_), ({acc_type}){p});")
+    if op_type == "MaxPool":
+        finish = "y[out_] = acc_;"
+        if ctx.connector("out", 1):
+            column_major = ctx.node.attr("storage_order", 0) == 1
+            finish += f" ind[out_] = plane_ * D_ * H_ * W_ + {'best_cm_' if column_major else 'best_'};"
+    elif op_type == "LpPool":
+        root = {1: "acc_", 2: "std::sqrt(acc_)"}.get(p, f"std::pow(acc_, ({acc_type})1 / ({acc_type}){p})")
+        finish = f"y[out_] = ({ctype})({root});"
     elif ctx.node.attr("count_include_pad", 0):
-        finish = ("const int64_t rows_ = std::min(oh_ * SH_ - PT_ + (KH_ - 1) * DH_, H_ + PB_ - 1) - (oh_ * SH_ - PT_) + 1; "
-                  "const int64_t cols_ = std::min(ow_ * SW_ - PL_ + (KW_ - 1) * DW_, W_ + PR_ - 1) - (ow_ * SW_ - PL_) + 1; "
-                  f"y[oh_ * OW_ + ow_] = acc_ / ({ctype})(((rows_ - 1) / DH_ + 1) * ((cols_ - 1) / DW_ + 1));")
+        # Padded positions count, positions past the padding (ceil_mode) do not.
+        counts = [f"((std::min({o}s_ + (K{a}_ - 1) * D{a}_, {a}_ + Q{a}_ - 1) - {o}s_) / D{a}_ + 1)"
+                  for a, o in (("D", "od"), ("H", "oh"), ("W", "ow"))]
+        finish = f"y[out_] = ({ctype})(acc_ / ({acc_type})({' * '.join(counts)}));"
     else:
-        finish = f"y[oh_ * OW_ + ow_] = acc_ / ({ctype})count_;"
-    return code + f"""
-for (int64_t oh_ = 0; oh_ < OH_; ++oh_)
+        finish = f"y[out_] = ({ctype})(acc_ / ({acc_type})count_);"
+    return _pool_constants(ctx, x_shape) + f"""
+const int64_t plane_ = i0 * C_ + i1; (void)plane_;
+for (int64_t od_ = 0; od_ < OD_; ++od_)
+ for (int64_t oh_ = 0; oh_ < OH_; ++oh_)
   for (int64_t ow_ = 0; ow_ < OW_; ++ow_) {{
-    {ctype} acc_ = {init}; int64_t count_ = 0;
-    for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {{
-      const int64_t ih_ = oh_ * SH_ - PT_ + kh_ * DH_;
+    const int64_t ods_ = od_ * SD_ - PD_, ohs_ = oh_ * SH_ - PH_, ows_ = ow_ * SW_ - PW_;
+    const int64_t out_ = (od_ * OH_ + oh_) * OW_ + ow_;
+    {acc_type if op_type != "MaxPool" else ctype} acc_ = {init}; int64_t count_ = 0, best_ = -1, best_cm_ = -1;
+    for (int64_t kd_ = 0; kd_ < KD_; ++kd_) {{
+     const int64_t id_ = ods_ + kd_ * DD_;
+     if (id_ < 0 || id_ >= D_) continue;
+     for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {{
+      const int64_t ih_ = ohs_ + kh_ * DH_;
       if (ih_ < 0 || ih_ >= H_) continue;
       for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {{
-        const int64_t iw_ = ow_ * SW_ - PL_ + kw_ * DW_;
-        if (iw_ >= 0 && iw_ < W_) {{ {update} }}
+        const int64_t iw_ = ows_ + kw_ * DW_;
+        if (iw_ < 0 || iw_ >= W_) continue;
+        const {ctype} v_ = x[(id_ * H_ + ih_) * W_ + iw_];
+        {update}
       }}
+     }}
     }}
-    (void)count_;
+    (void)count_; (void)best_; (void)best_cm_;
     {finish}
   }}
 """
 
 
-@expansion("MaxPool", "AveragePool")
+@expansion("MaxPool", "AveragePool", "LpPool")
 def pool(ctx: Ctx):
-    x, y = ctx.connector("in", 0), ctx.connector("out", 0)
+    x, y, ind = ctx.connector("in", 0), ctx.connector("out", 0), ctx.connector("out", 1)
     x_shape, y_shape = ctx.shape(x), ctx.shape(y)
     spatial = ", ".join(f"0:{d}" for d in x_shape[2:])
     out_spatial = ", ".join(f"0:{d}" for d in y_shape[2:])
     sdfg, state = ctx.nested()
+    outputs = {"y": f"{y}[i0, i1, {out_spatial}]"}
+    if ind:
+        outputs["ind"] = f"{ind}[i0, i1, {out_spatial}]"
     add_map(state, ctx.node.op_type.lower(), index_ranges(x_shape[:2]), {"x": f"{x}[i0, i1, {spatial}]"},
-            _pool_code(ctx, x_shape), {"y": f"{y}[i0, i1, {out_spatial}]"}, pointers=["x", "y"])
+            _pool_code(ctx, x_shape), outputs, pointers=["x", *outputs])
     return sdfg

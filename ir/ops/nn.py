@@ -1,4 +1,4 @@
-"""Convolution, pooling and batch normalisation (NCHW; 1-D and 2-D spatial)."""
+"""Convolution (1-D and 2-D spatial), pooling (1-D to 3-D) and normalisations; NCHW layout."""
 from __future__ import annotations
 
 import dataclasses
@@ -25,10 +25,12 @@ class WindowGeometry:
     out: list
 
 
-def window_geometry(node, spatial, kernel, ceil_mode=False) -> WindowGeometry:
+def window_geometry(node, spatial, kernel, ceil_mode=False, max_rank=2) -> WindowGeometry:
     n = len(spatial)
-    if n not in (1, 2):
-        raise ShapeInferenceError(f"{node.op_type}: only 1-D and 2-D spatial inputs are supported, got {n}-D")
+    if not 1 <= n <= max_rank:
+        raise ShapeInferenceError(f"{node.op_type}: only 1-D to {max_rank}-D spatial inputs are supported, got {n}-D")
+    if len(kernel) != n:
+        raise ShapeInferenceError(f"{node.op_type}: kernel_shape {list(kernel)} does not match {n} spatial dims")
     strides = list(node.attr("strides") or [1] * n)
     dilations = list(node.attr("dilations") or [1] * n)
     pads = list(node.attr("pads") or [0] * (2 * n))
@@ -111,25 +113,44 @@ class Conv(Op):
 
 
 class Pool(Op):
+    """MaxPool / AveragePool / LpPool over 1-3 spatial dims."""
+
     @classmethod
     def geometry(cls, node, x_shape):
-        return window_geometry(node, list(x_shape[2:]), node.attr("kernel_shape"), bool(node.attr("ceil_mode", 0)))
+        return window_geometry(node, list(x_shape[2:]), node.attr("kernel_shape"), bool(node.attr("ceil_mode", 0)),
+                               max_rank=3)
 
     @classmethod
     def infer(cls, node, inputs, values):
-        if len(node.onnx_outputs) > 1 and node.onnx_outputs[1]:
-            raise ShapeInferenceError("MaxPool: the Indices output is not supported")
         x = inputs[0]
-        return [TensorType(x.dtype, list(x.shape[:2]) + cls.geometry(node, x.shape).out)]
+        y = TensorType(x.dtype, list(x.shape[:2]) + cls.geometry(node, x.shape).out)
+        return [y] + [TensorType(np.dtype(np.int64), y.shape)] * (len(node.onnx_outputs) - 1)
 
 
 @op("MaxPool", since=12)
 class MaxPool(Pool):
+    """Optional second output: the flat index (into the whole input) of each maximum; ``storage_order`` 1
+    counts the spatial dims column-major."""
+
     @classmethod
     def reference(cls, node, x):
         geo = cls.geometry(node, x.shape)
-        windows = [w for _, w in _windows(x, geo, -np.inf)]
-        return [np.max(windows, axis=0).astype(x.dtype)]
+        windows = np.stack([w for _, w in _windows(x, geo, -np.inf)])
+        result = [np.max(windows, axis=0).astype(x.dtype)]
+        if len(node.onnx_outputs) > 1:
+            offsets = np.array(list(np.ndindex(*geo.kernel)))
+            best = offsets[np.argmax(windows, axis=0)]  # [..., n] kernel offset of the first maximum
+            n = len(geo.kernel)
+            spatial = x.shape[2:]
+            position = [np.arange(int(geo.out[i])).reshape([-1] + [1] * (n - 1 - i)) * geo.strides[i]
+                        - geo.pads_begin[i] + best[..., i] * geo.dilations[i] for i in range(n)]
+            order = range(n) if node.attr("storage_order", 0) == 0 else reversed(range(n))
+            flat = np.zeros(result[0].shape, np.int64)
+            for i in order:
+                flat = flat * spatial[i] + position[i]
+            plane = np.arange(x.shape[0] * x.shape[1]).reshape(x.shape[:2] + (1, ) * n)
+            result.append(flat + plane * int(np.prod(spatial)))
+        return result
 
 
 @op("AveragePool", since=11)
@@ -142,6 +163,18 @@ class AveragePool(Pool):
         pad_value = 1.0 if node.attr("count_include_pad", 0) else 0.0
         counts = sum(w for _, w in _windows(ones, geo, pad_value, beyond_value=0.0))
         return [(total / counts).astype(x.dtype)]
+
+
+@op("LpPool", since=11)
+class LpPool(Pool):
+    """(sum of |x|^p over the window)^(1/p); padding contributes nothing."""
+
+    @classmethod
+    def reference(cls, node, x):
+        geo = cls.geometry(node, x.shape)
+        p = node.attr("p", 2)
+        total = sum(np.abs(w.astype(np.float64)) ** p for _, w in _windows(x, geo, 0.0))
+        return [(total ** (1.0 / p)).astype(x.dtype)]
 
 
 @op("GlobalAveragePool", since=1)
