@@ -133,7 +133,8 @@ class Ctx:
         return f"_{connector}"
 
     def tasklet(self, code: str, label: str | None = None) -> dace.SDFG:
-        """One C++ tasklet that sees every connector ``c`` as ``ptr(c)``, a pointer to its whole array."""
+        """One C++ tasklet that sees every connector ``c`` as ``ptr(c)``, a pointer to its whole array.
+        (DaCe's code cleaner drops label-like lines such as ``default:``: write if/else chains, not switch.)"""
         sdfg, state = self.nested()
         tasklet = state.add_tasklet(label or self.node.op_type.lower(),
                                     {self.ptr(c): dace.pointer(d.dtype) for c, d in self.inputs.items()},

@@ -1,0 +1,167 @@
+"""Resize as separable passes, one per resampled axis: each pass computes its taps (source index and weight of
+every output position, per ONNX's coordinate transformation and interpolation kernel) once, then streams
+[outer, length, inner] rows in parallel, accumulating in double precision as ONNX's reference does."""
+from __future__ import annotations
+
+from sdflow.ir.ops.sampling import resize_plan
+from sdflow.ir.types import TensorType
+from ._expansion import Ctx, cexpr, expansion, product
+
+# Per-axis taps: fills idx_/wt_ (len_out * n_) and ext_ (len_out; tf_crop_and_resize extrapolation).
+_TAPS = r"""
+auto taps_ = [&](int64_t len_in_, int64_t len_out_, double scale_, double roi_start_, double roi_end_,
+                 std::vector<int64_t>& idx_, std::vector<double>& wt_, std::vector<char>& ext_) -> int64_t {
+  const double small_ = std::min(scale_, 1.0);
+  int64_t n_ = MODE_ == 2 ? 4 : 2;
+  int64_t first_ = 0;
+  if (ANTIALIAS_ && MODE_ == 1) { first_ = (int64_t)std::floor(-1.0 / small_) + 1; n_ = 2 - 2 * first_; }
+  if (ANTIALIAS_ && MODE_ == 2) { first_ = (int64_t)std::floor(-2.0 / small_) + 1; n_ = 2 - 2 * first_; }
+  idx_.assign(len_out_ * n_, 0); wt_.assign(len_out_ * n_, 0.0); ext_.assign(len_out_, 0);
+  const double width_ = scale_ * (double)len_in_;
+  for (int64_t j_ = 0; j_ < len_out_; ++j_) {
+    double x_;
+    if (TRANSFORM_ == 0) {
+      x_ = ((double)j_ + 0.5) / scale_ - 0.5;
+    } else if (TRANSFORM_ == 1) {
+      const double adjust_ = (double)len_out_ / width_, center_ = (double)len_in_ / 2;
+      x_ = center_ * (1 - adjust_) + ((double)j_ + 0.5) / scale_ - 0.5;
+    } else if (TRANSFORM_ == 2) {
+      x_ = width_ == 1 ? -0.5 : ((double)j_ + 0.5) / scale_ - 0.5;
+    } else if (TRANSFORM_ == 3) {
+      x_ = width_ == 1 ? 0.0 : (double)j_ * (double)(len_in_ - 1) / (width_ - 1);
+    } else if (TRANSFORM_ == 4) {
+      x_ = (double)j_ / scale_;
+    } else {  // tf_crop_and_resize
+      x_ = width_ == 1 ? (roi_end_ - roi_start_) * (double)(len_in_ - 1) / 2
+                       : (double)j_ * (roi_end_ - roi_start_) * (double)(len_in_ - 1) / (width_ - 1);
+      x_ += roi_start_ * (double)(len_in_ - 1);
+      ext_[j_] = x_ < 0 || x_ > (double)(len_in_ - 1);
+    }
+    const double floor_ = std::floor(x_);
+    const double r_ = x_ == floor_ ? 1.0 : x_ - floor_;  // in (0, 1]: the left neighbour is preferred
+    double* w_ = wt_.data() + j_ * n_;
+    if (MODE_ == 0) {
+      bool right_;
+      if (x_ == floor_) right_ = true;
+      else if (NEAREST_ == 0) right_ = r_ > 0.5;
+      else if (NEAREST_ == 1) right_ = r_ >= 0.5;
+      else right_ = NEAREST_ == 3;
+      w_[0] = right_ ? 0.0 : 1.0; w_[1] = right_ ? 1.0 : 0.0;
+    } else if (MODE_ == 1 && !ANTIALIAS_) {
+      w_[0] = 1 - r_; w_[1] = r_;
+    } else if (MODE_ == 1) {
+      double sum_ = 0;
+      for (int64_t k_ = 0; k_ < n_; ++k_) {
+        w_[k_] = std::min(1.0, std::max(0.0, 1 - std::abs(((double)(first_ + k_) - r_) * small_)));
+        sum_ += w_[k_];
+      }
+      for (int64_t k_ = 0; k_ < n_; ++k_) w_[k_] /= sum_;
+    } else {
+      auto cubic_ = [](double a_, double t_) {
+        t_ = std::abs(t_);
+        if (t_ <= 1) return ((a_ + 2) * t_ - (a_ + 3)) * t_ * t_ + 1;
+        if (t_ < 2) return ((a_ * t_ - 5 * a_) * t_ + 8 * a_) * t_ - 4 * a_;
+        return 0.0;
+      };
+      if (!ANTIALIAS_) {
+        for (int64_t k_ = 0; k_ < 4; ++k_) w_[k_] = cubic_(CUBIC_A_, (double)(k_ - 1) - r_);
+      } else {
+        double sum_ = 0;
+        for (int64_t k_ = 0; k_ < n_; ++k_) { w_[k_] = cubic_(CUBIC_A_, small_ * ((double)(first_ + k_) - r_)); sum_ += w_[k_]; }
+        for (int64_t k_ = 0; k_ < n_; ++k_) w_[k_] /= sum_;
+      }
+    }
+    // The n_ source positions nearest x_ (ties to the smaller), as ONNX's edge-padded neighbour search.
+    const int64_t pad_ = (n_ + 1) / 2;
+    const double padded_ = x_ + (double)pad_;
+    const int64_t p_ = (int64_t)std::floor(padded_);
+    const double frac_ = padded_ - (double)p_;
+    const int64_t offset_ = n_ % 2 == 0 ? (frac_ == 0 ? -(n_ / 2) : -(n_ / 2) + 1)
+                                        : (frac_ <= 0.5 ? -((n_ - 1) / 2) : -((n_ - 1) / 2) + 1);
+    int64_t* i_ = idx_.data() + j_ * n_;
+    double kept_ = 0;
+    for (int64_t k_ = 0; k_ < n_; ++k_) {
+      i_[k_] = p_ + offset_ + k_ - pad_;
+      if (EXCLUDE_OUTSIDE_ && (i_[k_] < 0 || i_[k_] >= len_in_)) w_[k_] = 0;
+      kept_ += w_[k_];
+      i_[k_] = std::min(std::max<int64_t>(i_[k_], 0), len_in_ - 1);
+    }
+    if (EXCLUDE_OUTSIDE_ && kept_ != 0) for (int64_t k_ = 0; k_ < n_; ++k_) w_[k_] /= kept_;
+  }
+  return n_;
+};
+auto pass_ = [&](const auto* src_, double* dst_, int64_t outer_, int64_t len_in_, int64_t len_out_, int64_t inner_,
+                 double scale_, double roi_start_, double roi_end_) {
+  std::vector<int64_t> idx_; std::vector<double> wt_; std::vector<char> ext_;
+  const int64_t n_ = taps_(len_in_, len_out_, scale_, roi_start_, roi_end_, idx_, wt_, ext_);
+  #pragma omp parallel for collapse(2)
+  for (int64_t o_ = 0; o_ < outer_; ++o_)
+    for (int64_t j_ = 0; j_ < len_out_; ++j_) {
+      double* row_ = dst_ + (o_ * len_out_ + j_) * inner_;
+      if (ext_[j_]) { for (int64_t e_ = 0; e_ < inner_; ++e_) row_[e_] = EXTRAPOLATION_; continue; }
+      for (int64_t e_ = 0; e_ < inner_; ++e_) row_[e_] = 0;
+      for (int64_t k_ = 0; k_ < n_; ++k_) {
+        const double w_ = wt_[j_ * n_ + k_];
+        if (w_ == 0) continue;
+        const auto* from_ = src_ + (o_ * len_in_ + idx_[j_ * n_ + k_]) * inner_;
+        for (int64_t e_ = 0; e_ < inner_; ++e_) row_[e_] += w_ * (double)from_[e_];
+      }
+    }
+};
+"""
+
+_MODES = {"nearest": 0, "linear": 1, "cubic": 2}
+_TRANSFORMS = {"half_pixel": 0, "half_pixel_symmetric": 1, "pytorch_half_pixel": 2, "align_corners": 3,
+               "asymmetric": 4, "tf_crop_and_resize": 5}
+_NEAREST = {"round_prefer_floor": 0, "round_prefer_ceil": 1, "floor": 2, "ceil": 3}
+
+
+def _double(value: float) -> str:
+    return repr(float(value)) if value == value and abs(value) != float("inf") else \
+        ("std::numeric_limits<double>::quiet_NaN()" if value != value else
+         f"{'-' if value < 0 else ''}std::numeric_limits<double>::infinity()")
+
+
+@expansion("Resize")
+def resize(ctx: Ctx):
+    x, y = ctx.connector("in", 0), ctx.connector("out", 0)
+    x_desc = ctx.desc(x)
+    x_type = TensorType(x_desc.dtype.as_numpy_dtype(), ctx.shape(x))
+    plan = resize_plan(ctx.node, x_type, ctx.static(1), ctx.static(2), ctx.static(3))
+    node = ctx.node
+    constants = {
+        "MODE_": _MODES[node.attr("mode", "nearest")],
+        "TRANSFORM_": _TRANSFORMS[node.attr("coordinate_transformation_mode", "half_pixel")],
+        "NEAREST_": _NEAREST.get(node.attr("nearest_mode", "round_prefer_floor"), 0),
+        "ANTIALIAS_": int(bool(node.attr("antialias", 0))),
+        "EXCLUDE_OUTSIDE_": int(bool(node.attr("exclude_outside", 0))),
+    }
+    code = "".join(f"constexpr int64_t {k} = {v};\n" for k, v in constants.items())
+    code += f"constexpr double CUBIC_A_ = {_double(node.attr('cubic_coeff_a', -0.75))};\n"
+    code += f"constexpr double EXTRAPOLATION_ = {_double(node.attr('extrapolation_value', 0.0))};\n"
+    code += _TAPS
+    out_type = ctx.desc(y).dtype.ctype
+    x_ptr, y_ptr = ctx.ptr(x), ctx.ptr(y)
+    shape = list(x_type.shape)
+    if not plan:  # every axis keeps its length: a copy
+        return ctx.tasklet(f"std::copy({x_ptr}, {x_ptr} + {cexpr(product(shape))}, {y_ptr});")
+    code += "std::vector<double> a_, b_;\n"
+    source = x_ptr
+    for number, axis in enumerate(plan):
+        outer, inner = product(shape[:axis.axis]), product(shape[axis.axis + 1:])
+        shape[axis.axis] = axis.out_dim
+        target = "a_" if number % 2 == 0 else "b_"
+        scale = _double(axis.scale) if axis.scale is not None else \
+            f"(double)({cexpr(axis.out_dim)}) / (double)({cexpr(axis.in_dim)})"
+        code += (f"{target}.assign({cexpr(product(shape))}, 0.0);\n"
+                 f"pass_({source}, {target}.data(), {cexpr(outer)}, {cexpr(axis.in_dim)}, {cexpr(axis.out_dim)}, "
+                 f"{cexpr(inner)}, {scale}, {_double(axis.roi[0])}, {_double(axis.roi[1])});\n")
+        source = f"{target}.data()"
+    total = cexpr(product(shape))
+    if x_desc.dtype.ctype in ("float", "double", "dace::float16"):
+        store = f"{y_ptr}[e_] = ({out_type}){source}[e_];"
+    else:
+        store = (f"{y_ptr}[e_] = ({out_type})std::min<double>(std::max<double>(std::nearbyint({source}[e_]), "
+                 f"(double)std::numeric_limits<{out_type}>::lowest()), (double)std::numeric_limits<{out_type}>::max());")
+    code += f"#pragma omp parallel for\nfor (int64_t e_ = 0; e_ < {total}; ++e_) {store}\n"
+    return ctx.tasklet(code)

@@ -1,0 +1,111 @@
+"""Resampling: Resize (nearest / linear / cubic, every coordinate transformation, antialias, axes, aspect-ratio
+policies). The numpy reference is ONNX's own (onnx.reference), whose semantics the conformance suite follows."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import sympy
+
+from ..errors import ShapeInferenceError
+from ..types import Dim, TensorType, to_dim
+from ._base import Op, normalize_axis, onnx_reference, op
+
+__all__ = ["ResizeAxis", "resize_plan", "RESIZE_MODES", "COORDINATE_MODES", "NEAREST_MODES"]
+
+RESIZE_MODES = ("nearest", "linear", "cubic")
+COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
+                    "tf_crop_and_resize")
+NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResizeAxis:
+    """One axis Resize changes: its output length, the scale of the coordinate transformation (None: the
+    output length over the input length, computed at run time) and its region of interest."""
+
+    axis: int
+    in_dim: Dim
+    out_dim: Dim
+    scale: float | None
+    roi: tuple[float, float]
+
+
+def _given(value) -> np.ndarray | None:
+    return None if value is None or np.size(value) == 0 else np.asarray(value).ravel()
+
+
+def resize_plan(node, x: TensorType, roi, scales, sizes) -> list[ResizeAxis]:
+    """The axes Resize resamples (identities left out), from the compile-time values of roi/scales/sizes."""
+    mode = node.attr("mode", "nearest")
+    transform = node.attr("coordinate_transformation_mode", "half_pixel")
+    if mode not in RESIZE_MODES:
+        raise ShapeInferenceError(f"Resize: unknown mode {mode!r}")
+    if transform not in COORDINATE_MODES:
+        raise ShapeInferenceError(f"Resize: unknown coordinate_transformation_mode {transform!r}")
+    if mode == "nearest" and node.attr("nearest_mode", "round_prefer_floor") not in NEAREST_MODES:
+        raise ShapeInferenceError(f"Resize: unknown nearest_mode {node.attr('nearest_mode')!r}")
+    if mode == "nearest" and node.attr("antialias", 0):
+        raise ShapeInferenceError("Resize: antialias applies to linear and cubic modes only")
+    roi, scales, sizes = _given(roi), _given(scales), _given(sizes)
+    if (scales is None) == (sizes is None):
+        raise ShapeInferenceError("Resize: exactly one of scales and sizes must be given (and known at compile time)")
+    axes = [normalize_axis(a, x.rank) for a in (node.attr("axes") or range(x.rank))]
+    count = len(scales if scales is not None else sizes)
+    if count != len(axes):
+        raise ShapeInferenceError(f"Resize: {count} scales/sizes for {len(axes)} axes")
+    if roi is not None and transform == "tf_crop_and_resize" and len(roi) != 2 * len(axes):
+        raise ShapeInferenceError(f"Resize: roi has {len(roi)} values, expected {2 * len(axes)}")
+    if roi is None and transform == "tf_crop_and_resize":
+        raise ShapeInferenceError("Resize: tf_crop_and_resize needs roi")
+    in_dims = [x.shape[a] for a in axes]
+    if scales is not None:
+        if any(s <= 0 for s in scales):
+            raise ShapeInferenceError(f"Resize: scales must be positive, got {scales.tolist()}")
+        factors = [float(s) for s in scales]
+        # floor(scale * length) in double precision, as ONNX (and ONNX Runtime) compute it.
+        out_dims = [int(np.floor(f * d)) if isinstance(d, int) else to_dim(sympy.floor(sympy.Rational(f) * d))
+                    for f, d in zip(factors, in_dims)]
+    else:
+        out_dims = [to_dim(int(s)) for s in sizes]
+        factors = [None] * len(axes)
+        policy = node.attr("keep_aspect_ratio_policy", "stretch")
+        if policy != "stretch":
+            if policy not in ("not_larger", "not_smaller") or not all(isinstance(d, int) for d in in_dims):
+                raise ShapeInferenceError(f"Resize: keep_aspect_ratio_policy {policy!r} needs a known policy and "
+                                          "static input lengths on the resized axes")
+            ratios = [o / d for o, d in zip(out_dims, in_dims)]
+            scale = min(ratios) if policy == "not_larger" else max(ratios)
+            factors = [scale] * len(axes)
+            out_dims = [int(scale * d + 0.5) for d in in_dims]
+    plan = []
+    for i, (axis, in_dim, out_dim, factor) in enumerate(zip(axes, in_dims, out_dims, factors)):
+        if isinstance(out_dim, int) and out_dim < 0:
+            raise ShapeInferenceError(f"Resize: negative output length {out_dim} on axis {axis}")
+        region = (float(roi[i]), float(roi[len(axes) + i])) if roi is not None and \
+            transform == "tf_crop_and_resize" else (0.0, 1.0)
+        identity = out_dim == in_dim and (factor is None or np.isclose(factor, 1.0)) and region == (0.0, 1.0)
+        if not identity:
+            plan.append(ResizeAxis(axis, in_dim, out_dim, factor, region))
+    return plan
+
+
+@op("Resize", since=11)
+class Resize(Op):
+    value_inputs = (1, 2, 3)
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        x = inputs[0]
+        values = list(values) + [None] * (4 - len(values))
+        for position, name in ((1, "roi"), (2, "scales"), (3, "sizes")):
+            if position < len(inputs) and inputs[position] is not None and values[position] is None:
+                raise ShapeInferenceError(f"Resize: {name} must be known at compile time")
+        shape = list(x.shape)
+        for axis in resize_plan(node, x, *values[1:4]):
+            shape[axis.axis] = axis.out_dim
+        return [TensorType(x.dtype, shape)]
+
+    @classmethod
+    def reference(cls, node, x, roi=None, scales=None, sizes=None):
+        return onnx_reference(node, x, roi, scales, sizes)
