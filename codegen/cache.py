@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import pathlib
 import platform
 import shutil
+import subprocess
 
 import dace
 
@@ -40,8 +42,23 @@ def _lowering_sources_digest() -> str:
 
 def cpu_args() -> str:
     """DaCe's C++ flags without -freciprocal-math: x / s must round as IEEE division does, or a Round or a
-    quantization after it flips values that sit on a .5 boundary (kernels that want a reciprocal write one)."""
-    return " ".join(f for f in dace.Config.get("compiler", "cpu", "args").split() if f != "-freciprocal-math")
+    quantization after it flips values that sit on a .5 boundary (kernels that want a reciprocal write one).
+    With -march=native on a CPU with AVX512-FP16, gcc 12 emits masked ``vmovsh`` forms that Debian 12's
+    assembler rejects for float16 code; -mno-avx512fp16 keeps float16 arithmetic in float (as numpy computes it)."""
+    flags = [f for f in dace.Config.get("compiler", "cpu", "args").split() if f != "-freciprocal-math"]
+    if "-march=native" in flags and _compiler_accepts("-mno-avx512fp16"):
+        flags.append("-mno-avx512fp16")
+    return " ".join(flags)
+
+
+@functools.cache
+def _compiler_accepts(flag: str) -> bool:
+    compiler = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
+    if compiler is None:
+        return False
+    result = subprocess.run([compiler, flag, "-x", "c++", "-fsyntax-only", "-"], input="int main() {}\n",
+                            capture_output=True, text=True)
+    return result.returncode == 0
 
 
 def build_key(sdfg_hash: str, target: str, instrument: bool = False) -> str:

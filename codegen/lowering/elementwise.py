@@ -1,6 +1,8 @@
 """Element-wise ops (and Expand, BatchNormalization) as one parallel map with a C++ tasklet per element."""
 from __future__ import annotations
 
+import re
+
 from ._expansion import Ctx, add_map, expansion, index_ranges
 
 _BINARY = {"Add": "in0 + in1", "Sub": "in0 - in1", "Mul": "in0 * in1", "Div": "in0 / in1", "Equal": "in0 == in1",
@@ -97,7 +99,7 @@ def _mod_expression(ctx: Ctx) -> str:
             return "std::fmod(in0, in1)"
         # The sign of the divisor, as numpy's and Python's float %.
         return ("([&] { {T} r_ = std::fmod(in0, in1); return (r_ != ({T})0 && ((r_ < ({T})0) != (in1 < ({T})0)))"
-                " ? r_ + in1 : r_; }())")
+                " ? ({T})(r_ + in1) : r_; }())")
     # Integer division by zero is undefined in ONNX; 0 (as numpy gives) rather than a crash.
     if ctx.node.attr("fmod", 0) or kind in "ub":
         return "(in1 == 0 ? ({T})0 : ({T})(in0 % in1))"
@@ -178,6 +180,13 @@ def elementwise(ctx: Ctx):
         if new != old:
             expression = expression.replace(old, new)
     out_type = ctx.desc(out_connector).dtype.ctype
+    if out_type == "dace::float16" and ctx.node.op_type not in ("Cast", "CastLike"):
+        # float16 math in float, rounded once per op (as numpy computes float16 ufuncs); dace::float16 has no
+        # overloads for most functions and mixes badly with float in ?: expressions.
+        for k, p in enumerate(positions):
+            if ctx.desc(ctx.connector("in", p)).dtype.ctype == "dace::float16":
+                expression = re.sub(rf"\bin{k}\b", f"((float)in{k})", expression)
+        out_type = "float"
     return _elementwise_map(ctx, indices, f"out = {expression.replace('{T}', out_type)};")
 
 

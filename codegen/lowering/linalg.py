@@ -14,12 +14,13 @@ def _gemm_call(ctype, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
         flag = {False: "CblasNoTrans", True: "CblasTrans"}
         return (f"{_GEMM[ctype]}(CblasRowMajor, {flag[trans_a]}, {flag[trans_b]}, {m}, {n}, {k}, ({ctype}){alpha}, "
                 f"{a}, {lda}, {b}, {ldb}, ({ctype}){beta}, {c}, {ldc});")
-    # Integer contractions have no BLAS; a plain loop nest (rare in models).
-    a_at = f"{a}[p_ * {lda} + i_]" if trans_a else f"{a}[i_ * {lda} + p_]"
-    b_at = f"{b}[j_ * {ldb} + p_]" if trans_b else f"{b}[p_ * {ldb} + j_]"
-    return (f"for (int64_t i_ = 0; i_ < {m}; ++i_) for (int64_t j_ = 0; j_ < {n}; ++j_) {{ {ctype} acc_ = 0; "
-            f"for (int64_t p_ = 0; p_ < {k}; ++p_) acc_ += {a_at} * {b_at}; "
-            f"{c}[i_ * {ldc} + j_] = ({ctype}){alpha} * acc_ + ({ctype}){beta} * {c}[i_ * {ldc} + j_]; }}")
+    # Integer and float16 contractions have no BLAS; a plain loop nest (rare in models).
+    a_at = f"({a})[p_ * {lda} + i_]" if trans_a else f"({a})[i_ * {lda} + p_]"
+    b_at = f"({b})[j_ * {ldb} + p_]" if trans_b else f"({b})[p_ * {ldb} + j_]"
+    acc = "float" if ctype == "dace::float16" else ctype  # float16 accumulates in float, as numpy does
+    return (f"for (int64_t i_ = 0; i_ < {m}; ++i_) for (int64_t j_ = 0; j_ < {n}; ++j_) {{ {acc} acc_ = 0; "
+            f"for (int64_t p_ = 0; p_ < {k}; ++p_) acc_ += ({acc}){a_at} * ({acc}){b_at}; "
+            f"({c})[i_ * {ldc} + j_] = ({ctype})(({acc}){alpha} * acc_ + ({acc}){beta} * ({acc})({c})[i_ * {ldc} + j_]); }}")
 
 
 @expansion("MatMul", environments=[OpenBLAS])

@@ -32,12 +32,17 @@ _REDUCERS = {
 }
 
 
+def _accumulator(ctype: str) -> str:
+    """The C++ type kernels compute in: float for float16 (rounded once when stored, as numpy does)."""
+    return "float" if ctype == "dace::float16" else ctype
+
+
 @expansion(*_REDUCERS, "ReduceLogSumExp")
 def reduce(ctx: Ctx):
     x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
     shape = ctx.shape(x_conn)
     axes = reduce_axes(ctx.node, len(shape), ctx.static(1))
-    dtype = ctx.desc(x_conn).dtype.ctype
+    dtype = _accumulator(ctx.desc(x_conn).dtype.ctype)
     strides = contiguous_strides(shape)
     loops, offset = "", []
     for depth, axis in enumerate(axes):
@@ -95,7 +100,8 @@ def _rows_along_axis(ctx: Ctx, row_code) -> object:
     x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
     shape = ctx.shape(x_conn)
     axis = normalize_axis(ctx.node.attr("axis", -1), len(shape))
-    code = row_code(cexpr(shape[axis]), cexpr(contiguous_strides(shape)[axis]), ctx.desc(x_conn).dtype.ctype)
+    code = row_code(cexpr(shape[axis]), cexpr(contiguous_strides(shape)[axis]),
+                    _accumulator(ctx.desc(x_conn).dtype.ctype))
     subset = _subset(shape, [axis])
     sdfg, state = ctx.nested()
     add_map(state, ctx.node.op_type.lower(), index_ranges(shape, skip=[axis]), {"x": f"{x_conn}[{subset}]"}, code,
@@ -103,19 +109,36 @@ def _rows_along_axis(ctx: Ctx, row_code) -> object:
     return sdfg
 
 
+# float16 Softmax rounded where ONNX's reference (numpy float16) rounds: x - max, exp, the sum, the quotient.
+_SOFTMAX_FLOAT16 = """
+const int64_t n_ = {n}, s_ = {stride};
+float m_ = x[0];
+for (int64_t k_ = 1; k_ < n_; ++k_) m_ = std::max<float>(m_, x[k_ * s_]);
+auto half_ = [](float v_) {{ return (float)(dace::float16)v_; }};
+float sum_ = 0;
+for (int64_t k_ = 0; k_ < n_; ++k_) sum_ += half_(std::exp(half_((float)x[k_ * s_] - m_)));
+sum_ = half_(sum_);
+for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] = half_(std::exp(half_((float)x[k_ * s_] - m_))) / sum_;
+"""
+
+
 @expansion("Softmax", "LogSoftmax")
 def softmax(ctx: Ctx):
+    narrow = ctx.desc(ctx.connector("in", 0)).dtype.ctype == "dace::float16"
+
     def row(n, stride, dtype):
+        if narrow and ctx.node.op_type == "Softmax":
+            return _SOFTMAX_FLOAT16.format(n=n, stride=stride)
         code = f"""
 const int64_t n_ = {n}, s_ = {stride};
 {dtype} m_ = x[0];
-for (int64_t k_ = 1; k_ < n_; ++k_) m_ = std::max(m_, x[k_ * s_]);
+for (int64_t k_ = 1; k_ < n_; ++k_) m_ = std::max<{dtype}>(m_, x[k_ * s_]);
 {dtype} sum_ = 0;
-for (int64_t k_ = 0; k_ < n_; ++k_) {{ {dtype} e_ = std::exp(x[k_ * s_] - m_); y[k_ * s_] = e_; sum_ += e_; }}
+for (int64_t k_ = 0; k_ < n_; ++k_) {{ {dtype} e_ = std::exp(({dtype})x[k_ * s_] - m_); sum_ += e_; {"" if narrow else "y[k_ * s_] = e_;"} }}
 """
         if ctx.node.op_type == "LogSoftmax":
             return code + (f"const {dtype} log_sum_ = std::log(sum_);\n"
-                           "for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] = x[k_ * s_] - m_ - log_sum_;\n")
+                           f"for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] = ({dtype})x[k_ * s_] - m_ - log_sum_;\n")
         return code + (f"const {dtype} inv_ = ({dtype})1 / sum_;\n"
                        "for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] *= inv_;\n")
     return _rows_along_axis(ctx, row)

@@ -130,7 +130,7 @@ def onnx_reference(node, *inputs) -> list[np.ndarray]:
     while names and not names[-1]:
         names.pop()
     attributes = {}
-    for name, value in node.attributes().items():
+    for name, value in node.attributes.items():
         if isinstance(value, str) and value.startswith('{"dtype"'):
             entry = json.loads(value)
             value = onnx.numpy_helper.from_array(np.array(entry["data"], entry["dtype"]).reshape(entry["shape"]))
