@@ -199,3 +199,39 @@ def pool(ctx: Ctx):
     add_map(state, ctx.node.op_type.lower(), index_ranges(x_shape[:2]), {"x": f"{x}[i0, i1, {spatial}]"},
             _pool_code(ctx, x_shape), outputs, pointers=["x", *outputs])
     return sdfg
+
+
+@expansion("CausalConvWithState")
+def causal_conv_with_state(ctx: Ctx):
+    x, w, bias, past = (ctx.connector("in", p) for p in range(4))
+    y, present = ctx.connector("out", 0), ctx.connector("out", 1)
+    batch, channels, length = ctx.shape(x)
+    k = ctx.shape(w)[2]
+    ctype = ctx.desc(x).dtype.ctype
+    acc = "double" if ctype == "double" else "float"
+    inputs = {"x": f"{x}[i0, i1, 0:{length}]", "w": f"{w}[i1, 0, 0:{k}]"}
+    if bias:
+        inputs["b"] = f"{bias}[i1]"
+    if past:
+        inputs["past"] = f"{past}[i0, i1, 0:{cexpr(k - 1)}]"
+    outputs = {"y": f"{y}[i0, i1, 0:{length}]"}
+    if present and k != 1:
+        outputs["present"] = f"{present}[i0, i1, 0:{cexpr(k - 1)}]"
+    at = "(p_ < K_ - 1 ? " + ("past[p_]" if past else f"({ctype})0") + " : x[p_ - (K_ - 1)])"
+    activation = "v_ = v_ / (1 + std::exp(-v_));" if ctx.node.attr("activation", "none") in ("silu", "swish") else ""
+    code = f"""
+const int64_t L_ = {cexpr(length)}, K_ = {cexpr(k)};
+for (int64_t t_ = 0; t_ < L_; ++t_) {{
+  {acc} sum_ = {"b" if bias else "0"};
+  for (int64_t j_ = 0; j_ < K_; ++j_) {{ const int64_t p_ = t_ + j_; sum_ += ({acc})w[j_] * ({acc}){at}; }}
+  {acc} v_ = ({acc})({ctype})sum_;
+  {activation}
+  y[t_] = ({ctype})v_;
+}}
+"""
+    if "present" in outputs:
+        code += f"for (int64_t i_ = 0; i_ < K_ - 1; ++i_) {{ const int64_t p_ = L_ + i_; present[i_] = {at}; }}\n"
+    sdfg, state = ctx.nested()
+    add_map(state, "causal_conv", index_ranges([batch, channels]), inputs, code, outputs,
+            pointers=[n for n in (*inputs, *outputs) if n != "b"])
+    return sdfg

@@ -112,6 +112,38 @@ class Conv(Op):
         return [y.astype(x.dtype)]
 
 
+@op("CausalConvWithState", since=27)
+class CausalConvWithState(Op):
+    """Depthwise causal Conv1d over [past_state, input] (weight [C, 1, K]), an optional SiLU, and the last K-1
+    positions as the next state."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        x, w = inputs[0], inputs[1]
+        if x.rank != 3 or w.rank != 3:
+            raise ShapeInferenceError(f"CausalConvWithState: input and weight must be rank 3, got {x} and {w}")
+        if node.attr("activation", "none") not in ("none", "silu", "swish"):
+            raise ShapeInferenceError(f"CausalConvWithState: unknown activation {node.attr('activation')!r}")
+        state = TensorType(x.dtype, [x.shape[0], x.shape[1], to_dim(w.shape[2] - 1)])
+        return [TensorType(x.dtype, x.shape), state]
+
+    @classmethod
+    def reference(cls, node, x, w, bias=None, past_state=None):
+        k = w.shape[2]
+        past = np.zeros(x.shape[:2] + (k - 1, ), x.dtype) if past_state is None else past_state
+        padded = np.concatenate([past, x], axis=2)
+        acc = np.zeros(x.shape, np.float64)
+        for j in range(k):
+            acc += padded[:, :, j:j + x.shape[2]] * w[:, 0, j][None, :, None]
+        if bias is not None:
+            acc += bias[None, :, None]
+        y = acc.astype(x.dtype)
+        if node.attr("activation", "none") in ("silu", "swish"):
+            y32 = y.astype(np.float32)
+            y = (y32 / (1 + np.exp(-y32))).astype(x.dtype)
+        return [y, padded[:, :, padded.shape[2] - (k - 1):]]
+
+
 class Pool(Op):
     """MaxPool / AveragePool / LpPool over 1-3 spatial dims."""
 
