@@ -135,3 +135,45 @@ for (int64_t e = 0; e < {vhead}; ++e) {{
             {n: m for n, m in whole.items() if n in inputs}, code, {n: m for n, m in whole.items() if n not in inputs},
             pointers=list(whole))
     return sdfg
+
+
+@expansion("RotaryEmbedding")
+def rotary_embedding(ctx: Ctx):
+    x, cos, sin, positions, y = (ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("in", 2),
+                                 ctx.connector("in", 3), ctx.connector("out", 0))
+    shape = ctx.shape(x)
+    if len(shape) == 4:
+        batch, heads, seq, head_size = shape
+        offset = "((b_ * H_ + h_) * S_ + s_) * D_"
+    else:
+        heads = ctx.node.attr("num_heads")
+        batch, seq, head_size = shape[0], shape[1], shape[2] // heads
+        offset = "((b_ * S_ + s_) * H_ + h_) * D_"
+    rotary = ctx.node.attr("rotary_embedding_dim", 0) or head_size
+    ctype = ctx.desc(x).dtype.ctype
+    acc = "double" if ctype == "double" else "float"
+    row = f"{ctx.ptr(positions)}[b_ * S_ + s_] * HALF_" if positions else "(b_ * S_ + s_) * HALF_"
+    if ctx.node.attr("interleaved", 0):
+        first, second = "2 * i_", "2 * i_ + 1"
+    else:
+        first, second = "i_", "i_ + HALF_"
+    code = f"""
+const int64_t B_ = {cexpr(batch)}, H_ = {cexpr(heads)}, S_ = {cexpr(seq)}, D_ = {cexpr(head_size)};
+const int64_t R_ = {cexpr(rotary)}, HALF_ = R_ / 2;
+#pragma omp parallel for collapse(3)
+for (int64_t b_ = 0; b_ < B_; ++b_)
+  for (int64_t s_ = 0; s_ < S_; ++s_)
+    for (int64_t h_ = 0; h_ < H_; ++h_) {{
+      const {ctype}* in_ = {ctx.ptr(x)} + {offset};
+      {ctype}* out_ = {ctx.ptr(y)} + {offset};
+      const int64_t row_ = {row};
+      for (int64_t i_ = 0; i_ < HALF_; ++i_) {{
+        const {acc} c_ = {ctx.ptr(cos)}[row_ + i_], n_ = {ctx.ptr(sin)}[row_ + i_];
+        const {acc} x1_ = in_[{first}], x2_ = in_[{second}];
+        out_[{first}] = ({ctype})(({ctype})(c_ * x1_) - ({ctype})(n_ * x2_));
+        out_[{second}] = ({ctype})(({ctype})(n_ * x1_) + ({ctype})(c_ * x2_));
+      }}
+      for (int64_t d_ = R_; d_ < D_; ++d_) out_[d_] = in_[d_];
+    }}
+"""
+    return ctx.tasklet(code)

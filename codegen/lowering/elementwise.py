@@ -72,6 +72,8 @@ def _attribute_expression(node) -> str | None:
                 f"({{T}}){attr('beta', 0.5)!r}))")
     if op_type == "Swish":
         return f"in0 / (({{T}})1 + std::exp(-({{T}}){attr('alpha', 1.0)!r} * in0))"
+    if op_type == "SwiGLU":
+        return f"in0 / (({{T}})1 + std::exp(-({{T}}){attr('alpha', 1.0)!r} * in0)) * in1"
     if op_type == "ThresholdedRelu":
         return f"(in0 > ({{T}}){attr('alpha', 1.0)!r} ? in0 : ({{T}})0)"
     if op_type == "Shrink":
@@ -164,7 +166,7 @@ def _elementwise_map(ctx: Ctx, in_indices: dict[str, str], code: str):
            "Not", "IsNaN", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "Max", "Min", "Sum",
            "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Sign", "Round",
            "Softplus", "Softsign", "Elu", "Selu", "Celu", "HardSigmoid", "HardSwish", "ThresholdedRelu", "Mish",
-           "Shrink", "Swish", "BitwiseNot", "IsInf", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "PRelu", "Mod",
+           "Shrink", "Swish", "SwiGLU", "BitwiseNot", "IsInf", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "PRelu", "Mod",
            "BitShift", "CastLike", "Mean")
 def elementwise(ctx: Ctx):
     out_connector = ctx.connector("out", 0)

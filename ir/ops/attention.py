@@ -79,3 +79,26 @@ class Attention(Op):
                                      nonpad_kv_seqlen=nonpad_kv_seqlen, _validate_attention25=node.opset >= 25,
                                      **attrs)
         return [np.asarray(o) for o in outputs]
+
+
+@op("RotaryEmbedding", since=23)
+class RotaryEmbedding(Op):
+    """Rotates the first ``rotary_embedding_dim`` features of every head by the cos/sin cache (rows chosen by
+    ``position_ids`` when given), halves or interleaved pairs; X is [B, H, S, D] or [B, S, H*D] with num_heads."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        x = inputs[0]
+        if x.rank not in (3, 4):
+            raise ShapeInferenceError(f"RotaryEmbedding: X must be 3-D or 4-D, got {x}")
+        if x.rank == 3 and not node.attr("num_heads"):
+            raise ShapeInferenceError("RotaryEmbedding: 3-D input needs num_heads")
+        return [TensorType(x.dtype, x.shape)]
+
+    @classmethod
+    def reference(cls, node, x, cos_cache, sin_cache, position_ids=None):
+        from onnx.reference.ops.op_rotary_embedding import rotary_embedding
+        return [np.asarray(rotary_embedding(x, cos_cache, sin_cache, position_ids=position_ids,
+                                            interleaved=node.attr("interleaved", 0),
+                                            rotary_embedding_dim=node.attr("rotary_embedding_dim", 0),
+                                            num_heads=node.attr("num_heads", 0))).astype(x.dtype)]

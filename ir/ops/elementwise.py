@@ -143,6 +143,22 @@ BitwiseNot = _unary("BitwiseNot", lambda n, x: np.invert(x), since=18)
 Swish = _unary("Swish", _f64(lambda n, x: x / (1 + np.exp(-n.attr("alpha", 1.0) * x))), since=24)
 
 
+@elementwise("SwiGLU", since=28)
+class SwiGLU(Elementwise):
+    """a * sigmoid(alpha * a) * b on equal shapes (the gate of LLaMA-style MLPs)."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        if inputs[0].shape != inputs[1].shape:
+            raise ShapeInferenceError(f"SwiGLU: A {inputs[0]} and B {inputs[1]} must have the same shape")
+        return super().infer(node, inputs, values)
+
+    @classmethod
+    def reference(cls, node, a, b):
+        a64 = a.astype(np.float64)
+        return [(a64 / (1 + np.exp(-node.attr("alpha", 1.0) * a64)) * b).astype(a.dtype)]
+
+
 @elementwise("IsInf", since=10)
 class IsInf(Elementwise):
     out_dtype = np.dtype(bool)
