@@ -1,9 +1,11 @@
-"""Resize as separable passes, one per resampled axis: each pass computes its taps (source index and weight of
+"""GridSample as one parallel loop over (sample, channel, output point) with per-dimension taps.
+
+Resize as separable passes, one per resampled axis: each pass computes its taps (source index and weight of
 every output position, per ONNX's coordinate transformation and interpolation kernel) once, then streams
 [outer, length, inner] rows in parallel, accumulating in double precision as ONNX's reference does."""
 from __future__ import annotations
 
-from sdflow.ir.ops.sampling import resize_plan
+from sdflow.ir.ops.sampling import GRID_SAMPLE_MODES, resize_plan
 from sdflow.ir.types import TensorType
 from ._expansion import Ctx, cexpr, expansion, product
 
@@ -164,4 +166,97 @@ def resize(ctx: Ctx):
         store = (f"{y_ptr}[e_] = ({out_type})std::min<double>(std::max<double>(std::nearbyint({source}[e_]), "
                  f"(double)std::numeric_limits<{out_type}>::lowest()), (double)std::numeric_limits<{out_type}>::max());")
     code += f"#pragma omp parallel for\nfor (int64_t e_ = 0; e_ < {total}; ++e_) {store}\n"
+    return ctx.tasklet(code)
+
+
+_GRID_SAMPLE = r"""
+const int64_t R_ = {rank}, N_ = {n}, C_ = {c}, G_ = {points};
+const int64_t dims_[3] = {{{dims}}};
+int64_t plane_ = 1; for (int64_t k_ = 0; k_ < R_; ++k_) plane_ *= dims_[k_];
+constexpr int64_t MODE_ = {mode}, PAD_ = {padding}, ALIGN_ = {align}, T_ = MODE_ == 0 ? 1 : (MODE_ == 1 ? 2 : 4);
+auto reflect_ = [](float v_, float lo_, float hi_) {{
+  const float range_ = hi_ - lo_;
+  if (v_ < lo_) {{ const float d_ = lo_ - v_; const int64_t k_ = (int64_t)(d_ / range_); const float r_ = d_ - k_ * range_;
+                  return k_ % 2 == 0 ? lo_ + r_ : hi_ - r_; }}
+  if (v_ > hi_) {{ const float d_ = v_ - hi_; const int64_t k_ = (int64_t)(d_ / range_); const float r_ = d_ - k_ * range_;
+                  return k_ % 2 == 0 ? hi_ - r_ : lo_ + r_; }}
+  return v_;
+}};
+auto cubic_ = [](float t_, float* w_) {{
+  const float a_ = -0.75f;
+  t_ = std::abs(t_);
+  w_[0] = ((a_ * (t_ + 1) - 5 * a_) * (t_ + 1) + 8 * a_) * (t_ + 1) - 4 * a_;
+  w_[1] = ((a_ + 2) * t_ - (a_ + 3)) * t_ * t_ + 1;
+  w_[2] = ((a_ + 2) * (1 - t_) - (a_ + 3)) * (1 - t_) * (1 - t_) + 1;
+  w_[3] = ((a_ * (2 - t_) - 5 * a_) * (2 - t_) + 8 * a_) * (2 - t_) - 4 * a_;
+}};
+#pragma omp parallel for collapse(2)
+for (int64_t n_ = 0; n_ < N_; ++n_)
+  for (int64_t o_ = 0; o_ < G_; ++o_) {{
+    int64_t idx_[3][4]; float wt_[3][4]; bool ok_[3][4];
+    for (int64_t k_ = 0; k_ < R_; ++k_) {{
+      const float d_ = (float)dims_[k_];
+      const float lo_ = ALIGN_ ? 0.0f : -0.5f, hi_ = ALIGN_ ? d_ - 1.0f : d_ - 0.5f;
+      const float g_ = (float){grid}[(n_ * G_ + o_) * R_ + (R_ - 1 - k_)];
+      float x_ = ALIGN_ ? (g_ + 1) / 2.0f * (d_ - 1) : ((g_ + 1) * d_ - 1) / 2.0f;
+      if (MODE_ == 0) x_ = std::nearbyint(x_);
+      if (x_ < lo_ || x_ > hi_) {{
+        if (PAD_ == 1) x_ = std::min(std::max(x_, 0.0f), d_ - 1);
+        else if (PAD_ == 2) x_ = reflect_(x_, lo_, hi_);
+      }}
+      int64_t first_;
+      if (MODE_ == 0) {{ first_ = (int64_t)x_; wt_[k_][0] = 1; }}
+      else {{
+        const float f_ = std::floor(x_);
+        first_ = (int64_t)f_ - (MODE_ == 2 ? 1 : 0);
+        if (MODE_ == 1) {{ const float t_ = std::abs(x_ - f_); wt_[k_][0] = 1 - t_; wt_[k_][1] = t_; }}
+        else cubic_(x_ - f_, wt_[k_]);
+      }}
+      for (int64_t t_ = 0; t_ < T_; ++t_) {{
+        int64_t i_ = first_ + t_;
+        bool ok_now_ = true;
+        if (PAD_ == 0) ok_now_ = i_ >= 0 && i_ < dims_[k_];
+        else if (PAD_ == 1) i_ = std::min<int64_t>(std::max<int64_t>(i_, 0), dims_[k_] - 1);
+        else i_ = (int64_t)reflect_((float)i_, lo_, hi_);
+        idx_[k_][t_] = i_; ok_[k_][t_] = ok_now_;
+      }}
+    }}
+    int64_t combos_ = 1; for (int64_t k_ = 0; k_ < R_; ++k_) combos_ *= T_;
+    for (int64_t c_ = 0; c_ < C_; ++c_) {{
+      const auto* image_ = {x} + (n_ * C_ + c_) * plane_;
+      double acc_ = 0;
+      for (int64_t m_ = 0; m_ < combos_; ++m_) {{
+        int64_t rest_ = m_, offset_ = 0; double w_ = 1; bool ok_all_ = true;
+        for (int64_t k_ = R_ - 1; k_ >= 0; --k_) {{
+          const int64_t t_ = rest_ % T_; rest_ /= T_;
+          ok_all_ = ok_all_ && ok_[k_][t_]; w_ *= wt_[k_][t_];
+        }}
+        if (!ok_all_) continue;
+        rest_ = m_;
+        int64_t stride_ = 1;
+        for (int64_t k_ = R_ - 1; k_ >= 0; --k_) {{
+          const int64_t t_ = rest_ % T_; rest_ /= T_;
+          offset_ += idx_[k_][t_] * stride_; stride_ *= dims_[k_];
+        }}
+        acc_ += w_ * (double)image_[offset_];
+      }}
+      {y}[(n_ * C_ + c_) * G_ + o_] = ({ctype})acc_;
+    }}
+  }}
+"""
+
+
+@expansion("GridSample")
+def grid_sample(ctx: Ctx):
+    x, grid, y = ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("out", 0)
+    x_shape, grid_shape = ctx.shape(x), ctx.shape(grid)
+    rank = len(x_shape) - 2
+    dims = list(x_shape[2:]) + [1] * (3 - rank)
+    code = _GRID_SAMPLE.format(
+        rank=rank, n=cexpr(x_shape[0]), c=cexpr(x_shape[1]), points=cexpr(product(grid_shape[1:-1])),
+        dims=", ".join(cexpr(d) for d in dims),
+        mode={"nearest": 0, "linear": 1, "cubic": 2}[GRID_SAMPLE_MODES[ctx.node.attr("mode", "linear")]],
+        padding={"zeros": 0, "border": 1, "reflection": 2}[ctx.node.attr("padding_mode", "zeros")],
+        align=int(bool(ctx.node.attr("align_corners", 0))), ctype=ctx.desc(y).dtype.ctype,
+        x=ctx.ptr(x), grid=ctx.ptr(grid), y=ctx.ptr(y))
     return ctx.tasklet(code)

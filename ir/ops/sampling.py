@@ -1,5 +1,5 @@
 """Resampling: Resize (nearest / linear / cubic, every coordinate transformation, antialias, axes, aspect-ratio
-policies). The numpy reference is ONNX's own (onnx.reference), whose semantics the conformance suite follows."""
+policies) and GridSample (2-D and 3-D, nearest / linear / cubic, zeros / border / reflection padding). The numpy reference is ONNX's own (onnx.reference), whose semantics the conformance suite follows."""
 from __future__ import annotations
 
 import dataclasses
@@ -109,3 +109,29 @@ class Resize(Op):
     @classmethod
     def reference(cls, node, x, roi=None, scales=None, sizes=None):
         return onnx_reference(node, x, roi, scales, sizes)
+
+
+GRID_SAMPLE_MODES = {"nearest": "nearest", "linear": "linear", "bilinear": "linear", "cubic": "cubic",
+                     "bicubic": "cubic"}
+
+
+@op("GridSample", since=16)
+class GridSample(Op):
+    @classmethod
+    def infer(cls, node, inputs, values):
+        x, grid = inputs[0], inputs[1]
+        spatial = x.rank - 2
+        if spatial not in (2, 3) or grid.rank != x.rank or (isinstance(grid.shape[-1], int)
+                                                             and grid.shape[-1] != spatial):
+            raise ShapeInferenceError(f"GridSample: X {x} and grid {grid} do not match (2-D or 3-D sampling)")
+        if node.attr("mode", "linear") not in GRID_SAMPLE_MODES:
+            raise ShapeInferenceError(f"GridSample: unknown mode {node.attr('mode')!r}")
+        if node.attr("padding_mode", "zeros") not in ("zeros", "border", "reflection"):
+            raise ShapeInferenceError(f"GridSample: unknown padding_mode {node.attr('padding_mode')!r}")
+        if node.attr("mode", "linear") in ("cubic", "bicubic") and spatial != 2:
+            raise ShapeInferenceError("GridSample: cubic mode needs 4-D input")
+        return [TensorType(x.dtype, [x.shape[0], x.shape[1]] + list(grid.shape[1:-1]))]
+
+    @classmethod
+    def reference(cls, node, x, grid):
+        return onnx_reference(node, x, grid)
