@@ -5,7 +5,7 @@ from __future__ import annotations
 from dace.libraries.blas.environments.openblas import OpenBLAS
 
 from sdflow.ir.errors import CompileError
-from sdflow.ir.ops.nn import window_geometry
+from sdflow.ir.ops.nn import conv_transpose_geometry, window_geometry
 from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges
 
 
@@ -235,3 +235,54 @@ for (int64_t t_ = 0; t_ < L_; ++t_) {{
     add_map(state, "causal_conv", index_ranges([batch, channels]), inputs, code, outputs,
             pointers=[n for n in (*inputs, *outputs) if n != "b"])
     return sdfg
+
+
+@expansion("ConvTranspose")
+def conv_transpose(ctx: Ctx):
+    """Parallel over output planes (sample, output channel): each scatters its group's input channels."""
+    x, w, b, y = (ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("in", 2), ctx.connector("out", 0))
+    x_shape, w_shape = ctx.shape(x), ctx.shape(w)
+    geo = conv_transpose_geometry(ctx.node, x_shape, w_shape)
+    lead = 3 - len(geo.kernel)
+    fields = dict(zip(("", "K", "S", "D", "P", "O"),
+                      ([1] * lead + list(x_shape[2:]), [1] * lead + geo.kernel, [1] * lead + geo.strides,
+                       [1] * lead + geo.dilations, [0] * lead + geo.pads_begin, [1] * lead + geo.out)))
+    values = {f"{prefix}{axis}": value[i] for prefix, value in fields.items() for i, axis in enumerate("DHW")}
+    group = ctx.node.attr("group", 1)
+    values.update(N=x_shape[0], C=x_shape[1], G=group, MG=w_shape[1])
+    ctype = ctx.desc(y).dtype.ctype
+    acc = "double" if ctype == "double" else "float"
+    code = "const int64_t " + ", ".join(f"{k}_ = {cexpr(v)}" for k, v in values.items()) + ";\n"
+    code += f"""
+const int64_t M_ = MG_ * G_, CG_ = C_ / G_, PLANE_ = OD_ * OH_ * OW_, KK_ = KD_ * KH_ * KW_;
+const {ctype}* X_ = {ctx.ptr(x)}; const {ctype}* Wt_ = {ctx.ptr(w)}; {ctype}* Y_ = {ctx.ptr(y)};
+#pragma omp parallel for collapse(2)
+for (int64_t n_ = 0; n_ < N_; ++n_)
+  for (int64_t m_ = 0; m_ < M_; ++m_) {{
+    const int64_t g_ = m_ / MG_, ml_ = m_ % MG_;
+    std::vector<{acc}> out_(PLANE_, ({acc}){f"{ctx.ptr(b)}[m_]" if b else "0"});
+    for (int64_t c_ = g_ * CG_; c_ < (g_ + 1) * CG_; ++c_) {{
+      const {ctype}* in_ = X_ + (n_ * C_ + c_) * D_ * H_ * W_;
+      const {ctype}* k_ = Wt_ + (c_ * MG_ + ml_) * KK_;
+      for (int64_t id_ = 0; id_ < D_; ++id_) for (int64_t ih_ = 0; ih_ < H_; ++ih_) for (int64_t iw_ = 0; iw_ < W_; ++iw_) {{
+        const {acc} v_ = in_[(id_ * H_ + ih_) * W_ + iw_];
+        for (int64_t kd_ = 0; kd_ < KD_; ++kd_) {{
+          const int64_t od_ = id_ * SD_ + kd_ * DD_ - PD_;
+          if (od_ < 0 || od_ >= OD_) continue;
+          for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {{
+            const int64_t oh_ = ih_ * SH_ + kh_ * DH_ - PH_;
+            if (oh_ < 0 || oh_ >= OH_) continue;
+            for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {{
+              const int64_t ow_ = iw_ * SW_ + kw_ * DW_ - PW_;
+              if (ow_ < 0 || ow_ >= OW_) continue;
+              out_[(od_ * OH_ + oh_) * OW_ + ow_] += v_ * ({acc})k_[(kd_ * KH_ + kh_) * KW_ + kw_];
+            }}
+          }}
+        }}
+      }}
+    }}
+    {ctype}* plane_ = Y_ + (n_ * M_ + m_) * PLANE_;
+    for (int64_t p_ = 0; p_ < PLANE_; ++p_) plane_[p_] = ({ctype})out_[p_];
+  }}
+"""
+    return ctx.tasklet(code)

@@ -10,7 +10,7 @@ from ..errors import ShapeInferenceError
 from ..types import TensorType, to_dim
 from ._base import Op, op, same_as_input
 
-__all__ = ["WindowGeometry", "window_geometry"]
+__all__ = ["WindowGeometry", "window_geometry", "conv_transpose_geometry"]
 
 
 @dataclasses.dataclass
@@ -109,6 +109,78 @@ class Conv(Op):
                 y[:, g * cout:(g + 1) * cout] += np.einsum("nc...,mc->nm...", window[:, g * cin:(g + 1) * cin], kernel)
         if b is not None:
             y += b.reshape([1, -1] + [1] * len(geo.kernel))
+        return [y.astype(x.dtype)]
+
+
+def conv_transpose_geometry(node, x_shape, w_shape) -> WindowGeometry:
+    """Kernel, strides, dilations, pads and output size of ConvTranspose per axis, as ONNX's reference derives
+    them (explicit pads win; SAME_* pads split the total padding; output_shape given as is)."""
+    n = len(x_shape) - 2
+    if not 1 <= n <= 3:
+        raise ShapeInferenceError(f"ConvTranspose: only 1-D to 3-D spatial inputs are supported, got {n}-D")
+    kernel = list(node.attr("kernel_shape") or w_shape[2:])
+    strides = list(node.attr("strides") or [1] * n)
+    dilations = list(node.attr("dilations") or [1] * n)
+    output_padding = list(node.attr("output_padding") or [0] * n)
+    output_shape = node.attr("output_shape")
+    output_shape = list(output_shape[-n:]) if output_shape else None
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    pads = node.attr("pads")
+    full = [to_dim(strides[i] * (x_shape[i + 2] - 1) + output_padding[i] + (kernel[i] - 1) * dilations[i] + 1)
+            for i in range(n)]
+    if pads is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        out = output_shape or [to_dim(x_shape[i + 2] * strides[i]) for i in range(n)]
+        total = [to_dim(f - o) for f, o in zip(full, out)]
+        small = [to_dim(sympy.floor(sympy.Integer(1) * t / 2)) for t in total]
+        big = [to_dim(t - s) for t, s in zip(total, small)]
+        begin, end = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+    else:
+        pads = list(pads or [0] * (2 * n))
+        begin, end = pads[:n], pads[n:]
+        out = output_shape or [to_dim(f - b - e) for f, b, e in zip(full, begin, end)]
+    if any(isinstance(o, int) and o <= 0 for o in out):
+        raise ShapeInferenceError(f"ConvTranspose: empty output {out}")
+    return WindowGeometry(kernel, strides, dilations, begin, end, [to_dim(o) for o in out])
+
+
+@op("ConvTranspose", since=11)
+class ConvTranspose(Op):
+    """The gradient of Conv: every input pixel scatters weight[c, m] into the output (weight [C, M/group, k...])."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        x, w = inputs[0], inputs[1]
+        group = node.attr("group", 1)
+        if x.rank != w.rank or (isinstance(x.shape[1], int) and x.shape[1] != w.shape[0]):
+            raise ShapeInferenceError(f"ConvTranspose: input {x} and weight {w} do not match (group={group})")
+        geo = conv_transpose_geometry(node, x.shape, w.shape)
+        return [TensorType(x.dtype, [x.shape[0], to_dim(w.shape[1] * group)] + geo.out)]
+
+    @classmethod
+    def reference(cls, node, x, w, b=None):
+        geo = conv_transpose_geometry(node, x.shape, w.shape)
+        group = node.attr("group", 1)
+        cg, mg = x.shape[1] // group, w.shape[1]
+        n = x.ndim - 2
+        out = [int(o) for o in geo.out]
+        y = np.zeros((x.shape[0], mg * group, *out), np.float64)
+        for offset in np.ndindex(*geo.kernel):
+            # Output positions i * stride + k * dilation - pad of every input position i (those inside).
+            target, source = [], []
+            for i in range(n):
+                positions = np.arange(x.shape[2 + i]) * geo.strides[i] + offset[i] * geo.dilations[i] \
+                    - int(geo.pads_begin[i])
+                inside = (positions >= 0) & (positions < out[i])
+                target.append(positions[inside])
+                source.append(np.nonzero(inside)[0])
+            for g in range(group):
+                xs = x[:, g * cg:(g + 1) * cg][(slice(None), slice(None)) + np.ix_(*source)].astype(np.float64)
+                kernel = w[g * cg:(g + 1) * cg, :][(slice(None), slice(None)) + offset].astype(np.float64)
+                contribution = np.einsum("nc...,cm->nm...", xs, kernel)
+                view = y[:, g * mg:(g + 1) * mg]
+                view[(slice(None), slice(None)) + np.ix_(*target)] += contribution
+        if b is not None:
+            y += b.reshape([1, -1] + [1] * n)
         return [y.astype(x.dtype)]
 
 
