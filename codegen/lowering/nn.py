@@ -6,7 +6,7 @@ from dace.libraries.blas.environments.openblas import OpenBLAS
 
 from sdflow.ir.errors import CompileError
 from sdflow.ir.ops.nn import conv_transpose_geometry, window_geometry
-from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges
+from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 
 
 def _geometry_constants(ctx: Ctx, x_shape, kernel, ceil_mode=False) -> str:
@@ -283,6 +283,34 @@ for (int64_t n_ = 0; n_ < N_; ++n_)
     }}
     {ctype}* plane_ = Y_ + (n_ * M_ + m_) * PLANE_;
     for (int64_t p_ = 0; p_ < PLANE_; ++p_) plane_[p_] = ({ctype})out_[p_];
+  }}
+"""
+    return ctx.tasklet(code)
+
+
+@expansion("LRN")
+def lrn(ctx: Ctx):
+    """Parallel over (sample, channel) planes; the window's squares are summed per pixel."""
+    x, y = ctx.connector("in", 0), ctx.connector("out", 0)
+    shape = ctx.shape(x)
+    size = ctx.node.attr("size")
+    alpha, beta, bias = (float(ctx.node.attr(a, d)) for a, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
+    ctype = ctx.desc(x).dtype.ctype
+    acc = "double" if ctype == "double" else "float"
+    code = f"""
+const int64_t N_ = {cexpr(shape[0])}, C_ = {cexpr(shape[1])}, P_ = {cexpr(product(shape[2:]))};
+const {ctype}* X_ = {ctx.ptr(x)}; {ctype}* Y_ = {ctx.ptr(y)};
+#pragma omp parallel for collapse(2)
+for (int64_t n_ = 0; n_ < N_; ++n_)
+  for (int64_t c_ = 0; c_ < C_; ++c_) {{
+    const int64_t low_ = std::max<int64_t>(0, c_ - {(size - 1) // 2});
+    const int64_t high_ = std::min<int64_t>(C_, c_ + {(size - 1) - (size - 1) // 2 + 1});
+    for (int64_t p_ = 0; p_ < P_; ++p_) {{
+      {acc} sum_ = 0;
+      for (int64_t k_ = low_; k_ < high_; ++k_) {{ const {acc} v_ = X_[(n_ * C_ + k_) * P_ + p_]; sum_ += v_ * v_; }}
+      const {acc} v_ = X_[(n_ * C_ + c_) * P_ + p_];
+      Y_[(n_ * C_ + c_) * P_ + p_] = ({ctype})(v_ / std::pow(({acc}){bias!r} + ({acc}){alpha / size!r} * sum_, ({acc}){beta!r}));
+    }}
   }}
 """
     return ctx.tasklet(code)

@@ -1,4 +1,6 @@
-"""GridSample as one parallel loop over (sample, channel, output point) with per-dimension taps.
+"""AffineGrid as one loop over the output grid points.
+
+GridSample as one parallel loop over (sample, channel, output point) with per-dimension taps.
 
 Resize as separable passes, one per resampled axis: each pass computes its taps (source index and weight of
 every output position, per ONNX's coordinate transformation and interpolation kernel) once, then streams
@@ -259,4 +261,35 @@ def grid_sample(ctx: Ctx):
         padding={"zeros": 0, "border": 1, "reflection": 2}[ctx.node.attr("padding_mode", "zeros")],
         align=int(bool(ctx.node.attr("align_corners", 0))), ctype=ctx.desc(y).dtype.ctype,
         x=ctx.ptr(x), grid=ctx.ptr(grid), y=ctx.ptr(y))
+    return ctx.tasklet(code)
+
+
+@expansion("AffineGrid")
+def affine_grid(ctx: Ctx):
+    theta, grid = ctx.connector("in", 0), ctx.connector("out", 0)
+    shape = ctx.shape(grid)  # [N, spatial..., k]
+    spatial = shape[1:-1]
+    k = len(spatial)
+    ctype = ctx.desc(grid).dtype.ctype
+    align = bool(ctx.node.attr("align_corners", 0))
+    lines = [f"const int64_t N_ = {cexpr(shape[0])};"]
+    lines += [f"const int64_t L{i}_ = {cexpr(d)};" for i, d in enumerate(spatial)]
+    loops = "".join(f"for (int64_t i{i}_ = 0; i{i}_ < L{i}_; ++i{i}_) " for i in range(k))
+    coords = []
+    for i in range(k):  # coordinate j of the grid point is spatial axis k - 1 - j (x first)
+        axis = k - 1 - i
+        if align:
+            coords.append(f"(L{axis}_ > 1 ? -1.0 + 2.0 * i{axis}_ / (double)(L{axis}_ - 1) : -1.0)")
+        else:
+            coords.append(f"((2.0 * i{axis}_ + 1) / (double)L{axis}_ - 1.0)")
+    flat = "0"
+    for i in range(k):
+        flat = f"({flat}) * L{i}_ + i{i}_"
+    body = "const double u_[4] = {" + ", ".join(coords) + ", 1.0};\n"
+    body += f"{ctype}* out_ = {ctx.ptr(grid)} + ((n_ * {cexpr(product(spatial))}) + {flat}) * {k};\n"
+    body += f"const {ctype}* t_ = {ctx.ptr(theta)} + n_ * {k * (k + 1)};\n"
+    body += (f"for (int64_t r_ = 0; r_ < {k}; ++r_) {{ double s_ = 0; "
+             f"for (int64_t j_ = 0; j_ <= {k}; ++j_) s_ += (double)t_[r_ * {k + 1} + j_] * u_[j_]; "
+             f"out_[r_] = ({ctype})s_; }}\n")
+    code = "\n".join(lines) + f"\n#pragma omp parallel for\nfor (int64_t n_ = 0; n_ < N_; ++n_) {loops}{{\n{body}}}\n"
     return ctx.tasklet(code)

@@ -362,6 +362,28 @@ class LpNormalization(Op):
             return [np.where(norm == 0, 0, x64 / norm).astype(x.dtype)]  # a zero vector stays zero
 
 
+@op("LRN", since=13)
+class LRN(Op):
+    """Local response normalisation across channels: x / (bias + alpha / size * sum of x^2 over the window)^beta."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        if inputs[0].rank < 3:
+            raise ShapeInferenceError("LRN: the input needs rank >= 3 (N, C, spatial...)")
+        return [same_as_input(inputs)]
+
+    @classmethod
+    def reference(cls, node, x):
+        size = node.attr("size")
+        alpha, beta, bias = node.attr("alpha", 1e-4), node.attr("beta", 0.75), node.attr("bias", 1.0)
+        squares = x.astype(np.float64) ** 2
+        total = np.zeros_like(squares)
+        for c in range(x.shape[1]):
+            low, high = max(0, c - (size - 1) // 2), min(x.shape[1], c + (size - 1) - (size - 1) // 2 + 1)
+            total[:, c] = squares[:, low:high].sum(axis=1)
+        return [(x / (bias + alpha / size * total) ** beta).astype(x.dtype)]
+
+
 @op("BatchNormalization", since=15)
 class BatchNormalization(Op):
     @classmethod

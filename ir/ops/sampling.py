@@ -1,5 +1,6 @@
 """Resampling: Resize (nearest / linear / cubic, every coordinate transformation, antialias, axes, aspect-ratio
-policies) and GridSample (2-D and 3-D, nearest / linear / cubic, zeros / border / reflection padding). The numpy reference is ONNX's own (onnx.reference), whose semantics the conformance suite follows."""
+policies), GridSample (2-D and 3-D, nearest / linear / cubic, zeros / border / reflection padding) and
+AffineGrid (the sampling grid of an affine transformation). The numpy reference is ONNX's own (onnx.reference), whose semantics the conformance suite follows."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +10,7 @@ import sympy
 
 from ..errors import ShapeInferenceError
 from ..types import Dim, TensorType, to_dim
-from ._base import Op, normalize_axis, onnx_reference, op
+from ._base import Op, normalize_axis, onnx_reference, op, static_int_list
 
 __all__ = ["ResizeAxis", "resize_plan", "RESIZE_MODES", "COORDINATE_MODES", "NEAREST_MODES"]
 
@@ -135,3 +136,34 @@ class GridSample(Op):
     @classmethod
     def reference(cls, node, x, grid):
         return onnx_reference(node, x, grid)
+
+
+@op("AffineGrid", since=20)
+class AffineGrid(Op):
+    """theta [N, 2, 3] (or [N, 3, 4]) applied to the normalised [-1, 1] coordinates of an output of ``size``
+    (N, C, H, W) (or (N, C, D, H, W)): grid [N, H, W, 2] (or [N, D, H, W, 3])."""
+
+    value_inputs = (1, )
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        theta = inputs[0]
+        size = static_int_list(values[1], "AffineGrid: size")
+        spatial = len(size) - 2
+        if spatial not in (2, 3) or theta.rank != 3 or theta.shape[1:] != (spatial, spatial + 1):
+            raise ShapeInferenceError(f"AffineGrid: theta {theta} does not fit size {size}")
+        return [TensorType(theta.dtype, [theta.shape[0]] + size[2:] + [spatial])]
+
+    @classmethod
+    def reference(cls, node, theta, size):
+        spatial = [int(v) for v in np.asarray(size).ravel()[2:]]
+        axes = []
+        for length in reversed(spatial):  # x (the last dim) first, as the grid stores it
+            if node.attr("align_corners", 0):
+                axes.append(np.linspace(-1, 1, length) if length > 1 else np.array([-1.0]))
+            else:
+                axes.append((np.arange(length) * 2 + 1) / length - 1)
+        coords = np.meshgrid(*reversed(axes), indexing="ij")[::-1]  # each [spatial...], x first
+        homogeneous = np.stack(list(coords) + [np.ones(spatial)], axis=-1)  # [spatial..., k + 1]
+        grid = np.einsum("nij,...j->n...i", theta.astype(np.float64), homogeneous)
+        return [grid.astype(theta.dtype)]
