@@ -167,11 +167,13 @@ def gather_elements(ctx: Ctx):
 def gather_nd(ctx: Ctx):
     data, indices, target = ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("out", 0)
     data_shape, index_shape, out_shape = ctx.shape(data), ctx.shape(indices), ctx.shape(target)
+    shared = ctx.node.attr("batch_dims", 0)  # leading axes data and indices share (output axes 0..shared-1)
     depth, batch = index_shape[-1], len(index_shape) - 1
     strides = contiguous_strides(data_shape)
-    data_index = [f"0:{d}" for d in data_shape[:depth]] + [f"i{batch + k}" for k in range(len(data_shape) - depth)]
+    data_index = [f"i{k}" for k in range(shared)] + [f"0:{d}" for d in data_shape[shared:shared + depth]] + \
+        [f"i{batch + k}" for k in range(len(data_shape) - shared - depth)]
     index_index = [f"i{k}" for k in range(batch)] + [f"0:{depth}"]
-    offset = " + ".join(f"{_in_bounds(f'index[{k}]', data_shape[k])} * {cexpr(strides[k])}"
+    offset = " + ".join(f"{_in_bounds(f'index[{k}]', data_shape[shared + k])} * {cexpr(strides[shared + k])}"
                         for k in range(depth)) or "0"
     sdfg, state = ctx.nested()
     add_map(state, "gather_nd", index_ranges(out_shape), {"x": f"{data}[{', '.join(data_index)}]",

@@ -368,24 +368,35 @@ class GatherElements(Op):
 
 @op("GatherND", since=13)
 class GatherND(Op):
+    """The first ``batch_dims`` axes of data and indices are shared; each index row picks a slice of the rest."""
+
     @classmethod
     def infer(cls, node, inputs, values):
         data, indices = inputs
-        if node.attr("batch_dims", 0):
-            raise ShapeInferenceError("GatherND: batch_dims > 0 is not supported")
+        batch = node.attr("batch_dims", 0)
         depth = indices.shape[-1]
-        if not isinstance(depth, int) or depth > data.rank:
-            raise ShapeInferenceError("GatherND: the last dim of indices must be static and <= rank(data)")
-        return [TensorType(data.dtype, indices.shape[:-1] + data.shape[depth:])]
+        if not isinstance(depth, int) or depth > data.rank - batch or batch >= indices.rank:
+            raise ShapeInferenceError("GatherND: the last dim of indices must be static and <= rank(data) - "
+                                      "batch_dims, and batch_dims < rank(indices)")
+        return [TensorType(data.dtype, indices.shape[:-1] + data.shape[batch + depth:])]
 
     @classmethod
     def reference(cls, node, data, indices):
+        batch = node.attr("batch_dims", 0)
+        if batch:
+            rows = [cls._gather(data[b], indices[b]) for b in np.ndindex(*indices.shape[:batch])]
+            out_shape = indices.shape[:-1] + data.shape[batch + indices.shape[-1]:]
+            return [np.stack(rows).reshape(out_shape) if rows else np.zeros(out_shape, data.dtype)]
+        return [cls._gather(data, indices)]
+
+    @staticmethod
+    def _gather(data, indices):
         depth = indices.shape[-1]
         flat = indices.reshape(-1, depth)
         wrapped = np.where(flat < 0, flat + np.array(data.shape[:depth]), flat)
         gathered = np.stack([data[tuple(i)] for i in wrapped]) if len(flat) else np.zeros((0, ) + data.shape[depth:],
                                                                                           data.dtype)
-        return [gathered.reshape(indices.shape[:-1] + data.shape[depth:])]
+        return gathered.reshape(indices.shape[:-1] + data.shape[depth:])
 
 
 @op("Range", since=11)

@@ -87,6 +87,8 @@ CASES = [
                       {"axis": 1}), id="GatherElements"),
     pytest.param(case("GatherND", [("data", F, [4, 5, 3]), ("idx", I, ["N", 2, 2])], [("y", F, ["N", 2, 3])]),
                  id="GatherND"),
+    pytest.param(case("GatherND", [("data", F, ["N", 4, 5, 3]), ("idx", I, ["N", 2, 1])], [("y", F, ["N", 2, 5, 3])],
+                      {"batch_dims": 1}), id="GatherND-batch-dims"),
     pytest.param(case("Range", [("x", F, ["N", 1])], [("y", I, [7])],
                       inits={"start": np.array(2, I), "limit": np.array(15, I), "delta": np.array(2, I)},
                       node_inputs_override=["start", "limit", "delta"]), id="Range"),
