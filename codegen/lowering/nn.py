@@ -112,19 +112,27 @@ def conv(ctx: Ctx):
     return ctx.tasklet(code)
 
 
-def _pool_constants(ctx: Ctx, x_shape) -> str:
-    """C++ constants for a 3-D window (D H W; 1-D and 2-D inputs get leading size-1 axes): sizes D H W, kernel
-    KD KH KW, strides SD SH SW, dilations DD DH DW, leading pads PD PH PW, trailing pads QD QH QW, outputs OD OH OW."""
-    kernel = ctx.node.attr("kernel_shape")
-    geo = window_geometry(ctx.node, list(x_shape[2:]), kernel, bool(ctx.node.attr("ceil_mode", 0)), max_rank=3)
-    lead = 3 - len(kernel)
+def _window_values(x_shape, geo) -> dict:
+    """Per-axis window values for 3-D loops (D H W; 1-D and 2-D inputs get leading size-1 axes): sizes D H W,
+    kernel KD KH KW, strides SD SH SW, dilations DD DH DW, leading pads PD PH PW, trailing pads QD QH QW,
+    outputs OD OH OW."""
+    lead = 3 - len(geo.kernel)
     fields = dict(zip(("", "K", "S", "D", "P", "Q", "O"),
-                      ([1] * lead + list(x_shape[2:]), [1] * lead + list(kernel), [1] * lead + geo.strides,
+                      ([1] * lead + list(x_shape[2:]), [1] * lead + list(geo.kernel), [1] * lead + geo.strides,
                        [1] * lead + geo.dilations, [0] * lead + geo.pads_begin, [0] * lead + geo.pads_end,
                        [1] * lead + geo.out)))
-    values = {f"{prefix}{axis}": value[i] for prefix, value in fields.items() for i, axis in enumerate("DHW")}
-    values["C"] = x_shape[1]
+    return {f"{prefix}{axis}": value[i] for prefix, value in fields.items() for i, axis in enumerate("DHW")}
+
+
+def _constants(values: dict) -> str:
     return "const int64_t " + ", ".join(f"{k}_ = {cexpr(v)}" for k, v in values.items()) + ";\n"
+
+
+def _pool_constants(ctx: Ctx, x_shape) -> str:
+    """C++ constants of the pool's window (``_window_values``) and the channel count C."""
+    geo = window_geometry(ctx.node, list(x_shape[2:]), ctx.node.attr("kernel_shape"),
+                          bool(ctx.node.attr("ceil_mode", 0)), max_rank=3)
+    return _constants({**_window_values(x_shape, geo), "C": x_shape[1]})
 
 
 def _pool_code(ctx: Ctx, x_shape) -> str:
@@ -243,17 +251,11 @@ def conv_transpose(ctx: Ctx):
     x, w, b, y = (ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("in", 2), ctx.connector("out", 0))
     x_shape, w_shape = ctx.shape(x), ctx.shape(w)
     geo = conv_transpose_geometry(ctx.node, x_shape, w_shape)
-    lead = 3 - len(geo.kernel)
-    fields = dict(zip(("", "K", "S", "D", "P", "O"),
-                      ([1] * lead + list(x_shape[2:]), [1] * lead + geo.kernel, [1] * lead + geo.strides,
-                       [1] * lead + geo.dilations, [0] * lead + geo.pads_begin, [1] * lead + geo.out)))
-    values = {f"{prefix}{axis}": value[i] for prefix, value in fields.items() for i, axis in enumerate("DHW")}
     group = ctx.node.attr("group", 1)
-    values.update(N=x_shape[0], C=x_shape[1], G=group, MG=w_shape[1])
+    values = {**_window_values(x_shape, geo), "N": x_shape[0], "C": x_shape[1], "G": group, "MG": w_shape[1]}
     ctype = ctx.desc(y).dtype.ctype
     acc = "double" if ctype == "double" else "float"
-    code = "const int64_t " + ", ".join(f"{k}_ = {cexpr(v)}" for k, v in values.items()) + ";\n"
-    code += f"""
+    code = _constants(values) + f"""
 const int64_t M_ = MG_ * G_, CG_ = C_ / G_, PLANE_ = OD_ * OH_ * OW_, KK_ = KD_ * KH_ * KW_;
 const {ctype}* X_ = {ctx.ptr(x)}; const {ctype}* Wt_ = {ctx.ptr(w)}; {ctype}* Y_ = {ctx.ptr(y)};
 #pragma omp parallel for collapse(2)
