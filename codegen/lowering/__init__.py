@@ -8,7 +8,7 @@ import numpy as np
 
 from sdflow.ir import Graph
 from ._expansion import bind_static_inputs, nested_label, scalars_as_vectors
-from . import attention, einsum, elementwise, linalg, loss, movement, nn, quantization, reduction, remap, sampling  # noqa: F401  (register the expansions)
+from . import attention, einsum, elementwise, fused, linalg, loss, movement, nn, quantization, reduction, remap, sampling  # noqa: F401  (register the expansions)
 
 __all__ = ["lower", "expand", "bind_static_inputs", "nested_label"]
 

@@ -94,23 +94,24 @@ def _attribute_expression(node) -> str | None:
     return None
 
 
-def _mod_expression(ctx: Ctx) -> str:
-    kind = ctx.desc(ctx.connector("in", 0)).dtype.as_numpy_dtype().kind
+def _mod_expression(node, kind: str) -> str:
     if kind == "f":
-        if ctx.node.attr("fmod", 0):
+        if node.attr("fmod", 0):
             return "std::fmod(in0, in1)"
         # The sign of the divisor, as numpy's and Python's float %.
         return ("([&] { {T} r_ = std::fmod(in0, in1); return (r_ != ({T})0 && ((r_ < ({T})0) != (in1 < ({T})0)))"
                 " ? ({T})(r_ + in1) : r_; }())")
     # Integer division by zero is undefined in ONNX; 0 (as numpy gives) rather than a crash.
-    if ctx.node.attr("fmod", 0) or kind in "ub":
+    if node.attr("fmod", 0) or kind in "ub":
         return "(in1 == 0 ? ({T})0 : ({T})(in0 % in1))"
     # fmod=0: the sign of the divisor (Python's %); C's % takes the dividend's.
     return "(in1 == 0 ? ({T})0 : ({T})(((in0 % in1) + in1) % in1))"
 
 
-def _expression(ctx: Ctx, present: list[int]) -> str:
-    node, op_type = ctx.node, ctx.node.op_type
+def expression(node, present: list[int], input_kind: str) -> str:
+    """C++ for one element of ``node``'s output: inputs named ``in<position>`` (variadic ops: ``in<k>`` for the
+    k-th present input), ``{T}`` the output's C++ type; ``input_kind`` is the numpy kind of input 0."""
+    op_type = node.op_type
     if op_type in _BINARY:
         return _BINARY[op_type]
     if op_type in _UNARY:
@@ -121,7 +122,7 @@ def _expression(ctx: Ctx, present: list[int]) -> str:
             value = _VARIADIC[op_type].format(T="{T}", a=value, b=f"in{k}")
         return value
     if op_type == "Pow":
-        exponent = ctx.static(1)
+        exponent = node.static_input(1)
         if exponent is not None and exponent.size == 1 and float(exponent.ravel()[0]) in _SMALL_POWERS:
             return _SMALL_POWERS[float(exponent.ravel()[0])]
         return "({T})std::pow(in0, in1)"
@@ -129,7 +130,7 @@ def _expression(ctx: Ctx, present: list[int]) -> str:
     if with_attributes is not None:
         return with_attributes
     if op_type == "Mod":
-        return _mod_expression(ctx)
+        return _mod_expression(node, input_kind)
     if op_type == "Mean":
         return "(" + " + ".join(f"in{k}" for k in range(len(present))) + f") / ({{T}}){len(present)}"
     if op_type == "Where":
@@ -144,7 +145,7 @@ def _expression(ctx: Ctx, present: list[int]) -> str:
     raise NotImplementedError(op_type)
 
 
-def _broadcast_index(in_shape, out_shape) -> str:
+def broadcast_index(in_shape, out_shape) -> str:
     """Memlet subset of an input broadcast (numpy rules) against the output's map indices."""
     offset = len(out_shape) - len(in_shape)
     parts = ["0" if (d == 1 and out_shape[offset + k] != 1) else f"i{offset + k}" for k, d in enumerate(in_shape)]
@@ -175,21 +176,21 @@ def elementwise(ctx: Ctx):
     if ctx.node.op_type in ("Expand", "CastLike"):
         positions = [0]  # Expand's shape and CastLike's type-giver are not read per element
     # Renumber so that the code names present inputs in0, in1, ... by ONNX position.
-    indices = {ctx.connector("in", p): _broadcast_index(ctx.shape(ctx.connector("in", p)), out_shape)
+    indices = {ctx.connector("in", p): broadcast_index(ctx.shape(ctx.connector("in", p)), out_shape)
                for p in positions}
-    expression = _expression(ctx, positions)
+    code = expression(ctx.node, positions, ctx.desc(ctx.connector("in", 0)).dtype.as_numpy_dtype().kind)
     for new, old in sorted(((f"in{k}", f"in{p}") for k, p in enumerate(positions)), key=lambda t: t[1]):
         if new != old:
-            expression = expression.replace(old, new)
+            code = code.replace(old, new)
     out_type = ctx.desc(out_connector).dtype.ctype
     if out_type == "dace::float16" and ctx.node.op_type not in ("Cast", "CastLike"):
         # float16 math in float, rounded once per op (as numpy computes float16 ufuncs); dace::float16 has no
         # overloads for most functions and mixes badly with float in ?: expressions.
         for k, p in enumerate(positions):
             if ctx.desc(ctx.connector("in", p)).dtype.ctype == "dace::float16":
-                expression = re.sub(rf"\bin{k}\b", f"((float)in{k})", expression)
+                code = re.sub(rf"\bin{k}\b", f"((float)in{k})", code)
         out_type = "float"
-    return _elementwise_map(ctx, indices, f"out = {expression.replace('{T}', out_type)};")
+    return _elementwise_map(ctx, indices, f"out = {code.replace('{T}', out_type)};")
 
 
 @expansion("BatchNormalization")

@@ -122,26 +122,29 @@ for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] = half_(std::exp(half_((float)x[k
 """
 
 
-@expansion("Softmax", "LogSoftmax")
-def softmax(ctx: Ctx):
-    narrow = ctx.desc(ctx.connector("in", 0)).dtype.ctype == "dace::float16"
-
-    def row(n, stride, dtype):
-        if narrow and ctx.node.op_type == "Softmax":
-            return _SOFTMAX_FLOAT16.format(n=n, stride=stride)
-        code = f"""
+def softmax_row_code(op_type: str, n, stride, dtype: str, narrow: bool = False) -> str:
+    """C++ for one row of Softmax/LogSoftmax: reads ``x[k_ * s_]``, writes ``y[k_ * s_]`` (``x`` may be ``y``)."""
+    if narrow and op_type == "Softmax":
+        return _SOFTMAX_FLOAT16.format(n=n, stride=stride)
+    code = f"""
 const int64_t n_ = {n}, s_ = {stride};
 {dtype} m_ = x[0];
 for (int64_t k_ = 1; k_ < n_; ++k_) m_ = std::max<{dtype}>(m_, x[k_ * s_]);
 {dtype} sum_ = 0;
 for (int64_t k_ = 0; k_ < n_; ++k_) {{ {dtype} e_ = std::exp(({dtype})x[k_ * s_] - m_); sum_ += e_; {"" if narrow else "y[k_ * s_] = e_;"} }}
 """
-        if ctx.node.op_type == "LogSoftmax":
-            return code + (f"const {dtype} log_sum_ = std::log(sum_);\n"
-                           f"for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] = ({dtype})x[k_ * s_] - m_ - log_sum_;\n")
-        return code + (f"const {dtype} inv_ = ({dtype})1 / sum_;\n"
-                       "for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] *= inv_;\n")
-    return _rows_along_axis(ctx, row)
+    if op_type == "LogSoftmax":
+        return code + (f"const {dtype} log_sum_ = std::log(sum_);\n"
+                       f"for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] = ({dtype})x[k_ * s_] - m_ - log_sum_;\n")
+    return code + (f"const {dtype} inv_ = ({dtype})1 / sum_;\n"
+                   "for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] *= inv_;\n")
+
+
+@expansion("Softmax", "LogSoftmax")
+def softmax(ctx: Ctx):
+    narrow = ctx.desc(ctx.connector("in", 0)).dtype.ctype == "dace::float16"
+    return _rows_along_axis(ctx, lambda n, stride, dtype: softmax_row_code(ctx.node.op_type, n, stride, dtype,
+                                                                           narrow))
 
 
 @expansion("Hardmax")
@@ -151,6 +154,24 @@ int64_t best_ = 0;
 for (int64_t k_ = 1; k_ < {n}; ++k_) if (x[k_ * {stride}] > x[best_ * {stride}]) best_ = k_;
 for (int64_t k_ = 0; k_ < {n}; ++k_) y[k_ * {stride}] = k_ == best_ ? ({dtype})1 : ({dtype})0;
 """)
+
+
+def layer_norm_row_code(node, n, dtype: str, scale: str | None, bias: str | None) -> str:
+    """C++ for one row of LayerNormalization/RMSNormalization: reads ``x[k_]``, writes ``y[k_]`` (``x`` may be
+    ``y``), leaves ``mean_`` and ``inv_`` (the inverse standard deviation) defined."""
+    scaled = "(x[k_] - mean_) * inv_" + (f" * {scale}" if scale else "") + (f" + {bias}" if bias else "")
+    # RMSNormalization: the same without centring (mean_ stays 0) and without bias.
+    centre = "" if node.op_type == "RMSNormalization" else \
+        "for (int64_t k_ = 0; k_ < n_; ++k_) mean_ += x[k_];\nmean_ /= n_;"
+    return f"""
+const int64_t n_ = {n};
+float mean_ = 0;
+{centre}
+float var_ = 0;
+for (int64_t k_ = 0; k_ < n_; ++k_) {{ float d_ = x[k_] - mean_; var_ += d_ * d_; }}
+const float inv_ = 1.0f / std::sqrt(var_ / n_ + {float(node.attr('epsilon', 1e-5))!r}f);
+for (int64_t k_ = 0; k_ < n_; ++k_) y[k_] = ({dtype})({scaled});
+"""
 
 
 @expansion("LayerNormalization", "RMSNormalization")
@@ -177,21 +198,7 @@ def layer_normalization(ctx: Ctx):
         if connector is not None:
             outputs[name] = f"{connector}[{_subset(shape, [], fixed_axes=normalized)}]"
             stats += f"{name} = {value};"
-    scaled = "(x[k_] - mean_) * inv_" + (f" * {terms['scale']}" if "scale" in terms else "") + (
-        f" + {terms['bias']}" if "bias" in terms else "")
-    # RMSNormalization: the same without centring (mean_ stays 0) and without bias.
-    centre = "" if ctx.node.op_type == "RMSNormalization" else \
-        "for (int64_t k_ = 0; k_ < n_; ++k_) mean_ += x[k_];\nmean_ /= n_;"
-    code = f"""
-const int64_t n_ = {cexpr(count)};
-float mean_ = 0;
-{centre}
-float var_ = 0;
-for (int64_t k_ = 0; k_ < n_; ++k_) {{ float d_ = x[k_] - mean_; var_ += d_ * d_; }}
-const float inv_ = 1.0f / std::sqrt(var_ / n_ + {float(ctx.node.attr('epsilon', 1e-5))!r}f);
-for (int64_t k_ = 0; k_ < n_; ++k_) y[k_] = ({dtype})({scaled});
-{stats}
-"""
+    code = layer_norm_row_code(ctx.node, cexpr(count), dtype, terms.get("scale"), terms.get("bias")) + stats
     sdfg, state = ctx.nested()
     add_map(state, "layernorm", index_ranges(shape[:axis]), inputs, code, outputs,
             pointers=["x", "y", *terms])

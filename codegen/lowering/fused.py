@@ -1,0 +1,198 @@
+"""Fused ops (``sdflow.ir.ops.fused``) as one kernel each. Every element-wise step becomes one C++ statement on a
+local, so the values between steps live in registers:
+
+- ``elementwise``: one parallel map over the output; inputs broadcast through their memlets.
+- ``rows``: one parallel map over the rows; the prologue writes the row op's input into the output row, then
+  LayerNorm/Softmax runs on that row in place (one read of each input, one write of the output).
+- ``matmul``: a BLAS GEMM into the output (or, before a Split, into one scratch product), then one parallel map
+  over the product's rows applies the epilogue while the row is in cache.
+"""
+from __future__ import annotations
+
+import re
+
+import dace
+from dace.libraries.blas.environments.openblas import OpenBLAS
+
+from sdflow.ir import CompileError
+from sdflow.ir.ops.fused import Program
+from sdflow.ir.types import TensorType, dace_dtype
+from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
+from .elementwise import broadcast_index, expression
+from .linalg import _gemm_call
+from .reduction import layer_norm_row_code, softmax_row_code
+
+
+def _local(value: str) -> str:
+    """The C++ local of a step's result (``s3.0`` -> ``s3_0_``)."""
+    return value.replace(".", "_") + "_"
+
+
+def _statements(program: Program, steps, types: dict[str, TensorType], value) -> str:
+    """One ``const T s<k>_<o>_ = ...;`` per element-wise step; ``value(name)`` is the C++ of an input."""
+    lines, defined = [], set()
+    for step in steps:
+        node = step.node()
+        positions = [p for p, arg in enumerate(step.args) if arg]
+        if step.op_type in ("Expand", "CastLike"):
+            positions = [0]  # not read per element
+        code = expression(node, positions, types[step.args[0]].dtype.kind)
+
+        def argument(match, step=step):
+            name = step.args[int(match.group(1))]
+            return f"({_local(name) if name in defined else value(name)})"
+        code = re.sub(r"\bin(\d+)\b", argument, code)
+        ctype = dace_dtype(types[step.results[0]].dtype).ctype
+        lines.append(f"const {ctype} {_local(step.results[0])} = {code.replace('{T}', ctype)};")
+        defined.add(step.results[0])
+    return "\n".join(lines)
+
+
+def _row_subset(in_shape, row_shape) -> tuple[str, bool]:
+    """Memlet subset of an input broadcast against rows of ``row_shape`` (map indices i<k> over the outer dims),
+    and whether it varies along the row (else every element of the row reads its element 0)."""
+    offset = len(row_shape) - len(in_shape)
+    parts = []
+    for k, dim in enumerate(in_shape):
+        axis = offset + k
+        if axis == len(row_shape) - 1:
+            parts.append(f"0:{dim}" if dim != 1 else "0")
+        else:
+            parts.append(f"i{axis}" if dim != 1 or row_shape[axis] == 1 else "0")
+    along = bool(in_shape) and in_shape[-1] != 1
+    return ", ".join(parts) or "0", along
+
+
+def _external_rows(ctx: Ctx, program: Program, types, row_shape, index: str, skip=()) -> tuple[dict, dict, list]:
+    """Row memlets {x<i>: subset} of the inputs the element-wise steps read, their C++ element at ``index``, and
+    the connectors to type as pointers."""
+    used = sorted({a for s in program.steps for a in s.args if a and a.startswith("in") and a not in skip},
+                  key=lambda a: int(a[2:]))
+    memlets, elements = {}, {}
+    for name in used:
+        subset, along = _row_subset(types[name].shape, row_shape)
+        memlets[f"x{name[2:]}"] = f"{name}[{subset}]"
+        elements[name] = f"x{name[2:]}[{index if along else '0'}]"
+    return memlets, elements, list(memlets)
+
+
+def _check_types(types: dict[str, TensorType]) -> None:
+    for name, ttype in types.items():
+        if ttype.dtype.name == "float16":
+            raise CompileError(f"Fused: value {name} is float16; fused kernels compute in the value types")
+
+
+def _elementwise(ctx: Ctx, program: Program, types) -> dace.SDFG:
+    out_shape = ctx.shape("out0")
+    used = sorted({a for s in program.steps for a in s.args if a and a.startswith("in")}, key=lambda a: int(a[2:]))
+    inputs = {f"x{n[2:]}": f"{n}[{broadcast_index(types[n].shape, out_shape)}]" for n in used}
+    code = _statements(program, program.steps, types, lambda name: f"x{name[2:]}")
+    outputs = {}
+    for j, value in enumerate(program.outputs):
+        outputs[f"o{j}"] = f"out{j}[{', '.join(f'i{k}' for k in range(len(out_shape))) or '0'}]"
+        code += f"\no{j} = {_local(value)};"
+    sdfg, state = ctx.nested()
+    add_map(state, "fused", index_ranges(out_shape), inputs, code, outputs)
+    return sdfg
+
+
+def _rows(ctx: Ctx, program: Program, types) -> dace.SDFG:
+    row_step = program.steps[-1]
+    shape = list(types[row_step.args[0]].shape)
+    n = cexpr(shape[-1])
+    ctype = dace_dtype(types[row_step.results[0]].dtype).ctype
+    node = row_step.node()
+    if row_step.op_type == "LayerNormalization":
+        if node.attr("axis", -1) not in (-1, len(shape) - 1):
+            raise CompileError("Fused: LayerNormalization over more than the last axis")
+        norm_inputs = [a for a in row_step.args[1:3]]
+    else:
+        norm_inputs = []
+    memlets, elements, pointers = _external_rows(ctx, program, types, shape, "j_")
+    scale_bias = [elements[a].replace("[j_]", "[k_]") if a else None for a in norm_inputs] + [None, None]
+    prologue = _statements(program, program.steps[:-1], types, elements.__getitem__)
+    outputs = {"y": f"out{program.outputs.index(row_step.results[0])}[{_row_subset(shape, shape)[0]}]"}
+    stores = [f"y[j_] = {_local(row_step.args[0])};"]
+    for j, value in enumerate(program.outputs):
+        if value != row_step.results[0]:
+            outputs[f"o{j}"] = f"out{j}[{_row_subset(shape, shape)[0]}]"
+            stores.append(f"o{j}[j_] = {_local(value)};")
+    if row_step.op_type == "LayerNormalization":
+        row = layer_norm_row_code(node, n, ctype, scale_bias[0], scale_bias[1])
+    else:
+        row = softmax_row_code("Softmax", n, 1, ctype)
+    code = (f"for (int64_t j_ = 0; j_ < {n}; ++j_) {{\n{prologue}\n{' '.join(stores)}\n}}\n"
+            f"{{\nconst {ctype}* x = y;\n{row}\n}}")
+    sdfg, state = ctx.nested()
+    add_map(state, row_step.op_type.lower(), index_ranges(shape[:-1]), memlets, code, outputs,
+            pointers=pointers + list(outputs))
+    return sdfg
+
+
+def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
+    matmul, steps = program.steps[0], list(program.steps[1:])
+    split = steps.pop() if steps and steps[-1].op_type == "Split" else None
+    a_type, b_type = types[matmul.args[0]], types[matmul.args[1]]
+    if b_type.rank != 2 or a_type.rank < 2:
+        raise CompileError("Fused: a MatMul epilogue needs a 2-D weight and an operand of rank >= 2")
+    product_shape = list(types[matmul.results[0]].shape)
+    rows, k, n = cexpr(product(a_type.shape[:-1])), cexpr(a_type.shape[-1]), cexpr(b_type.shape[-1])
+    ctype = dace_dtype(a_type.dtype).ctype
+    sdfg, gemm_state = ctx.nested()
+    target = "out0"
+    if split is not None:
+        target = "product"
+        sdfg.add_transient(target, product_shape, dace_dtype(a_type.dtype))
+    a_in, b_in = matmul.args[0], matmul.args[1]
+    tasklet = gemm_state.add_tasklet("gemm", {"_a": dace.pointer(dace_dtype(a_type.dtype)),
+                                              "_b": dace.pointer(dace_dtype(b_type.dtype))},
+                                     {"_c": dace.pointer(dace_dtype(a_type.dtype))},
+                                     _gemm_call(ctype, False, False, rows, n, k, 1, "_a", k, "_b", n, 0, "_c", n),
+                                     language=dace.Language.CPP)
+    tasklet.environments = {OpenBLAS.full_class_path()}
+    for connector, array in (("_a", a_in), ("_b", b_in)):
+        gemm_state.add_edge(gemm_state.add_read(array), None, tasklet, connector,
+                            dace.Memlet.from_array(array, sdfg.arrays[array]))
+    gemm_state.add_edge(tasklet, "_c", gemm_state.add_write(target), None,
+                        dace.Memlet.from_array(target, sdfg.arrays[target]))
+    if not steps and split is None:
+        return sdfg
+    epilogue_state = sdfg.add_state_after(gemm_state, "epilogue")
+    memlets, elements, pointers = _external_rows(ctx, program, types, product_shape, "j_", skip=(a_in, b_in))
+    row_subset = _row_subset(product_shape, product_shape)[0]
+    # The product's element: read from the output row itself (updated in place), or from the scratch product.
+    elements[matmul.results[0]] = "a_" if split is None else "acc[j_]"
+    code = _statements(program, steps, types, elements.__getitem__)
+    final = _local(steps[-1].results[0]) if steps else elements[matmul.results[0]]
+    outputs = {}
+    if split is None:
+        memlets_acc = {}
+        code = f"for (int64_t j_ = 0; j_ < {n}; ++j_) {{\nconst {ctype} a_ = y[j_];\n{code}\ny[j_] = {final};\n}}"
+        outputs["y"] = f"out0[{row_subset}]"
+    else:
+        memlets_acc = {"acc": f"{target}[{row_subset}]"}
+        sizes = [types[r].shape[-1] for r in split.results]
+        loops, low = [], 0
+        for j, size in enumerate(sizes):
+            name = f"o{program.outputs.index(split.results[j])}"
+            outputs[name] = f"out{program.outputs.index(split.results[j])}[{_row_subset(types[split.results[j]].shape, product_shape)[0]}]"
+            loops.append(f"for (int64_t j_ = {cexpr(low)}; j_ < {cexpr(low + size)}; ++j_) {{\n{code}\n"
+                         f"{name}[j_ - {cexpr(low)}] = {final};\n}}")
+            low = low + size
+        code = "\n".join(loops)
+    add_map(epilogue_state, "epilogue", index_ranges(product_shape[:-1]), {**memlets_acc, **memlets}, code, outputs,
+            pointers=pointers + list(memlets_acc) + list(outputs))
+    return sdfg
+
+
+@expansion("Fused", environments=[OpenBLAS])
+def fused(ctx: Ctx):
+    program = ctx.node.parsed
+    inputs = []
+    for position in range(len(ctx.node.onnx_inputs)):
+        connector = ctx.connector("in", position)
+        desc = ctx.desc(connector)
+        inputs.append(TensorType(desc.dtype.as_numpy_dtype(), list(desc.shape)))
+    types = program.types(inputs)
+    _check_types(types)
+    return {"elementwise": _elementwise, "rows": _rows, "matmul": _matmul}[program.kind](ctx, program, types)

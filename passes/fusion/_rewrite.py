@@ -1,0 +1,112 @@
+"""What the fusion passes share: a producer/consumer index of the graph, and replacing a set of op nodes by one
+Fused node whose program runs them in order."""
+from __future__ import annotations
+
+from sdflow.ir import Graph, OpNode, infer_node, semantics_of
+from sdflow.ir.ops.elementwise import ELEMENTWISE_OPS
+from sdflow.ir.ops.fused import Fused, Program, Step
+
+__all__ = ["Topology", "fuse_nodes", "is_elementwise", "FUSABLE_DTYPES"]
+
+# Fused kernels compute each value in its own type; float16 ops round per op, which fusion would change.
+FUSABLE_DTYPES = ("float32", "float64", "bool", "int64", "int32")
+# Element-wise in shape, but one input is a shape or a type-giver, not a per-element operand.
+_NOT_PER_ELEMENT = ("Expand", "CastLike")
+
+
+class Topology:
+    """Producers and consumers of every tensor, computed in one sweep (the graph's own lookups scan it)."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.producer: dict[str, OpNode] = {}
+        self.consumers: dict[str, list[OpNode]] = {}
+        self.order = graph.op_nodes()
+        for node in self.order:
+            for tensor in graph.node_outputs(node):
+                if tensor:
+                    self.producer[tensor] = node
+            for tensor in graph.node_inputs(node):
+                if tensor:
+                    self.consumers.setdefault(tensor, []).append(node)
+        self.outputs = set(graph.outputs)
+
+    def only_consumer(self, tensor: str) -> OpNode | None:
+        """The single op reading ``tensor`` when nothing else (no other op, no graph output) does."""
+        readers = self.consumers.get(tensor, [])
+        if len(readers) == 1 and tensor not in self.outputs:
+            return readers[0]
+        return None
+
+    def escapes(self, tensor: str, members) -> bool:
+        """Whether ``tensor`` is read outside ``members`` (or is a graph output)."""
+        return tensor in self.outputs or any(c not in members for c in self.consumers.get(tensor, []))
+
+    def creates_cycle(self, members) -> bool:
+        """Whether fusing ``members`` into one node would make a cycle: a path leaves the set and comes back."""
+        members = set(members)
+        frontier = [c for m in members for t in self.graph.node_outputs(m) if t
+                    for c in self.consumers.get(t, []) if c not in members]
+        seen = set()
+        while frontier:
+            node = frontier.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            for tensor in self.graph.node_outputs(node):
+                for consumer in self.consumers.get(tensor, []) if tensor else []:
+                    if consumer in members:
+                        return True
+                    frontier.append(consumer)
+        return False
+
+
+def is_elementwise(graph: Graph, node: OpNode) -> bool:
+    """An element-wise op whose values all have types a fused kernel computes exactly as the op does."""
+    if node.op_type not in ELEMENTWISE_OPS or node.domain_name or node.op_type in _NOT_PER_ELEMENT:
+        return False
+    tensors = [t for t in graph.node_inputs(node) + graph.node_outputs(node) if t]
+    return all(graph.tensor_type(t).dtype.name in FUSABLE_DTYPES for t in tensors)
+
+
+def fuse_nodes(graph: Graph, topology: Topology, nodes: list[OpNode], label: str,
+               outputs: list[str] | None = None) -> Fused:
+    """Replaces ``nodes`` (in topological order) by one Fused node writing the tensors that escape the set (or
+    ``outputs``); tensors only the set used disappear with it."""
+    members = set(nodes)
+    produced: dict[str, str] = {}
+    inputs: list[str] = []
+    steps = []
+    for k, node in enumerate(nodes):
+        args = []
+        for tensor in graph.node_inputs(node):
+            if tensor is None:
+                args.append(None)
+            elif tensor in produced:
+                args.append(produced[tensor])
+            else:
+                if tensor not in inputs:
+                    inputs.append(tensor)
+                args.append(f"in{inputs.index(tensor)}")
+        results = []
+        for position, tensor in enumerate(graph.node_outputs(node)):
+            results.append(f"s{k}.{position}" if tensor else None)
+            if tensor:
+                produced[tensor] = f"s{k}.{position}"
+        for position in semantics_of(node).optional_value_inputs:
+            tensor = graph.node_inputs(node)[position] if position < len(node.onnx_inputs) else None
+            if tensor and graph.is_constant(tensor) and node.static_input(position) is None:
+                node.set_static_input(position, graph.constant(tensor))  # Pow's exponent: x*x, not pow()
+        steps.append(Step.of(node, args, results))
+    if outputs is None:
+        outputs = [t for t in produced if topology.escapes(t, members)]
+    program = Program(tuple(steps), tuple(produced[t] for t in outputs))
+    fused = Fused.make(label, program, len(inputs))
+    types = infer_node(fused, [graph.tensor_type(t) for t in inputs], [])
+    for tensor, ttype in zip(outputs, types):
+        if ttype != graph.tensor_type(tensor):
+            raise AssertionError(f"fusing {label}: {tensor} would change type {graph.tensor_type(tensor)} -> {ttype}")
+    graph.add_op(fused, inputs, outputs)
+    for node in nodes:
+        graph.remove_op(node)
+    return fused
