@@ -2,11 +2,13 @@
 Fused node whose program runs them in order."""
 from __future__ import annotations
 
+import dataclasses
+
 from sdflow.ir import Graph, OpNode, infer_node, semantics_of
 from sdflow.ir.ops.elementwise import ELEMENTWISE_OPS
 from sdflow.ir.ops.fused import Fused, Program, Step
 
-__all__ = ["Topology", "fuse_nodes", "is_elementwise", "FUSABLE_DTYPES"]
+__all__ = ["Topology", "fuse_nodes", "is_elementwise", "is_pointwise", "FUSABLE_DTYPES"]
 
 # Fused kernels compute each value in its own type; float16 ops round per op, which fusion would change.
 FUSABLE_DTYPES = ("float32", "float64", "bool", "int64", "int32")
@@ -69,6 +71,13 @@ def is_elementwise(graph: Graph, node: OpNode) -> bool:
     return all(graph.tensor_type(t).dtype.name in FUSABLE_DTYPES for t in tensors)
 
 
+def is_pointwise(graph: Graph, node: OpNode) -> bool:
+    """An element-wise op, or a Fused element-wise kernel (what an epilogue or a prologue may absorb)."""
+    if isinstance(node, Fused):
+        return node.parsed.kind == "elementwise"
+    return is_elementwise(graph, node)
+
+
 def fuse_nodes(graph: Graph, topology: Topology, nodes: list[OpNode], label: str,
                outputs: list[str] | None = None) -> Fused:
     """Replaces ``nodes`` (in topological order) by one Fused node writing the tensors that escape the set (or
@@ -77,17 +86,28 @@ def fuse_nodes(graph: Graph, topology: Topology, nodes: list[OpNode], label: str
     produced: dict[str, str] = {}
     inputs: list[str] = []
     steps = []
-    for k, node in enumerate(nodes):
-        args = []
-        for tensor in graph.node_inputs(node):
-            if tensor is None:
-                args.append(None)
-            elif tensor in produced:
-                args.append(produced[tensor])
-            else:
-                if tensor not in inputs:
-                    inputs.append(tensor)
-                args.append(f"in{inputs.index(tensor)}")
+    def value_of(tensor):
+        if tensor in produced:
+            return produced[tensor]
+        if tensor not in inputs:
+            inputs.append(tensor)
+        return f"in{inputs.index(tensor)}"
+
+    for node in nodes:
+        arguments = [value_of(t) if t else None for t in graph.node_inputs(node)]
+        if isinstance(node, Fused):  # its program is inlined, its values renamed
+            inner = {f"in{i}": a for i, a in enumerate(arguments)}
+            for step in node.parsed.steps:
+                k = len(steps)
+                renamed = {r: f"s{k}.{p}" for p, r in enumerate(step.results) if r}
+                steps.append(dataclasses.replace(step, args=tuple(inner[a] if a else None for a in step.args),
+                                                 results=tuple(renamed.get(r) for r in step.results)))
+                inner.update(renamed)
+            for tensor, value in zip(graph.node_outputs(node), node.parsed.outputs):
+                if tensor:
+                    produced[tensor] = inner[value]
+            continue
+        k = len(steps)
         results = []
         for position, tensor in enumerate(graph.node_outputs(node)):
             results.append(f"s{k}.{position}" if tensor else None)
@@ -97,7 +117,7 @@ def fuse_nodes(graph: Graph, topology: Topology, nodes: list[OpNode], label: str
             tensor = graph.node_inputs(node)[position] if position < len(node.onnx_inputs) else None
             if tensor and graph.is_constant(tensor) and node.static_input(position) is None:
                 node.set_static_input(position, graph.constant(tensor))  # Pow's exponent: x*x, not pow()
-        steps.append(Step.of(node, args, results))
+        steps.append(Step.of(node, arguments, results))
     if outputs is None:
         outputs = [t for t in produced if topology.escapes(t, members)]
     program = Program(tuple(steps), tuple(produced[t] for t in outputs))

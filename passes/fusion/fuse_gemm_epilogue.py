@@ -1,0 +1,68 @@
+"""fuse-gemm-epilogue: MatMul -> bias / activation / scaling / residual (element-wise ops, or a fused element-wise
+kernel)  =>  one GEMM whose epilogue applies them to each row of the product while it is in cache."""
+from __future__ import annotations
+
+import dataclasses
+
+from sdflow.ir import Graph
+from sdflow.ir.ops.fused import Fused
+from ..infra import Pass, PassContext, PassResult, register_pass
+from ._rewrite import Topology, fuse_nodes, is_pointwise
+
+_DTYPES = ("float32", "float64")
+
+
+@register_pass
+@dataclasses.dataclass(frozen=True)
+class FuseGemmEpilogue(Pass):
+    """MatMul(x, W) -> Add(bias) -> Gelu/Relu/Tanh/Sigmoid/Mul(scale) -> Add(residual)  =>  one Fused GEMM."""
+
+    name = "fuse-gemm-epilogue"
+
+    def apply(self, graph: Graph, ctx: PassContext) -> PassResult:
+        topology = Topology(graph)
+        fused, absorbed, notes = 0, 0, []
+        for node in topology.order:
+            if node.op_type != "MatMul" or node.domain_name:
+                continue
+            reason = self._operands_decline(graph, node)
+            chain = [] if reason else self._epilogue(graph, topology, node, notes)
+            if reason or not chain:
+                notes.append(f"{node.label}: no epilogue fused, {reason or 'its product is not read by one element-wise op of the same shape'}")
+                continue
+            fuse_nodes(graph, topology, [node, *chain], f"gemm_{node.label}")
+            topology = Topology(graph)
+            fused += 1
+            absorbed += sum(len(n.parsed.steps) if isinstance(n, Fused) else 1 for n in chain)
+        return PassResult(fused > 0, {"fused_gemms": fused, "epilogue_ops": absorbed}, notes if ctx.explain else [])
+
+    @staticmethod
+    def _operands_decline(graph: Graph, node) -> str | None:
+        a, b = (graph.tensor_type(t) for t in graph.node_inputs(node))
+        if b.rank != 2 or a.rank < 2:
+            return f"the GEMM kernel takes a 2-D weight and an operand of rank >= 2 (got {a} x {b})"
+        if a.dtype.name not in _DTYPES:
+            return f"element type {a.dtype.name} has no BLAS GEMM"
+        return None
+
+    @staticmethod
+    def _epilogue(graph: Graph, topology: Topology, matmul, notes) -> list:
+        """The chain of single-reader point-wise ops after ``matmul`` whose outputs keep the product's shape."""
+        product = graph.node_outputs(matmul)[0]
+        shape = graph.tensor_type(product).shape
+        chain, tensor = [], product
+        while True:
+            reader = topology.only_consumer(tensor)
+            if reader is None or not is_pointwise(graph, reader):
+                break
+            outputs = [t for t in graph.node_outputs(reader) if t]
+            if len(outputs) != 1 or graph.tensor_type(outputs[0]).shape != shape:
+                notes.append(f"{matmul.label}: epilogue stops before {reader.label} (its output has another shape)")
+                break
+            if topology.creates_cycle({matmul, *chain, reader}):
+                notes.append(f"{matmul.label}: epilogue stops before {reader.label} (another input depends on the "
+                             "product)")
+                break
+            chain.append(reader)
+            tensor = outputs[0]
+        return chain
