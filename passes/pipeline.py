@@ -15,6 +15,10 @@ __all__ = ["LEVELS", "parse_pipeline", "run_pipeline", "PassRecord"]
 LEVELS: dict[str, list[str]] = {
     "O0": [],
     "O1": ["fold-constants", "fold-shape-inputs", "eliminate-dead-nodes"],
+    # Attention first (it needs the scores chain whole), then layouts around it, then row kernels (they take the
+    # adds before a LayerNorm), then what is left of element-wise chains, then GEMM epilogues.
+    "O2": ["fold-constants", "fold-shape-inputs", "eliminate-dead-nodes", "fuse-attention", "fold-layout",
+           "fuse-normalization", "fuse-elementwise", "fuse-gemm-epilogue", "eliminate-dead-nodes"],
 }
 
 _ITEM = re.compile(r"\s*([A-Za-z0-9][\w-]*)\s*(?:\{([^{}]*)\})?\s*")

@@ -171,7 +171,7 @@ def split_sizes(node, dim, split_value, outputs: int) -> list:
     if isinstance(dim, int) and dim % outputs:
         chunk = -(-dim // outputs)
         return [chunk] * (outputs - 1) + [dim - chunk * (outputs - 1)]
-    return [to_dim(dim / outputs)] * outputs
+    return [dim // outputs if isinstance(dim, int) else to_dim(dim / outputs)] * outputs
 
 
 @op("Split", since=13)

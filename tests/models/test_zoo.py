@@ -1,5 +1,5 @@
 """Real architectures exported by PyTorch (torchvision ResNet-18 / MobileNetV2, HuggingFace BERT / GPT-2, MiniLM
-with its trained weights) compile with O1 and match ONNX Runtime at two input shapes from one compile.
+with its trained weights) compile with O1 and with O2 (all fusion passes) and match ONNX Runtime at two input shapes from one compile.
 
 CI runs the reduced-depth variants; the full models run with ``SDFLOW_FULL_MODELS=1 pytest tests/models``."""
 from __future__ import annotations
@@ -33,14 +33,15 @@ def _feeds(compiled, dims, rng):
     return feeds
 
 
+@pytest.mark.parametrize("pipeline", ["O1", "O2"])
 @pytest.mark.parametrize("name", zoo.MODELS)
-def test_zoo_model_matches_onnxruntime(name, helpers, rng):
+def test_zoo_model_matches_onnxruntime(name, pipeline, helpers, rng):
     import sdflow
     from sdflow.codegen.build import native_builds
     from sdflow.ort import compare_outputs, run_onnxruntime
 
     path = zoo.export(name, reduced=not FULL)
-    compiled = sdflow.compile(path, passes="O1")
+    compiled = sdflow.compile(path, passes=pipeline)
     builds = native_builds()
     for dims in SHAPES:
         feeds = _feeds(compiled, dims, rng)
