@@ -9,6 +9,7 @@ import math
 from sdflow.ir.ops.attention import attention_dims
 from sdflow.ir.types import TensorType
 from ._expansion import Ctx, add_map, cexpr, expansion
+from ._math import EXP_FLOAT
 
 
 def _ttype(ctx: Ctx, connector) -> TensorType | None:
@@ -76,6 +77,10 @@ def attention(ctx: Ctx):
         bias.append(f"if (j - (i + {offset}) > {right}) b_ = -INFINITY;")
     if nonpad is not None:
         bias.append("if (j >= (int64_t)nonpad[b]) b_ = -INFINITY;")
+    if dtype == "float" and past_k is None and nonpad is None and qk is None and present_k is None \
+            and present_v is None and softcap == 0:
+        return _float_attention(ctx, d, scale, [line.replace("0.0 : -INFINITY", "0.0f : -INFINITY").replace(
+            "(double)", "") for line in bias], element)
     qk_at = f"qk[(((b * {hq} + h) * {sq} + i) * {total}) + j]"
     capped = f"score_ = {softcap!r} * std::tanh(score_ / {softcap!r});" if softcap > 0 else ""
     write_qk = ""
@@ -134,6 +139,68 @@ for (int64_t e = 0; e < {vhead}; ++e) {{
     add_map(state, "attention", {"i0": d.batch, "i1": d.q_heads, "i2": d.q_len},
             {n: m for n, m in whole.items() if n in inputs}, code, {n: m for n, m in whole.items() if n not in inputs},
             pointers=list(whole))
+    return sdfg
+
+
+def _float_attention(ctx: Ctx, d, scale: float, bias: list[str], element) -> object:
+    """The float32 path without a cache: per (batch, head), Kᵀ is copied once into a local [head size, keys]
+    tile, so every score row is a sum of contiguous, vectorised axpys; the probabilities scale V's rows into the
+    output row (contiguous too). Scores live in one row buffer; nothing of size keys x queries is written."""
+    q, k, v, mask = (ctx.connector("in", p) for p in range(4))
+    y = ctx.connector("out", 0)
+    hq, hkv, sq, skv, head, vhead = (cexpr(x) for x in (d.q_heads, d.kv_heads, d.q_len, d.kv_len, d.head_size,
+                                                       d.v_head_size))
+    row = {name: element(name, heads, length, size, b, h, s, "0")
+           for name, heads, length, size, b, h, s in (("Q", hq, sq, head, "b", "h", "i"),
+                                                      ("K", hkv, skv, head, "b", "g_", "j"),
+                                                      ("V", hkv, skv, vhead, "b", "g_", "j"),
+                                                      ("Y", hq, sq, vhead, "b", "h", "i"))}
+    code = f"""
+{EXP_FLOAT}
+const int64_t b = i0, h = i1, T_ = {skv}, D_ = {head}, DV_ = {vhead}, g_ = h / ({hq} / {hkv});
+std::vector<float> kt_(D_ * T_), s_(T_);
+for (int64_t j = 0; j < T_; ++j) {{
+    const float* k_ = &{row["K"]};
+    for (int64_t e = 0; e < D_; ++e) kt_[e * T_ + j] = k_[e] * {scale!r}f;
+}}
+for (int64_t i = 0; i < {sq}; ++i) {{
+    const float* q_ = &{row["Q"]};
+    #pragma omp simd
+    for (int64_t j = 0; j < T_; ++j) s_[j] = 0.0f;
+    for (int64_t e = 0; e < D_; ++e) {{
+        const float qe_ = q_[e];
+        const float* kte_ = kt_.data() + e * T_;
+        #pragma omp simd
+        for (int64_t j = 0; j < T_; ++j) s_[j] += qe_ * kte_[j];
+    }}
+    float m_ = -INFINITY;
+    for (int64_t j = 0; j < T_; ++j) {{
+        float b_ = 0.0f;
+        {" ".join(bias)}
+        s_[j] += b_;
+        m_ = std::max(m_, s_[j]);
+    }}
+    float* y_ = &{row["Y"]};
+    for (int64_t e = 0; e < DV_; ++e) y_[e] = 0.0f;
+    if (std::isinf(m_) && m_ < 0) continue;  // no key may be attended: the output row is 0
+    float sum_ = 0.0f;
+    #pragma omp simd reduction(+:sum_)
+    for (int64_t j = 0; j < T_; ++j) {{ const float p_ = exp_f_(s_[j] - m_); s_[j] = p_; sum_ += p_; }}
+    const float inv_ = 1.0f / sum_;
+    for (int64_t j = 0; j < T_; ++j) {{
+        const float p_ = s_[j] * inv_;
+        const float* v_ = &{row["V"]};
+        #pragma omp simd
+        for (int64_t e = 0; e < DV_; ++e) y_[e] += p_ * v_[e];
+    }}
+}}
+"""
+    inputs = {"Q": q, "K": k, "V": v, "mask": mask}
+    whole = {name: f"{c}[{', '.join(f'0:{s}' for s in ctx.shape(c))}]" for name, c in {**inputs, "Y": y}.items()
+             if c is not None}
+    sdfg, state = ctx.nested()
+    add_map(state, "attention", {"i0": d.batch, "i1": d.q_heads}, {n: m for n, m in whole.items() if n != "Y"},
+            code, {"Y": whole["Y"]}, pointers=list(whole))
     return sdfg
 
 

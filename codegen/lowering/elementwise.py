@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+from ._math import vectorizable
 from ._expansion import Ctx, add_map, expansion, index_ranges
 
 _BINARY = {"Add": "in0 + in1", "Sub": "in0 - in1", "Mul": "in0 * in1", "Div": "in0 / in1", "Equal": "in0 == in1",
@@ -190,7 +191,7 @@ def elementwise(ctx: Ctx):
             if ctx.desc(ctx.connector("in", p)).dtype.ctype == "dace::float16":
                 code = re.sub(rf"\bin{k}\b", f"((float)in{k})", code)
         out_type = "float"
-    return _elementwise_map(ctx, indices, f"out = {code.replace('{T}', out_type)};")
+    return _elementwise_map(ctx, indices, vectorizable(f"out = {code.replace('{T}', out_type)};", out_type))
 
 
 @expansion("BatchNormalization")

@@ -18,6 +18,7 @@ from sdflow.ir import CompileError
 from sdflow.ir.ops.fused import Program
 from sdflow.ir.types import TensorType, dace_dtype
 from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
+from ._math import vectorizable
 from .elementwise import broadcast_index, expression
 from .linalg import _gemm_call
 from .reduction import layer_norm_row_code, softmax_row_code
@@ -92,7 +93,7 @@ def _elementwise(ctx: Ctx, program: Program, types) -> dace.SDFG:
         outputs[f"o{j}"] = f"out{j}[{', '.join(f'i{k}' for k in range(len(out_shape))) or '0'}]"
         code += f"\no{j} = {_local(value)};"
     sdfg, state = ctx.nested()
-    add_map(state, "fused", index_ranges(out_shape), inputs, code, outputs)
+    add_map(state, "fused", index_ranges(out_shape), inputs, vectorizable(code, _math_type(types)), outputs)
     return sdfg
 
 
@@ -124,8 +125,8 @@ def _rows(ctx: Ctx, program: Program, types) -> dace.SDFG:
     code = (f"for (int64_t j_ = 0; j_ < {n}; ++j_) {{\n{prologue}\n{' '.join(stores)}\n}}\n"
             f"{{\nconst {ctype}* x = y;\n{row}\n}}")
     sdfg, state = ctx.nested()
-    add_map(state, row_step.op_type.lower(), index_ranges(shape[:-1]), memlets, code, outputs,
-            pointers=pointers + list(outputs))
+    add_map(state, row_step.op_type.lower(), index_ranges(shape[:-1]), memlets, vectorizable(code, _math_type(types)),
+            outputs, pointers=pointers + list(outputs))
     return sdfg
 
 
@@ -180,7 +181,8 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
                          f"{name}[j_ - {cexpr(low)}] = {final};\n}}")
             low = low + size
         code = "\n".join(loops)
-    add_map(epilogue_state, "epilogue", index_ranges(product_shape[:-1]), {**memlets_acc, **memlets}, code, outputs,
+    add_map(epilogue_state, "epilogue", index_ranges(product_shape[:-1]), {**memlets_acc, **memlets},
+            vectorizable(code, _math_type(types)), outputs,
             pointers=pointers + list(memlets_acc) + list(outputs))
     return sdfg
 
@@ -196,3 +198,8 @@ def fused(ctx: Ctx):
     types = program.types(inputs)
     _check_types(types)
     return {"elementwise": _elementwise, "rows": _rows, "matmul": _matmul}[program.kind](ctx, program, types)
+
+
+def _math_type(types) -> str:
+    """The type the inline float math may serve: float unless some value is double (whose math stays libm's)."""
+    return "double" if any(t.dtype.name == "float64" for t in types.values()) else "float"

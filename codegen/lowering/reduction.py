@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from sdflow.ir.ops.reduction import reduce_axes
 from sdflow.ir.ops._base import normalize_axis
+from ._math import vectorizable
 from ._expansion import Ctx, add_map, cexpr, contiguous_strides, expansion, index_ranges, product
 
 
@@ -131,8 +132,10 @@ const int64_t n_ = {n}, s_ = {stride};
 {dtype} m_ = x[0];
 for (int64_t k_ = 1; k_ < n_; ++k_) m_ = std::max<{dtype}>(m_, x[k_ * s_]);
 {dtype} sum_ = 0;
+#pragma omp simd reduction(+:sum_)
 for (int64_t k_ = 0; k_ < n_; ++k_) {{ {dtype} e_ = std::exp(({dtype})x[k_ * s_] - m_); sum_ += e_; {"" if narrow else "y[k_ * s_] = e_;"} }}
 """
+    code = vectorizable(code, dtype)
     if op_type == "LogSoftmax":
         return code + (f"const {dtype} log_sum_ = std::log(sum_);\n"
                        f"for (int64_t k_ = 0; k_ < n_; ++k_) y[k_ * s_] = ({dtype})x[k_ * s_] - m_ - log_sum_;\n")
@@ -162,12 +165,13 @@ def layer_norm_row_code(node, n, dtype: str, scale: str | None, bias: str | None
     scaled = "(x[k_] - mean_) * inv_" + (f" * {scale}" if scale else "") + (f" + {bias}" if bias else "")
     # RMSNormalization: the same without centring (mean_ stays 0) and without bias.
     centre = "" if node.op_type == "RMSNormalization" else \
-        "for (int64_t k_ = 0; k_ < n_; ++k_) mean_ += x[k_];\nmean_ /= n_;"
+        "#pragma omp simd reduction(+:mean_)\nfor (int64_t k_ = 0; k_ < n_; ++k_) mean_ += x[k_];\nmean_ /= n_;"
     return f"""
 const int64_t n_ = {n};
 float mean_ = 0;
 {centre}
 float var_ = 0;
+#pragma omp simd reduction(+:var_)
 for (int64_t k_ = 0; k_ < n_; ++k_) {{ float d_ = x[k_] - mean_; var_ += d_ * d_; }}
 const float inv_ = 1.0f / std::sqrt(var_ / n_ + {float(node.attr('epsilon', 1e-5))!r}f);
 for (int64_t k_ = 0; k_ < n_; ++k_) y[k_] = ({dtype})({scaled});
