@@ -18,7 +18,11 @@ HEAD = MODEL // HEADS
 INPUTS = {"x": (np.float32, ("batch", SEQ, MODEL)), "mask": (np.int64, ("batch", SEQ))}
 
 
-def build_model(seed: int = 0):
+def build_model(seed: int = 0, seq: int = SEQ, model: int = MODEL, heads: int = HEADS, ffn: int = FFN,
+                decomposed_layernorm: bool = True):
+    """The block at these sizes (BERT-base: seq 128, model 768, heads 12, ffn 3072); the second LayerNorm is the
+    decomposed chain unless ``decomposed_layernorm`` is False."""
+    SEQ, MODEL, HEADS, FFN, HEAD = seq, model, heads, ffn, model // heads  # noqa: N806  (the module's names)
     rng = np.random.default_rng(seed)
     inits = []
 
@@ -68,6 +72,10 @@ def build_model(seed: int = 0):
                         const("half", 0.5)], "gelu")
     residual = node("Add", [h, linear(gelu, "ffn2", FFN, MODEL)], "res2")
 
+    if not decomposed_layernorm:
+        out = node("LayerNormalization", [residual, const("ln2.g", rng.uniform(0.8, 1.2, MODEL)),
+                                          const("ln2.b", rng.normal(0, 0.1, MODEL))], "y", axis=-1, epsilon=1e-5)
+        return _model(nodes, inits, out, SEQ, MODEL)
     # LayerNorm decomposed the way older exporters write it.
     mean = node("ReduceMean", [residual], "ln2.mean", axes=[-1], keepdims=1)
     centered = node("Sub", [residual, mean], "ln2.centered")
@@ -76,12 +84,15 @@ def build_model(seed: int = 0):
     normed = node("Div", [centered, std], "ln2.normed")
     out = node("Add", [node("Mul", [normed, const("ln2.g", rng.uniform(0.8, 1.2, MODEL))], "ln2.scaled"),
                        const("ln2.b", rng.normal(0, 0.1, MODEL))], "y")
+    return _model(nodes, inits, out, SEQ, MODEL)
 
+
+def _model(nodes, inits, out, seq, model):
     graph = helper.make_graph(
         nodes, "encoder_block",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", SEQ, MODEL]),
-         helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", SEQ])],
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", SEQ, MODEL])], inits)
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", seq, model]),
+         helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", seq])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", seq, model])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="sdflow-examples")
 
 

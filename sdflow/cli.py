@@ -1,4 +1,4 @@
-"""The ``sdflow`` command line: compile, run, inspect, passes, view, conformance, bench, zoo. Errors print one
+"""The ``sdflow`` command line: compile, run, inspect, passes, view, conformance, bench, report, zoo. Errors print one
 line (``--debug`` for the traceback) and exit non-zero."""
 from __future__ import annotations
 
@@ -231,6 +231,25 @@ def cmd_bench(args) -> int:
     return 0 if result.outputs_match else 1
 
 
+def cmd_report(args) -> int:
+    from sdflow import api, bench, report, zoo
+    path = zoo.resolve(args.model, args.reduced)
+    graph = api.load(path)
+    dims = {k: int(v) for k, v in _parse_pairs(args.dim, "--dim").items()}
+    if args.model in zoo.ENTRIES and not args.shape and not dims:
+        dims = dict(zoo.ENTRIES[args.model].default_dims)
+    dims = report.dims_from_shapes(graph, bench.parse_shapes(args.shape), dims)
+    result = report.build_report(graph, args.passes, dims, model=args.model, explain=args.explain,
+                                 lowered=args.lowered)
+    text = report.render(result, args.format, top=args.top)
+    if args.output:
+        pathlib.Path(args.output).write_text(text)
+        print(f"wrote {args.output}: {report.format_text(result).splitlines()[0]}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_zoo(args) -> int:
     from sdflow import zoo
     return zoo.run(args)
@@ -313,6 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reduced", action="store_true", help="zoo models: the 2-layer variants")
     p.add_argument("--json", help="also write the result as JSON here")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="bytes moved per op and per pass (operator boundaries, and after lowering)")
+    p.add_argument("model", help="an ONNX file, a .sdfg file or a zoo name (resnet18, mobilenet_v2, bert, ...)")
+    _add_passes_option(p, default="O2")
+    p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...", help="an input's shape (binds its dims)")
+    p.add_argument("--dim", action="append", metavar="SYMBOL=N", help="size of a symbolic dim")
+    p.add_argument("--format", choices=["text", "md", "json", "html"], default="text")
+    p.add_argument("--explain", action="store_true", help="say why each declined fusion candidate was declined")
+    p.add_argument("--lowered", action="store_true", help="also measure DaCe memlets after lowering (slower)")
+    p.add_argument("--top", type=int, default=15, help="how many ops to list")
+    p.add_argument("--reduced", action="store_true", help="zoo models: the 2-layer variants")
+    p.add_argument("-o", "--output", help="write the report here instead of standard output")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("zoo", help="export the real-model zoo to ONNX (needs the 'models' extra)")
     from sdflow import zoo

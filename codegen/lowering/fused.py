@@ -4,8 +4,9 @@ local, so the values between steps live in registers:
 - ``elementwise``: one parallel map over the output; inputs broadcast through their memlets.
 - ``rows``: one parallel map over the rows; the prologue writes the row op's input into the output row, then
   LayerNorm/Softmax runs on that row in place (one read of each input, one write of the output).
-- ``matmul``: a BLAS GEMM into the output (or, before a Split, into one scratch product), then one parallel map
-  over the product's rows applies the epilogue while the row is in cache.
+- ``matmul``: a BLAS GEMM into the output (before a Split: one call per output, each on its column block of the
+  concatenated weight), then one parallel map over the rows applies the epilogue in place while the row is in
+  cache.
 """
 from __future__ import annotations
 
@@ -131,6 +132,8 @@ def _rows(ctx: Ctx, program: Program, types) -> dace.SDFG:
 
 
 def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
+    """GEMM into each output (a Split's outputs are column blocks of the product: one BLAS call per block of the
+    concatenated weight, straight into that output), then the epilogue on each output row in place."""
     matmul, steps = program.steps[0], list(program.steps[1:])
     split = steps.pop() if steps and steps[-1].op_type == "Split" else None
     a_type, b_type = types[matmul.args[0]], types[matmul.args[1]]
@@ -139,51 +142,42 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     product_shape = list(types[matmul.results[0]].shape)
     rows, k, n = cexpr(product(a_type.shape[:-1])), cexpr(a_type.shape[-1]), cexpr(b_type.shape[-1])
     ctype = dace_dtype(a_type.dtype).ctype
+    final = steps[-1].results[0] if steps else matmul.results[0]
+    # (output index, first column, width) of each output
+    blocks, low = [], 0
+    for result in (split.results if split is not None else [final]):
+        width = types[result].shape[-1]
+        blocks.append((program.outputs.index(result), low, width))
+        low = low + width
     sdfg, gemm_state = ctx.nested()
-    target = "out0"
-    if split is not None:
-        target = "product"
-        sdfg.add_transient(target, product_shape, dace_dtype(a_type.dtype))
     a_in, b_in = matmul.args[0], matmul.args[1]
-    tasklet = gemm_state.add_tasklet("gemm", {"_a": dace.pointer(dace_dtype(a_type.dtype)),
-                                              "_b": dace.pointer(dace_dtype(b_type.dtype))},
-                                     {"_c": dace.pointer(dace_dtype(a_type.dtype))},
-                                     _gemm_call(ctype, False, False, rows, n, k, 1, "_a", k, "_b", n, 0, "_c", n),
-                                     language=dace.Language.CPP)
+    calls = [_gemm_call(ctype, False, False, rows, cexpr(w), k, 1, "_a", k, f"_b + {cexpr(lo)}", n, 0, f"_c{o}",
+                        cexpr(w)) for o, lo, w in blocks]
+    pointer = dace.pointer(dace_dtype(a_type.dtype))
+    tasklet = gemm_state.add_tasklet("gemm", {"_a": pointer, "_b": pointer}, {f"_c{o}": pointer for o, _, _ in blocks},
+                                     "\n".join(calls), language=dace.Language.CPP)
     tasklet.environments = {OpenBLAS.full_class_path()}
     for connector, array in (("_a", a_in), ("_b", b_in)):
         gemm_state.add_edge(gemm_state.add_read(array), None, tasklet, connector,
                             dace.Memlet.from_array(array, sdfg.arrays[array]))
-    gemm_state.add_edge(tasklet, "_c", gemm_state.add_write(target), None,
-                        dace.Memlet.from_array(target, sdfg.arrays[target]))
-    if not steps and split is None:
+    for o, _, _ in blocks:
+        gemm_state.add_edge(tasklet, f"_c{o}", gemm_state.add_write(f"out{o}"), None,
+                            dace.Memlet.from_array(f"out{o}", sdfg.arrays[f"out{o}"]))
+    if not steps:
         return sdfg
     epilogue_state = sdfg.add_state_after(gemm_state, "epilogue")
-    memlets, elements, pointers = _external_rows(ctx, program, types, product_shape, "j_", skip=(a_in, b_in))
-    row_subset = _row_subset(product_shape, product_shape)[0]
-    # The product's element: read from the output row itself (updated in place), or from the scratch product.
-    elements[matmul.results[0]] = "a_" if split is None else "acc[j_]"
+    memlets, elements, pointers = _external_rows(ctx, program, types, product_shape, "(j_ + low_)",
+                                                 skip=(a_in, b_in))
+    elements[matmul.results[0]] = "a_"
     code = _statements(program, steps, types, elements.__getitem__)
-    final = _local(steps[-1].results[0]) if steps else elements[matmul.results[0]]
-    outputs = {}
-    if split is None:
-        memlets_acc = {}
-        code = f"for (int64_t j_ = 0; j_ < {n}; ++j_) {{\nconst {ctype} a_ = y[j_];\n{code}\ny[j_] = {final};\n}}"
-        outputs["y"] = f"out0[{row_subset}]"
-    else:
-        memlets_acc = {"acc": f"{target}[{row_subset}]"}
-        sizes = [types[r].shape[-1] for r in split.results]
-        loops, low = [], 0
-        for j, size in enumerate(sizes):
-            name = f"o{program.outputs.index(split.results[j])}"
-            outputs[name] = f"out{program.outputs.index(split.results[j])}[{_row_subset(types[split.results[j]].shape, product_shape)[0]}]"
-            loops.append(f"for (int64_t j_ = {cexpr(low)}; j_ < {cexpr(low + size)}; ++j_) {{\n{code}\n"
-                         f"{name}[j_ - {cexpr(low)}] = {final};\n}}")
-            low = low + size
-        code = "\n".join(loops)
-    add_map(epilogue_state, "epilogue", index_ranges(product_shape[:-1]), {**memlets_acc, **memlets},
-            vectorizable(code, _math_type(types)), outputs,
-            pointers=pointers + list(memlets_acc) + list(outputs))
+    outputs, loops = {}, []
+    for o, lo, w in blocks:
+        outputs[f"y{o}"] = f"out{o}[{_row_subset(types[program.outputs[o]].shape, product_shape)[0]}]"
+        # The product's element is read from the output row itself, which the epilogue then overwrites.
+        loops.append(f"{{\nconst int64_t low_ = {cexpr(lo)};\nfor (int64_t j_ = 0; j_ < {cexpr(w)}; ++j_) {{\n"
+                     f"const {ctype} a_ = y{o}[j_];\n{code}\ny{o}[j_] = {_local(final)};\n}}\n}}")
+    add_map(epilogue_state, "epilogue", index_ranges(product_shape[:-1]), memlets,
+            vectorizable("\n".join(loops), _math_type(types)), outputs, pointers=pointers + list(outputs))
     return sdfg
 
 

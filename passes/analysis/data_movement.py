@@ -1,6 +1,10 @@
-"""data-movement: bytes each op reads and writes at its boundary (every input tensor read once, every output
-written once), symbolic in the model's dims. The operator-boundary model of *Data Movement Is All You Need*
-(arXiv 2007.00072): what an op costs in memory traffic when it runs as its own kernel."""
+"""data-movement: for every op, the bytes it reads and writes at its boundary (every input read once, every output
+written once), its flop and arithmetic intensity, symbolic in the model's dims. The operator-boundary model of
+*Data Movement Is All You Need* (arXiv 2007.00072): what an op costs in memory traffic when it runs as its own
+kernel. Reshapes are views (no bytes): they change how a buffer is indexed, not its contents.
+
+Flop counts one per multiply or add of a contraction (2·M·N·K for a GEMM), one per output element of an
+element-wise op (a transcendental counts as one), and the per-element work of the normalisations below."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +13,20 @@ import numpy as np
 import sympy
 
 from sdflow.ir import Graph
+from sdflow.ir.ops.elementwise import ELEMENTWISE_OPS
+from sdflow.ir.ops.linalg import matmul_shapes
+from sdflow.ir.types import TensorType
 
-__all__ = ["OpTraffic", "operator_traffic"]
+__all__ = ["OpTraffic", "Totals", "operator_traffic", "totals", "op_flop", "VIEW_OPS"]
+
+VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+# Flop per element of the (first) input, for row-wise ops: max, subtract + exp, sum, divide; mean, variance,
+# normalise, scale, shift.
+_PER_ELEMENT = {"Softmax": 5, "LogSoftmax": 5, "LayerNormalization": 8, "RMSNormalization": 6,
+                "BatchNormalization": 4, "InstanceNormalization": 8, "GroupNormalization": 8}
+_REDUCTIONS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+               "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ArgMax", "ArgMin", "GlobalAveragePool",
+               "GlobalMaxPool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +35,8 @@ class OpTraffic:
     op_type: str
     bytes_read: sympy.Expr
     bytes_written: sympy.Expr
+    flop: sympy.Expr = sympy.Integer(0)
+    kernel: str = ""  # what a fused op runs (MatMul+Add+Gelu), else ""
 
     @property
     def bytes_moved(self) -> sympy.Expr:
@@ -28,22 +46,101 @@ class OpTraffic:
         """(bytes read, bytes written) with the symbolic dims bound to ``dims``; a dim not given raises."""
         return _evaluate(self.bytes_read, dims), _evaluate(self.bytes_written, dims)
 
+    def evaluate_flop(self, dims: dict[str, int]) -> int:
+        return _evaluate(self.flop, dims)
+
+    def intensity(self, dims: dict[str, int]) -> float:
+        """Flop per byte moved (0 for an op that moves nothing)."""
+        moved = sum(self.evaluate(dims))
+        return self.evaluate_flop(dims) / moved if moved else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Totals:
+    ops: int
+    bytes_read: int
+    bytes_written: int
+    flop: int
+
+    @property
+    def bytes_moved(self) -> int:
+        return self.bytes_read + self.bytes_written
+
+    @property
+    def intensity(self) -> float:
+        return self.flop / self.bytes_moved if self.bytes_moved else 0.0
+
 
 def operator_traffic(graph: Graph) -> list[OpTraffic]:
     """One record per op node, in topological order."""
-    return [OpTraffic(node.label, node.op_type,
-                      sum((_tensor_bytes(graph, t) for t in graph.node_inputs(node) if t), sympy.Integer(0)),
-                      sum((_tensor_bytes(graph, t) for t in graph.node_outputs(node) if t), sympy.Integer(0)))
-            for node in graph.op_nodes()]
+    records = []
+    for node in graph.op_nodes():
+        inputs = [graph.tensor_type(t) if t else None for t in graph.node_inputs(node)]
+        outputs = [graph.tensor_type(t) if t else None for t in graph.node_outputs(node)]
+        if node.op_type in VIEW_OPS and not node.domain_name:
+            read = written = sympy.Integer(0)
+        else:
+            read = sum((_bytes(t) for t in inputs if t), sympy.Integer(0))
+            written = sum((_bytes(t) for t in outputs if t), sympy.Integer(0))
+        records.append(OpTraffic(node.label, node.op_type, read, written, op_flop(node, inputs, outputs),
+                                 getattr(node, "kernel", "") if node.domain_name else ""))
+    return records
 
 
-def _tensor_bytes(graph: Graph, tensor: str) -> sympy.Expr:
-    ttype = graph.tensor_type(tensor)
-    return sympy.Mul(*[sympy.sympify(d) for d in ttype.shape], np.dtype(ttype.dtype).itemsize)
+def totals(records: list[OpTraffic], dims: dict[str, int]) -> Totals:
+    read = written = flop = 0
+    for record in records:
+        r, w = record.evaluate(dims)
+        read, written, flop = read + r, written + w, flop + record.evaluate_flop(dims)
+    return Totals(len(records), read, written, flop)
 
 
-def _evaluate(expr: sympy.Expr, dims: dict[str, int]) -> int:
-    value = sympy.sympify(expr).subs({s: dims[str(s)] for s in expr.free_symbols if str(s) in dims})
+def op_flop(node, inputs: list[TensorType | None], outputs: list[TensorType | None]) -> sympy.Expr:
+    """The flop of one op node (a Fused op: the sum over its steps)."""
+    op_type = node.op_type
+    if node.domain_name == "ai.sdflow":
+        program = node.parsed
+        types = program.types(inputs)
+        return sum((op_flop(step.node(), [types[a] if a else None for a in step.args],
+                            [types[r] if r else None for r in step.results]) for step in program.steps),
+                   sympy.Integer(0))
+    out = outputs[0] if outputs and outputs[0] is not None else None
+    if op_type == "MatMul":
+        batch, m, k, n, _ = matmul_shapes(inputs[0].shape, inputs[1].shape)
+        return 2 * _count(batch) * m * k * n
+    if op_type == "Gemm":
+        k = inputs[0].shape[0 if node.attr("transA", 0) else 1]
+        return 2 * _count(out.shape) * k + (_count(out.shape) if len(inputs) > 2 and inputs[2] else 0)
+    if op_type in ("Conv", "ConvTranspose"):
+        # Each output (Conv) or input (ConvTranspose) element meets one weight slice [C/groups, kernel...].
+        source = inputs[0] if op_type == "ConvTranspose" else out
+        return 2 * _count(source.shape) * _count(inputs[1].shape[1:])
+    if op_type == "Attention":
+        q, k, v = inputs[:3]
+        scores = _count(out.shape[:-1]) * (k.shape[-2] if k.rank == 4 else k.shape[1])
+        head = q.shape[-1] if q.rank == 4 else q.shape[-1] / node.attr("q_num_heads")
+        value = v.shape[-1] if v.rank == 4 else v.shape[-1] / node.attr("kv_num_heads")
+        return sympy.expand(2 * scores * head + 2 * scores * value + 5 * scores)
+    if op_type in _PER_ELEMENT:
+        return _PER_ELEMENT[op_type] * _count(inputs[0].shape)
+    if op_type in _REDUCTIONS:
+        return _count(inputs[0].shape)
+    if op_type in ELEMENTWISE_OPS and op_type not in ("Identity", "Expand", "Cast", "CastLike") and out is not None:
+        return _count(out.shape)
+    return sympy.Integer(0)
+
+
+def _count(shape) -> sympy.Expr:
+    return sympy.Mul(*[sympy.sympify(d) for d in shape]) if shape else sympy.Integer(1)
+
+
+def _bytes(ttype: TensorType) -> sympy.Expr:
+    return _count(ttype.shape) * np.dtype(ttype.dtype).itemsize
+
+
+def _evaluate(expr, dims: dict[str, int]) -> int:
+    expr = sympy.sympify(expr)
+    value = expr.subs({s: dims[str(s)] for s in expr.free_symbols if str(s) in dims})
     if value.free_symbols:
         missing = ", ".join(sorted(str(s) for s in value.free_symbols))
         raise KeyError(f"no value for dim(s) {missing}")

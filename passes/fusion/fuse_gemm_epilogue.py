@@ -27,8 +27,13 @@ class FuseGemmEpilogue(Pass):
                 continue
             reason = self._operands_decline(graph, node)
             chain = [] if reason else self._epilogue(graph, topology, node, notes)
-            if reason or not chain:
-                notes.append(f"{node.label}: no epilogue fused, {reason or 'its product is not read by one element-wise op of the same shape'}")
+            if not reason and not chain:
+                product = graph.node_outputs(node)[0]
+                readers = ", ".join(f"{r.label} ({getattr(r, 'kernel', '') or r.op_type})"
+                                    for r in topology.consumers.get(product, [])) or "a graph output"
+                reason = f"its product is read by {readers}, not by one element-wise op of the same shape"
+            if reason:
+                notes.append(f"{node.label}: no epilogue fused, {reason}")
                 continue
             fuse_nodes(graph, topology, [node, *chain], f"gemm_{node.label}")
             topology = Topology(graph)
