@@ -104,3 +104,26 @@ def test_errors_are_one_line(tmp_path, transformer_file):
     assert pipeline.returncode == 1 and "unknown pass 'nope'" in pipeline.stderr
     missing = sdflow("run", transformer_file, check=False)
     assert missing.returncode == 1 and "missing input(s) ['x', 'mask']" in missing.stderr
+
+
+def test_report_names_the_passes_fusions_and_declined_candidates(transformer_file, tmp_path):
+    import json
+    text = sdflow("report", transformer_file, "--dim", "batch=8", "--explain").stdout
+    assert "fuse-gemm-epilogue" in text and "fused_gemms=1" in text and "MatMul+Add+Div+Erf+Add+Mul+Mul" in text
+    assert "declined (--explain):" in text and "Where scores.masked between the scores and the softmax" in text
+    report_json = tmp_path / "report.json"
+    sdflow("report", transformer_file, "--dim", "batch=8", "--format", "json", "-o", report_json)
+    data = json.loads(report_json.read_text())
+    assert [p["name"] for p in data["passes"]][:2] == ["input", "fold-constants"]
+    assert data["passes"][-1]["bytes_moved"] < 0.6 * data["passes"][0]["bytes_moved"]
+    assert data["ops"] == sorted(data["ops"], key=lambda o: -o["bytes_moved"])
+    page = tmp_path / "report.html"
+    sdflow("report", transformer_file, "--dim", "batch=8", "--format", "html", "-o", page)
+    assert page.read_text().count("<svg") == 2
+    md = sdflow("report", transformer_file, "--dim", "batch=8", "--format", "md", "-p", "O1", "--lowered").stdout
+    assert "| pass | ops | MiB moved |" in md and "After lowering" in md
+
+
+def test_report_needs_the_size_of_every_symbolic_dim(transformer_file):
+    out = sdflow("report", transformer_file, check=False)
+    assert out.returncode == 1 and "symbolic dims ['batch'] have no size" in out.stderr

@@ -1,0 +1,254 @@
+"""The O2 fusion passes: for each, the structure it produces (the printed IR), its meaning (the rewritten graph run
+by the numpy references, and compiled, against ONNX Runtime at two shapes), a negative case where it must not
+fire (and says why with --explain), and idempotence (a second run changes nothing)."""
+from __future__ import annotations
+
+import pathlib
+import re
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from sdflow.frontends.onnx import import_model
+from sdflow.ir import interpret, print_graph, verify
+from sdflow.ort import run_onnxruntime
+from sdflow.passes import PassContext, parse_pipeline, run_pipeline
+
+F = np.float32
+
+
+def _optimized(model, spec):
+    graph = import_model(model)
+    records = run_pipeline(graph, "O1," + spec, ctx=PassContext(explain=True))
+    return graph, records[-1].result
+
+
+def _ops(graph):
+    return [getattr(n, "kernel", "") or n.op_type for n in graph.op_nodes()]
+
+
+def _assert_meaning(graph, model, feeds):
+    for name, expected in run_onnxruntime(model, feeds).items():
+        np.testing.assert_allclose(interpret(graph, feeds)[name], expected, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def _assert_idempotent(graph, spec):
+    (pass_, ) = parse_pipeline(spec)
+    assert not pass_.apply(graph, PassContext()).modified
+    verify(graph)
+
+
+def _gelu_nodes(x, out):
+    """GELU as exporters write it: x * 0.5 * (1 + erf(x / sqrt 2))."""
+    return [helper.make_node("Div", [x, "sqrt2"], [f"{out}_d"]), helper.make_node("Erf", [f"{out}_d"], [f"{out}_e"]),
+            helper.make_node("Add", [f"{out}_e", "one"], [f"{out}_p"]),
+            helper.make_node("Mul", [x, f"{out}_p"], [f"{out}_m"]),
+            helper.make_node("Mul", [f"{out}_m", "half"], [out])]
+
+
+GELU_CONSTANTS = {"sqrt2": np.array(np.sqrt(2), F), "one": np.array(1, F), "half": np.array(0.5, F)}
+
+
+@pytest.fixture
+def mlp(helpers, rng):
+    """y = GELU(x @ W1 + b1) @ W2 + b2 + x  (the FFN of a transformer layer)."""
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["b1", "h"], ["hb"]),
+             *_gelu_nodes("hb", "g"), helper.make_node("MatMul", ["g", "w2"], ["o"]),
+             helper.make_node("Add", ["o", "b2"], ["ob"]), helper.make_node("Add", ["ob", "x"], ["y"])]
+    weights = {"w1": rng.standard_normal((32, 64)).astype(F) / 6, "b1": rng.standard_normal(64).astype(F),
+               "w2": rng.standard_normal((64, 32)).astype(F) / 8, "b2": rng.standard_normal(32).astype(F),
+               **GELU_CONSTANTS}
+    return helpers.make_model(nodes, [("x", F, ["batch", "seq", 32])], [("y", F, ["batch", "seq", 32])], weights)
+
+
+def _feeds(rng, shapes):
+    return [{name: rng.standard_normal(shape).astype(F) for name, shape in feed.items()} for feed in shapes]
+
+
+def test_fuse_elementwise_makes_one_kernel_of_the_gelu_chain(mlp, rng, helpers):
+    graph, result = _optimized(mlp, "fuse-elementwise")
+    assert _ops(graph) == ["MatMul", "Add+Div+Erf+Add+Mul+Mul", "MatMul", "Add+Add"]
+    assert result.stats == {"fused_kernels": 2, "fused_ops": 8}
+    assert "y = Fused(o, b2, x) {kernel='Add+Add'} : f32[batch,seq,32]" in print_graph(graph)
+    _assert_meaning(graph, mlp, _feeds(rng, [{"x": (2, 5, 32)}])[0])
+    _assert_idempotent(graph, "fuse-elementwise")
+    helpers.check_against_ort(mlp, _feeds(rng, [{"x": (2, 5, 32)}, {"x": (1, 3, 32)}]),
+                              passes="O1,fuse-elementwise")
+
+
+def test_fuse_elementwise_keeps_apart_outputs_of_different_shapes(helpers):
+    """Exp(s) [n, 1] is a graph output and so is x + Exp(s) [n, 4]: one map cannot write both shapes."""
+    nodes = [helper.make_node("Exp", ["s"], ["e"]), helper.make_node("Add", ["x", "e"], ["y"])]
+    model = helpers.make_model(nodes, [("x", F, ["n", 4]), ("s", F, ["n", 1])], [("y", F, ["n", 4]), ("e", F, ["n", 1])])
+    graph, result = _optimized(model, "fuse-elementwise")
+    assert not result.modified and _ops(graph) == ["Exp", "Add"]
+    assert "different shapes" in result.notes[0]
+
+
+def test_fuse_elementwise_never_makes_a_cycle(helpers):
+    """Relu(x) feeds a ReduceSum whose Exp comes back into the Add: Relu and Add cannot be one kernel."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("ReduceSum", ["r"], ["s"], keepdims=1),
+             helper.make_node("Exp", ["s"], ["e"]), helper.make_node("Add", ["r", "e"], ["y"])]
+    model = helpers.make_model(nodes, [("x", F, ["n", 4])], [("y", F, ["n", 4])], opset=13)
+    graph, result = _optimized(model, "fuse-elementwise")
+    assert _ops(graph) == ["Relu", "ReduceSum", "Exp+Add"]
+    assert "a path through other ops" in result.notes[0]
+
+
+def test_fuse_gemm_epilogue_absorbs_bias_gelu_and_residual(mlp, rng, helpers):
+    graph, result = _optimized(mlp, "fuse-elementwise,fuse-gemm-epilogue")
+    assert _ops(graph) == ["MatMul+Add+Div+Erf+Add+Mul+Mul", "MatMul+Add+Add"]
+    assert result.stats == {"fused_gemms": 2, "epilogue_ops": 8}
+    _assert_meaning(graph, mlp, _feeds(rng, [{"x": (2, 5, 32)}])[0])
+    _assert_idempotent(graph, "fuse-gemm-epilogue")
+    helpers.check_against_ort(mlp, _feeds(rng, [{"x": (2, 5, 32)}, {"x": (1, 7, 32)}]),
+                              passes="O1,fuse-elementwise,fuse-gemm-epilogue")
+
+
+def test_fuse_gemm_epilogue_declines_a_product_read_twice(helpers, rng):
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Add", ["h", "r"], ["y"])]
+    model = helpers.make_model(nodes, [("x", F, ["n", 8])], [("y", F, ["n", 8])],
+                               {"w": rng.standard_normal((8, 8)).astype(F)})
+    graph, result = _optimized(model, "fuse-gemm-epilogue")
+    assert not result.modified and _ops(graph) == ["MatMul", "Relu", "Add"]
+    assert "its product is read by" in result.notes[0]
+
+
+@pytest.fixture
+def layernorm_softmax(helpers, rng):
+    """A decomposed LayerNorm after bias + residual adds, and a scaled, masked softmax."""
+    n = 48
+    nodes = [helper.make_node("Add", ["x", "b"], ["h"]), helper.make_node("Add", ["h", "r"], ["h2"]),
+             helper.make_node("ReduceMean", ["h2", "axes"], ["mu"]), helper.make_node("Sub", ["h2", "mu"], ["d"]),
+             helper.make_node("Pow", ["d", "two"], ["sq"]), helper.make_node("ReduceMean", ["sq", "axes"], ["var"]),
+             helper.make_node("Add", ["var", "eps"], ["ve"]), helper.make_node("Sqrt", ["ve"], ["sd"]),
+             helper.make_node("Div", ["d", "sd"], ["nrm"]), helper.make_node("Mul", ["nrm", "gamma"], ["ng"]),
+             helper.make_node("Add", ["ng", "beta"], ["y"]),
+             helper.make_node("Div", ["q", "scale"], ["qs"]), helper.make_node("Add", ["qs", "mask"], ["qm"]),
+             helper.make_node("Softmax", ["qm"], ["p"], axis=-1)]
+    constants = {"b": rng.standard_normal(n).astype(F), "gamma": rng.uniform(0.5, 1.5, n).astype(F),
+                 "beta": rng.standard_normal(n).astype(F), "axes": np.array([-1]), "two": np.array(2, F),
+                 "eps": np.array(1e-5, F), "scale": np.array(8, F)}
+    return helpers.make_model(nodes, [("x", F, ["batch", "seq", n]), ("r", F, ["batch", "seq", n]),
+                                      ("q", F, ["batch", 2, "seq", "seq"]), ("mask", F, ["batch", 1, 1, "seq"])],
+                              [("y", F, ["batch", "seq", n]), ("p", F, ["batch", 2, "seq", "seq"])], constants,
+                              opset=18)
+
+
+def _norm_feeds(rng, batch, seq):
+    return {"x": rng.standard_normal((batch, seq, 48)).astype(F), "r": rng.standard_normal((batch, seq, 48)).astype(F),
+            "q": rng.standard_normal((batch, 2, seq, seq)).astype(F),
+            "mask": rng.standard_normal((batch, 1, 1, seq)).astype(F)}
+
+
+def test_fuse_normalization_recognises_layernorm_and_fuses_bdrln_and_sm(layernorm_softmax, rng, helpers):
+    graph, result = _optimized(layernorm_softmax, "fuse-normalization")
+    assert sorted(_ops(graph)) == ["Add+Add+LayerNormalization", "Div+Add+Softmax"]
+    assert result.stats == {"layernorms_recognised": 1, "bias_residual_layernorms": 1, "scaled_masked_softmaxes": 1}
+    _assert_meaning(graph, layernorm_softmax, _norm_feeds(rng, 2, 5))
+    _assert_idempotent(graph, "fuse-normalization")
+    helpers.check_against_ort(layernorm_softmax, [_norm_feeds(rng, 2, 5), _norm_feeds(rng, 1, 9)],
+                              passes="O1,fuse-normalization")
+
+
+def test_fuse_normalization_leaves_a_layernorm_whose_input_is_reused(helpers, rng):
+    """The residual sum is also a graph output: absorbing it would lose it; and a mean over axis 0 is no
+    LayerNorm."""
+    nodes = [helper.make_node("Add", ["x", "r"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "g"], ["y"], axis=-1),
+             helper.make_node("ReduceMean", ["x"], ["m"], axes=[0], keepdims=1), helper.make_node("Sub", ["x", "m"], ["c"])]
+    model = helpers.make_model(nodes, [("x", F, ["n", 8]), ("r", F, ["n", 8])],
+                               [("y", F, ["n", 8]), ("s", F, ["n", 8]), ("c", F, ["n", 8])],
+                               {"g": np.ones(8, F)})
+    graph, result = _optimized(model, "fuse-normalization")
+    assert not result.modified and _ops(graph) == ["Add", "LayerNormalization", "ReduceMean", "Sub"]
+    assert any("not a LayerNorm" in note for note in result.notes)
+
+
+@pytest.fixture
+def attention_layer(helpers):
+    return helpers.load_example("transformer")
+
+
+def _bert_like_attention(helpers, rng, heads=2, size=8, seq="seq"):
+    """x -> Q/K/V projections with biases -> heads -> scaled scores + additive mask -> softmax -> context."""
+    model_dim = heads * size
+    nodes = []
+    for name in "qkv":
+        nodes += [helper.make_node("MatMul", ["x", f"w{name}"], [f"{name}m"]),
+                  helper.make_node("Add", [f"{name}m", f"b{name}"], [f"{name}b"]),
+                  helper.make_node("Reshape", [f"{name}b", "heads"], [f"{name}h"])]
+    nodes += [helper.make_node("Transpose", ["qh"], ["qt"], perm=[0, 2, 1, 3]),
+              helper.make_node("Transpose", ["kh"], ["kt"], perm=[0, 2, 3, 1]),
+              helper.make_node("Transpose", ["vh"], ["vt"], perm=[0, 2, 1, 3]),
+              helper.make_node("MatMul", ["qt", "kt"], ["s"]), helper.make_node("Mul", ["s", "scale"], ["ss"]),
+              helper.make_node("Add", ["ss", "mask"], ["sm"]), helper.make_node("Softmax", ["sm"], ["p"], axis=-1),
+              helper.make_node("MatMul", ["p", "vt"], ["c"]),
+              helper.make_node("Transpose", ["c"], ["ct"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["ct", "merged"], ["y"])]
+    constants = {f"w{n}": rng.standard_normal((model_dim, model_dim)).astype(F) / 4 for n in "qkv"}
+    constants.update({f"b{n}": rng.standard_normal(model_dim).astype(F) for n in "qkv"})
+    constants.update(heads=np.array([0, 0, heads, size]), merged=np.array([0, 0, model_dim]),
+                     scale=np.array(1 / np.sqrt(size), F))
+    return helpers.make_model(nodes, [("x", F, ["batch", seq, model_dim]), ("mask", F, ["batch", 1, 1, seq])],
+                              [("y", F, ["batch", seq, model_dim])], constants)
+
+
+def _attention_feeds(rng, batch, seq):
+    mask = np.where(rng.random((batch, 1, 1, seq)) < 0.2, -1e4, 0).astype(F)
+    return {"x": rng.standard_normal((batch, seq, 16)).astype(F), "mask": mask}
+
+
+def test_fuse_attention_then_fold_layout_reads_and_writes_heads_in_place(helpers, rng):
+    model = _bert_like_attention(helpers, rng)
+    graph, result = _optimized(model, "fuse-attention")
+    assert result.stats == {"attentions": 1, "merged_projections": 1}
+    assert sorted(_ops(graph)) == ["Attention", "MatMul+Add+Split"] + ["Reshape"] * 4 + ["Transpose"] * 4
+    _assert_meaning(graph, model, _attention_feeds(rng, 2, 5))
+    _assert_idempotent(graph, "fuse-attention")
+    run_pipeline(graph, "fold-layout")
+    assert _ops(graph) == ["MatMul+Add+Split", "Attention"]
+    assert "y = Attention(qb, kb, vb, mask) {kv_num_heads=2, q_num_heads=2, scale=0.35355338" in print_graph(graph)
+    _assert_meaning(graph, model, _attention_feeds(rng, 2, 5))
+    _assert_idempotent(graph, "fold-layout")
+    helpers.check_against_ort(model, [_attention_feeds(rng, 2, 5), _attention_feeds(rng, 1, 11)],
+                              passes="O1,fuse-attention,fold-layout")
+
+
+def test_fuse_attention_declines_a_where_masked_softmax(helpers):
+    """The example block masks with Where(mask, -1e4, scores): not an additive mask, so no Attention op."""
+    graph, result = _optimized(helpers.load_example("transformer").build_model(), "fuse-attention")
+    assert result.stats["attentions"] == 0
+    assert any("Where" in note for note in result.notes)
+
+
+def test_fold_layout_composes_transposes_and_drops_noop_reshapes(helpers, rng):
+    nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=[1, 0, 2]),
+             helper.make_node("Transpose", ["a"], ["b"], perm=[1, 0, 2]),
+             helper.make_node("Relu", ["b"], ["c"]), helper.make_node("Reshape", ["c", "shape"], ["d"]),
+             helper.make_node("Transpose", ["d"], ["e"], perm=[2, 0, 1]),
+             helper.make_node("Transpose", ["e"], ["y"], perm=[2, 0, 1])]
+    model = helpers.make_model(nodes, [("x", F, [2, 3, 4])], [("y", F, [4, 2, 3])], {"shape": np.array([2, 3, 4])})
+    graph, result = _optimized(model, "fold-layout")
+    assert result.stats == {"attention_layouts": 0, "transposes_composed": 2, "reshapes_folded": 1}
+    assert _ops(graph) == ["Relu", "Transpose"]
+    _assert_meaning(graph, model, {"x": rng.standard_normal((2, 3, 4)).astype(F)})
+    _assert_idempotent(graph, "fold-layout")
+
+
+def test_o2_compiles_every_claimed_fusion_into_the_generated_code(helpers, rng):
+    """Each fused kernel the graph (and `sdflow report`) names is a kernel of the generated C++."""
+    import sdflow
+    from sdflow.codegen.lowering.fused import marker
+    model = helpers.load_example("transformer").build_model()
+    compiled = helpers.check_against_ort(model, [{"x": rng.standard_normal((2, 16, 64)).astype(F),
+                                                  "mask": np.ones((2, 16), np.int64)}], passes="O2")
+    code = "".join(p.read_text() for p in pathlib.Path(compiled.build_folder).glob("src/cpu/*.cpp"))
+    fused = [n for n in compiled.graph.op_nodes() if n.op_type == "Fused"]
+    assert len(fused) >= 4
+    for node in fused:
+        assert marker(node.parsed) in code, node.kernel
+    assert len(re.findall(r"// sdflow fused kernel", code)) >= len(fused)
+    assert sdflow.optimize(sdflow.load(model), "O2").pass_records[-1].name == "eliminate-dead-nodes"
