@@ -8,6 +8,7 @@ on the first expansion, so a graph opened outside sdflow's build (DaCe's VS Code
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 
@@ -74,15 +75,7 @@ class OpNode(LibraryNode):
         text = self.static_inputs.get(str(position))
         if text is None:
             return None
-        entry = json.loads(text)
-        if isinstance(entry, list):  # graphs saved before element types were recorded
-            entry = {"dtype": "int64", "values": entry}
-        if entry["dtype"].startswith("float"):
-            return np.array([float(v) for v in entry["values"]], dtype=entry["dtype"])
-        items = [to_dim(v) for v in entry["values"]]
-        if all(isinstance(v, int) for v in items):
-            return np.array(items, dtype=entry["dtype"] if entry["dtype"] != "object" else np.int64)
-        return np.array(items, dtype=object)
+        return _parse_static(text).copy()
 
     def set_static_input(self, position: int, value) -> None:
         values = dict(self.static_inputs)
@@ -100,6 +93,21 @@ class OpNode(LibraryNode):
     def expand(self, *args, **kwargs):
         load_expansions()
         return super().expand(*args, **kwargs)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_static(text: str) -> np.ndarray:
+    """A recorded compile-time value (JSON text) as an array; parsed once per distinct text (symbolic entries go
+    through sympy's parser, which is slow)."""
+    entry = json.loads(text)
+    if isinstance(entry, list):  # graphs saved before element types were recorded
+        entry = {"dtype": "int64", "values": entry}
+    if entry["dtype"].startswith("float"):
+        return np.array([float(v) for v in entry["values"]], dtype=entry["dtype"])
+    items = [to_dim(v) for v in entry["values"]]
+    if all(isinstance(v, int) for v in items):
+        return np.array(items, dtype=entry["dtype"] if entry["dtype"] != "object" else np.int64)
+    return np.array(items, dtype=object)
 
 
 _EXPANSIONS_LOADED = False

@@ -67,7 +67,8 @@ def _check_node(graph: Graph, node: OpNode, values) -> None:
             continue
         actual = graph.tensor_type(tensor)
         same_shape = actual.rank == ttype.rank and all(
-            sympy.simplify(sympy.sympify(a) - sympy.sympify(b)) == 0 for a, b in zip(actual.shape, ttype.shape))
+            a == b or sympy.simplify(sympy.sympify(a) - sympy.sympify(b)) == 0
+            for a, b in zip(actual.shape, ttype.shape))
         if actual.dtype != ttype.dtype or not same_shape:
             raise VerificationError(f"node {node.label!r} ({node.op_type}): output {tensor!r} is {actual}, "
                                     f"but the op infers {ttype}")

@@ -23,18 +23,24 @@ def _product(dims):
     return result
 
 
+def _simplified(expr):
+    """A product or quotient of dims in lowest terms (integers stay integers; sympy's simplify is slow)."""
+    expr = sympy.sympify(expr)
+    return expr if expr.is_Integer else sympy.cancel(expr)
+
+
 def reshape_target(in_shape, shape, allowzero=0) -> list:
     dims = [in_shape[i] if (d == 0 and not allowzero) else d for i, d in enumerate(shape)]
     if sum(1 for d in dims if d == -1) > 1:
         raise ShapeInferenceError("Reshape: more than one -1 in the target shape")
     if -1 in dims:
         known = _product(d for d in dims if d != -1)
-        rest = sympy.simplify(_product(in_shape) / known)
+        rest = _simplified(_product(in_shape) / known)
         if rest.is_Rational and not rest.is_Integer:
             raise ShapeInferenceError(f"Reshape: cannot reshape {list(in_shape)} into {shape}")
         dims = [rest if d == -1 else d for d in dims]
     dims = [to_dim(d) for d in dims]
-    total_in, total_out = sympy.simplify(_product(in_shape)), sympy.simplify(_product(dims))
+    total_in, total_out = _simplified(_product(in_shape)), _simplified(_product(dims))
     if total_in.is_Integer and total_out.is_Integer and total_in != total_out:
         raise ShapeInferenceError(f"Reshape: cannot reshape {list(in_shape)} into {shape}")
     return dims

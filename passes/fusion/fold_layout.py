@@ -30,7 +30,7 @@ class FoldLayout(Pass):
         changed = True
         while changed:
             changed = False
-            topology, values = Topology(graph), known_values(graph)
+            topology, values = Topology(graph), _Lazy(lambda: known_values(graph))
             for node in topology.order:
                 rule = {"Attention": _fold_attention, "Transpose": _compose_transposes}.get(node.op_type)
                 if node.op_type in _RESHAPES:
@@ -43,6 +43,18 @@ class FoldLayout(Pass):
                 if outcome:
                     notes.append(f"{node.label}: {outcome}")
         return PassResult(any(stats.values()), stats, sorted(set(notes)) if ctx.explain else [])
+
+
+class _Lazy:
+    """The graph's compile-time values, computed on the first lookup (only Reshape∘Reshape needs them)."""
+
+    def __init__(self, compute):
+        self._compute, self._values = compute, None
+
+    def get(self, key):
+        if self._values is None:
+            self._values = self._compute()
+        return self._values.get(key)
 
 
 def _replace(graph: Graph, old: list, new, inputs, outputs) -> None:

@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 
-from sdflow.ir import Graph, known_values, lookup_op
+from sdflow.ir import Graph, lookup_op
 from sdflow.ir.ops.fused import Fused, Program, Step
 from sdflow.ir.types import TensorType
 from ..infra import Pass, PassContext, PassResult, register_pass
@@ -29,15 +29,17 @@ class FuseAttention(Pass):
     def apply(self, graph: Graph, ctx: PassContext) -> PassResult:
         notes: list[str] = []
         attentions = 0
-        for node in Topology(graph).order:
-            if node.op_type == "MatMul" and not node.domain_name and node in graph.state.nodes():
-                match = _match_scores(graph, Topology(graph), known_values(graph), node)
+        topology = Topology(graph)
+        for node in list(topology.order):
+            if node.op_type == "MatMul" and not node.domain_name and node in topology.order:
+                match = _match_scores(graph, topology, node)
                 if isinstance(match, str):
                     if match:
                         notes.append(f"{node.label}: no attention, {match}")
                     continue
                 _replace_attention(graph, match)
                 attentions += 1
+                topology = Topology(graph)
         merged = self._merge_projections(graph, notes) if self.merge_projections else 0
         return PassResult(bool(attentions or merged), {"attentions": attentions, "merged_projections": merged},
                           notes if ctx.explain else [])
@@ -119,14 +121,14 @@ def _merge(graph: Graph, tensor: str, projections: list, biases: list) -> None:
         graph.remove_tensor_if_unused(name)
 
 
-def _scalar(values, tensor) -> float | None:
-    value = values.get(tensor)
-    if value is None or np.size(value) != 1 or value.dtype == object:
+def _scalar(graph: Graph, tensor) -> float | None:
+    """The value of a one-element constant, else None."""
+    if tensor is None or not graph.is_constant(tensor) or np.size(graph.constant(tensor)) != 1:
         return None
-    return float(np.asarray(value).ravel()[0])
+    return float(np.asarray(graph.constant(tensor)).ravel()[0])
 
 
-def _match_scores(graph: Graph, topology: Topology, values, context_matmul):
+def _match_scores(graph: Graph, topology: Topology, context_matmul):
     """The parts of the attention chain ending in ``context_matmul`` (a dict), or why not ('' when not even
     near one)."""
     probs, v = graph.node_inputs(context_matmul)
@@ -151,8 +153,8 @@ def _match_scores(graph: Graph, topology: Topology, values, context_matmul):
             if mask is None or len(scores) != 1:
                 return "the scores are added to something that is not a mask"
             tensor = scores[0]
-        elif producer.op_type in ("Mul", "Div") and scale is None and _scalar(values, inputs[1]) is not None:
-            factor = _scalar(values, inputs[1])
+        elif producer.op_type in ("Mul", "Div") and scale is None and _scalar(graph, inputs[1]) is not None:
+            factor = _scalar(graph, inputs[1])
             scale = factor if producer.op_type == "Mul" else 1.0 / factor
             tensor = inputs[0]
         elif producer.op_type == "MatMul":
