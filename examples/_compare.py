@@ -26,7 +26,7 @@ def main_for(model, inputs: dict, name: str) -> None:
 
     parser = argparse.ArgumentParser(description=f"Compile the {name} example and compare with ONNX Runtime")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes to run (one compile)")
-    parser.add_argument("-p", "--passes", default="O1", help="pass pipeline")
+    parser.add_argument("-p", "--passes", default="O2", help="pass pipeline")
     parser.add_argument("--save", metavar="FILE.onnx", help="only write the example's ONNX model here and exit")
     args = parser.parse_args()
     if args.save:

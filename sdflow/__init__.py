@@ -3,7 +3,7 @@ from sdflow.ir.errors import (CompileError, InputError, ModelLoadError, Pipeline
                               ShapeInferenceError, UnsupportedOpError, VerificationError)
 
 __version__ = "0.1.0"
-DEFAULT_PASSES = "O1"  # the pipeline of sdflow.compile and of the CLI when -p is not given
+DEFAULT_PASSES = "O2"  # the pipeline of sdflow.compile and of the CLI when -p is not given (O1 + fusion)
 __all__ = ["compile", "load", "optimize", "CompiledModel", "ValueSpecializedModel", "FallbackModel", "DEFAULT_PASSES",
            "SdflowError", "ModelLoadError", "UnsupportedOpError",
            "ShapeInferenceError", "VerificationError", "PipelineError", "CompileError", "InputError"]

@@ -32,8 +32,10 @@ def test_compile_dumps_every_pass(transformer_file, tmp_path):
     result = sdflow("compile", transformer_file, "-o", out)
     assert "compiled encoder_block" in result.stdout and "fold-shape-inputs" in result.stdout
     assert "[sdflow]" in result.stderr  # progress
-    assert sorted(p.name for p in (out / "passes").glob("*.sdfg")) == [
-        "00-input.sdfg", "01-fold-constants.sdfg", "02-fold-shape-inputs.sdfg", "03-eliminate-dead-nodes.sdfg"]
+    assert sorted(p.name for p in (out / "passes").glob("*.sdfg")) == [  # the default pipeline, O2
+        "00-input.sdfg", "01-fold-constants.sdfg", "02-fold-shape-inputs.sdfg", "03-eliminate-dead-nodes.sdfg",
+        "04-fuse-attention.sdfg", "05-fold-layout.sdfg", "06-fuse-normalization.sdfg", "07-fuse-elementwise.sdfg",
+        "08-fuse-gemm-epilogue.sdfg", "09-eliminate-dead-nodes.sdfg"]
     assert (out / "model.sdfg").is_file()
     dumps = tmp_path / "dumps"
     sdflow("compile", transformer_file, "--dump-dir", dumps, "-p", "fold-constants")
