@@ -207,7 +207,8 @@ def add_map(state: dace.SDFGState, label: str, ranges: dict, inputs: dict, code:
 
     Connectors in ``pointers`` are typed as pointers to the subset's first element (a row the tasklet loops
     over), the rest as scalars. The outer dims run in parallel (collapsed); the innermost stays a plain loop
-    the compiler vectorises."""
+    the compiler vectorises, unless the tasklet loops by itself (it takes pointers): then every dim is shared
+    out among the threads (rows of a [1, 128, 768] tensor are 128 parallel iterations, not 1)."""
     # Tasklet connectors must not share a name with any array; arrays never start with '_'.
     code = re.sub(r"\b(" + "|".join(map(re.escape, [*inputs, *outputs])) + r")\b", r"_\1", code) \
         if inputs or outputs else code
@@ -227,7 +228,7 @@ def add_map(state: dace.SDFGState, label: str, ranges: dict, inputs: dict, code:
         tasklet, entry, _ = state.add_mapped_tasklet(label, {p: f"0:{d}" for p, d in ranges.items()}, memlets_in,
                                                      code, memlets_out, language=dace.Language.CPP,
                                                      external_edges=True, schedule=schedule)
-        entry.map.collapse = max(1, len(ranges) - 1)
+        entry.map.collapse = len(ranges) if pointers else max(1, len(ranges) - 1)
     for connector, memlet in {**memlets_in, **memlets_out}.items():
         connectors = tasklet.in_connectors if connector in memlets_in else tasklet.out_connectors
         dtype = arrays[memlet.data].dtype

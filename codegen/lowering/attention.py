@@ -143,9 +143,11 @@ for (int64_t e = 0; e < {vhead}; ++e) {{
 
 
 def _float_attention(ctx: Ctx, d, scale: float, bias: list[str], element) -> object:
-    """The float32 path without a cache: per (batch, head), Kᵀ is copied once into a local [head size, keys]
-    tile, so every score row is a sum of contiguous, vectorised axpys; the probabilities scale V's rows into the
-    output row (contiguous too). Scores live in one row buffer; nothing of size keys x queries is written."""
+    """The float32 path without a cache, one (batch, head) per map iteration, four query rows at a time. Kᵀ
+    (scaled) is copied once into a local [head size, keys] tile padded to whole vectors of 16 keys, so a block of
+    scores is 4 x 16 accumulators that stay in registers while the head dimension streams by; the probabilities
+    then weight V's rows into 4 x 16 output accumulators the same way. Scores live in a 4-row buffer: nothing of
+    size queries x keys is written to memory."""
     q, k, v, mask = (ctx.connector("in", p) for p in range(4))
     y = ctx.connector("out", 0)
     hq, hkv, sq, skv, head, vhead = (cexpr(x) for x in (d.q_heads, d.kv_heads, d.q_len, d.kv_len, d.head_size,
@@ -157,42 +159,81 @@ def _float_attention(ctx: Ctx, d, scale: float, bias: list[str], element) -> obj
                                                       ("Y", hq, sq, vhead, "b", "h", "i"))}
     code = f"""
 {EXP_FLOAT}
-const int64_t b = i0, h = i1, T_ = {skv}, D_ = {head}, DV_ = {vhead}, g_ = h / ({hq} / {hkv});
-std::vector<float> kt_(D_ * T_), s_(T_);
+const int64_t b = i0, h = i1, SQ_ = {sq}, T_ = {skv}, D_ = {head}, DV_ = {vhead}, g_ = h / ({hq} / {hkv});
+const int64_t TP_ = (T_ + 15) / 16 * 16;  // keys padded to whole vectors
+std::vector<float> kt_(D_ * TP_, 0.0f), s_(4 * TP_);
 for (int64_t j = 0; j < T_; ++j) {{
     const float* k_ = &{row["K"]};
-    for (int64_t e = 0; e < D_; ++e) kt_[e * T_ + j] = k_[e] * {scale!r}f;
+    for (int64_t e = 0; e < D_; ++e) kt_[e * TP_ + j] = k_[e] * {scale!r}f;
 }}
-for (int64_t i = 0; i < {sq}; ++i) {{
-    const float* q_ = &{row["Q"]};
-    #pragma omp simd
-    for (int64_t j = 0; j < T_; ++j) s_[j] = 0.0f;
-    for (int64_t e = 0; e < D_; ++e) {{
-        const float qe_ = q_[e];
-        const float* kte_ = kt_.data() + e * T_;
+for (int64_t i0_ = 0; i0_ < SQ_; i0_ += 4) {{
+    // Rows past the end repeat the last row: the same values are computed and written twice.
+    const float* q_[4];
+    float* y_[4];
+    int64_t rows_[4];
+    for (int64_t r_ = 0; r_ < 4; ++r_) {{
+        const int64_t i = std::min<int64_t>(i0_ + r_, SQ_ - 1);
+        rows_[r_] = i;
+        q_[r_] = &{row["Q"]};
+        y_[r_] = &{row["Y"]};
+    }}
+    for (int64_t jc_ = 0; jc_ < TP_; jc_ += 16) {{
+        float a0_[16] = {{}}, a1_[16] = {{}}, a2_[16] = {{}}, a3_[16] = {{}};
+        for (int64_t e = 0; e < D_; ++e) {{
+            const float* kr_ = kt_.data() + e * TP_ + jc_;
+            const float q0_ = q_[0][e], q1_ = q_[1][e], q2_ = q_[2][e], q3_ = q_[3][e];
+            #pragma omp simd
+            for (int64_t l_ = 0; l_ < 16; ++l_) {{
+                a0_[l_] += q0_ * kr_[l_]; a1_[l_] += q1_ * kr_[l_]; a2_[l_] += q2_ * kr_[l_]; a3_[l_] += q3_ * kr_[l_];
+            }}
+        }}
+        for (int64_t l_ = 0; l_ < 16; ++l_) {{
+            s_[jc_ + l_] = a0_[l_]; s_[TP_ + jc_ + l_] = a1_[l_]; s_[2 * TP_ + jc_ + l_] = a2_[l_];
+            s_[3 * TP_ + jc_ + l_] = a3_[l_];
+        }}
+    }}
+    for (int64_t r_ = 0; r_ < 4; ++r_) {{
+        const int64_t i = rows_[r_];
+        float* sr_ = s_.data() + r_ * TP_;
+        float m_ = -INFINITY;
+        for (int64_t j = 0; j < T_; ++j) {{
+            float b_ = 0.0f;
+            {" ".join(bias)}
+            sr_[j] += b_;
+            m_ = std::max(m_, sr_[j]);
+        }}
+        if (std::isinf(m_) && m_ < 0) {{  // no key may be attended: the probabilities are 0
+            for (int64_t j = 0; j < TP_; ++j) sr_[j] = 0.0f;
+            continue;
+        }}
+        float sum_ = 0.0f;
+        #pragma omp simd reduction(+:sum_)
+        for (int64_t j = 0; j < T_; ++j) {{ const float p_ = exp_f_(sr_[j] - m_); sr_[j] = p_; sum_ += p_; }}
+        const float inv_ = 1.0f / sum_;
         #pragma omp simd
-        for (int64_t j = 0; j < T_; ++j) s_[j] += qe_ * kte_[j];
+        for (int64_t j = 0; j < T_; ++j) sr_[j] *= inv_;
     }}
-    float m_ = -INFINITY;
-    for (int64_t j = 0; j < T_; ++j) {{
-        float b_ = 0.0f;
-        {" ".join(bias)}
-        s_[j] += b_;
-        m_ = std::max(m_, s_[j]);
+    int64_t ec_ = 0;
+    for (; ec_ + 16 <= DV_; ec_ += 16) {{
+        float a0_[16] = {{}}, a1_[16] = {{}}, a2_[16] = {{}}, a3_[16] = {{}};
+        for (int64_t j = 0; j < T_; ++j) {{
+            const float* vr_ = &{row["V"]} + ec_;
+            const float p0_ = s_[j], p1_ = s_[TP_ + j], p2_ = s_[2 * TP_ + j], p3_ = s_[3 * TP_ + j];
+            #pragma omp simd
+            for (int64_t l_ = 0; l_ < 16; ++l_) {{
+                a0_[l_] += p0_ * vr_[l_]; a1_[l_] += p1_ * vr_[l_]; a2_[l_] += p2_ * vr_[l_]; a3_[l_] += p3_ * vr_[l_];
+            }}
+        }}
+        for (int64_t l_ = 0; l_ < 16; ++l_) {{
+            y_[0][ec_ + l_] = a0_[l_]; y_[1][ec_ + l_] = a1_[l_]; y_[2][ec_ + l_] = a2_[l_]; y_[3][ec_ + l_] = a3_[l_];
+        }}
     }}
-    float* y_ = &{row["Y"]};
-    for (int64_t e = 0; e < DV_; ++e) y_[e] = 0.0f;
-    if (std::isinf(m_) && m_ < 0) continue;  // no key may be attended: the output row is 0
-    float sum_ = 0.0f;
-    #pragma omp simd reduction(+:sum_)
-    for (int64_t j = 0; j < T_; ++j) {{ const float p_ = exp_f_(s_[j] - m_); s_[j] = p_; sum_ += p_; }}
-    const float inv_ = 1.0f / sum_;
-    for (int64_t j = 0; j < T_; ++j) {{
-        const float p_ = s_[j] * inv_;
-        const float* v_ = &{row["V"]};
-        #pragma omp simd
-        for (int64_t e = 0; e < DV_; ++e) y_[e] += p_ * v_[e];
-    }}
+    for (; ec_ < DV_; ++ec_)
+        for (int64_t r_ = 0; r_ < 4; ++r_) {{
+            float acc_ = 0.0f;
+            for (int64_t j = 0; j < T_; ++j) {{ const float* vr_ = &{row["V"]}; acc_ += s_[r_ * TP_ + j] * vr_[ec_]; }}
+            y_[r_][ec_] = acc_;
+        }}
 }}
 """
     inputs = {"Q": q, "K": k, "V": v, "mask": mask}
