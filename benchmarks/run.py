@@ -1,9 +1,11 @@
 """Benchmarks every zoo model against ONNX Runtime, one process per model (thread counts and peak memory are
 per process), and writes JSON, a Markdown table and a PNG chart.
 
-    python benchmarks/run.py [NAME ...] [--threads 2] [--runs 20] [--reduced] [--out docs]
+    python benchmarks/run.py [NAME ...] [--threads 2] [--runs 20] [-p PIPELINE] [--baseline PIPELINE] [--reduced]
+                             [--out docs]
 
-Writes OUT/performance.json, OUT/performance.md and OUT/performance.png (default OUT: docs/).
+Writes OUT/performance.json, OUT/performance.md and OUT/performance.png (default OUT: docs/). ``--baseline O0``
+also times every model with that pipeline (same backend) and tabulates the pipeline's speedup over it.
 """
 from __future__ import annotations
 
@@ -16,14 +18,16 @@ import subprocess
 import sys
 import tempfile
 
+from sdflow import DEFAULT_PASSES  # cheap: the driver loads on first use
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODELS = ("resnet18", "mobilenet_v2", "bert", "gpt2", "minilm")
 
 
-def run_one(name: str, args) -> dict:
+def run_one(name: str, args, passes: str) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as result_file:
         command = [sys.executable, "-m", "sdflow", "bench", name, "--threads", str(args.threads), "--runs",
-                   str(args.runs), "--json", result_file.name] + (["--reduced"] if args.reduced else [])
+                   str(args.runs), "-p", passes, "--json", result_file.name] + (["--reduced"] if args.reduced else [])
         process = subprocess.run(command, capture_output=True, text=True)
         print(process.stdout, end="", flush=True)
         if process.returncode not in (0, 1) or not pathlib.Path(result_file.name).stat().st_size:
@@ -32,7 +36,7 @@ def run_one(name: str, args) -> dict:
         return json.loads(pathlib.Path(result_file.name).read_text())
 
 
-def markdown(results: list[dict], args) -> str:
+def markdown(results: list[dict], args, baseline: list[dict] | None = None) -> str:
     title = "reduced-depth variants (CI slice)" if args.reduced else "full models"
     lines = [
         f"# Performance: sdflow vs ONNX Runtime ({title})",
@@ -40,7 +44,7 @@ def markdown(results: list[dict], args) -> str:
         f"Produced by `python benchmarks/run.py{' --reduced' if args.reduced else ''} --threads {args.threads}` on "
         f"{datetime.date.today()} ({platform.processor() or platform.machine()}, {args.threads} threads for both, "
         f"ONNX Runtime with ORT_ENABLE_ALL; median of about {args.runs} runs after warm-up, interleaved in blocks of "
-        f"5 whose first run is dropped). Pipeline: O1.",
+        f"5 whose first run is dropped). Pipeline: {args.passes}.",
         "",
         "| model | input shapes | sdflow ms | onnxruntime ms | ratio | cold compile s | cached compile s "
         "| call overhead ms | peak RSS MiB | outputs |",
@@ -56,6 +60,14 @@ def markdown(results: list[dict], args) -> str:
                      f"{r['ratio']:.2f}x | {r['cold_compile_s']:.1f} | {r['cached_compile_s']:.2f} | "
                      f"{r['call_overhead_ms']:.3f} | {r['sdflow_peak_rss_mib']:.0f} | {verdict} "
                      f"(err {r['max_abs_error']:.1e}) |")
+    if baseline:
+        lines += ["", f"## {args.passes} against {args.baseline} (same backend, same run)", "",
+                  f"| model | {args.baseline} ms | {args.passes} ms | speedup | {args.baseline} / onnxruntime |",
+                  "|---|---:|---:|---:|---:|"]
+        for r, b in zip(results, baseline):
+            if "error" not in r and "error" not in b:
+                lines.append(f"| {r['model']} | {b['sdflow_ms']:.2f} | {r['sdflow_ms']:.2f} | "
+                             f"{b['sdflow_ms'] / r['sdflow_ms']:.2f}x | {b['ratio']:.2f}x |")
     lines += ["", "## Where the time goes (instrumented build, ms per op type)", ""]
     for r in results:
         if "error" not in r:
@@ -84,13 +96,18 @@ def main(argv=None) -> int:
     parser.add_argument("names", nargs="*", default=list(MODELS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("-p", "--passes", default=DEFAULT_PASSES, help=f"pipeline (default {DEFAULT_PASSES})")
+    parser.add_argument("--baseline", help="also time this pipeline (e.g. O0) and tabulate the speedup")
     parser.add_argument("--reduced", action="store_true")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs")
     args = parser.parse_args(argv)
-    results = [run_one(name, args) for name in args.names]
+    results = [run_one(name, args, args.passes) for name in args.names]
+    baseline = [run_one(name, args, args.baseline) for name in args.names] if args.baseline else None
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "performance.json").write_text(json.dumps(results, indent=1))
-    (args.out / "performance.md").write_text(markdown(results, args))
+    (args.out / "performance.json").write_text(json.dumps({"pipeline": args.passes, "results": results,
+                                                           "baseline": args.baseline, "baseline_results": baseline},
+                                                          indent=1))
+    (args.out / "performance.md").write_text(markdown(results, args, baseline))
     chart(results, args.out / "performance.png")
     print(f"wrote {args.out / 'performance.md'}")
     return 0 if all("error" not in r and r["outputs_match"] for r in results) else 1

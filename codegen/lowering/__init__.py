@@ -10,7 +10,7 @@ from sdflow.ir import Graph
 from ._expansion import bind_static_inputs, nested_label, scalars_as_vectors
 from . import attention, einsum, elementwise, fused, linalg, loss, movement, nn, quantization, reduction, remap, sampling  # noqa: F401  (register the expansions)
 
-__all__ = ["lower", "expand", "bind_static_inputs", "nested_label"]
+__all__ = ["lower", "expand", "bind_static_inputs", "nested_label", "becomes_view"]
 
 
 def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
@@ -24,7 +24,42 @@ def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
         weights[name] = np.asarray(value, order="C")
     sdfg.arg_names = list(graph.inputs) + list(graph.outputs)
     scalars_as_vectors(sdfg)
+    _reshapes_as_views(graph)
     return sdfg, weights
+
+
+_VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+_DATA_TYPES = (dace.float32, dace.float64, dace.float16)
+
+
+def becomes_view(graph: Graph, node) -> bool:
+    """Whether lowering turns ``node`` into a DaCe view: a reshape between two intermediate data tensors whose
+    shape is known at compile time (graph inputs and outputs keep their own buffers; a shape computed at run time
+    would leave its producer writing a tensor nobody reads; shape arithmetic is tiny and keeps its copies)."""
+    if node.op_type not in _VIEWS or node.domain_name or sum(1 for t in graph.node_inputs(node) if t) != 1:
+        return False
+    source, target = graph.node_inputs(node)[0], graph.node_outputs(node)[0]
+    arrays = graph.sdfg.arrays
+    return target is not None and arrays[source].transient and arrays[target].transient \
+        and arrays[source].dtype in _DATA_TYPES
+
+
+def _reshapes_as_views(graph: Graph) -> None:
+    """Every reshape that ``becomes_view`` is replaced by a view of its input (the same buffer, indexed with the
+    new shape) instead of a copy."""
+    sdfg, state = graph.sdfg, graph.state
+    for node in graph.op_nodes():
+        if not becomes_view(graph, node):
+            continue
+        source, target = graph.node_inputs(node)[0], graph.node_outputs(node)[0]
+        source_access = next(e.src for e in state.in_edges(node) if e.data.data == source)
+        target_access = next(e.dst for e in state.out_edges(node))
+        for edge in state.all_edges(node):
+            state.remove_edge(edge)
+        state.remove_node(node)
+        desc = sdfg.arrays[target]
+        sdfg.arrays[target] = dace.data.ArrayView(desc.dtype, desc.shape, transient=True)
+        state.add_edge(source_access, None, target_access, None, dace.Memlet.from_array(source, sdfg.arrays[source]))
 
 
 def expand(sdfg: dace.SDFG, instrument: bool = False) -> None:

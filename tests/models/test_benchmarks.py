@@ -17,7 +17,9 @@ def test_run_py_on_a_reduced_model(helpers, tmp_path):
     result = subprocess.run([sys.executable, str(helpers.root / "benchmarks" / "run.py"), "resnet18", "--reduced",
                              "--runs", "4", "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    (record, ) = json.loads((tmp_path / "performance.json").read_text())
+    data = json.loads((tmp_path / "performance.json").read_text())
+    assert data["pipeline"] == "O2" and data["baseline"] is None
+    (record, ) = data["results"]
     assert record["outputs_match"] and record["sdflow_ms"] > 0 and record["onnxruntime_ms"] > 0
     # No timing order is asserted (a loaded machine can make a cache load slower than a lucky build).
     assert record["cold_compile_s"] > 0 and record["cached_compile_s"] > 0 and record["cached_compile_reused_build"]

@@ -94,8 +94,9 @@ def test_bert_base_encoder_layer_moves_381_mib_unfused_and_under_half_after_o2(h
 
 @pytest.mark.compiled
 def test_lowered_traffic_matches_the_operator_boundary_where_kernels_stream_once(helpers):
-    """After lowering: element-wise and row kernels touch exactly their boundary bytes; a reshape's copy and a
-    GEMM epilogue's second pass over its output are what the generated code adds."""
+    """After lowering: element-wise and row kernels touch exactly their boundary bytes, a reshape is a view (no
+    kernel, as in the operator-boundary model); a GEMM epilogue's second pass over its output is what the
+    generated code adds."""
     import sdflow
     from sdflow.codegen.traffic import lowered_traffic
     graph = sdflow.optimize(sdflow.load(helpers.load_example("transformer").build_model()), "O2")
@@ -107,11 +108,12 @@ def test_lowered_traffic_matches_the_operator_boundary_where_kernels_stream_once
         record = lowered[node.label]
         moved = int((record.bytes_read + record.bytes_written).subs({s: 8 for s in (record.bytes_read
                                                                                      + record.bytes_written).free_symbols}))
+        if node.op_type == "Reshape":
+            assert boundary[node.label] == 0 and moved == 0 and not record.kernels
+            continue
         assert record.kernels, node.label
         if node.op_type == "Fused" and node.parsed.kind in ("rows", "elementwise"):
             assert moved == boundary[node.label], node.label
-        elif node.op_type == "Reshape":
-            assert boundary[node.label] == 0 and moved > 0
         elif node.op_type == "Fused":  # GEMM + epilogue: the epilogue reads and rewrites the output once more
             written = sum(graph.tensor_type(t).shape[-1] for t in graph.node_outputs(node) if t)
             assert moved > boundary[node.label] and written > 0
