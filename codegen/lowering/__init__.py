@@ -7,6 +7,9 @@ import dace
 import numpy as np
 
 from sdflow.ir import Graph
+from sdflow.passes import PassContext
+from sdflow.passes.cleanup.eliminate_dead_nodes import EliminateDeadNodes
+from sdflow.passes.cleanup.fold_shape_inputs import FoldShapeInputs
 from ._expansion import bind_static_inputs, nested_label, scalars_as_vectors
 from . import attention, einsum, elementwise, fused, linalg, loss, movement, nn, quantization, reduction, remap, sampling  # noqa: F401  (register the expansions)
 
@@ -16,6 +19,10 @@ __all__ = ["lower", "expand", "bind_static_inputs", "nested_label", "becomes_vie
 def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
     """A copy of ``graph`` ready for DaCe codegen, and the weights to pass as arguments (not baked into code)."""
     graph = graph.copy()
+    # Kernels read shape-like inputs as compile-time values: record them, drop the tensors that only carried them
+    # and the ops that computed them (O0 keeps both; DaCe's dead-dataflow pass would half-remove those kernels).
+    FoldShapeInputs().apply(graph, PassContext())
+    EliminateDeadNodes().apply(graph, PassContext())
     bind_static_inputs(graph)
     sdfg = graph.sdfg
     weights = {}

@@ -83,8 +83,8 @@ class Program:
         types = [s.op_type for s in self.steps]
         if all(t in ELEMENTWISE_OPS for t in types):
             return "elementwise"
-        if types[0] == "MatMul" and all(t in ELEMENTWISE_OPS for t in types[1:-1]) and (
-                types[-1] in ELEMENTWISE_OPS or types[-1] in ("Split", "MatMul")):
+        epilogue = types[1:-1] if types[-1] == "Split" else types[1:]
+        if types[0] == "MatMul" and all(t in ELEMENTWISE_OPS for t in epilogue):
             return "matmul"
         if types[-1] in ROW_OPS and all(t in ELEMENTWISE_OPS for t in types[:-1]):
             return "rows"
