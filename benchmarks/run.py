@@ -61,7 +61,7 @@ def markdown(results: list[dict], args, baseline: list[dict] | None = None) -> s
                      f"{r['call_overhead_ms']:.3f} | {r['sdflow_peak_rss_mib']:.0f} | {verdict} "
                      f"(err {r['max_abs_error']:.1e}) |")
     if baseline:
-        lines += ["", f"## {args.passes} against {args.baseline} (same backend, same run)", "",
+        lines += ["", f"## {args.passes} against {args.baseline} (same backend, one after the other)", "",
                   f"| model | {args.baseline} ms | {args.passes} ms | speedup | {args.baseline} / onnxruntime |",
                   "|---|---:|---:|---:|---:|"]
         for r, b in zip(results, baseline):
