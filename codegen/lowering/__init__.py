@@ -24,6 +24,7 @@ def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
     FoldShapeInputs().apply(graph, PassContext())
     EliminateDeadNodes().apply(graph, PassContext())
     bind_static_inputs(graph)
+    _rename_connectors_named_like_symbols(graph)
     sdfg = graph.sdfg
     weights = {}
     for name in list(sdfg.constants_prop):
@@ -33,6 +34,36 @@ def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
     scalars_as_vectors(sdfg)
     _reshapes_as_views(graph)
     return sdfg, weights
+
+
+def _rename_connectors_named_like_symbols(graph: Graph) -> None:
+    """An op's connectors name the arrays of its expansion, where the model's dims are symbols too: MatMul's input
+    ``B`` beside a batch dim named ``B`` would be one name for two things. Such connectors become ``port_B``."""
+    symbols, state = set(graph.sdfg.symbols), graph.state
+    for node in graph.op_nodes():
+        for outgoing, names in ((False, list(node.onnx_inputs)), (True, list(node.onnx_outputs))):
+            for position, name in enumerate(names):
+                if name not in symbols:
+                    continue
+                names[position] = renamed = f"port_{name}"
+                edges = state.out_edges_by_connector(node, name) if outgoing else \
+                    state.in_edges_by_connector(node, name)
+                for edge in list(edges):
+                    state.remove_edge(edge)
+                    if outgoing:
+                        state.add_edge(node, renamed, edge.dst, edge.dst_conn, edge.data)
+                    else:
+                        state.add_edge(edge.src, edge.src_conn, node, renamed, edge.data)
+                if outgoing:
+                    node.remove_out_connector(name)
+                    node.add_out_connector(renamed)
+                else:
+                    node.remove_in_connector(name)
+                    node.add_in_connector(renamed)
+            if outgoing:
+                node.onnx_outputs = names
+            else:
+                node.onnx_inputs = names
 
 
 _VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")

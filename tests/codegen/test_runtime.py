@@ -168,3 +168,18 @@ def test_assumed_equal_symbolic_dims_are_checked(helpers):
     np.testing.assert_array_equal(compiled(np.ones((3, 4), F), np.ones((3, 4), F))[0], np.full((3, 4), 2, F))
     with pytest.raises(InputError, match=r"Add node 'add' needs m == n, but the inputs give m = 1 and n = 3"):
         compiled(np.ones((3, 4), F), np.ones((1, 4), F))
+
+
+def test_dims_named_like_op_inputs_compile(helpers, rng):
+    """A batch dim called B beside MatMul's input B and LayerNorm's bias B (and a dim called X beside LayerNorm's
+    input X): connectors and symbols share the expansions' namespace, so lowering renames the connectors."""
+    from onnx import helper
+    f32 = np.float32
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("LayerNormalization", ["h", "g", "b"], ["y"], axis=-1)]
+    model = helpers.make_model(nodes, [("x", f32, ["B", "X", 8])], [("y", f32, ["B", "X", 6])],
+                               {"w": rng.standard_normal((8, 6)).astype(f32), "g": np.ones(6, f32),
+                                "b": np.zeros(6, f32)})
+    feeds = [{"x": rng.standard_normal(shape).astype(f32)} for shape in ((2, 3, 8), (1, 5, 8))]
+    for passes in ("O1", "O2"):
+        helpers.check_against_ort(model, feeds, passes=passes)
