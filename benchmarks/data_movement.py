@@ -45,7 +45,7 @@ def model_rows(reduced: bool) -> list[str]:
         for level in ("O0", "O1", "O2"):
             optimized = api.optimize(graph, level)
             moved[level] = totals(operator_traffic(optimized), dims).bytes_moved
-            fused = sum(1 for n in optimized.op_nodes() if n.op_type in ("Fused", "Attention"))
+        fused = sum(1 for n in optimized.op_nodes() if n.op_type in ("Fused", "Attention"))  # O2's, the last
         rows.append(f"| {name} | {', '.join(f'{k}={v}' for k, v in dims.items())} | {moved['O0'] / MIB:,.1f} | "
                     f"{moved['O1'] / MIB:,.1f} | {moved['O2'] / MIB:,.1f} | {moved['O2'] / moved['O0']:.1%} | {fused} |")
     return rows

@@ -5,14 +5,13 @@ code touches: a reshape's copy, a GEMM epilogue's second pass over its rows, a k
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import dace
 import sympy
 from dace.sdfg import nodes as dnodes
 
 from sdflow.ir import Graph
-from .lowering import lower, nested_label
+from .lowering import expand_op_nodes, lower, nested_label
 
 __all__ = ["KernelTraffic", "LoweredTraffic", "lowered_traffic"]
 
@@ -43,9 +42,7 @@ def lowered_traffic(graph: Graph) -> list[LoweredTraffic]:
     """One record per op node of ``graph`` (topological order), from its expansion."""
     ops = graph.op_nodes()
     sdfg, _ = lower(graph)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Using sets for connectors")
-        sdfg.expand_library_nodes(recursive=True)
+    expand_op_nodes(sdfg)
     by_label = {}
     for node in sdfg.start_state.nodes():
         if isinstance(node, dnodes.NestedSDFG):

@@ -198,6 +198,17 @@ class Graph:
         for tensor in touched:
             self.remove_tensor_if_unused(tensor)
 
+    def replace_ops(self, old: list[OpNode], new=()) -> None:
+        """Removes the op nodes ``old`` and adds each ``(node, inputs, outputs)`` of ``new``; only then are the
+        tensors that no op touches any more removed (a tensor the new ops read outlives its old readers)."""
+        touched = {e.data.data for node in old for e in self.state.all_edges(node)}
+        for node in old:
+            self.state.remove_node(node)
+        for node, inputs, outputs in new:
+            self.add_op(node, inputs, outputs)
+        for tensor in touched:
+            self.remove_tensor_if_unused(tensor)
+
     def disconnect_input(self, node: OpNode, position: int) -> None:
         connector = node.onnx_inputs[position]
         for edge in list(self.state.in_edges_by_connector(node, connector)):

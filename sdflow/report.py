@@ -11,7 +11,7 @@ import json
 import sympy
 
 from sdflow.ir import Graph, SdflowError
-from sdflow.passes.analysis import operator_traffic, totals
+from sdflow.passes.analysis import evaluate, operator_traffic, totals
 
 __all__ = ["Report", "build_report", "dims_from_shapes", "FORMATS"]
 
@@ -99,14 +99,11 @@ def build_report(graph: Graph, pipeline: str, dims: dict, model: str = "", expla
 
 def _lowered(graph: Graph, dims: dict) -> list[dict]:
     from sdflow.codegen.traffic import lowered_traffic
-
-    def value(expr):
-        expr = sympy.sympify(expr)
-        return int(expr.subs({s: dims[str(s)] for s in expr.free_symbols}))
-    return [{"label": r.label, "op_type": r.op_type, "bytes_read": value(r.bytes_read),
-             "bytes_written": value(r.bytes_written),
-             "kernels": [{"label": k.label, "bytes_read": value(k.bytes_read), "bytes_written": value(k.bytes_written)}
-                         for k in r.kernels]} for r in lowered_traffic(graph)]
+    return [{"label": r.label, "op_type": r.op_type, "bytes_read": evaluate(r.bytes_read, dims),
+             "bytes_written": evaluate(r.bytes_written, dims),
+             "kernels": [{"label": k.label, "bytes_read": evaluate(k.bytes_read, dims),
+                          "bytes_written": evaluate(k.bytes_written, dims)} for k in r.kernels]}
+            for r in lowered_traffic(graph)]
 
 
 # ---- formats -------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from sdflow.passes.cleanup.fold_shape_inputs import FoldShapeInputs
 from ._expansion import bind_static_inputs, nested_label, scalars_as_vectors
 from . import attention, einsum, elementwise, fused, linalg, loss, movement, nn, quantization, reduction, remap, sampling  # noqa: F401  (register the expansions)
 
-__all__ = ["lower", "expand", "bind_static_inputs", "nested_label", "becomes_view"]
+__all__ = ["lower", "expand", "expand_op_nodes", "bind_static_inputs", "nested_label", "becomes_view"]
 
 
 def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
@@ -41,29 +41,20 @@ def _rename_connectors_named_like_symbols(graph: Graph) -> None:
     ``B`` beside a batch dim named ``B`` would be one name for two things. Such connectors become ``port_B``."""
     symbols, state = set(graph.sdfg.symbols), graph.state
     for node in graph.op_nodes():
-        for outgoing, names in ((False, list(node.onnx_inputs)), (True, list(node.onnx_outputs))):
-            for position, name in enumerate(names):
-                if name not in symbols:
-                    continue
-                names[position] = renamed = f"port_{name}"
-                edges = state.out_edges_by_connector(node, name) if outgoing else \
-                    state.in_edges_by_connector(node, name)
-                for edge in list(edges):
-                    state.remove_edge(edge)
-                    if outgoing:
-                        state.add_edge(node, renamed, edge.dst, edge.dst_conn, edge.data)
-                    else:
-                        state.add_edge(edge.src, edge.src_conn, node, renamed, edge.data)
-                if outgoing:
-                    node.remove_out_connector(name)
-                    node.add_out_connector(renamed)
-                else:
-                    node.remove_in_connector(name)
-                    node.add_in_connector(renamed)
-            if outgoing:
-                node.onnx_outputs = names
-            else:
-                node.onnx_inputs = names
+        for name in [c for c in node.onnx_inputs if c in symbols]:
+            for edge in list(state.in_edges_by_connector(node, name)):
+                state.remove_edge(edge)
+                state.add_edge(edge.src, edge.src_conn, node, f"port_{name}", edge.data)
+            node.remove_in_connector(name)
+            node.add_in_connector(f"port_{name}")
+            node.onnx_inputs = [f"port_{c}" if c == name else c for c in node.onnx_inputs]
+        for name in [c for c in node.onnx_outputs if c in symbols]:
+            for edge in list(state.out_edges_by_connector(node, name)):
+                state.remove_edge(edge)
+                state.add_edge(node, f"port_{name}", edge.dst, edge.dst_conn, edge.data)
+            node.remove_out_connector(name)
+            node.add_out_connector(f"port_{name}")
+            node.onnx_outputs = [f"port_{c}" if c == name else c for c in node.onnx_outputs]
 
 
 _VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
@@ -100,13 +91,18 @@ def _reshapes_as_views(graph: Graph) -> None:
         state.add_edge(source_access, None, target_access, None, dace.Memlet.from_array(source, sdfg.arrays[source]))
 
 
-def expand(sdfg: dace.SDFG, instrument: bool = False) -> None:
-    """Expands every op node (recursively) and simplifies the result. With ``instrument``, every op stays its
-    own nested SDFG (named after the op) whose states DaCe times, instead of being inlined."""
+def expand_op_nodes(sdfg: dace.SDFG) -> None:
+    """Expands every op node (recursively) into its own nested SDFG, named after the op."""
     with warnings.catch_warnings():
         # DaCe's own ExpandTransformation passes connector sets; the order does not matter to us.
         warnings.filterwarnings("ignore", message="Using sets for connectors")
         sdfg.expand_library_nodes(recursive=True)
+
+
+def expand(sdfg: dace.SDFG, instrument: bool = False) -> None:
+    """Expands every op node (recursively) and simplifies the result. With ``instrument``, every op stays its
+    own nested SDFG (named after the op) whose states DaCe times, instead of being inlined."""
+    expand_op_nodes(sdfg)
     if instrument:
         for node in sdfg.start_state.nodes():
             if isinstance(node, dace.nodes.NestedSDFG):

@@ -62,10 +62,15 @@ def attention(ctx: Ctx):
         offset = f"((int64_t)nonpad[b] - {sq})"
     else:
         offset = "0"
+    # float32 without a cache has its own kernel, which accumulates in float; the general one in double.
+    fast = dtype == "float" and past_k is None and nonpad is None and qk is None and present_k is None \
+        and present_v is None and softcap == 0
+    acc = "float" if fast else "double"
     bias = []
     if mask is not None:
         mask_shape = ctx.shape(mask)
-        value = "(mask[moff_] ? 0.0 : -INFINITY)" if ctx.desc(mask).dtype.ctype == "bool" else "(double)mask[moff_]"
+        value = f"(mask[moff_] ? ({acc})0 : -INFINITY)" if ctx.desc(mask).dtype.ctype == "bool" else \
+            f"({acc})mask[moff_]"
         bias.append(f"if (j < {cexpr(mask_shape[-1])}) {{ const int64_t moff_ = {_mask_offset(mask_shape)}; "
                     f"b_ += {value}; }} else b_ = -INFINITY;")
     if node.attr("is_causal", 0):
@@ -77,10 +82,8 @@ def attention(ctx: Ctx):
         bias.append(f"if (j - (i + {offset}) > {right}) b_ = -INFINITY;")
     if nonpad is not None:
         bias.append("if (j >= (int64_t)nonpad[b]) b_ = -INFINITY;")
-    if dtype == "float" and past_k is None and nonpad is None and qk is None and present_k is None \
-            and present_v is None and softcap == 0:
-        return _float_attention(ctx, d, scale, [line.replace("0.0 : -INFINITY", "0.0f : -INFINITY").replace(
-            "(double)", "") for line in bias], element)
+    if fast:
+        return _float_attention(ctx, d, scale, bias, element)
     qk_at = f"qk[(((b * {hq} + h) * {sq} + i) * {total}) + j]"
     capped = f"score_ = {softcap!r} * std::tanh(score_ / {softcap!r});" if softcap > 0 else ""
     write_qk = ""

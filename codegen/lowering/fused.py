@@ -30,7 +30,7 @@ def _local(value: str) -> str:
     return value.replace(".", "_") + "_"
 
 
-def _statements(program: Program, steps, types: dict[str, TensorType], value) -> str:
+def _statements(steps, types: dict[str, TensorType], value) -> str:
     """One ``const T s<k>_<o>_ = ...;`` per element-wise step; ``value(name)`` is the C++ of an input."""
     lines, defined = [], set()
     for step in steps:
@@ -65,13 +65,17 @@ def _row_subset(in_shape, row_shape) -> tuple[str, bool]:
     return ", ".join(parts) or "0", along
 
 
-def _external_rows(ctx: Ctx, program: Program, types, row_shape, index: str, skip=()) -> tuple[dict, dict, list]:
+def _used_inputs(program: Program, skip=()) -> list[str]:
+    """The fused op's inputs (``in<i>``) that its steps read, in order, less ``skip``."""
+    return sorted({a for s in program.steps for a in s.args if a and a.startswith("in") and a not in skip},
+                  key=lambda a: int(a[2:]))
+
+
+def _external_rows(program: Program, types, row_shape, index: str, skip=()) -> tuple[dict, dict, list]:
     """Row memlets {x<i>: subset} of the inputs the element-wise steps read, their C++ element at ``index``, and
     the connectors to type as pointers."""
-    used = sorted({a for s in program.steps for a in s.args if a and a.startswith("in") and a not in skip},
-                  key=lambda a: int(a[2:]))
     memlets, elements = {}, {}
-    for name in used:
+    for name in _used_inputs(program, skip):
         subset, along = _row_subset(types[name].shape, row_shape)
         memlets[f"x{name[2:]}"] = f"{name}[{subset}]"
         elements[name] = f"x{name[2:]}[{index if along else '0'}]"
@@ -86,9 +90,8 @@ def _check_types(types: dict[str, TensorType]) -> None:
 
 def _elementwise(ctx: Ctx, program: Program, types) -> dace.SDFG:
     out_shape = ctx.shape("out0")
-    used = sorted({a for s in program.steps for a in s.args if a and a.startswith("in")}, key=lambda a: int(a[2:]))
-    inputs = {f"x{n[2:]}": f"{n}[{broadcast_index(types[n].shape, out_shape)}]" for n in used}
-    code = _statements(program, program.steps, types, lambda name: f"x{name[2:]}")
+    inputs = {f"x{n[2:]}": f"{n}[{broadcast_index(types[n].shape, out_shape)}]" for n in _used_inputs(program)}
+    code = _statements(program.steps, types, lambda name: f"x{name[2:]}")
     outputs = {}
     for j, value in enumerate(program.outputs):
         outputs[f"o{j}"] = f"out{j}[{', '.join(f'i{k}' for k in range(len(out_shape))) or '0'}]"
@@ -104,15 +107,8 @@ def _rows(ctx: Ctx, program: Program, types) -> dace.SDFG:
     n = cexpr(shape[-1])
     ctype = dace_dtype(types[row_step.results[0]].dtype).ctype
     node = row_step.node()
-    if row_step.op_type == "LayerNormalization":
-        if node.attr("axis", -1) not in (-1, len(shape) - 1):
-            raise CompileError("Fused: LayerNormalization over more than the last axis")
-        norm_inputs = [a for a in row_step.args[1:3]]
-    else:
-        norm_inputs = []
-    memlets, elements, pointers = _external_rows(ctx, program, types, shape, "j_")
-    scale_bias = [elements[a].replace("[j_]", "[k_]") if a else None for a in norm_inputs] + [None, None]
-    prologue = _statements(program, program.steps[:-1], types, elements.__getitem__)
+    memlets, elements, pointers = _external_rows(program, types, shape, "j_")
+    prologue = _statements(program.steps[:-1], types, elements.__getitem__)
     outputs = {"y": f"out{program.outputs.index(row_step.results[0])}[{_row_subset(shape, shape)[0]}]"}
     stores = [f"y[j_] = {_local(row_step.args[0])};"]
     for j, value in enumerate(program.outputs):
@@ -120,7 +116,12 @@ def _rows(ctx: Ctx, program: Program, types) -> dace.SDFG:
             outputs[f"o{j}"] = f"out{j}[{_row_subset(shape, shape)[0]}]"
             stores.append(f"o{j}[j_] = {_local(value)};")
     if row_step.op_type == "LayerNormalization":
-        row = layer_norm_row_code(node, n, ctype, scale_bias[0], scale_bias[1])
+        if node.attr("axis", -1) not in (-1, len(shape) - 1):
+            raise CompileError("Fused: LayerNormalization over more than the last axis")
+        # Scale and bias, element k_ of the row (LayerNorm's loop index), when given.
+        scale, bias = ([elements[a].replace("[j_]", "[k_]") if a else None for a in row_step.args[1:3]]
+                       + [None, None])[:2]
+        row = layer_norm_row_code(node, n, ctype, scale, bias)
     else:
         row = softmax_row_code("Softmax", n, 1, ctype)
     code = (f"for (int64_t j_ = 0; j_ < {n}; ++j_) {{\n{prologue}\n{' '.join(stores)}\n}}\n"
@@ -166,10 +167,9 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     if not steps:
         return sdfg
     epilogue_state = sdfg.add_state_after(gemm_state, "epilogue")
-    memlets, elements, pointers = _external_rows(ctx, program, types, product_shape, "(j_ + low_)",
-                                                 skip=(a_in, b_in))
+    memlets, elements, pointers = _external_rows(program, types, product_shape, "(j_ + low_)", skip=(a_in, b_in))
     elements[matmul.results[0]] = "a_"
-    code = _statements(program, steps, types, elements.__getitem__)
+    code = _statements(steps, types, elements.__getitem__)
     outputs, loops = {}, []
     for o, lo, w in blocks:
         outputs[f"y{o}"] = f"out{o}[{_row_subset(types[program.outputs[o]].shape, product_shape)[0]}]"

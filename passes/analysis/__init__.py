@@ -1,4 +1,4 @@
 """Analyses over the IR: they read a graph and report, never rewrite it."""
-from .data_movement import VIEW_OPS, OpTraffic, Totals, op_flop, operator_traffic, totals
+from .data_movement import VIEW_OPS, OpTraffic, Totals, evaluate, op_flop, operator_traffic, totals
 
-__all__ = ["OpTraffic", "Totals", "operator_traffic", "totals", "op_flop", "VIEW_OPS"]
+__all__ = ["OpTraffic", "Totals", "operator_traffic", "totals", "op_flop", "evaluate", "VIEW_OPS"]

@@ -14,10 +14,11 @@ import sympy
 
 from sdflow.ir import Graph
 from sdflow.ir.ops.elementwise import ELEMENTWISE_OPS
+from sdflow.ir.ops.fused import DOMAIN as FUSED_DOMAIN
 from sdflow.ir.ops.linalg import matmul_shapes
 from sdflow.ir.types import TensorType
 
-__all__ = ["OpTraffic", "Totals", "operator_traffic", "totals", "op_flop", "VIEW_OPS"]
+__all__ = ["OpTraffic", "Totals", "operator_traffic", "totals", "op_flop", "evaluate", "VIEW_OPS"]
 
 VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 # Flop per element of the (first) input, for row-wise ops: max, subtract + exp, sum, divide; mean, variance,
@@ -44,10 +45,10 @@ class OpTraffic:
 
     def evaluate(self, dims: dict[str, int]) -> tuple[int, int]:
         """(bytes read, bytes written) with the symbolic dims bound to ``dims``; a dim not given raises."""
-        return _evaluate(self.bytes_read, dims), _evaluate(self.bytes_written, dims)
+        return evaluate(self.bytes_read, dims), evaluate(self.bytes_written, dims)
 
     def evaluate_flop(self, dims: dict[str, int]) -> int:
-        return _evaluate(self.flop, dims)
+        return evaluate(self.flop, dims)
 
     def intensity(self, dims: dict[str, int]) -> float:
         """Flop per byte moved (0 for an op that moves nothing)."""
@@ -98,7 +99,7 @@ def totals(records: list[OpTraffic], dims: dict[str, int]) -> Totals:
 def op_flop(node, inputs: list[TensorType | None], outputs: list[TensorType | None]) -> sympy.Expr:
     """The flop of one op node (a Fused op: the sum over its steps)."""
     op_type = node.op_type
-    if node.domain_name == "ai.sdflow":
+    if node.domain_name == FUSED_DOMAIN:
         program = node.parsed
         types = program.types(inputs)
         return sum((op_flop(step.node(), [types[a] if a else None for a in step.args],
@@ -138,7 +139,8 @@ def _bytes(ttype: TensorType) -> sympy.Expr:
     return _count(ttype.shape) * np.dtype(ttype.dtype).itemsize
 
 
-def _evaluate(expr, dims: dict[str, int]) -> int:
+def evaluate(expr, dims: dict[str, int]) -> int:
+    """A symbolic byte or flop count with the dims bound to ``dims``; a dim not given raises KeyError."""
     expr = sympy.sympify(expr)
     value = expr.subs({s: dims[str(s)] for s in expr.free_symbols if str(s) in dims})
     if value.free_symbols:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from sdflow.ir import Graph, OpNode, infer_node, semantics_of
 from sdflow.ir.ops.elementwise import ELEMENTWISE_OPS
 from sdflow.ir.ops.fused import Fused, Program, Step
 
-__all__ = ["Topology", "fuse_nodes", "is_elementwise", "is_pointwise", "FUSABLE_DTYPES"]
+__all__ = ["Topology", "fuse_nodes", "is_elementwise", "is_pointwise", "scalar_value", "FUSABLE_DTYPES"]
 
 # Fused kernels compute each value in its own type; float16 ops round per op, which fusion would change.
 FUSABLE_DTYPES = ("float32", "float64", "bool", "int64", "int32")
@@ -71,6 +73,14 @@ def is_elementwise(graph: Graph, node: OpNode) -> bool:
     return all(graph.tensor_type(t).dtype.name in FUSABLE_DTYPES for t in tensors)
 
 
+def scalar_value(values, tensor) -> float | None:
+    """The number a one-element tensor holds, from ``values`` (constants or compile-time values), else None."""
+    value = values.get(tensor) if tensor else None
+    if value is None or np.size(value) != 1 or np.asarray(value).dtype == object:
+        return None
+    return float(np.asarray(value).ravel()[0])
+
+
 def is_pointwise(graph: Graph, node: OpNode) -> bool:
     """An element-wise op, or a Fused element-wise kernel (what an epilogue or a prologue may absorb)."""
     if isinstance(node, Fused):
@@ -86,6 +96,7 @@ def fuse_nodes(graph: Graph, topology: Topology, nodes: list[OpNode], label: str
     produced: dict[str, str] = {}
     inputs: list[str] = []
     steps = []
+
     def value_of(tensor):
         if tensor in produced:
             return produced[tensor]
@@ -126,7 +137,5 @@ def fuse_nodes(graph: Graph, topology: Topology, nodes: list[OpNode], label: str
     for tensor, ttype in zip(outputs, types):
         if ttype != graph.tensor_type(tensor):
             raise AssertionError(f"fusing {label}: {tensor} would change type {graph.tensor_type(tensor)} -> {ttype}")
-    graph.add_op(fused, inputs, outputs)
-    for node in nodes:
-        graph.remove_op(node)
+    graph.replace_ops(nodes, [(fused, inputs, outputs)])
     return fused

@@ -57,16 +57,6 @@ class _Lazy:
         return self._values.get(key)
 
 
-def _replace(graph: Graph, old: list, new, inputs, outputs) -> None:
-    touched = {e.data.data for n in old for e in graph.state.all_edges(n)}
-    for node in old:
-        graph.state.remove_node(node)
-    if new is not None:
-        graph.add_op(new, inputs, outputs)
-    for name in touched:
-        graph.remove_tensor_if_unused(name)
-
-
 def _split_heads(graph: Graph, topology: Topology, tensor: str, reader):
     """(the [B, S, H*D] source, H, the Transpose and Reshape) when ``tensor`` = Transpose(0,2,1,3) of a
     Reshape [B, S, H*D] -> [B, S, H, D] read by nothing else."""
@@ -115,7 +105,7 @@ def _fold_attention(graph: Graph, topology: Topology, node, values):
         node.label, inputs=list(node.onnx_inputs), outputs=list(node.onnx_outputs), opset=node.opset,
         **{**node.attributes, "q_num_heads": int(heads[0][1]), "kv_num_heads": int(heads[1][1])})
     old = [node, *heads[0][2], *heads[1][2], *heads[2][2], *merged[1]]
-    _replace(graph, old, folded, [h[0] for h in heads] + inputs[3:], [merged[0], None, None, None])
+    graph.replace_ops(old, [(folded, [h[0] for h in heads] + inputs[3:], [merged[0], None, None, None])])
     return "attention_layouts"
 
 
@@ -132,11 +122,11 @@ def _compose_transposes(graph: Graph, topology: Topology, node, values):
         if result in topology.outputs:
             return None
         graph.replace_uses(result, origin)
-        _replace(graph, [first, node], None, [], [])
+        graph.replace_ops([first, node])
         return "transposes_composed"
     composed = lookup_op("", "Transpose", 13).node_class(node.label, inputs=["data"], outputs=["transposed"],
                                                         opset=13, perm=perm)
-    _replace(graph, [first, node], composed, [origin], [result])
+    graph.replace_ops([first, node], [(composed, [origin], [result])])
     return "transposes_composed"
 
 
@@ -146,7 +136,7 @@ def _fold_reshape(graph: Graph, topology: Topology, node, values):
         if result in topology.outputs or graph.is_constant(source) or source in graph.inputs:
             return None
         graph.replace_uses(result, source)
-        _replace(graph, [node], None, [], [])
+        graph.replace_ops([node])
         return "reshapes_folded"
     first = topology.producer.get(source)
     if node.op_type != "Reshape" or first is None or first.op_type not in _RESHAPES \
@@ -160,5 +150,5 @@ def _fold_reshape(graph: Graph, topology: Topology, node, values):
                                                             outputs=list(node.onnx_outputs), opset=node.opset,
                                                             **node.attributes)
     folded.static_inputs = dict(node.static_inputs)
-    _replace(graph, [first, node], folded, [graph.node_inputs(first)[0], inputs[1]], [result])
+    graph.replace_ops([first, node], [(folded, [graph.node_inputs(first)[0], inputs[1]], [result])])
     return "reshapes_folded"

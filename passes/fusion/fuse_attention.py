@@ -12,7 +12,7 @@ from sdflow.ir import Graph, lookup_op
 from sdflow.ir.ops.fused import Fused, Program, Step
 from sdflow.ir.types import TensorType
 from ..infra import Pass, PassContext, PassResult, register_pass
-from ._rewrite import Topology
+from ._rewrite import Topology, scalar_value
 
 # Kᵀ = Transpose(K', perm) with K' laid out [B, S, H, D] or already [B, H, S, D]: the perm that gives [B, H, S, D].
 _KEY_LAYOUTS = {(0, 2, 3, 1): (0, 2, 1, 3), (0, 1, 3, 2): None}
@@ -113,19 +113,7 @@ def _merge(graph: Graph, tensor: str, projections: list, biases: list) -> None:
     program = Program(tuple(steps), tuple(f"s{k}.{i}" for i in range(count)))
     fused = Fused.make(f"qkv_{projections[0].label}", program, len(inputs))
     old = [*projections, *(add for add, _ in filter(None, biases))]
-    touched = {e.data.data for n in old for e in graph.state.all_edges(n)}
-    for node in old:
-        graph.state.remove_node(node)
-    graph.add_op(fused, inputs, outputs)
-    for name in touched:
-        graph.remove_tensor_if_unused(name)
-
-
-def _scalar(graph: Graph, tensor) -> float | None:
-    """The value of a one-element constant, else None."""
-    if tensor is None or not graph.is_constant(tensor) or np.size(graph.constant(tensor)) != 1:
-        return None
-    return float(np.asarray(graph.constant(tensor)).ravel()[0])
+    graph.replace_ops(old, [(fused, inputs, outputs)])
 
 
 def _match_scores(graph: Graph, topology: Topology, context_matmul):
@@ -153,8 +141,9 @@ def _match_scores(graph: Graph, topology: Topology, context_matmul):
             if mask is None or len(scores) != 1:
                 return "the scores are added to something that is not a mask"
             tensor = scores[0]
-        elif producer.op_type in ("Mul", "Div") and scale is None and _scalar(graph, inputs[1]) is not None:
-            factor = _scalar(graph, inputs[1])
+        elif producer.op_type in ("Mul", "Div") and scale is None and \
+                scalar_value(graph.constants, inputs[1]) is not None:
+            factor = scalar_value(graph.constants, inputs[1])
             scale = factor if producer.op_type == "Mul" else 1.0 / factor
             tensor = inputs[0]
         elif producer.op_type == "MatMul":
@@ -182,10 +171,7 @@ def _is_input_side(topology: Topology, tensor: str) -> bool:
 
 
 def _replace_attention(graph: Graph, match: dict) -> None:
-    key = match["key_source"]
-    touched = {e.data.data for n in match["remove"] for e in graph.state.all_edges(n)}
-    for node in match["remove"]:
-        graph.state.remove_node(node)
+    key, new = match["key_source"], []
     if match["key_perm"] is not None:
         source = graph.tensor_type(key)
         key_type = TensorType(source.dtype, [source.shape[p] for p in match["key_perm"]])
@@ -193,11 +179,10 @@ def _replace_attention(graph: Graph, match: dict) -> None:
         transpose = lookup_op("", "Transpose", 13).node_class(f"{match['label']}_keys", inputs=["data"],
                                                              outputs=["transposed"], opset=13,
                                                              perm=list(match["key_perm"]))
-        graph.add_op(transpose, [key], [transposed])
+        new.append((transpose, [key], [transposed]))
         key = transposed
     attention = lookup_op("", "Attention", 23).node_class(
         f"attention_{match['label']}", inputs=["Q", "K", "V", "attn_mask" if match["mask"] else "", "", ""],
         outputs=["Y", "", "", ""], opset=23, scale=match["scale"])
-    graph.add_op(attention, [match["q"], key, match["v"], match["mask"], None, None], [match["out"], None, None, None])
-    for name in touched:
-        graph.remove_tensor_if_unused(name)
+    new.append((attention, [match["q"], key, match["v"], match["mask"], None, None], [match["out"], None, None, None]))
+    graph.replace_ops(match["remove"], new)

@@ -11,7 +11,7 @@ from sdflow.ir import Graph, known_values, lookup_op
 from sdflow.ir.semantics import with_static_inputs
 from sdflow.ir.ops.reduction import reduce_axes
 from ..infra import Pass, PassContext, PassResult, register_pass
-from ._rewrite import Topology, fuse_nodes, is_pointwise
+from ._rewrite import Topology, fuse_nodes, is_pointwise, scalar_value
 
 _ROW_DTYPES = {"LayerNormalization": ("float32", ), "Softmax": ("float32", "float64")}
 
@@ -101,13 +101,6 @@ def _last_axis_mean(graph, values, node) -> bool:
     return reduce_axes(node, rank, axes_value) == [rank - 1] and node.attr("keepdims", 1) == 1
 
 
-def _scalar(values, tensor) -> float | None:
-    value = values.get(tensor)
-    if value is None or np.size(value) != 1 or value.dtype == object:
-        return None
-    return float(np.asarray(value).ravel()[0])
-
-
 def _other(graph, node, tensor):
     """The input of a binary ``node`` that is not ``tensor``."""
     a, b = graph.node_inputs(node)[:2]
@@ -125,7 +118,7 @@ def _match_layernorm(graph, topology, values, mean):
         return "its mean is not subtracted from its input alone"
     centred = graph.node_outputs(sub)[0]
     readers = topology.consumers.get(centred, [])
-    square = next((r for r in readers if r.op_type == "Pow" and _scalar(values, graph.node_inputs(r)[1]) == 2.0
+    square = next((r for r in readers if r.op_type == "Pow" and scalar_value(values, graph.node_inputs(r)[1]) == 2.0
                    or r.op_type == "Mul" and graph.node_inputs(r) == [centred, centred]), None)
     divide = next((r for r in readers if r.op_type == "Div" and graph.node_inputs(r)[0] == centred), None)
     if len(readers) != 2 or square is None or divide is None or centred in topology.outputs:
@@ -138,7 +131,7 @@ def _match_layernorm(graph, topology, values, mean):
         chain.append(reader)
         tensor = graph.node_outputs(reader)[0]
     variance_mean, add_eps, _ = chain
-    epsilon = _scalar(values, _other(graph, add_eps, graph.node_outputs(variance_mean)[0]))
+    epsilon = scalar_value(values, _other(graph, add_eps, graph.node_outputs(variance_mean)[0]))
     if not _last_axis_mean(graph, values, variance_mean) or epsilon is None:
         return "the variance is not a last-axis mean plus a constant epsilon"
     if topology.only_consumer(tensor) is not divide or graph.node_inputs(divide)[1] != tensor:
@@ -169,9 +162,4 @@ def _replace_layernorm(graph: Graph, match: dict) -> None:
     node = lookup_op("", "LayerNormalization", 17).node_class(
         f"layernorm_{match['nodes'][0].label}", inputs=["X", "Scale", "B" if bias else ""], outputs=["Y", "", ""],
         opset=17, axis=-1, epsilon=match["epsilon"])
-    touched = {e.data.data for old in match["nodes"] for e in graph.state.all_edges(old)}
-    for old in match["nodes"]:
-        graph.state.remove_node(old)
-    graph.add_op(node, [match["x"], scale, bias], [match["out"], None, None])
-    for tensor in touched:
-        graph.remove_tensor_if_unused(tensor)
+    graph.replace_ops(match["nodes"], [(node, [match["x"], scale, bias], [match["out"], None, None])])
