@@ -252,3 +252,17 @@ def test_o2_compiles_every_claimed_fusion_into_the_generated_code(helpers, rng):
         assert marker(node.parsed) in code, node.kernel
     assert len(re.findall(r"// sdflow fused kernel", code)) >= len(fused)
     assert sdflow.optimize(sdflow.load(model), "O2").pass_records[-1].name == "eliminate-dead-nodes"
+
+
+def test_fold_layout_keeps_what_others_read_and_shapes_it_cannot_know(helpers, rng):
+    """The first Transpose's result is a graph output (composing would lose it); the second Reshape copies a dim
+    (0) from its input, so it cannot read the first Reshape's input instead."""
+    nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=[1, 0, 2]),
+             helper.make_node("Transpose", ["a"], ["b"], perm=[1, 0, 2]),
+             helper.make_node("Reshape", ["b", "flat"], ["c"]), helper.make_node("Reshape", ["c", "keep"], ["y"])]
+    model = helpers.make_model(nodes, [("x", F, [2, 3, 4])], [("y", F, [6, 2, 2]), ("a", F, [3, 2, 4])],
+                               {"flat": np.array([6, 4]), "keep": np.array([0, 2, 2])})
+    graph, result = _optimized(model, "fold-layout")
+    assert not result.modified and _ops(graph) == ["Transpose", "Transpose", "Reshape", "Reshape"]
+    assert any("copies input dims (0)" in note for note in result.notes)
+    _assert_meaning(graph, model, {"x": rng.standard_normal((2, 3, 4)).astype(F)})
