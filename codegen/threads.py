@@ -6,15 +6,22 @@
 - OpenMP waiting: idle OpenMP threads spin for a long time by default and then compete with OpenBLAS's own
   threads for the cores. Measured on 2 cores: ResNet-18 64 ms (default) / 29 ms (passive) / 35 ms (a short spin
   of GOMP_SPINCOUNT=20000); the small transformer example 0.12 / 0.53 / 0.12 ms. Unless the user set
-  OMP_WAIT_POLICY or GOMP_SPINCOUNT, idle threads spin briefly, then sleep."""
+  OMP_WAIT_POLICY or GOMP_SPINCOUNT, idle threads spin briefly, then sleep.
+- One thread pool: Debian's default OpenBLAS runs its own pthreads, which spin after each GEMM while the next
+  kernel's OpenMP threads wait for the cores (MobileNetV2's 1x1 convolutions: 0.5 ms each in the model, 0.08 ms
+  alone). Debian's OpenMP build of the same OpenBLAS (``libopenblas0-openmp``, installed by scripts/setup.sh)
+  shares the program's OpenMP threads; where it is installed it is loaded first, so that the models' ``libblas``
+  and ``liblapack`` resolve to it (MobileNetV2 39.6 -> 21.1 ms, ResNet-18 43.3 -> 34.4 ms on 2 cores).
+  ``SDFLOW_OPENBLAS=system`` keeps the system's choice."""
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import subprocess
 import sys
 
-__all__ = ["configure_native_runtime", "configure_openblas"]
+__all__ = ["configure_native_runtime", "configure_openblas", "load_openmp_openblas"]
 
 _GENERIC = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Katmai", "Banias"}
 _PROBE = ("import ctypes, ctypes.util\n"
@@ -58,7 +65,26 @@ def configure_openblas() -> str | None:
     return None
 
 
+OPENMP_OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
+
+
+@functools.cache
+def load_openmp_openblas() -> bool:
+    """Loads the OpenMP build of OpenBLAS (and its libblas/liblapack) into the process, when installed and
+    not declined by ``SDFLOW_OPENBLAS=system``; True when it is loaded."""
+    folder = os.environ.get("SDFLOW_OPENBLAS_OPENMP_DIR", OPENMP_OPENBLAS)
+    if os.environ.get("SDFLOW_OPENBLAS", "openmp") == "system" or not os.path.isdir(folder):
+        return False
+    try:
+        for name in ("libopenblas.so.0", "libblas.so.3", "liblapack.so.3"):
+            ctypes.CDLL(os.path.join(folder, name), mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        return False
+    return True
+
+
 def configure_native_runtime() -> None:
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["GOMP_SPINCOUNT"] = "20000"
     configure_openblas()
+    load_openmp_openblas()

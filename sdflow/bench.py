@@ -22,6 +22,9 @@ from sdflow.feeds import concrete_shape, random_input
 __all__ = ["pin_threads", "benchmark", "BenchResult", "parse_shapes"]
 
 
+SETTLE_SECONDS = 0.2  # the pause before each timed block (see ``benchmark``)
+
+
 def pin_threads(threads: int) -> None:
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(threads)
@@ -111,19 +114,27 @@ def benchmark(model: str, shapes: dict | None = None, threads: int = 2, runs: in
     for _ in range(warmup):
         compiled(**feeds)
         session.run(names, feeds)
-    # Interleaved in blocks, so that drift on a shared machine hits both alike; the first run of each block is
-    # dropped, since the other runtime's idle threads may still be spinning on the cores then.
+    # Interleaved in blocks, so that drift on a shared machine hits both alike. Each block starts after a pause:
+    # ONNX Runtime's idle workers spin for 30-100 ms after a run (measured here), and a thread spinning on one of
+    # the two cores stalls every OpenMP barrier of the other runtime (a 0.04 ms kernel took 0.9 ms). The first
+    # run of each block is dropped (cold caches).
     ours, theirs, kernels = [], [], []
     block = 5
+
+    def timed_block(function):
+        time.sleep(SETTLE_SECONDS)
+        return [timed(function) for _ in range(block)][1:]
+
     for _ in range(max(1, runs // (block - 1))):
-        ours += [timed(lambda: compiled(**feeds)) for _ in range(block)][1:]
-        theirs += [timed(lambda: session.run(names, feeds)) for _ in range(block)][1:]
-        kernels += [timed(lambda: compiled.run_prepared(call_args, init_args)) for _ in range(block)][1:]
+        ours += timed_block(lambda: compiled(**feeds))
+        theirs += timed_block(lambda: session.run(names, feeds))
+        kernels += timed_block(lambda: compiled.run_prepared(call_args, init_args))
     del prepared_outputs
     sdflow_ms, ort_ms = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
     overhead_ms = max(0.0, sdflow_ms - statistics.median(kernels) * 1e3)
 
     profiled = api.compile(path, passes=passes, instrument=True)
+    time.sleep(SETTLE_SECONDS)
     op_times = profiled.profile(**feeds, runs=5)
     by_type: dict[str, float] = {}
     for op_time in op_times:

@@ -4,6 +4,7 @@ local, so the values between steps live in registers:
 - ``elementwise``: one parallel map over the output; inputs broadcast through their memlets.
 - ``rows``: one parallel map over the rows; the prologue writes the row op's input into the output row, then
   LayerNorm/Softmax runs on that row in place (one read of each input, one write of the output).
+- ``conv``: the convolution (``nn.conv_code``) with the epilogue applied to each output plane in place.
 - ``matmul``: a BLAS GEMM into the output (before a Split: one call per output, each on its column block of the
   concatenated weight), then one parallel map over the rows applies the epilogue in place while the row is in
   cache.
@@ -22,6 +23,7 @@ from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 from ._math import vectorizable
 from .elementwise import broadcast_index, expression
 from .linalg import _gemm_call
+from .nn import conv_code
 from .reduction import layer_norm_row_code, softmax_row_code
 
 
@@ -181,6 +183,35 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     return sdfg
 
 
+def _plane_element(pointer: str, shape, out_shape) -> str:
+    """C++ of the element of an input (broadcast against the conv output ``out_shape``) at sample ``n_``,
+    channel ``m_``, plane position ``p_`` (fuse-conv-epilogue admits whole planes or none)."""
+    shape = [1] * (len(out_shape) - len(shape)) + list(shape)
+    plane = product(shape[2:])
+    index = []
+    if shape[0] != 1:
+        index.append(f"n_ * {cexpr(shape[1] * plane)}")
+    if shape[1] != 1:
+        index.append(f"m_ * {cexpr(plane)}")
+    if shape[2:] == list(out_shape[2:]) and any(d != 1 for d in shape[2:]):
+        index.append("p_")
+    return f"{pointer}[{' + '.join(index) or '0'}]"
+
+
+def _conv(ctx: Ctx, program: Program, types) -> dace.SDFG:
+    conv, steps = program.steps[0], program.steps[1:]
+    x, w, bias = (conv.args + (None,))[:3]
+    out_shape = types[conv.results[0]].shape
+    elements = {name: _plane_element(ctx.ptr(name), types[name].shape, out_shape)
+                for step in steps for name in step.args if name and name.startswith("in")}
+    elements[conv.results[0]] = "a_"
+    final = steps[-1].results[0] if steps else conv.results[0]
+    epilogue = (_statements(steps, types, elements.__getitem__), _local(final) if steps else "a_")
+    code = conv_code(conv.node(), types[x].shape, types[w].shape, ctx.ptr(x), ctx.ptr(w), ctx.ptr("out0"),
+                     ctx.ptr(bias) if bias else None, epilogue)
+    return ctx.tasklet(vectorizable(code, "float"))
+
+
 @expansion("Fused", environments=[OpenBLAS])
 def fused(ctx: Ctx):
     program = ctx.node.parsed
@@ -191,7 +222,8 @@ def fused(ctx: Ctx):
         inputs.append(TensorType(desc.dtype.as_numpy_dtype(), list(desc.shape)))
     types = program.types(inputs)
     _check_types(types)
-    sdfg = {"elementwise": _elementwise, "rows": _rows, "matmul": _matmul}[program.kind](ctx, program, types)
+    sdfg = {"elementwise": _elementwise, "rows": _rows, "matmul": _matmul, "conv": _conv}[program.kind](
+        ctx, program, types)
     for state in sdfg.states():
         for node in state.nodes():
             if isinstance(node, dace.nodes.Tasklet):

@@ -9,9 +9,9 @@ from sdflow.ir.ops.nn import conv_transpose_geometry, window_geometry
 from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 
 
-def _geometry_constants(ctx: Ctx, x_shape, kernel, ceil_mode=False) -> str:
+def _geometry_constants(node, x_shape, kernel, ceil_mode=False) -> str:
     """C++ constants N C H W KH KW SH SW DH DW PT PL PB PR OH OW (1-D inputs as H = 1)."""
-    geo = window_geometry(ctx.node, list(x_shape[2:]), kernel, ceil_mode)
+    geo = window_geometry(node, list(x_shape[2:]), kernel, ceil_mode)
     if len(kernel) == 1:
         values = dict(H=1, W=x_shape[2], KH=1, KW=kernel[0], SH=1, SW=geo.strides[0], DH=1, DW=geo.dilations[0],
                       PT=0, PL=geo.pads_begin[0], PB=0, PR=geo.pads_end[0], OH=1, OW=geo.out[0])
@@ -24,6 +24,14 @@ def _geometry_constants(ctx: Ctx, x_shape, kernel, ceil_mode=False) -> str:
     return "const int64_t " + ", ".join(f"{k}_ = {cexpr(v)}" for k, v in values.items()) + ";\n"
 
 
+# The output columns ow_ in [lo_, hi_) whose input column ow_ * SW_ + off_ lies inside the image (no padding):
+# outside that range a window position reads zeros, inside it the loop has no branch and vectorises.
+_COLUMN_RANGE = """
+const int64_t off_ = kw_ * DW_ - PL_;
+const int64_t lo_ = off_ >= 0 ? 0 : std::min(OW_, (-off_ + SW_ - 1) / SW_);
+const int64_t hi_ = W_ - 1 - off_ < 0 ? 0 : std::max(lo_, std::min(OW_, (W_ - 1 - off_) / SW_ + 1));
+"""
+
 _IM2COL = """
 std::vector<float> column_(KK_ * P_);
 for (int64_t n_ = 0; n_ < N_; ++n_) {
@@ -34,21 +42,23 @@ for (int64_t n_ = 0; n_ < N_; ++n_) {
       const int64_t kw_ = r_ % KW_, kh_ = (r_ / KW_) % KH_, c_ = r_ / (KW_ * KH_);
       float* row_ = column_.data() + r_ * P_;
       const float* plane_ = image_ + c_ * H_ * W_;
+      COLUMN_RANGE
       for (int64_t oh_ = 0; oh_ < OH_; ++oh_) {
         const int64_t ih_ = oh_ * SH_ - PT_ + kh_ * DH_;
         float* out_ = row_ + oh_ * OW_;
         if (ih_ < 0 || ih_ >= H_) { for (int64_t ow_ = 0; ow_ < OW_; ++ow_) out_[ow_] = 0.0f; continue; }
-        for (int64_t ow_ = 0; ow_ < OW_; ++ow_) {
-          const int64_t iw_ = ow_ * SW_ - PL_ + kw_ * DW_;
-          out_[ow_] = (iw_ >= 0 && iw_ < W_) ? plane_[ih_ * W_ + iw_] : 0.0f;
-        }
+        const float* in_ = plane_ + ih_ * W_ + off_;
+        for (int64_t ow_ = 0; ow_ < lo_; ++ow_) out_[ow_] = 0.0f;
+        if (SW_ == 1) { for (int64_t ow_ = lo_; ow_ < hi_; ++ow_) out_[ow_] = in_[ow_]; }
+        else { for (int64_t ow_ = lo_; ow_ < hi_; ++ow_) out_[ow_] = in_[ow_ * SW_]; }
+        for (int64_t ow_ = hi_; ow_ < OW_; ++ow_) out_[ow_] = 0.0f;
       }
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, MG_, P_, KK_, 1.0f, Wt_ + g_ * MG_ * KK_, KK_,
                 column_.data(), P_, 0.0f, Y_ + (n_ * M_ + g_ * MG_) * P_, P_);
   }
 }
-"""
+""".replace("COLUMN_RANGE", _COLUMN_RANGE)
 
 _POINTWISE = """
 for (int64_t n_ = 0; n_ < N_; ++n_)
@@ -57,37 +67,79 @@ for (int64_t n_ = 0; n_ < N_; ++n_)
                 X_ + (n_ * C_ + g_ * CG_) * P_, P_, 0.0f, Y_ + (n_ * M_ + g_ * MG_) * P_, P_);
 """
 
+# One output plane per (sample, channel): each window tap adds a shifted input row to the output row.
 _DEPTHWISE = """
 #pragma omp parallel for
 for (int64_t plane_ = 0; plane_ < N_ * M_; ++plane_) {
-  const int64_t m_ = plane_ % M_, c_ = m_ / MG_;
-  const float* image_ = X_ + ((plane_ / M_) * C_ + c_) * H_ * W_;
+  const int64_t n_ = plane_ / M_, m_ = plane_ % M_, c_ = m_ / MG_;
+  const float* image_ = X_ + (n_ * C_ + c_) * H_ * W_;
   const float* kernel_ = Wt_ + m_ * KH_ * KW_;
   float* out_ = Y_ + plane_ * P_;
-  for (int64_t oh_ = 0; oh_ < OH_; ++oh_)
-    for (int64_t ow_ = 0; ow_ < OW_; ++ow_) {
-      float acc_ = 0.0f;
-      for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {
-        const int64_t ih_ = oh_ * SH_ - PT_ + kh_ * DH_;
-        if (ih_ < 0 || ih_ >= H_) continue;
-        for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {
-          const int64_t iw_ = ow_ * SW_ - PL_ + kw_ * DW_;
-          if (iw_ >= 0 && iw_ < W_) acc_ += image_[ih_ * W_ + iw_] * kernel_[kh_ * KW_ + kw_];
-        }
+  for (int64_t oh_ = 0; oh_ < OH_; ++oh_) {
+    float* row_ = out_ + oh_ * OW_;
+    for (int64_t ow_ = 0; ow_ < OW_; ++ow_) row_[ow_] = 0.0f;
+    for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {
+      const int64_t ih_ = oh_ * SH_ - PT_ + kh_ * DH_;
+      if (ih_ < 0 || ih_ >= H_) continue;
+      for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {
+        COLUMN_RANGE
+        const float k_ = kernel_[kh_ * KW_ + kw_];
+        const float* in_ = image_ + ih_ * W_ + off_;
+        if (SW_ == 1) { for (int64_t ow_ = lo_; ow_ < hi_; ++ow_) row_[ow_] += k_ * in_[ow_]; }
+        else { for (int64_t ow_ = lo_; ow_ < hi_; ++ow_) row_[ow_] += k_ * in_[ow_ * SW_]; }
       }
-      out_[oh_ * OW_ + ow_] = acc_;
     }
+  }
+  PLANE_EPILOGUE
+}
+""".replace("COLUMN_RANGE", _COLUMN_RANGE)
+
+# Bias and epilogue on one output plane (out_, sample n_, channel m_), in place: ``a_`` is the convolution's value.
+_PLANE_EPILOGUE = """
+{
+  const float b_ = BIAS;
+  for (int64_t p_ = 0; p_ < P_; ++p_) {
+    const float a_ = out_[p_] + b_;
+    STATEMENTS
+    out_[p_] = FINAL;
+  }
 }
 """
 
-_BIAS = """
+_PLANES = """
 #pragma omp parallel for
 for (int64_t plane_ = 0; plane_ < N_ * M_; ++plane_) {
-  const float b_ = Bias_[plane_ % M_];
+  const int64_t n_ = plane_ / M_, m_ = plane_ % M_;
   float* out_ = Y_ + plane_ * P_;
-  for (int64_t p_ = 0; p_ < P_; ++p_) out_[p_] += b_;
+  PLANE_EPILOGUE
 }
 """
+
+
+def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None = None,
+              epilogue: tuple[str, str] | None = None) -> str:
+    """C++ of a float32 Conv from pointers ``x``, ``w`` (and ``bias``) into ``y``. ``epilogue`` = (statements,
+    final expression) applied to every output element while its plane is in cache: the statements read ``a_``
+    (the convolution plus bias) and may index other tensors by sample ``n_``, channel ``m_`` and position ``p_``
+    in the plane."""
+    kernel = node.attr("kernel_shape") or list(w_shape[2:])
+    group = node.attr("group", 1)
+    code = _geometry_constants(node, x_shape, kernel)
+    code += (f"const int64_t M_ = {cexpr(w_shape[0])}, G_ = {group}, CG_ = C_ / G_, MG_ = M_ / G_, "
+             "KK_ = CG_ * KH_ * KW_, P_ = OH_ * OW_;\n")
+    code += f"const float* X_ = {x}; const float* Wt_ = {w}; float* Y_ = {y};\n"
+    pointwise = all(k == 1 for k in kernel) and not any(
+        node.attr(a) and any(v != (1 if a != "pads" else 0) for v in node.attr(a))
+        for a in ("strides", "pads", "dilations")) and node.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
+    depthwise = group > 1 and w_shape[1] == 1
+    statements, final = epilogue or ("", "a_")
+    plane_epilogue = "" if bias is None and epilogue is None else (
+        _PLANE_EPILOGUE.replace("BIAS", f"{bias}[m_]" if bias else "0.0f")
+        .replace("STATEMENTS", statements).replace("FINAL", final))
+    if depthwise:
+        return code + _DEPTHWISE.replace("PLANE_EPILOGUE", plane_epilogue)
+    code += _POINTWISE if pointwise else _IM2COL
+    return code + (_PLANES.replace("PLANE_EPILOGUE", plane_epilogue) if plane_epilogue else "")
 
 
 @expansion("Conv", environments=[OpenBLAS])
@@ -95,21 +147,8 @@ def conv(ctx: Ctx):
     x, w, b, y = (ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("in", 2), ctx.connector("out", 0))
     if ctx.desc(x).dtype.ctype != "float":
         raise CompileError(f"Conv {ctx.node.label!r}: only float32 is supported")
-    x_shape, w_shape = ctx.shape(x), ctx.shape(w)
-    kernel = ctx.node.attr("kernel_shape") or list(w_shape[2:])
-    group = ctx.node.attr("group", 1)
-    code = _geometry_constants(ctx, x_shape, kernel)
-    code += (f"const int64_t M_ = {cexpr(w_shape[0])}, G_ = {group}, CG_ = C_ / G_, MG_ = M_ / G_, "
-             "KK_ = CG_ * KH_ * KW_, P_ = OH_ * OW_;\n")
-    code += f"const float* X_ = {ctx.ptr(x)}; const float* Wt_ = {ctx.ptr(w)}; float* Y_ = {ctx.ptr(y)};\n"
-    pointwise = all(k == 1 for k in kernel) and not any(
-        ctx.node.attr(a) and any(v != (1 if a != "pads" else 0) for v in ctx.node.attr(a))
-        for a in ("strides", "pads", "dilations")) and ctx.node.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
-    depthwise = group > 1 and w_shape[1] == 1
-    code += _POINTWISE if pointwise else (_DEPTHWISE if depthwise else _IM2COL)
-    if b is not None:
-        code += f"const float* Bias_ = {ctx.ptr(b)};\n" + _BIAS
-    return ctx.tasklet(code)
+    return ctx.tasklet(conv_code(ctx.node, ctx.shape(x), ctx.shape(w), ctx.ptr(x), ctx.ptr(w), ctx.ptr(y),
+                                 ctx.ptr(b) if b else None))
 
 
 def _window_values(x_shape, geo) -> dict:

@@ -9,6 +9,8 @@ names the values the fused op writes, in order. Its kind says how codegen schedu
 - ``matmul``: a MatMul (2-D weight) first, then element-wise steps (an epilogue applied to each row of the
   product; bias, activation, scaling, residual), optionally a last-axis Split into several outputs (merged Q/K/V
   projections).
+- ``conv``: a float32 Conv (1-D or 2-D) first, then element-wise steps (an epilogue applied to each output
+  plane: residual, activation, clipping).
 - ``rows``: element-wise steps (a prologue) then LayerNormalization or Softmax over the last axis (bias + residual
   before a LayerNorm, scale + mask before a Softmax).
 
@@ -86,6 +88,8 @@ class Program:
         epilogue = types[1:-1] if types[-1] == "Split" else types[1:]
         if types[0] == "MatMul" and all(t in ELEMENTWISE_OPS for t in epilogue):
             return "matmul"
+        if types[0] == "Conv" and all(t in ELEMENTWISE_OPS for t in types[1:]):
+            return "conv"
         if types[-1] in ROW_OPS and all(t in ELEMENTWISE_OPS for t in types[:-1]):
             return "rows"
         raise ShapeInferenceError(f"Fused: no kernel schedules the steps {'>'.join(types)}")

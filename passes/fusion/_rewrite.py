@@ -10,7 +10,8 @@ from sdflow.ir import Graph, OpNode, infer_node, semantics_of
 from sdflow.ir.ops.elementwise import ELEMENTWISE_OPS
 from sdflow.ir.ops.fused import Fused, Program, Step
 
-__all__ = ["Topology", "fuse_nodes", "is_elementwise", "is_pointwise", "scalar_value", "FUSABLE_DTYPES"]
+__all__ = ["Topology", "fuse_nodes", "is_elementwise", "is_pointwise", "pointwise_chain", "scalar_value",
+           "FUSABLE_DTYPES"]
 
 # Fused kernels compute each value in its own type; float16 ops round per op, which fusion would change.
 FUSABLE_DTYPES = ("float32", "float64", "bool", "int64", "int32")
@@ -86,6 +87,29 @@ def is_pointwise(graph: Graph, node: OpNode) -> bool:
     if isinstance(node, Fused):
         return node.parsed.kind == "elementwise"
     return is_elementwise(graph, node)
+
+
+def pointwise_chain(graph: Graph, topology: Topology, anchor: OpNode, notes: list) -> list[OpNode]:
+    """The chain of single-reader point-wise ops after ``anchor`` (a GEMM or a convolution) whose outputs keep
+    its output's shape: what an epilogue can apply to each element of the result while it is in cache."""
+    result = graph.node_outputs(anchor)[0]
+    shape = graph.tensor_type(result).shape
+    chain, tensor = [], result
+    while True:
+        reader = topology.only_consumer(tensor)
+        if reader is None or not is_pointwise(graph, reader):
+            break
+        outputs = [t for t in graph.node_outputs(reader) if t]
+        if len(outputs) != 1 or graph.tensor_type(outputs[0]).shape != shape:
+            notes.append(f"{anchor.label}: epilogue stops before {reader.label} (its output has another shape)")
+            break
+        if topology.creates_cycle({anchor, *chain, reader}):
+            notes.append(f"{anchor.label}: epilogue stops before {reader.label} (another input depends on the "
+                         "result)")
+            break
+        chain.append(reader)
+        tensor = outputs[0]
+    return chain
 
 
 def fuse_nodes(graph: Graph, topology: Topology, nodes: list[OpNode], label: str,

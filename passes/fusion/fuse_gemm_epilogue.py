@@ -7,7 +7,7 @@ import dataclasses
 from sdflow.ir import Graph
 from sdflow.ir.ops.fused import Fused
 from ..infra import Pass, PassContext, PassResult, register_pass
-from ._rewrite import Topology, fuse_nodes, is_pointwise
+from ._rewrite import Topology, fuse_nodes, pointwise_chain
 
 _DTYPES = ("float32", "float64")
 
@@ -26,7 +26,7 @@ class FuseGemmEpilogue(Pass):
             if node.op_type != "MatMul" or node.domain_name:
                 continue
             reason = self._operands_decline(graph, node)
-            chain = [] if reason else self._epilogue(graph, topology, node, notes)
+            chain = [] if reason else pointwise_chain(graph, topology, node, notes)
             if not reason and not chain:
                 product = graph.node_outputs(node)[0]
                 readers = ", ".join(f"{r.label} ({getattr(r, 'kernel', '') or r.op_type})"
@@ -49,25 +49,3 @@ class FuseGemmEpilogue(Pass):
         if a.dtype.name not in _DTYPES:
             return f"element type {a.dtype.name} has no BLAS GEMM"
         return None
-
-    @staticmethod
-    def _epilogue(graph: Graph, topology: Topology, matmul, notes) -> list:
-        """The chain of single-reader point-wise ops after ``matmul`` whose outputs keep the product's shape."""
-        product = graph.node_outputs(matmul)[0]
-        shape = graph.tensor_type(product).shape
-        chain, tensor = [], product
-        while True:
-            reader = topology.only_consumer(tensor)
-            if reader is None or not is_pointwise(graph, reader):
-                break
-            outputs = [t for t in graph.node_outputs(reader) if t]
-            if len(outputs) != 1 or graph.tensor_type(outputs[0]).shape != shape:
-                notes.append(f"{matmul.label}: epilogue stops before {reader.label} (its output has another shape)")
-                break
-            if topology.creates_cycle({matmul, *chain, reader}):
-                notes.append(f"{matmul.label}: epilogue stops before {reader.label} (another input depends on the "
-                             "product)")
-                break
-            chain.append(reader)
-            tensor = outputs[0]
-        return chain

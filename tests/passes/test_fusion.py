@@ -117,6 +117,44 @@ def test_fuse_gemm_epilogue_declines_a_product_read_twice(helpers, rng):
 
 
 @pytest.fixture
+def residual_block(helpers, rng):
+    """ResNet's and MobileNetV2's patterns: Conv -> Add(residual) -> Relu, a depthwise Conv -> Clip(0, 6),
+    and a strided 3x3 Conv -> Relu (im2col)."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c1", "x"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("Conv", ["r", "wd", "bd"], ["c2"], pads=[1, 1, 1, 1], group=8),
+             helper.make_node("Clip", ["c2", "zero", "six"], ["y"]),
+             helper.make_node("Conv", ["y", "w3"], ["c3"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c3"], ["z"])]
+    weights = {"w1": rng.standard_normal((8, 8, 3, 3)).astype(F) / 8, "b1": rng.standard_normal(8).astype(F),
+               "wd": rng.standard_normal((8, 1, 3, 3)).astype(F), "bd": rng.standard_normal(8).astype(F),
+               "w3": rng.standard_normal((4, 8, 3, 3)).astype(F) / 8,
+               "zero": np.array(0, F), "six": np.array(6, F)}
+    return helpers.make_model(nodes, [("x", F, ["n", 8, 9, 10])], [("z", F, ["n", 4, 5, 5])], weights)
+
+
+def test_fuse_conv_epilogue_absorbs_residual_and_activations(residual_block, rng, helpers):
+    graph, result = _optimized(residual_block, "fuse-elementwise,fuse-conv-epilogue")
+    assert _ops(graph) == ["Conv+Add+Relu", "Conv+Clip", "Conv+Relu"]
+    assert result.stats == {"fused_convs": 3, "epilogue_ops": 4}
+    assert "r = Fused(x, w1, b1) {kernel='Conv+Add+Relu'}" in print_graph(graph)
+    _assert_meaning(graph, residual_block, _feeds(rng, [{"x": (2, 8, 9, 10)}])[0])
+    _assert_idempotent(graph, "fuse-conv-epilogue")
+    helpers.check_against_ort(residual_block, _feeds(rng, [{"x": (2, 8, 9, 10)}, {"x": (1, 8, 9, 10)}]),
+                              passes="O2")
+
+
+def test_fuse_conv_epilogue_declines_a_row_broadcast(helpers, rng):
+    """An input that varies along the rows of the plane only cannot be indexed by the plane loop."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "row"], ["y"])]
+    model = helpers.make_model(nodes, [("x", F, ["n", 2, 5, 5]), ("row", F, [5, 1])], [("y", F, ["n", 3, 5, 5])],
+                               {"w": rng.standard_normal((3, 2, 1, 1)).astype(F)})
+    graph, result = _optimized(model, "fuse-conv-epilogue")
+    assert not result.modified and _ops(graph) == ["Conv", "Add"]
+    assert "broadcasts over part of the plane" in result.notes[0]
+
+
+@pytest.fixture
 def layernorm_softmax(helpers, rng):
     """A decomposed LayerNorm after bias + residual adds, and a scaled, masked softmax."""
     n = 48
