@@ -44,7 +44,9 @@ def markdown(results: list[dict], args, baseline: list[dict] | None = None) -> s
         f"Produced by `python benchmarks/run.py{' --reduced' if args.reduced else ''} --threads {args.threads}` on "
         f"{datetime.date.today()} ({platform.processor() or platform.machine()}, {args.threads} threads for both, "
         f"ONNX Runtime with ORT_ENABLE_ALL; median of about {args.runs} runs after warm-up, interleaved in blocks of "
-        f"5 whose first run is dropped). Pipeline: {args.passes}.",
+        f"5, each after a 0.2 s pause (the other runtime's idle threads spin), whose first run is dropped). "
+        f"Pipeline: {args.passes}. Cached compile: a second `sdflow.compile` of the file in the same process, "
+        f"served by the graph cache and the build cache.",
         "",
         "| model | input shapes | sdflow ms | onnxruntime ms | ratio | cold compile s | cached compile s "
         "| call overhead ms | peak RSS MiB | outputs |",

@@ -7,6 +7,7 @@ import sys
 
 import onnx
 
+from sdflow import graph_cache
 from sdflow.codegen import CompiledModel, build
 from sdflow.fallback import FallbackModel
 from sdflow.frontends.onnx import import_model, load_model, unsupported_node_indices, value_dependent_inputs
@@ -79,12 +80,22 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     if report:
         report(f"loading {_describe(model)}")
     pipeline = parse_pipeline(passes)
-    # DaCe's validation runs once: after the last pass, or here when there is none.
-    graph = load(model, dace_validation=not pipeline)
-    # The freshly loaded graph is ours alone: run the pipeline in place rather than on a copy.
-    records = run_pipeline(graph, pipeline, dump_dir=dump_dir, progress=report)
+    key = graph_cache.graph_key(model, pipeline) if dump_dir is None else None
+    cached = graph_cache.load_graph(key) if key else None
+    if cached:
+        graph, records = cached
+        if report:
+            report(f"optimised graph from the cache ({len(records)} passes, {len(graph.op_nodes())} ops)")
+    else:
+        # DaCe's validation runs once: after the last pass, or here when there is none.
+        graph = load(model, dace_validation=not pipeline)
+        # The freshly loaded graph is ours alone: run the pipeline in place rather than on a copy.
+        records = run_pipeline(graph, pipeline, dump_dir=dump_dir, progress=report)
+        if key:
+            graph_cache.store_graph(key, graph, records)
     compiled = build(graph, target, progress=report, instrument=instrument)
     compiled.pass_records = records
+    compiled.graph_from_cache = cached is not None
     return compiled
 
 

@@ -52,6 +52,8 @@ def cmd_compile(args) -> int:
               f"{record.seconds * 1e3:7.1f} ms  {stats}")
     print(f"  inputs:  {', '.join(f'{n}: {t}' for n, t in compiled.input_types.items())}")
     print(f"  outputs: {', '.join(f'{n}: {t}' for n, t in compiled.output_types.items())}")
+    if compiled.graph_from_cache:
+        print("  optimised graph: from the graph cache (the pass times are those of the run that stored it)")
     how = f"built in {compiled.build_seconds:.1f} s" if compiled.built else "loaded from cache"
     print(f"  native build: {compiled.build_folder} ({how})")
     if dump:

@@ -23,7 +23,7 @@ from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 from ._math import vectorizable
 from .elementwise import broadcast_index, expression
 from .linalg import _gemm_call
-from .nn import conv_code
+from .nn import CONV_INCLUDES, conv_code
 from .reduction import layer_norm_row_code, softmax_row_code
 
 
@@ -209,7 +209,7 @@ def _conv(ctx: Ctx, program: Program, types) -> dace.SDFG:
     epilogue = (_statements(steps, types, elements.__getitem__), _local(final) if steps else "a_")
     code = conv_code(conv.node(), types[x].shape, types[w].shape, ctx.ptr(x), ctx.ptr(w), ctx.ptr("out0"),
                      ctx.ptr(bias) if bias else None, epilogue)
-    return ctx.tasklet(vectorizable(code, "float"))
+    return ctx.tasklet(vectorizable(code, "float"), includes=CONV_INCLUDES)
 
 
 @expansion("Fused", environments=[OpenBLAS])

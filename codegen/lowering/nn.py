@@ -32,43 +32,97 @@ const int64_t lo_ = off_ >= 0 ? 0 : std::min(OW_, (-off_ + SW_ - 1) / SW_);
 const int64_t hi_ = W_ - 1 - off_ < 0 ? 0 : std::max(lo_, std::min(OW_, (W_ - 1 - off_) / SW_ + 1));
 """
 
-_IM2COL = """
-std::vector<float> column_(KK_ * P_);
-for (int64_t n_ = 0; n_ < N_; ++n_) {
-  for (int64_t g_ = 0; g_ < G_; ++g_) {
-    const float* image_ = X_ + (n_ * C_ + g_ * CG_) * H_ * W_;
-    #pragma omp parallel for
-    for (int64_t r_ = 0; r_ < KK_; ++r_) {
-      const int64_t kw_ = r_ % KW_, kh_ = (r_ / KW_) % KH_, c_ = r_ / (KW_ * KH_);
-      float* row_ = column_.data() + r_ * P_;
-      const float* plane_ = image_ + c_ * H_ * W_;
-      COLUMN_RANGE
-      for (int64_t oh_ = 0; oh_ < OH_; ++oh_) {
-        const int64_t ih_ = oh_ * SH_ - PT_ + kh_ * DH_;
-        float* out_ = row_ + oh_ * OW_;
-        if (ih_ < 0 || ih_ >= H_) { for (int64_t ow_ = 0; ow_ < OW_; ++ow_) out_[ow_] = 0.0f; continue; }
-        const float* in_ = plane_ + ih_ * W_ + off_;
-        for (int64_t ow_ = 0; ow_ < lo_; ++ow_) out_[ow_] = 0.0f;
-        if (SW_ == 1) { for (int64_t ow_ = lo_; ow_ < hi_; ++ow_) out_[ow_] = in_[ow_]; }
-        else { for (int64_t ow_ = lo_; ow_ < hi_; ++ow_) out_[ow_] = in_[ow_ * SW_]; }
-        for (int64_t ow_ = hi_; ow_ < OW_; ++ow_) out_[ow_] = 0.0f;
+# GEMM convolutions run as tiles, one per thread at a time: a tile is a block of output rows (whole rows of the
+# image, ~384 positions) times a block of output channels; its im2col columns, its GEMM (BLAS called inside the
+# parallel loop runs on the calling thread: OpenBLAS's OpenMP build checks omp_in_parallel) and its epilogue all
+# stay in that core's cache. When there are fewer row blocks than threads (deep layers: 7x7 or 14x14 images), the
+# output channels are split too and the im2col matrix of the (sample, group) is built once, in parallel, first.
+# The row range [lo_, hi_) of an output row skips out-of-image columns by range (COLUMN_RANGE), not by test.
+_TILES = """
+const int64_t threads_ = omp_get_max_threads();
+const int64_t ROWS_ = std::max<int64_t>(1, std::min<int64_t>(OH_, 384 / OW_));
+const int64_t TP_ = (OH_ + ROWS_ - 1) / ROWS_;
+const bool shared_ = TP_ * N_ * G_ < 2 * threads_;
+const int64_t TM_ = shared_ ? std::max<int64_t>(1, std::min<int64_t>((MG_ + 15) / 16, (2 * threads_ + TP_ - 1) / TP_)) : 1;
+const int64_t MB_ = (MG_ + TM_ - 1) / TM_;
+auto im2col_ = [&](const float* image_, float* column_, int64_t ld_, int64_t oh0_, int64_t oh1_, int64_t r_) {
+  const int64_t kw_ = r_ % KW_, kh_ = (r_ / KW_) % KH_, c_ = r_ / (KW_ * KH_);
+  const float* plane_ = image_ + c_ * H_ * W_;
+  float* row_ = column_ + r_ * ld_;
+  COLUMN_RANGE
+  for (int64_t oh_ = oh0_; oh_ < oh1_; ++oh_) {
+    const int64_t ih_ = oh_ * SH_ - PT_ + kh_ * DH_;
+    float* out_ = row_ + (oh_ - oh0_) * OW_;
+    if (ih_ < 0 || ih_ >= H_) { for (int64_t ow_ = 0; ow_ < OW_; ++ow_) out_[ow_] = 0.0f; continue; }
+    const float* in_ = plane_ + ih_ * W_ + off_;
+    for (int64_t ow_ = 0; ow_ < lo_; ++ow_) out_[ow_] = 0.0f;
+    if (SW_ == 1) { for (int64_t ow_ = lo_; ow_ < hi_; ++ow_) out_[ow_] = in_[ow_]; }
+    else { for (int64_t ow_ = lo_; ow_ < hi_; ++ow_) out_[ow_] = in_[ow_ * SW_]; }
+    for (int64_t ow_ = hi_; ow_ < OW_; ++ow_) out_[ow_] = 0.0f;
+  }
+};
+// One tile: output channels [m0_, m1_) of group g_, output rows [oh0_, oh1_) of sample n_, from columns whose
+// first row starts at column_ (leading dimension ld_).
+auto tile_ = [&](int64_t n_, int64_t g_, int64_t m0_, int64_t m1_, int64_t oh0_, int64_t oh1_,
+                 const float* column_, int64_t ld_) {
+  const int64_t p0_ = oh0_ * OW_, width_ = (oh1_ - oh0_) * OW_;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m1_ - m0_, width_, KK_, 1.0f,
+              Wt_ + (g_ * MG_ + m0_) * KK_, KK_, column_, ld_, 0.0f, Y_ + (n_ * M_ + g_ * MG_ + m0_) * P_ + p0_, P_);
+  for (int64_t mm_ = g_ * MG_ + m0_; mm_ < g_ * MG_ + m1_; ++mm_) {
+    const int64_t m_ = mm_; (void)n_;
+    float* out_ = Y_ + (n_ * M_ + m_) * P_;
+    TILE_EPILOGUE
+  }
+};
+if (!shared_) {
+  #pragma omp parallel
+  {
+    // Kept between calls (no allocation, no page faults per call); one per thread.
+    static thread_local std::vector<float> buffer_;
+    if (IM2COL_ && buffer_.size() < (size_t)(KK_ * ROWS_ * OW_)) buffer_.resize(KK_ * ROWS_ * OW_);
+    #pragma omp for schedule(dynamic)
+    for (int64_t t_ = 0; t_ < N_ * G_ * TP_; ++t_) {
+      const int64_t n_ = t_ / (G_ * TP_), g_ = (t_ / TP_) % G_, oh0_ = (t_ % TP_) * ROWS_;
+      const int64_t oh1_ = std::min(OH_, oh0_ + ROWS_);
+      const float* image_ = X_ + (n_ * C_ + g_ * CG_) * H_ * W_;
+      if (IM2COL_) {
+        for (int64_t r_ = 0; r_ < KK_; ++r_) im2col_(image_, buffer_.data(), (oh1_ - oh0_) * OW_, oh0_, oh1_, r_);
+        tile_(n_, g_, 0, MG_, oh0_, oh1_, buffer_.data(), (oh1_ - oh0_) * OW_);
+      } else {
+        tile_(n_, g_, 0, MG_, oh0_, oh1_, image_ + oh0_ * OW_, P_);
       }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, MG_, P_, KK_, 1.0f, Wt_ + g_ * MG_ * KK_, KK_,
-                column_.data(), P_, 0.0f, Y_ + (n_ * M_ + g_ * MG_) * P_, P_);
   }
+} else {
+  static thread_local std::vector<float> columns_of_caller_;
+  if (IM2COL_ && columns_of_caller_.size() < (size_t)(KK_ * P_)) columns_of_caller_.resize(KK_ * P_);
+  float* column_ = columns_of_caller_.data();  // the workers' own thread_local copies are empty
+  for (int64_t n_ = 0; n_ < N_; ++n_)
+    for (int64_t g_ = 0; g_ < G_; ++g_) {
+      const float* image_ = X_ + (n_ * C_ + g_ * CG_) * H_ * W_;
+      if (IM2COL_) {
+        #pragma omp parallel for
+        for (int64_t r_ = 0; r_ < KK_; ++r_) im2col_(image_, column_, P_, 0, OH_, r_);
+      }
+      const float* columns_ = IM2COL_ ? column_ : image_;
+      #pragma omp parallel for schedule(dynamic)
+      for (int64_t t_ = 0; t_ < TM_ * TP_; ++t_) {
+        const int64_t m0_ = (t_ / TP_) * MB_, m1_ = std::min(MG_, m0_ + MB_), oh0_ = (t_ % TP_) * ROWS_;
+        const int64_t oh1_ = std::min(OH_, oh0_ + ROWS_);
+        if (m0_ < m1_) tile_(n_, g_, m0_, m1_, oh0_, oh1_, columns_ + oh0_ * OW_, P_);
+      }
+    }
 }
 """.replace("COLUMN_RANGE", _COLUMN_RANGE)
 
-_POINTWISE = """
-for (int64_t n_ = 0; n_ < N_; ++n_)
-  for (int64_t g_ = 0; g_ < G_; ++g_)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, MG_, P_, CG_, 1.0f, Wt_ + g_ * MG_ * CG_, CG_,
-                X_ + (n_ * C_ + g_ * CG_) * P_, P_, 0.0f, Y_ + (n_ * M_ + g_ * MG_) * P_, P_);
-"""
 
-# One output plane per (sample, channel): each window tap adds a shifted input row to the output row.
+# One output plane per (sample, channel). Each valid kernel row adds its taps to the output row in one pass: in
+# the columns [lo_, hi_) where every tap lies inside the image the taps are a fixed-length loop the compiler
+# unrolls, and the pass over the row vectorises; the few edge columns test each tap.
 _DEPTHWISE = """
+const int64_t off0_ = -PL_, offn_ = (KW_ - 1) * DW_ - PL_;
+const int64_t lo_ = off0_ >= 0 ? 0 : std::min(OW_, (-off0_ + SW_ - 1) / SW_);
+const int64_t hi_ = W_ - 1 - offn_ < 0 ? lo_ : std::max(lo_, std::min(OW_, (W_ - 1 - offn_) / SW_ + 1));
 #pragma omp parallel for
 for (int64_t plane_ = 0; plane_ < N_ * M_; ++plane_) {
   const int64_t n_ = plane_ / M_, m_ = plane_ % M_, c_ = m_ / MG_;
@@ -81,24 +135,35 @@ for (int64_t plane_ = 0; plane_ < N_ * M_; ++plane_) {
     for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {
       const int64_t ih_ = oh_ * SH_ - PT_ + kh_ * DH_;
       if (ih_ < 0 || ih_ >= H_) continue;
-      for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {
-        COLUMN_RANGE
-        const float k_ = kernel_[kh_ * KW_ + kw_];
-        const float* in_ = image_ + ih_ * W_ + off_;
-        if (SW_ == 1) { for (int64_t ow_ = lo_; ow_ < hi_; ++ow_) row_[ow_] += k_ * in_[ow_]; }
-        else { for (int64_t ow_ = lo_; ow_ < hi_; ++ow_) row_[ow_] += k_ * in_[ow_ * SW_]; }
+      const float* in_ = image_ + ih_ * W_ - PL_;
+      const float* k_ = kernel_ + kh_ * KW_;
+      auto edge_ = [&](int64_t ow_) {
+        float sum_ = 0.0f;
+        for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {
+          const int64_t iw_ = ow_ * SW_ - PL_ + kw_ * DW_;
+          if (iw_ >= 0 && iw_ < W_) sum_ += k_[kw_] * in_[iw_ + PL_];
+        }
+        row_[ow_] += sum_;
+      };
+      for (int64_t ow_ = 0; ow_ < lo_; ++ow_) edge_(ow_);
+      for (int64_t ow_ = lo_; ow_ < hi_; ++ow_) {
+        float sum_ = 0.0f;
+        for (int64_t kw_ = 0; kw_ < KW_; ++kw_) sum_ += k_[kw_] * in_[ow_ * SW_ + kw_ * DW_];
+        row_[ow_] += sum_;
       }
+      for (int64_t ow_ = hi_; ow_ < OW_; ++ow_) edge_(ow_);
     }
   }
   PLANE_EPILOGUE
 }
-""".replace("COLUMN_RANGE", _COLUMN_RANGE)
+"""
+
 
 # Bias and epilogue on one output plane (out_, sample n_, channel m_), in place: ``a_`` is the convolution's value.
 _PLANE_EPILOGUE = """
 {
   const float b_ = BIAS;
-  for (int64_t p_ = 0; p_ < P_; ++p_) {
+  for (int64_t p_ = FIRST; p_ < LAST; ++p_) {
     const float a_ = out_[p_] + b_;
     STATEMENTS
     out_[p_] = FINAL;
@@ -106,14 +171,7 @@ _PLANE_EPILOGUE = """
 }
 """
 
-_PLANES = """
-#pragma omp parallel for
-for (int64_t plane_ = 0; plane_ < N_ * M_; ++plane_) {
-  const int64_t n_ = plane_ / M_, m_ = plane_ % M_;
-  float* out_ = Y_ + plane_ * P_;
-  PLANE_EPILOGUE
-}
-"""
+CONV_INCLUDES = "#include <omp.h>"
 
 
 def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None = None,
@@ -133,13 +191,17 @@ def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None =
         for a in ("strides", "pads", "dilations")) and node.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
     depthwise = group > 1 and w_shape[1] == 1
     statements, final = epilogue or ("", "a_")
-    plane_epilogue = "" if bias is None and epilogue is None else (
-        _PLANE_EPILOGUE.replace("BIAS", f"{bias}[m_]" if bias else "0.0f")
-        .replace("STATEMENTS", statements).replace("FINAL", final))
+
+    def plane_epilogue(first: str, last: str) -> str:
+        """Bias and epilogue on positions [first, last) of the plane at out_ (channel m_, sample n_)."""
+        if bias is None and epilogue is None:
+            return ""
+        return (_PLANE_EPILOGUE.replace("BIAS", f"{bias}[m_]" if bias else "0.0f").replace("FIRST", first)
+                .replace("LAST", last).replace("STATEMENTS", statements).replace("FINAL", final))
     if depthwise:
-        return code + _DEPTHWISE.replace("PLANE_EPILOGUE", plane_epilogue)
-    code += _POINTWISE if pointwise else _IM2COL
-    return code + (_PLANES.replace("PLANE_EPILOGUE", plane_epilogue) if plane_epilogue else "")
+        return code + _DEPTHWISE.replace("PLANE_EPILOGUE", plane_epilogue("0", "P_"))
+    code += f"const bool IM2COL_ = {'false' if pointwise else 'true'};\n"
+    return code + _TILES.replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + width_"))
 
 
 @expansion("Conv", environments=[OpenBLAS])
@@ -148,7 +210,7 @@ def conv(ctx: Ctx):
     if ctx.desc(x).dtype.ctype != "float":
         raise CompileError(f"Conv {ctx.node.label!r}: only float32 is supported")
     return ctx.tasklet(conv_code(ctx.node, ctx.shape(x), ctx.shape(w), ctx.ptr(x), ctx.ptr(w), ctx.ptr(y),
-                                 ctx.ptr(b) if b else None))
+                                 ctx.ptr(b) if b else None), includes=CONV_INCLUDES)
 
 
 def _window_values(x_shape, geo) -> dict:

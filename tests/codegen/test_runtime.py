@@ -136,7 +136,9 @@ def test_cache_is_reused_across_processes(helpers, tmp_path):
 def test_concurrent_compiles_of_one_model_both_succeed(helpers, tmp_path):
     results = _compile_in_subprocesses(helpers, tmp_path, 2)
     assert {r[1] for r in results} == {results[0][1]}
-    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [os.path.basename(results[0][1])]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == sorted(
+        [os.path.basename(results[0][1]), "graphs"])
+    assert len([p for p in (tmp_path / "graphs").iterdir() if not p.name.startswith(".")]) == 1
     assert (tmp_path / results[0][1].split("/")[-1] / "sdflow-complete.json").is_file()
 
 
