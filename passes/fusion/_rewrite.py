@@ -10,8 +10,8 @@ from sdflow.ir import Graph, OpNode, infer_node, semantics_of
 from sdflow.ir.ops.elementwise import ELEMENTWISE_OPS
 from sdflow.ir.ops.fused import Fused, Program, Step
 
-__all__ = ["Topology", "fuse_nodes", "is_elementwise", "is_pointwise", "pointwise_chain", "scalar_value",
-           "FUSABLE_DTYPES"]
+__all__ = ["Topology", "fuse_nodes", "fuse_epilogues", "is_elementwise", "is_pointwise", "pointwise_chain",
+           "scalar_value", "FUSABLE_DTYPES"]
 
 # Fused kernels compute each value in its own type; float16 ops round per op, which fusion would change.
 FUSABLE_DTYPES = ("float32", "float64", "bool", "int64", "int32")
@@ -110,6 +110,34 @@ def pointwise_chain(graph: Graph, topology: Topology, anchor: OpNode, notes: lis
         chain.append(reader)
         tensor = outputs[0]
     return chain
+
+
+def fuse_epilogues(graph: Graph, op_type: str, prefix: str, decline, trim=None,
+                   result_noun: str = "output") -> tuple[int, int, list[str]]:
+    """Fuses every ``op_type`` op (default domain) with the point-wise chain after it (``pointwise_chain``, cut
+    by ``trim(anchor, chain, notes)``) into one Fused node ``<prefix>_<label>``; ``decline(anchor)`` gives a
+    reason to leave an anchor alone. Returns (anchors fused, ops absorbed, notes on every anchor left alone)."""
+    topology = Topology(graph)
+    fused, absorbed, notes = 0, 0, []
+    for node in topology.order:
+        if node.op_type != op_type or node.domain_name:
+            continue
+        reason = decline(node)
+        chain = [] if reason else pointwise_chain(graph, topology, node, notes)
+        if chain and trim is not None:
+            chain = trim(node, chain, notes)
+        if not reason and not chain:
+            readers = ", ".join(f"{r.label} ({getattr(r, 'kernel', '') or r.op_type})"
+                                for r in topology.consumers.get(graph.node_outputs(node)[0], [])) or "a graph output"
+            reason = f"its {result_noun} is read by {readers}, not by one element-wise op of the same shape"
+        if reason:
+            notes.append(f"{node.label}: no epilogue fused, {reason}")
+            continue
+        fuse_nodes(graph, topology, [node, *chain], f"{prefix}_{node.label}")
+        topology = Topology(graph)
+        fused += 1
+        absorbed += sum(len(n.parsed.steps) if isinstance(n, Fused) else 1 for n in chain)
+    return fused, absorbed, notes
 
 
 def fuse_nodes(graph: Graph, topology: Topology, nodes: list[OpNode], label: str,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from sdflow.ir import Graph
-from sdflow.ir.ops.fused import Fused
 from ..infra import Pass, PassContext, PassResult, register_pass
-from ._rewrite import Topology, fuse_nodes, pointwise_chain
+from ._rewrite import fuse_epilogues
 
 
 @register_pass
@@ -18,23 +17,8 @@ class FuseConvEpilogue(Pass):
     name = "fuse-conv-epilogue"
 
     def apply(self, graph: Graph, ctx: PassContext) -> PassResult:
-        topology = Topology(graph)
-        fused, absorbed, notes = 0, 0, []
-        for node in topology.order:
-            if node.op_type != "Conv" or node.domain_name:
-                continue
-            reason = self._conv_declines(graph, node)
-            chain = [] if reason else self._plane_chain(graph, node, pointwise_chain(graph, topology, node, notes),
-                                                        notes)
-            if not reason and not chain:
-                reason = "its output is not read by one element-wise op of the same shape"
-            if reason:
-                notes.append(f"{node.label}: no epilogue fused, {reason}")
-                continue
-            fuse_nodes(graph, topology, [node, *chain], f"conv_{node.label}")
-            topology = Topology(graph)
-            fused += 1
-            absorbed += sum(len(n.parsed.steps) if isinstance(n, Fused) else 1 for n in chain)
+        fused, absorbed, notes = fuse_epilogues(graph, "Conv", "conv", lambda node: self._conv_declines(graph, node),
+                                                lambda conv, chain, notes: self._plane_chain(graph, conv, chain, notes))
         return PassResult(fused > 0, {"fused_convs": fused, "epilogue_ops": absorbed}, notes if ctx.explain else [])
 
     @staticmethod

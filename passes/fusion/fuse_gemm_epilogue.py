@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from sdflow.ir import Graph
-from sdflow.ir.ops.fused import Fused
 from ..infra import Pass, PassContext, PassResult, register_pass
-from ._rewrite import Topology, fuse_nodes, pointwise_chain
+from ._rewrite import fuse_epilogues
 
 _DTYPES = ("float32", "float64")
 
@@ -20,25 +19,8 @@ class FuseGemmEpilogue(Pass):
     name = "fuse-gemm-epilogue"
 
     def apply(self, graph: Graph, ctx: PassContext) -> PassResult:
-        topology = Topology(graph)
-        fused, absorbed, notes = 0, 0, []
-        for node in topology.order:
-            if node.op_type != "MatMul" or node.domain_name:
-                continue
-            reason = self._operands_decline(graph, node)
-            chain = [] if reason else pointwise_chain(graph, topology, node, notes)
-            if not reason and not chain:
-                product = graph.node_outputs(node)[0]
-                readers = ", ".join(f"{r.label} ({getattr(r, 'kernel', '') or r.op_type})"
-                                    for r in topology.consumers.get(product, [])) or "a graph output"
-                reason = f"its product is read by {readers}, not by one element-wise op of the same shape"
-            if reason:
-                notes.append(f"{node.label}: no epilogue fused, {reason}")
-                continue
-            fuse_nodes(graph, topology, [node, *chain], f"gemm_{node.label}")
-            topology = Topology(graph)
-            fused += 1
-            absorbed += sum(len(n.parsed.steps) if isinstance(n, Fused) else 1 for n in chain)
+        fused, absorbed, notes = fuse_epilogues(graph, "MatMul", "gemm",
+                                                lambda node: self._operands_decline(graph, node), result_noun="product")
         return PassResult(fused > 0, {"fused_gemms": fused, "epilogue_ops": absorbed}, notes if ctx.explain else [])
 
     @staticmethod
