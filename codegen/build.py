@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import pathlib
 import threading
 import time
 
 import dace
+import numpy as np
 
 from sdflow.ir import CompileError, Graph
 from . import cache
@@ -15,7 +17,7 @@ from .threads import configure_native_runtime
 from .lowering import expand, lower
 from .runtime import CompiledModel
 
-__all__ = ["build", "TARGETS", "native_builds"]
+__all__ = ["build", "BuildRecord", "TARGETS", "native_builds"]
 
 TARGETS = ("cpu", )
 _NATIVE_BUILDS = 0
@@ -72,15 +74,44 @@ def _signature_sdfg(sdfg: dace.SDFG) -> dace.SDFG:
             state.remove_node(node)
     for name in [n for n, desc in stripped.arrays.items() if desc.transient]:
         stripped.remove_data(name, validate=False)
+    symbols = sorted(str(s) for s in sdfg.free_symbols)
+    if symbols:
+        # Without states that use them, DaCe leaves dims out of the arguments (GPT-2's batch was, so its full
+        # 1.8 MB SDFG was saved and took ~3 s to load); a condition that names each one keeps them.
+        stripped.add_state_after(stripped.start_state, "uses_symbols",
+                                 condition=" and ".join(f"({s} >= 0)" for s in symbols))
     return stripped if _signature(stripped) == _signature(sdfg) else sdfg
 
 
-def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = False) -> CompiledModel:
+@dataclasses.dataclass(frozen=True)
+class BuildRecord:
+    """Enough to load a build again without lowering its graph: the build folder, the graph constants passed as
+    weights, and the code generators' digest it was made with (a record from other code is not used)."""
+
+    folder: str
+    weights: tuple[str, ...]
+    codegen: str
+
+    def usable(self) -> bool:
+        return self.codegen == cache.codegen_digest() and cache.is_complete(cache.cache_root() / self.folder)
+
+
+def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = False,
+          known: BuildRecord | None = None) -> CompiledModel:
     """Compiles ``graph`` for ``target`` (cached on disk by content); ``progress(str)`` hears each stage.
-    ``instrument``: a separate build whose every op is timed (see ``CompiledModel.profile``)."""
+    ``instrument``: a separate build whose every op is timed (see ``CompiledModel.profile``). ``known``: the
+    record of an earlier build of this very graph (``CompiledModel.build_record``), loaded without lowering when
+    still usable."""
     global _NATIVE_BUILDS
     if target not in TARGETS:
         raise CompileError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
+    if known is not None and known.usable():
+        start = time.perf_counter()
+        _report(progress, f"loading cached build {cache.cache_root() / known.folder}")
+        weights = {name: np.asarray(graph.constant(name), order="C") for name in known.weights}
+        compiled = _load(graph, cache.cache_root() / known.folder, weights, target, instrument, False, start)
+        _report(progress, f"loaded in {compiled.build_seconds:.1f} s")
+        return compiled
     sdfg, weights = lower(graph)
     sdfg.name = "model"  # the cache key must not depend on the model's name
     key = cache.build_key(sdfg.hash_sdfg(), target, instrument)
@@ -103,19 +134,31 @@ def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = F
                         # which would credit e.g. the K projection's time to the Q projection.
                         dace.Config.set("compiler", "unique_functions", value="none")
                     sdfg.compile(return_program_handle=False)
-                _signature_sdfg(sdfg).save(str(folder / SIGNATURE_FILE))
+                # An instrumented build keeps its whole SDFG: profiling maps the timers to its nested SDFGs.
+                (sdfg if instrument else _signature_sdfg(sdfg)).save(str(folder / SIGNATURE_FILE))
                 _NATIVE_BUILDS += 1
             else:
                 _report(progress, f"loading cached build {folder}")
-        configure_native_runtime()  # before the native library (with OpenMP and OpenBLAS) is loaded
-        program = dace.codegen.compiler.load_precompiled_sdfg(
-            folder, sdfg=dace.SDFG.from_file(str(folder / SIGNATURE_FILE)))
     except CompileError:
         raise
     except Exception as error:  # codegen and the C++ toolchain raise many unrelated types
         raise CompileError(f"building {graph.name!r} for {target} failed: {type(error).__name__}: {error}") \
             from error
-    seconds = time.perf_counter() - start
-    _report(progress, f"{'built' if built else 'loaded'} in {seconds:.1f} s")
-    return CompiledModel(graph, program, weights, pathlib.Path(folder), built=built, build_seconds=seconds,
-                         target=target, instrumented=instrument)
+    compiled = _load(graph, folder, weights, target, instrument, built, start)
+    _report(progress, f"{'built' if built else 'loaded'} in {compiled.build_seconds:.1f} s")
+    return compiled
+
+
+def _load(graph: Graph, folder: pathlib.Path, weights: dict, target: str, instrument: bool, built: bool,
+          start: float) -> CompiledModel:
+    try:
+        configure_native_runtime()  # before the native library (with OpenMP and OpenBLAS) is loaded
+        program = dace.codegen.compiler.load_precompiled_sdfg(
+            folder, sdfg=dace.SDFG.from_file(str(folder / SIGNATURE_FILE)))
+    except Exception as error:  # a damaged build folder, a library that does not load
+        raise CompileError(f"loading the build of {graph.name!r} from {folder} failed: {type(error).__name__}: "
+                           f"{error}") from error
+    compiled = CompiledModel(graph, program, weights, pathlib.Path(folder), built=built,
+                             build_seconds=time.perf_counter() - start, target=target, instrumented=instrument)
+    compiled.build_record = BuildRecord(folder.name, tuple(weights), cache.codegen_digest())
+    return compiled

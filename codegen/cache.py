@@ -16,7 +16,7 @@ import dace
 
 from sdflow import ir
 
-__all__ = ["cache_root", "build_key", "exclusive_build", "is_complete", "CACHE_ENV"]
+__all__ = ["cache_root", "build_key", "codegen_digest", "exclusive_build", "is_complete", "CACHE_ENV"]
 
 CACHE_ENV = "SDFLOW_CACHE_DIR"
 _COMPLETE = "sdflow-complete.json"
@@ -30,7 +30,7 @@ def cache_root() -> pathlib.Path:
     return pathlib.Path(base) / "sdflow"
 
 
-def _lowering_sources_digest() -> str:
+def codegen_digest() -> str:
     """Hash of the code generators and of the IR helpers they call (slice bounds, reduce axes, ...), so editing
     either invalidates the builds they made."""
     digest = hashlib.sha256()
@@ -67,7 +67,7 @@ def build_key(sdfg_hash: str, target: str, instrument: bool = False) -> str:
         "target": target,
         "instrument": instrument,
         "dace": dace.__version__,
-        "codegen": _lowering_sources_digest(),
+        "codegen": codegen_digest(),
         "cpu_args": cpu_args(),
         "machine": platform.machine(),
     }

@@ -89,6 +89,7 @@ class CompiledModel:
         self.built = built  # False when loaded from the on-disk cache
         self.pass_records = []  # set by sdflow.compile: one record per pass of its pipeline
         self.graph_from_cache = False  # set by sdflow.compile: the optimised graph came from its graph cache
+        self.build_record = None  # set by codegen.build: what loading this build again needs (BuildRecord)
         self.build_seconds = build_seconds
         self.target = target
         self._instrumented = instrumented

@@ -93,7 +93,11 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
         records = run_pipeline(graph, pipeline, dump_dir=dump_dir, progress=report)
         if key:
             graph_cache.store_graph(key, graph, records)
-    compiled = build(graph, target, progress=report, instrument=instrument)
+    build_name = f"{target}/{'instrumented' if instrument else 'plain'}"
+    known = graph_cache.load_builds(key).get(build_name) if cached else None
+    compiled = build(graph, target, progress=report, instrument=instrument, known=known)
+    if key and compiled.build_record != known:
+        graph_cache.store_build(key, build_name, compiled.build_record)
     compiled.pass_records = records
     compiled.graph_from_cache = cached is not None
     return compiled

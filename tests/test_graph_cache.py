@@ -2,6 +2,9 @@
 passes and gives the same numbers; another model, another pipeline or a damaged entry is not served from it."""
 from __future__ import annotations
 
+import dataclasses
+import importlib
+
 import numpy as np
 import pytest
 
@@ -36,6 +39,22 @@ def test_second_compile_uses_the_cached_graph(cache, model_file):
     assert second.build_folder == first.build_folder and not second.built
     np.testing.assert_array_equal(second(x)[0], first(x)[0])
     assert len(list(cache.iterdir())) == 1
+    assert second.build_record == first.build_record  # loaded by its record, without lowering the graph again
+
+
+def test_a_build_record_from_other_code_generators_is_not_used(cache, model_file, monkeypatch):
+    build_module = importlib.import_module("sdflow.codegen.build")  # the package exports build() by that name
+    first = sdflow.compile(model_file)
+    lowered = []
+    real_lower = build_module.lower
+    monkeypatch.setattr(build_module, "lower", lambda graph: lowered.append(graph) or real_lower(graph))
+    assert sdflow.compile(model_file).graph_from_cache and not lowered  # the record is usable: no lowering
+    key = graph_cache.graph_key(model_file, parse_pipeline(sdflow.DEFAULT_PASSES))
+    record = graph_cache.load_builds(key)["cpu/plain"]
+    graph_cache.store_build(key, "cpu/plain", dataclasses.replace(record, codegen="older code"))
+    again = sdflow.compile(model_file)
+    assert lowered and again.build_folder == first.build_folder and not again.built
+    assert graph_cache.load_builds(key)["cpu/plain"] == record  # the current record replaces the stale one
 
 
 def test_other_pipeline_or_model_is_not_served(cache, model_file, helpers):
