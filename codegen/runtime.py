@@ -246,6 +246,10 @@ class CompiledModel:
         return ", ".join(f"{n}: {t}" for n, t in self.input_types.items())
 
 
+# DaCe's integer divisions in dims (strided windows over symbolic sizes), as Python integer arithmetic.
+_INTEGER_DIVISIONS = {"int_floor": lambda a, b: a // b, "int_ceil": lambda a, b: -(-a // b)}
+
+
 def _shape_function(shape):
     """symbols -> concrete shape; symbolic dims are compiled to Python once, not substituted per call."""
     getters = []
@@ -257,7 +261,8 @@ def _shape_function(shape):
         else:
             names = sorted(str(s) for s in dim.free_symbols)
             function = sympy.lambdify([sympy.Symbol(n) for n in names],
-                                      dim.xreplace({s: sympy.Symbol(str(s)) for s in dim.free_symbols}), "math")
+                                      dim.xreplace({s: sympy.Symbol(str(s)) for s in dim.free_symbols}),
+                                      [_INTEGER_DIVISIONS, "math"])
             getters.append(lambda symbols, f=function, names=names: int(f(*(symbols[n] for n in names))))
     return lambda symbols: [get(symbols) for get in getters]
 

@@ -32,6 +32,12 @@ def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
         weights[name] = np.asarray(value, order="C")
     sdfg.arg_names = list(graph.inputs) + list(graph.outputs)
     scalars_as_vectors(sdfg)
+    for desc in sdfg.arrays.values():
+        # Strides read back from JSON can be products ordered differently from those computed from the shape,
+        # which DaCe compares structurally against the expansions' own arrays: a strided Conv over symbolic
+        # H, W (strides like (4*floor(h/2 - 1/2) + 4)*(floor(w/2 - 1/2) + 1)) failed to build. Recompute them.
+        if type(desc) is dace.data.Array:
+            desc.set_shape(desc.shape)
     _reshapes_as_views(graph)
     return sdfg, weights
 

@@ -167,6 +167,9 @@ def cexpr(expr) -> str:
         numerator, denominator = sympy.fraction(sympy.together(expr.args[0]))
         function = "int_floor" if isinstance(expr, sympy.floor) else "int_ceil"
         return f"{function}((int64_t)({cexpr(numerator)}), (int64_t)({cexpr(denominator)}))"
+    if isinstance(expr, (dace.symbolic.int_floor, dace.symbolic.int_ceil)):
+        function = "int_floor" if isinstance(expr, dace.symbolic.int_floor) else "int_ceil"
+        return f"{function}((int64_t)({cexpr(expr.args[0])}), (int64_t)({cexpr(expr.args[1])}))"
     if isinstance(expr, (sympy.Max, sympy.Min)):
         function = "std::max" if isinstance(expr, sympy.Max) else "std::min"
         result = cexpr(expr.args[0])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import dace
 import numpy as np
 import sympy
 
@@ -52,7 +53,12 @@ def window_geometry(node, spatial, kernel, ceil_mode=False, max_rank=2) -> Windo
         begin.append(pads[i])
         end.append(pads[i + n])
         span = spatial[i] + pads[i] + pads[i + n] - extent
-        size = (sympy.ceiling if ceil_mode else sympy.floor)(sympy.Integer(1) * span / strides[i]) + 1
+        if isinstance(to_dim(span), int):
+            size = (sympy.ceiling if ceil_mode else sympy.floor)(sympy.Integer(1) * span / strides[i]) + 1
+        else:
+            # DaCe's integer division, which C++ code prints as such (sympy's floor(h/2 - 1/2) printed as
+            # floor((h / 2) - (1 / 2)): a double, with 1 / 2 == 0).
+            size = (dace.symbolic.int_ceil if ceil_mode else dace.symbolic.int_floor)(span, strides[i]) + 1
         if ceil_mode and isinstance(to_dim(size), int) and (to_dim(size) - 1) * strides[i] >= spatial[i] + pads[i]:
             size -= 1
         out.append(to_dim(size))

@@ -119,7 +119,7 @@ def test_fuse_gemm_epilogue_declines_a_product_read_twice(helpers, rng):
 @pytest.fixture
 def residual_block(helpers, rng):
     """ResNet's and MobileNetV2's patterns: Conv -> Add(residual) -> Relu, a depthwise Conv -> Clip(0, 6),
-    and a strided 3x3 Conv -> Relu (im2col)."""
+    and a strided 3x3 Conv -> Relu (im2col), over images of any size."""
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("Add", ["c1", "x"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
              helper.make_node("Conv", ["r", "wd", "bd"], ["c2"], pads=[1, 1, 1, 1], group=8),
@@ -130,7 +130,7 @@ def residual_block(helpers, rng):
                "wd": rng.standard_normal((8, 1, 3, 3)).astype(F), "bd": rng.standard_normal(8).astype(F),
                "w3": rng.standard_normal((4, 8, 3, 3)).astype(F) / 8,
                "zero": np.array(0, F), "six": np.array(6, F)}
-    return helpers.make_model(nodes, [("x", F, ["n", 8, 9, 10])], [("z", F, ["n", 4, 5, 5])], weights)
+    return helpers.make_model(nodes, [("x", F, ["n", 8, "h", "w"])], [("z", F, ["n", 4, "oh", "ow"])], weights)
 
 
 def test_fuse_conv_epilogue_absorbs_residual_and_activations(residual_block, rng, helpers):
@@ -140,8 +140,10 @@ def test_fuse_conv_epilogue_absorbs_residual_and_activations(residual_block, rng
     assert "r = Fused(x, w1, b1) {kernel='Conv+Add+Relu'}" in print_graph(graph)
     _assert_meaning(graph, residual_block, _feeds(rng, [{"x": (2, 8, 9, 10)}])[0])
     _assert_idempotent(graph, "fuse-conv-epilogue")
-    helpers.check_against_ort(residual_block, _feeds(rng, [{"x": (2, 8, 9, 10)}, {"x": (1, 8, 9, 10)}]),
-                              passes="O2")
+    # Dynamic image sizes: the strided conv's output dims are floor expressions of h and w.
+    for passes in ("O1", "O2"):  # unfused and fused
+        helpers.check_against_ort(residual_block, _feeds(rng, [{"x": (2, 8, 9, 10)}, {"x": (1, 8, 16, 7)}]),
+                                  passes=passes)
 
 
 def test_fuse_conv_epilogue_declines_a_row_broadcast(helpers, rng):
