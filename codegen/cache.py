@@ -30,9 +30,11 @@ def cache_root() -> pathlib.Path:
     return pathlib.Path(base) / "sdflow"
 
 
+@functools.cache
 def codegen_digest() -> str:
     """Hash of the code generators and of the IR helpers they call (slice bounds, reduce axes, ...), so editing
-    either invalidates the builds they made."""
+    either invalidates the builds they made. Read once per process: that is the code this process runs (a file
+    edited after the import would otherwise key the old code's builds by the new sources)."""
     digest = hashlib.sha256()
     for root in (pathlib.Path(__file__).parent, pathlib.Path(ir.__file__).parent):
         for path in sorted(root.rglob("*.py")):

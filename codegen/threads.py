@@ -72,12 +72,11 @@ OPENMP_OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
 def load_openmp_openblas() -> bool:
     """Loads the OpenMP build of OpenBLAS (and its libblas/liblapack) into the process, when installed and
     not declined by ``SDFLOW_OPENBLAS=system``; True when it is loaded."""
-    folder = os.environ.get("SDFLOW_OPENBLAS_OPENMP_DIR", OPENMP_OPENBLAS)
-    if os.environ.get("SDFLOW_OPENBLAS", "openmp") == "system" or not os.path.isdir(folder):
+    if os.environ.get("SDFLOW_OPENBLAS", "openmp") == "system" or not os.path.isdir(OPENMP_OPENBLAS):
         return False
     try:
         for name in ("libopenblas.so.0", "libblas.so.3", "liblapack.so.3"):
-            ctypes.CDLL(os.path.join(folder, name), mode=ctypes.RTLD_GLOBAL)
+            ctypes.CDLL(os.path.join(OPENMP_OPENBLAS, name), mode=ctypes.RTLD_GLOBAL)
     except OSError:
         return False
     return True

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything sdflow needs on a fresh Debian machine: the system packages (OpenBLAS, its OpenMP build
-# (see codegen/threads.py) and LAPACKE for BLAS-backed MatMul/Conv, a C++ toolchain and CMake for DaCe's builds) and a virtual environment .venv with
-# sdflow (editable) and its test tools. `setup.sh test` also installs Chromium and its WebDriver, which the
-# viewer's browser tests drive. Re-running is cheap: each step is skipped when already done.
+# (see codegen/threads.py) and LAPACKE for BLAS-backed MatMul/Conv, a C++ toolchain and CMake for DaCe's builds)
+# and a virtual environment .venv with sdflow (editable) and its test tools. `setup.sh test` also installs
+# Chromium and its WebDriver, which the viewer's browser tests drive. Re-running is cheap: each step is skipped
+# when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

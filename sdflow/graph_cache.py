@@ -4,9 +4,10 @@ importing the ONNX file and running the passes (for BERT-base ~5 s of a ~7 s cac
 An entry is the graph after the pipeline (``graph.sdfg`` with its weights in ``graph.sdfg.weights.npz``), the
 pass records, and per target the record of the native build made from it (``builds.json``: its folder, weights
 and code generators' digest), under ``<build cache>/graphs/<key>``; with a usable build record a cached compile
-does not lower the graph again either (GPT-2: 2.7 s of copying the graph and 0.8 s of lowering). The key covers the model's bytes, the pipeline with its
-options, and the sources of the IR, the frontends and the passes (editing any of them makes new entries), so an
-entry is only ever reused for the graph the same code would make again. The native build behind it stays in the
+does not lower the graph again either (GPT-2: 2.7 s of copying the graph and 0.8 s of lowering). The key covers
+the model's bytes, the pipeline with its options, and the sources of the IR, the frontends and the passes
+(editing any of them makes new entries), so an entry is only ever reused for the graph the same code would make
+again. The native build behind it stays in the
 build cache (keyed by the generated program). A model whose weights live in external data files is not cached
 (its file does not hold its content; any model whose bytes contain "location", the key that names an
 external file, is treated so). Entries are written to a temporary folder and renamed into place, so a
@@ -120,7 +121,8 @@ def store_graph(key: str, graph: Graph, records: list[PassRecord]) -> None:
 
 
 def load_builds(key: str) -> dict[str, BuildRecord]:
-    """The build records of entry ``key`` by ``target/instrument`` (empty when there are none or they are damaged)."""
+    """The build records of entry ``key`` by ``target/instrument`` (empty when there are none or they are
+    damaged)."""
     try:
         return {name: BuildRecord(r["folder"], tuple(r["weights"]), r["codegen"])
                 for name, r in json.loads((_folder(key) / _BUILDS).read_text()).items()}

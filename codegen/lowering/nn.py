@@ -24,12 +24,15 @@ def _geometry_constants(node, x_shape, kernel, ceil_mode=False) -> str:
     return "const int64_t " + ", ".join(f"{k}_ = {cexpr(v)}" for k, v in values.items()) + ";\n"
 
 
-# The output columns ow_ in [lo_, hi_) whose input column ow_ * SW_ + off_ lies inside the image (no padding):
-# outside that range a window position reads zeros, inside it the loop has no branch and vectorises.
-_COLUMN_RANGE = """
-const int64_t off_ = kw_ * DW_ - PL_;
-const int64_t lo_ = off_ >= 0 ? 0 : std::min(OW_, (-off_ + SW_ - 1) / SW_);
-const int64_t hi_ = W_ - 1 - off_ < 0 ? 0 : std::max(lo_, std::min(OW_, (W_ - 1 - off_) / SW_ + 1));
+# inside_(off_): the output columns [lo, hi) whose input column ow_ * SW_ + off_ lies inside the image (no
+# padding), with hi >= lo. Outside that range a window position reads zeros; inside it a loop has no branch and
+# vectorises.
+_INSIDE = """
+auto inside_ = [&](int64_t off_) {
+  const int64_t lo_ = off_ >= 0 ? 0 : std::min(OW_, (-off_ + SW_ - 1) / SW_);
+  const int64_t hi_ = W_ - 1 - off_ < 0 ? lo_ : std::max(lo_, std::min(OW_, (W_ - 1 - off_) / SW_ + 1));
+  return std::pair<int64_t, int64_t>(lo_, hi_);
+};
 """
 
 # GEMM convolutions run as tiles, one per thread at a time: a tile is a block of output rows (whole rows of the
@@ -37,19 +40,21 @@ const int64_t hi_ = W_ - 1 - off_ < 0 ? 0 : std::max(lo_, std::min(OW_, (W_ - 1 
 # parallel loop runs on the calling thread: OpenBLAS's OpenMP build checks omp_in_parallel) and its epilogue all
 # stay in that core's cache. When there are fewer row blocks than threads (deep layers: 7x7 or 14x14 images), the
 # output channels are split too and the im2col matrix of the (sample, group) is built once, in parallel, first.
-# The row range [lo_, hi_) of an output row skips out-of-image columns by range (COLUMN_RANGE), not by test.
+# The row range [lo_, hi_) of an output row skips out-of-image columns by range (inside_), not by test.
 _TILES = """
 const int64_t threads_ = omp_get_max_threads();
 const int64_t ROWS_ = std::max<int64_t>(1, std::min<int64_t>(OH_, 384 / OW_));
 const int64_t TP_ = (OH_ + ROWS_ - 1) / ROWS_;
 const bool shared_ = TP_ * N_ * G_ < 2 * threads_;
-const int64_t TM_ = shared_ ? std::max<int64_t>(1, std::min<int64_t>((MG_ + 15) / 16, (2 * threads_ + TP_ - 1) / TP_)) : 1;
+const int64_t TM_ = shared_
+    ? std::max<int64_t>(1, std::min<int64_t>((MG_ + 15) / 16, (2 * threads_ + TP_ - 1) / TP_)) : 1;
 const int64_t MB_ = (MG_ + TM_ - 1) / TM_;
 auto im2col_ = [&](const float* image_, float* column_, int64_t ld_, int64_t oh0_, int64_t oh1_, int64_t r_) {
   const int64_t kw_ = r_ % KW_, kh_ = (r_ / KW_) % KH_, c_ = r_ / (KW_ * KH_);
   const float* plane_ = image_ + c_ * H_ * W_;
   float* row_ = column_ + r_ * ld_;
-  COLUMN_RANGE
+  const int64_t off_ = kw_ * DW_ - PL_;
+  const auto [lo_, hi_] = inside_(off_);
   for (int64_t oh_ = oh0_; oh_ < oh1_; ++oh_) {
     const int64_t ih_ = oh_ * SH_ - PT_ + kh_ * DH_;
     float* out_ = row_ + (oh_ - oh0_) * OW_;
@@ -68,8 +73,7 @@ auto tile_ = [&](int64_t n_, int64_t g_, int64_t m0_, int64_t m1_, int64_t oh0_,
   const int64_t p0_ = oh0_ * OW_, width_ = (oh1_ - oh0_) * OW_;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m1_ - m0_, width_, KK_, 1.0f,
               Wt_ + (g_ * MG_ + m0_) * KK_, KK_, column_, ld_, 0.0f, Y_ + (n_ * M_ + g_ * MG_ + m0_) * P_ + p0_, P_);
-  for (int64_t mm_ = g_ * MG_ + m0_; mm_ < g_ * MG_ + m1_; ++mm_) {
-    const int64_t m_ = mm_; (void)n_;
+  for (int64_t m_ = g_ * MG_ + m0_; m_ < g_ * MG_ + m1_; ++m_) {
     float* out_ = Y_ + (n_ * M_ + m_) * P_;
     TILE_EPILOGUE
   }
@@ -113,16 +117,16 @@ if (!shared_) {
       }
     }
 }
-""".replace("COLUMN_RANGE", _COLUMN_RANGE)
+"""
 
 
 # One output plane per (sample, channel). Each valid kernel row adds its taps to the output row in one pass: in
-# the columns [lo_, hi_) where every tap lies inside the image the taps are a fixed-length loop the compiler
-# unrolls, and the pass over the row vectorises; the few edge columns test each tap.
+# the columns [lo_, hi_) where every tap lies inside the image (from the first tap's lower bound to the last
+# tap's upper one) the taps are a fixed-length loop the compiler unrolls, and the pass over the row vectorises;
+# the few edge columns test each tap.
 _DEPTHWISE = """
-const int64_t off0_ = -PL_, offn_ = (KW_ - 1) * DW_ - PL_;
-const int64_t lo_ = off0_ >= 0 ? 0 : std::min(OW_, (-off0_ + SW_ - 1) / SW_);
-const int64_t hi_ = W_ - 1 - offn_ < 0 ? lo_ : std::max(lo_, std::min(OW_, (W_ - 1 - offn_) / SW_ + 1));
+const int64_t lo_ = inside_(-PL_).first;
+const int64_t hi_ = std::max(lo_, inside_((KW_ - 1) * DW_ - PL_).second);
 #pragma omp parallel for
 for (int64_t plane_ = 0; plane_ < N_ * M_; ++plane_) {
   const int64_t n_ = plane_ / M_, m_ = plane_ % M_, c_ = m_ / MG_;
@@ -198,6 +202,7 @@ def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None =
             return ""
         return (_PLANE_EPILOGUE.replace("BIAS", f"{bias}[m_]" if bias else "0.0f").replace("FIRST", first)
                 .replace("LAST", last).replace("STATEMENTS", statements).replace("FINAL", final))
+    code += _INSIDE
     if depthwise:
         return code + _DEPTHWISE.replace("PLANE_EPILOGUE", plane_epilogue("0", "P_"))
     code += f"const bool IM2COL_ = {'false' if pointwise else 'true'};\n"
