@@ -14,7 +14,7 @@ import numpy as np
 from sdflow.ir import CompileError, Graph
 from . import cache
 from .threads import configure_native_runtime
-from .lowering import expand, lower
+from .lowering import expand, lower, weight_value
 from .runtime import CompiledModel
 
 __all__ = ["build", "BuildRecord", "TARGETS", "native_builds"]
@@ -108,7 +108,7 @@ def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = F
     if known is not None and known.usable():
         start = time.perf_counter()
         _report(progress, f"loading cached build {cache.cache_root() / known.folder}")
-        weights = {name: np.asarray(graph.constant(name), order="C") for name in known.weights}
+        weights = {name: weight_value(graph.constant, name) for name in known.weights}
         compiled = _load(graph, cache.cache_root() / known.folder, weights, target, instrument, False, start)
         _report(progress, f"loaded in {compiled.build_seconds:.1f} s")
         return compiled

@@ -108,6 +108,12 @@ class CompiledModel:
         self._init_symbols = set(program._free_symbols)
 
     @property
+    def weight_names(self) -> list[str]:
+        """The constants passed to the native program: the model's weights and the packed forms lowering made of
+        some (``<weight>__packed<B>``: a Conv that runs the direct kernel, see ``codegen.lowering.conv_direct``)."""
+        return sorted(self._weights)
+
+    @property
     def input_names(self) -> list[str]:
         return [onnx for onnx, _, _ in self._inputs]
 

@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 
-__all__ = ["configure_native_runtime", "configure_openblas", "load_openmp_openblas"]
+__all__ = ["configure_native_runtime", "configure_openblas", "load_openmp_openblas", "has_avx512"]
 
 _GENERIC = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Katmai", "Banias"}
 _PROBE = ("import ctypes, ctypes.util\n"
@@ -39,6 +39,12 @@ def _cpu_flags() -> set[str]:
     except OSError:
         pass
     return set()
+
+
+@functools.cache
+def has_avx512() -> bool:
+    """Whether this CPU runs AVX-512 (F): the direct convolution kernels are written for it."""
+    return "avx512f" in _cpu_flags()
 
 
 @functools.cache

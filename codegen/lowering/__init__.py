@@ -11,9 +11,10 @@ from sdflow.passes import PassContext
 from sdflow.passes.cleanup.eliminate_dead_nodes import EliminateDeadNodes
 from sdflow.passes.cleanup.fold_shape_inputs import FoldShapeInputs
 from ._expansion import bind_static_inputs, nested_label, scalars_as_vectors
+from .conv_direct import prepack, weight_value
 from . import attention, einsum, elementwise, fused, linalg, loss, movement, nn, quantization, reduction, remap, sampling  # noqa: F401  (register the expansions)
 
-__all__ = ["lower", "expand", "expand_op_nodes", "bind_static_inputs", "nested_label", "becomes_view"]
+__all__ = ["lower", "weight_value", "expand", "expand_op_nodes", "bind_static_inputs", "nested_label", "becomes_view"]
 
 
 def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
@@ -30,6 +31,7 @@ def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
     for name in list(sdfg.constants_prop):
         _, value = sdfg.constants_prop.pop(name)
         weights[name] = np.asarray(value, order="C")
+    prepack(graph, weights)
     sdfg.arg_names = list(graph.inputs) + list(graph.outputs)
     scalars_as_vectors(sdfg)
     for desc in sdfg.arrays.values():

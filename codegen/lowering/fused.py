@@ -23,7 +23,8 @@ from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 from ._math import vectorizable
 from .elementwise import broadcast_index, expression
 from .linalg import _gemm_call
-from .nn import CONV_INCLUDES, conv_code
+from .conv_direct import DIRECT_INCLUDES
+from .nn import CONV_INCLUDES, conv_code, packed_input
 from .reduction import layer_norm_row_code, softmax_row_code
 
 
@@ -207,9 +208,10 @@ def _conv(ctx: Ctx, program: Program, types) -> dace.SDFG:
     elements[conv.results[0]] = "a_"
     final = steps[-1].results[0] if steps else conv.results[0]
     epilogue = (_statements(steps, types, elements.__getitem__), _local(final) if steps else "a_")
+    packed = packed_input(ctx)
     code = conv_code(conv.node(), types[x].shape, types[w].shape, ctx.ptr(x), ctx.ptr(w), ctx.ptr("out0"),
-                     ctx.ptr(bias) if bias else None, epilogue)
-    return ctx.tasklet(vectorizable(code, "float"), includes=CONV_INCLUDES)
+                     ctx.ptr(bias) if bias else None, epilogue, packed)
+    return ctx.tasklet(vectorizable(code, "float"), includes=DIRECT_INCLUDES if packed else CONV_INCLUDES)
 
 
 @expansion("Fused", environments=[OpenBLAS])

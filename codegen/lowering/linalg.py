@@ -6,14 +6,21 @@ from dace.libraries.blas.environments.openblas import OpenBLAS
 from sdflow.ir.ops.linalg import matmul_shapes
 from ._expansion import Ctx, cexpr, contiguous_strides, expansion, product
 
+_GEMV = {"float": "cblas_sgemv", "double": "cblas_dgemv"}
 _GEMM = {"float": "cblas_sgemm", "double": "cblas_dgemm"}
 
 
 def _gemm_call(ctype, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) -> str:
     if ctype in _GEMM:
         flag = {False: "CblasNoTrans", True: "CblasTrans"}
-        return (f"{_GEMM[ctype]}(CblasRowMajor, {flag[trans_a]}, {flag[trans_b]}, {m}, {n}, {k}, ({ctype}){alpha}, "
+        gemm = (f"{_GEMM[ctype]}(CblasRowMajor, {flag[trans_a]}, {flag[trans_b]}, {m}, {n}, {k}, ({ctype}){alpha}, "
                 f"{a}, {lda}, {b}, {ldb}, ({ctype}){beta}, {c}, {ldc});")
+        # One row (a batch-1 classifier head): GEMV streams the matrix once; OpenBLAS's GEMM packs it first
+        # (MobileNetV2's 1280x1000 head: 0.39 ms as GEMM, ONNX Runtime 0.15 ms).
+        rows, cols = (n, k) if trans_b else (k, n)
+        gemv = (f"{_GEMV[ctype]}(CblasRowMajor, {flag[not trans_b]}, {rows}, {cols}, ({ctype}){alpha}, {b}, {ldb}, "
+                f"{a}, {lda if trans_a else 1}, ({ctype}){beta}, {c}, 1);")
+        return f"if (({m}) == 1 && ({n}) > 0 && ({k}) > 0) {{ {gemv} }} else {{ {gemm} }}"
     # Integer and float16 contractions have no BLAS; a plain loop nest (rare in models).
     a_at = f"({a})[p_ * {lda} + i_]" if trans_a else f"({a})[i_ * {lda} + p_]"
     b_at = f"({b})[j_ * {ldb} + p_]" if trans_b else f"({b})[p_ * {ldb} + j_]"

@@ -7,6 +7,7 @@ from dace.libraries.blas.environments.openblas import OpenBLAS
 from sdflow.ir.errors import CompileError
 from sdflow.ir.ops.nn import conv_transpose_geometry, window_geometry
 from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
+from .conv_direct import DIRECT_INCLUDES, direct_code
 
 
 def _geometry_constants(node, x_shape, kernel, ceil_mode=False) -> str:
@@ -120,45 +121,64 @@ if (!shared_) {
 """
 
 
-# One output plane per (sample, channel). Each valid kernel row adds its taps to the output row in one pass: in
-# the columns [lo_, hi_) where every tap lies inside the image (from the first tap's lower bound to the last
-# tap's upper one) the taps are a fixed-length loop the compiler unrolls, and the pass over the row vectorises;
-# the few edge columns test each tap.
+# One output plane per task (sample, channel). The input channel is first copied, zero-padded, into a per-thread
+# buffer, so that no tap tests the image's bounds. Stride 1: each tap adds to the output positions as one flat range
+# over blocks of padded rows (the columns past each row's end are computed and dropped when the rows are stored);
+# other strides: each tap adds along each output row. Every loop is a pass the compiler vectorises.
 _DEPTHWISE = """
-const int64_t lo_ = inside_(-PL_).first;
-const int64_t hi_ = std::max(lo_, inside_((KW_ - 1) * DW_ - PL_).second);
-#pragma omp parallel for
-for (int64_t plane_ = 0; plane_ < N_ * M_; ++plane_) {
-  const int64_t n_ = plane_ / M_, m_ = plane_ % M_, c_ = m_ / MG_;
-  const float* image_ = X_ + (n_ * C_ + c_) * H_ * W_;
-  const float* kernel_ = Wt_ + m_ * KH_ * KW_;
-  float* out_ = Y_ + plane_ * P_;
-  for (int64_t oh_ = 0; oh_ < OH_; ++oh_) {
-    float* row_ = out_ + oh_ * OW_;
-    for (int64_t ow_ = 0; ow_ < OW_; ++ow_) row_[ow_] = 0.0f;
-    for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {
-      const int64_t ih_ = oh_ * SH_ - PT_ + kh_ * DH_;
-      if (ih_ < 0 || ih_ >= H_) continue;
-      const float* in_ = image_ + ih_ * W_ - PL_;
-      const float* k_ = kernel_ + kh_ * KW_;
-      auto edge_ = [&](int64_t ow_) {
-        float sum_ = 0.0f;
-        for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {
-          const int64_t iw_ = ow_ * SW_ - PL_ + kw_ * DW_;
-          if (iw_ >= 0 && iw_ < W_) sum_ += k_[kw_] * in_[iw_ + PL_];
-        }
-        row_[ow_] += sum_;
-      };
-      for (int64_t ow_ = 0; ow_ < lo_; ++ow_) edge_(ow_);
-      for (int64_t ow_ = lo_; ow_ < hi_; ++ow_) {
-        float sum_ = 0.0f;
-        for (int64_t kw_ = 0; kw_ < KW_; ++kw_) sum_ += k_[kw_] * in_[ow_ * SW_ + kw_ * DW_];
-        row_[ow_] += sum_;
-      }
-      for (int64_t ow_ = hi_; ow_ < OW_; ++ow_) edge_(ow_);
+const int64_t HP_ = H_ + PT_ + PB_, WP_ = W_ + PL_ + PR_;
+#pragma omp parallel
+{
+  static thread_local std::vector<float> buffer_;
+  const size_t need_ = (size_t)(HP_ * WP_ + std::max<int64_t>(1024 + WP_, OW_) + 16);
+  if (buffer_.size() < need_) buffer_.resize(need_);
+  float* __restrict padded_ = buffer_.data();
+  float* __restrict acc_ = padded_ + HP_ * WP_;
+  #pragma omp for
+  for (int64_t plane_ = 0; plane_ < N_ * M_; ++plane_) {
+    const int64_t n_ = plane_ / M_, m_ = plane_ % M_, c_ = m_ / MG_;
+    const float* image_ = X_ + (n_ * C_ + c_) * H_ * W_;
+    const float* kernel_ = Wt_ + m_ * KH_ * KW_;
+    float* out_ = Y_ + plane_ * P_;
+    for (int64_t i_ = 0; i_ < PT_ * WP_; ++i_) padded_[i_] = 0.0f;
+    for (int64_t i_ = (PT_ + H_) * WP_; i_ < HP_ * WP_; ++i_) padded_[i_] = 0.0f;
+    for (int64_t h_ = 0; h_ < H_; ++h_) {
+      const float* __restrict from_ = image_ + h_ * W_;
+      float* __restrict to_ = padded_ + (PT_ + h_) * WP_;
+      for (int64_t i_ = 0; i_ < PL_; ++i_) to_[i_] = 0.0f;
+      for (int64_t i_ = 0; i_ < W_; ++i_) to_[PL_ + i_] = from_[i_];
+      for (int64_t i_ = PL_ + W_; i_ < WP_; ++i_) to_[i_] = 0.0f;
     }
+    if (SH_ == 1 && SW_ == 1) {
+      // Blocks of whole padded rows (~1024 positions), so that the sums stay in L1.
+      const int64_t rows_ = std::max<int64_t>(1, 1024 / WP_);
+      for (int64_t oh0_ = 0; oh0_ < OH_; oh0_ += rows_) {
+        const int64_t oh1_ = std::min(OH_, oh0_ + rows_);
+        const int64_t q0_ = oh0_ * WP_, count_ = (oh1_ - 1 - oh0_) * WP_ + OW_;
+        for (int64_t q_ = 0; q_ < count_; ++q_) acc_[q_] = 0.0f;
+        for (int64_t kh_ = 0; kh_ < KH_; ++kh_)
+          for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {
+            const float w_ = kernel_[kh_ * KW_ + kw_];
+            const float* __restrict in_ = padded_ + q0_ + kh_ * DH_ * WP_ + kw_ * DW_;
+            for (int64_t q_ = 0; q_ < count_; ++q_) acc_[q_] += w_ * in_[q_];
+          }
+        for (int64_t oh_ = oh0_; oh_ < oh1_; ++oh_)
+          for (int64_t ow_ = 0; ow_ < OW_; ++ow_) out_[oh_ * OW_ + ow_] = acc_[(oh_ - oh0_) * WP_ + ow_];
+      }
+    } else {
+      for (int64_t oh_ = 0; oh_ < OH_; ++oh_) {
+        for (int64_t ow_ = 0; ow_ < OW_; ++ow_) acc_[ow_] = 0.0f;
+        for (int64_t kh_ = 0; kh_ < KH_; ++kh_)
+          for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {
+            const float w_ = kernel_[kh_ * KW_ + kw_];
+            const float* __restrict in_ = padded_ + (oh_ * SH_ + kh_ * DH_) * WP_ + kw_ * DW_;
+            for (int64_t ow_ = 0; ow_ < OW_; ++ow_) acc_[ow_] += w_ * in_[ow_ * SW_];
+          }
+        for (int64_t ow_ = 0; ow_ < OW_; ++ow_) out_[oh_ * OW_ + ow_] = acc_[ow_];
+      }
+    }
+    PLANE_EPILOGUE
   }
-  PLANE_EPILOGUE
 }
 """
 
@@ -176,14 +196,22 @@ _PLANE_EPILOGUE = """
 """
 
 CONV_INCLUDES = "#include <omp.h>"
+PACKED_CONNECTOR = "packed_weight"  # the direct kernel's pre-packed weights (``codegen.lowering.prepack_convs``)
+
+
+def packed_input(ctx: Ctx) -> tuple[str, int] | None:
+    """(pointer, block) of the node's pre-packed weights, when lowering gave it some."""
+    desc = ctx.inputs.get(PACKED_CONNECTOR)
+    return (ctx.ptr(PACKED_CONNECTOR), int(desc.shape[-1])) if desc is not None else None
 
 
 def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None = None,
-              epilogue: tuple[str, str] | None = None) -> str:
+              epilogue: tuple[str, str] | None = None, packed: tuple[str, int] | None = None) -> str:
     """C++ of a float32 Conv from pointers ``x``, ``w`` (and ``bias``) into ``y``. ``epilogue`` = (statements,
-    final expression) applied to every output element while its plane is in cache: the statements read ``a_``
-    (the convolution plus bias) and may index other tensors by sample ``n_``, channel ``m_`` and position ``p_``
-    in the plane."""
+    final expression) applied to every output element while its plane or tile is in cache: the statements read
+    ``a_`` (the convolution plus bias) and may index other tensors by sample ``n_``, channel ``m_`` and position
+    ``p_`` in the plane. ``packed`` = (pointer, block): the weights pre-packed for the direct kernel
+    (``conv_direct``), which then runs instead of im2col + BLAS."""
     kernel = node.attr("kernel_shape") or list(w_shape[2:])
     group = node.attr("group", 1)
     code = _geometry_constants(node, x_shape, kernel)
@@ -202,6 +230,8 @@ def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None =
             return ""
         return (_PLANE_EPILOGUE.replace("BIAS", f"{bias}[m_]" if bias else "0.0f").replace("FIRST", first)
                 .replace("LAST", last).replace("STATEMENTS", statements).replace("FINAL", final))
+    if packed is not None:
+        return code + direct_code(packed[0]).replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + width_"))
     code += _INSIDE
     if depthwise:
         return code + _DEPTHWISE.replace("PLANE_EPILOGUE", plane_epilogue("0", "P_"))
@@ -214,8 +244,10 @@ def conv(ctx: Ctx):
     x, w, b, y = (ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("in", 2), ctx.connector("out", 0))
     if ctx.desc(x).dtype.ctype != "float":
         raise CompileError(f"Conv {ctx.node.label!r}: only float32 is supported")
+    packed = packed_input(ctx)
     return ctx.tasklet(conv_code(ctx.node, ctx.shape(x), ctx.shape(w), ctx.ptr(x), ctx.ptr(w), ctx.ptr(y),
-                                 ctx.ptr(b) if b else None), includes=CONV_INCLUDES)
+                                 ctx.ptr(b) if b else None, packed=packed),
+                       includes=DIRECT_INCLUDES if packed else CONV_INCLUDES)
 
 
 def _window_values(x_shape, geo) -> dict:

@@ -1,0 +1,118 @@
+"""The direct convolution kernel (``codegen/lowering/conv_direct.py``): which convolutions get pre-packed
+weights, and their numbers against ONNX Runtime — padded, dilated, 1x1, 1-D, output channels that do not fill a
+block, fused epilogues, dynamic batch and image sizes, a cached build that re-packs its weights, and the
+``SDFLOW_DIRECT_CONV=0`` switch back to im2col + BLAS.
+
+The kernels are written for AVX-512; elsewhere lowering keeps im2col + BLAS. These tests force them on
+(``has_avx512``), so a CPU without AVX-512 runs their portable C++ form and still checks the numbers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import sdflow
+from sdflow.codegen.lowering import conv_direct
+
+F = np.float32
+
+
+@pytest.fixture(autouse=True)
+def direct_kernels(monkeypatch):
+    monkeypatch.setattr(conv_direct, "has_avx512", lambda: True)
+    monkeypatch.delenv("SDFLOW_DIRECT_CONV", raising=False)
+    monkeypatch.setenv("SDFLOW_GRAPH_CACHE", "0")
+
+
+def _w(rng, *shape):
+    return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(F)
+
+
+@pytest.fixture
+def conv_zoo(helpers, rng):
+    """Every way the direct kernel tiles, on a fixed 50x50 image with a dynamic batch:
+    a: 3x3 pad 1, 44 output channels (the last block of 8 holds 4), fused with Relu;
+    c: 1x1 (no padding: the image itself is the flat range, stored straight into the planes), 48 channels, fused with a residual Add and Clip;
+    d: 3x3 dilation 2, uneven pads; e: 1x1 over a 7x7 plane of 256 channels (one full tile and one of a single
+    position); f: a 1-D convolution (kernel 5), 16 channels over a dynamic length.
+    b: a stride-2 3x3, g: a depthwise and h: a 1x1 stride-2 convolution keep their own kernels."""
+    nodes = [
+        helper.make_node("Conv", ["x", "wa", "ba"], ["a0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a0"], ["a"]),
+        helper.make_node("Conv", ["x", "wb"], ["b"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Conv", ["x", "wc", "bc"], ["c0"]),
+        helper.make_node("Add", ["c0", "r"], ["c1"]),
+        helper.make_node("Clip", ["c1", "lo", "hi"], ["c"]),
+        helper.make_node("Conv", ["x", "wd"], ["d"], pads=[1, 2, 2, 1], dilations=[2, 2]),
+        helper.make_node("Conv", ["s", "we", "be"], ["e"]),
+        helper.make_node("Conv", ["t", "wf"], ["f"], pads=[2, 2]),
+        helper.make_node("Conv", ["x", "wg"], ["g"], pads=[1, 1, 1, 1], group=32),
+        helper.make_node("Conv", ["x", "wh"], ["h"], strides=[2, 2]),
+    ]
+    weights = {"wa": _w(rng, 44, 32, 3, 3), "ba": rng.standard_normal(44).astype(F),
+               "wb": _w(rng, 64, 32, 3, 3), "wc": _w(rng, 48, 32, 1, 1), "bc": rng.standard_normal(48).astype(F),
+               "lo": np.array(-1, F), "hi": np.array(1.5, F), "wd": _w(rng, 32, 32, 3, 3),
+               "we": _w(rng, 48, 256, 1, 1), "be": rng.standard_normal(48).astype(F), "wf": _w(rng, 16, 64, 5),
+               "wg": _w(rng, 32, 1, 3, 3), "wh": _w(rng, 32, 32, 1, 1)}
+    return helpers.make_model(
+        nodes, [("x", F, ["n", 32, 50, 50]), ("r", F, ["n", 48, 50, 50]), ("s", F, ["n", 256, 7, 7]),
+                ("t", F, ["n", 64, "length"])],
+        [("a", F, ["n", 44, 50, 50]), ("b", F, ["n", 64, 25, 25]), ("c", F, ["n", 48, 50, 50]),
+         ("d", F, ["n", 32, 49, 49]), ("e", F, ["n", 48, 7, 7]), ("f", F, ["n", 16, "length"]),
+         ("g", F, ["n", 32, 50, 50]), ("h", F, ["n", 32, 25, 25])], weights)
+
+
+def _zoo_feeds(rng, n, length):
+    shapes = {"x": (n, 32, 50, 50), "r": (n, 48, 50, 50), "s": (n, 256, 7, 7), "t": (n, 64, length)}
+    return {name: rng.standard_normal(shape).astype(F) for name, shape in shapes.items()}
+
+
+def test_direct_kernels_match_onnxruntime(conv_zoo, helpers, rng):
+    feeds = [_zoo_feeds(rng, 1, 40), _zoo_feeds(rng, 2, 23)]
+    for passes in ("O1", "O2"):  # plain Conv nodes, and convolutions fused with their epilogues
+        compiled = helpers.check_against_ort(conv_zoo, feeds, passes=passes)
+        packed = sorted(n.split("__packed")[0] + "/" + n.split("__packed")[1] for n in compiled.weight_names
+                        if "__packed" in n)
+        assert packed == ["wa/8", "wc/8", "wd/8", "we/8", "wf/8"], packed
+
+
+def test_a_cached_build_packs_its_weights_again(conv_zoo, rng, monkeypatch):
+    """The packed weights are not graph constants: a build loaded through the graph cache's build record (no
+    lowering) recomputes them from the weights they came from."""
+    monkeypatch.setenv("SDFLOW_GRAPH_CACHE", "1")
+    feeds = _zoo_feeds(rng, 1, 12)
+    first = sdflow.compile(conv_zoo, passes="O2")
+    second = sdflow.compile(conv_zoo, passes="O2")
+    assert second.graph_from_cache and not second.built
+    assert second.weight_names == first.weight_names
+    for name, value in first(**feeds).as_dict().items():
+        np.testing.assert_array_equal(second(**feeds).as_dict()[name], value, err_msg=name)
+
+
+def test_direct_kernels_can_be_switched_off(conv_zoo, helpers, rng, monkeypatch):
+    monkeypatch.setenv("SDFLOW_DIRECT_CONV", "0")
+    compiled = helpers.check_against_ort(conv_zoo, [_zoo_feeds(rng, 1, 9)], passes="O2")
+    assert not [n for n in compiled.weight_names if "__packed" in n]
+
+
+def test_direct_kernels_over_dynamic_image_sizes(helpers, rng):
+    """A stride-1 convolution over symbolic H, W runs the flat-range kernel whatever the size (one row, one
+    column); a strided one keeps im2col + BLAS."""
+    nodes = [helper.make_node("Conv", ["x", "k"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "k"], ["z"], pads=[1, 1, 1, 1], strides=[2, 2])]
+    model = helpers.make_model(nodes, [("x", F, ["n", 48, "height", "width"])],
+                               [("y", F, ["n", 32, "height", "width"]), ("z", F, ["n", 32, "oh", "ow"])],
+                               {"k": _w(rng, 32, 48, 3, 3)})
+    feeds = [{"x": rng.standard_normal(s).astype(F)} for s in ((1, 48, 9, 31), (2, 48, 3, 2), (1, 48, 1, 1))]
+    compiled = helpers.check_against_ort(model, feeds, passes="O2")
+    assert compiled.weight_names == ["k", "k__packed8"]
+
+
+def test_pack_layout():
+    weight = np.arange(20 * 3 * 2 * 2, dtype=F).reshape(20, 3, 2, 2)
+    packed = conv_direct.pack(weight, 8)
+    assert packed.shape == (3, 12, 8) and packed.ctypes.data % 64 == 0
+    flat = weight.reshape(20, 12)
+    np.testing.assert_array_equal(packed[1, 5, :], flat[8:16, 5])
+    np.testing.assert_array_equal(packed[2, :, :4], flat[16:20].T)
+    assert not packed[2, :, 4:].any()  # channels past M are zeros
