@@ -42,10 +42,12 @@ def direct_block(node, x_shape, w_shape, dtype) -> int | None:
     if not has_avx512():
         return None
     geo = window_geometry(node, list(x_shape[2:]), kernel)
-    # Strided convolutions (ResNet's stride-2 3x3 and 1x1 downsampling, the first layers) measured faster with
-    # im2col + BLAS: a kernel along output rows that loaded every second column (two loads and a permute per
-    # vector) ran at 100-150 GFLOP/s against BLAS's 130-155.
-    if any(s != 1 for s in geo.strides):
+    # Strided 1x1 convolutions (ResNet's downsampling) read one phase plane of the SH x SW the kernel would
+    # build: BLAS's strided im2col is cheaper there. So is it for strided convolutions with few taps per output
+    # (MobileNetV2's 3x3 stride-2 stem over RGB, 27 taps: 0.57 ms direct, 0.25 ms BLAS), where copying the
+    # image into phase planes costs as much as the arithmetic.
+    strided = any(s != 1 for s in geo.strides)
+    if strided and (all(k == 1 for k in kernel) or int(np.prod(w_shape[1:])) < 64):
         return None
     # 1x1 convolutions from few channels to few (MobileNetV2's 32->16 and 96->24 projections over 112x112 and
     # 56x56 images) measured faster with BLAS.
@@ -159,24 +161,34 @@ DIRECT_INCLUDES = _KERNELS
 _DIRECT = """
 constexpr int64_t TILE_ = sdflow_direct::TILE;
 const int64_t MB_ = (M_ + 7) / 8;
+// The image, zero-padded, as SH_ x SW_ phase planes of H2_ x W2_ (stride 1: one plane, the padded image): phase
+// (a, b) holds the padded pixels (i * SH_ + a, j * SW_ + b), so a strided convolution reads each phase with
+// stride 1 and every tap is a run of consecutive floats.
 const int64_t HP_ = H_ + PT_ + PB_, WP_ = W_ + PL_ + PR_;
+const int64_t H2_ = (HP_ + SH_ - 1) / SH_, W2_ = (WP_ + SW_ - 1) / SW_, PLANE2_ = H2_ * W2_;
+const int64_t PHASES_ = SH_ * SW_;
 const float* source_ = X_;
 static thread_local std::vector<float> padded_;  // the caller's; the workers only write into it
-if (PT_ || PB_ || PL_ || PR_) {
-  if (padded_.size() < (size_t)(N_ * C_ * HP_ * WP_)) padded_.resize(N_ * C_ * HP_ * WP_);
+if (PT_ || PB_ || PL_ || PR_ || PHASES_ > 1) {
+  if (padded_.size() < (size_t)(N_ * C_ * PHASES_ * PLANE2_)) padded_.resize(N_ * C_ * PHASES_ * PLANE2_);
   float* pad_ = padded_.data();
   #pragma omp parallel for
-  for (int64_t plane_ = 0; plane_ < N_ * C_; ++plane_) {
-    float* to_ = pad_ + plane_ * HP_ * WP_;
-    const float* from_ = X_ + plane_ * H_ * W_;
-    for (int64_t i_ = 0; i_ < PT_ * WP_; ++i_) to_[i_] = 0.0f;
-    for (int64_t h_ = 0; h_ < H_; ++h_) {
-      float* row_ = to_ + (PT_ + h_) * WP_;
-      for (int64_t i_ = 0; i_ < PL_; ++i_) row_[i_] = 0.0f;
-      for (int64_t i_ = 0; i_ < W_; ++i_) row_[PL_ + i_] = from_[h_ * W_ + i_];
-      for (int64_t i_ = PL_ + W_; i_ < WP_; ++i_) row_[i_] = 0.0f;
+  for (int64_t plane_ = 0; plane_ < N_ * C_ * PHASES_; ++plane_) {
+    const int64_t phase_ = plane_ % PHASES_, a_ = phase_ / SW_, b_ = phase_ % SW_;
+    float* to_ = pad_ + plane_ * PLANE2_;
+    const float* from_ = X_ + (plane_ / PHASES_) * H_ * W_;
+    // Columns j whose image column j * SW_ + b_ - PL_ lies in [0, W_): [lo_, hi_).
+    const int64_t lo_ = std::min(W2_, std::max<int64_t>(0, (PL_ - b_ + SW_ - 1) / SW_));
+    const int64_t hi_ = std::max(lo_, std::min(W2_, (W_ + PL_ - b_ + SW_ - 1) / SW_));
+    for (int64_t i_ = 0; i_ < H2_; ++i_) {
+      float* row_ = to_ + i_ * W2_;
+      const int64_t h_ = i_ * SH_ + a_ - PT_;
+      if (h_ < 0 || h_ >= H_) { for (int64_t j_ = 0; j_ < W2_; ++j_) row_[j_] = 0.0f; continue; }
+      const float* in_ = from_ + h_ * W_;
+      for (int64_t j_ = 0; j_ < lo_; ++j_) row_[j_] = 0.0f;
+      for (int64_t j_ = lo_; j_ < hi_; ++j_) row_[j_] = in_[j_ * SW_ + b_ - PL_];
+      for (int64_t j_ = hi_; j_ < W2_; ++j_) row_[j_] = 0.0f;
     }
-    for (int64_t i_ = (PT_ + H_) * WP_; i_ < HP_ * WP_; ++i_) to_[i_] = 0.0f;
   }
   source_ = pad_;
 }
@@ -184,11 +196,14 @@ static thread_local std::vector<int64_t> taps_;
 taps_.resize(KK_);
 for (int64_t c_ = 0; c_ < C_; ++c_)
   for (int64_t kh_ = 0; kh_ < KH_; ++kh_)
-    for (int64_t kw_ = 0; kw_ < KW_; ++kw_)
-      taps_[(c_ * KH_ + kh_) * KW_ + kw_] = c_ * HP_ * WP_ + kh_ * DH_ * WP_ + kw_ * DW_;
+    for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {
+      const int64_t r_ = kh_ * DH_, t_ = kw_ * DW_;
+      taps_[(c_ * KH_ + kh_) * KW_ + kw_] =
+          ((c_ * SH_ + r_ % SH_) * SW_ + t_ % SW_) * PLANE2_ + (r_ / SH_) * W2_ + t_ / SW_;
+    }
 const int64_t* koff_ = taps_.data();
 // The last position read is the last output's: columns after it would read past the image.
-const int64_t Q_ = OH_ > 0 && OW_ > 0 ? (OH_ - 1) * WP_ + OW_ : 0;
+const int64_t Q_ = OH_ > 0 && OW_ > 0 ? (OH_ - 1) * W2_ + OW_ : 0;
 const int64_t tiles_ = (Q_ + TILE_ - 1) / TILE_;
 const int64_t threads_ = omp_get_max_threads();
 int64_t groups_ = 1;
@@ -199,12 +214,12 @@ const int64_t per_group_ = (MB_ + groups_ - 1) / groups_;
 for (int64_t t_ = 0; t_ < N_ * tiles_ * groups_; ++t_) {
   const int64_t n_ = t_ / (tiles_ * groups_), q0_ = ((t_ / groups_) % tiles_) * TILE_, group_ = t_ % groups_;
   const int64_t count_ = std::min(TILE_, Q_ - q0_);
-  const float* x_ = source_ + n_ * C_ * HP_ * WP_ + q0_;
+  const float* x_ = source_ + n_ * C_ * PHASES_ * PLANE2_ + q0_;
   // The tile's row segments: offset in the tile, output position, length.
   int64_t segments_ = 0, from_[TILE_], at_[TILE_], length_[TILE_];
   for (int64_t q_ = q0_; q_ < q0_ + count_;) {
-    const int64_t row_ = q_ / WP_, column_ = q_ - row_ * WP_;
-    const int64_t row_end_ = std::min(q0_ + count_, (row_ + 1) * WP_);
+    const int64_t row_ = q_ / W2_, column_ = q_ - row_ * W2_;
+    const int64_t row_end_ = std::min(q0_ + count_, (row_ + 1) * W2_);
     const int64_t valid_ = std::min(row_end_ - q_, OW_ - column_);
     if (valid_ > 0) {
       const int64_t at_here_ = row_ * OW_ + column_;

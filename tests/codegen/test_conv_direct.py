@@ -73,7 +73,7 @@ def test_direct_kernels_match_onnxruntime(conv_zoo, helpers, rng):
         compiled = helpers.check_against_ort(conv_zoo, feeds, passes=passes)
         packed = sorted(n.split("__packed")[0] + "/" + n.split("__packed")[1] for n in compiled.weight_names
                         if "__packed" in n)
-        assert packed == ["wa/8", "wc/8", "wd/8", "we/8", "wf/8"], packed
+        assert packed == ["wa/8", "wb/8", "wc/8", "wd/8", "we/8", "wf/8"], packed
 
 
 def test_a_cached_build_packs_its_weights_again(conv_zoo, rng, monkeypatch):
@@ -116,3 +116,24 @@ def test_pack_layout():
     np.testing.assert_array_equal(packed[1, 5, :], flat[8:16, 5])
     np.testing.assert_array_equal(packed[2, :, :4], flat[16:20].T)
     assert not packed[2, :, 4:].any()  # channels past M are zeros
+
+
+def test_strided_convolutions_read_phase_planes(helpers, rng):
+    """Strided convolutions read the image as stride x stride phase planes (each tap a run of consecutive floats):
+    a ResNet-style 7x7 stride-2 stem over an odd-sized image, stride (2, 1), stride 3 with dilation 2 and uneven
+    pads; a strided 1x1 and a stride-2 stem over 3 channels (27 taps) keep im2col + BLAS."""
+    nodes = [helper.make_node("Conv", ["x", "w7"], ["a"], pads=[3, 3, 3, 3], strides=[2, 2]),
+             helper.make_node("Conv", ["x", "w3"], ["b"], pads=[1, 1, 1, 1], strides=[2, 1]),
+             helper.make_node("Conv", ["x", "w3"], ["c"], pads=[2, 1, 0, 3], strides=[3, 3], dilations=[2, 2]),
+             helper.make_node("Conv", ["x", "w1"], ["d"], strides=[2, 2]),
+             helper.make_node("Slice", ["x", "zero", "three", "one"], ["rgb"]),
+             helper.make_node("Conv", ["rgb", "w0"], ["e"], pads=[1, 1, 1, 1], strides=[2, 2])]
+    model = helpers.make_model(
+        nodes, [("x", F, ["n", 8, "height", "width"])],
+        [("a", F, ["n", 16, "ah", "aw"]), ("b", F, ["n", 24, "bh", "bw"]), ("c", F, ["n", 24, "ch", "cw"]),
+         ("d", F, ["n", 8, "dh", "dw"]), ("e", F, ["n", 8, "eh", "ew"])],
+        {"w7": _w(rng, 16, 8, 7, 7), "w3": _w(rng, 24, 8, 3, 3), "w1": _w(rng, 8, 8, 1, 1), "w0": _w(rng, 8, 3, 3, 3),
+         "zero": np.array([0]), "three": np.array([3]), "one": np.array([1])})
+    feeds = [{"x": rng.standard_normal(s).astype(F)} for s in ((1, 8, 23, 19), (2, 8, 8, 31))]
+    compiled = helpers.check_against_ort(model, feeds, passes="O1")
+    assert [n for n in compiled.weight_names if "__packed" in n] == ["w3__packed8", "w7__packed8"]
