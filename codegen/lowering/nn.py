@@ -1,5 +1,6 @@
-"""Conv (im2col + BLAS GEMM; direct loops for depthwise); MaxPool, AveragePool and LpPool (1-3 spatial dims,
-parallel over planes)."""
+"""Conv (float32: the direct kernel of ``conv_direct`` where lowering packed the weights; otherwise im2col + BLAS
+GEMM in per-thread tiles; depthwise planes); MaxPool, AveragePool and LpPool (1-3 spatial dims, parallel over
+planes)."""
 from __future__ import annotations
 
 from dace.libraries.blas.environments.openblas import OpenBLAS
