@@ -123,9 +123,9 @@ if (!shared_) {
 
 
 # One output plane per task (sample, channel). The input channel is first copied, zero-padded, into a per-thread
-# buffer, so that no tap tests the image's bounds. Stride 1: each tap adds to the output positions as one flat range
-# over blocks of padded rows (the columns past each row's end are computed and dropped when the rows are stored);
-# other strides: each tap adds along each output row. Every loop is a pass the compiler vectorises.
+# buffer, so that no tap tests the image's bounds. Stride 1: the output positions run as one flat range over blocks
+# of padded rows (the columns past each row's end are computed and dropped when the rows are stored); other strides:
+# along each output row. The position loop is vectorised, each position's taps summed in a register.
 _DEPTHWISE = """
 const int64_t HP_ = H_ + PT_ + PB_, WP_ = W_ + PL_ + PR_;
 #pragma omp parallel
@@ -156,26 +156,31 @@ const int64_t HP_ = H_ + PT_ + PB_, WP_ = W_ + PL_ + PR_;
       for (int64_t oh0_ = 0; oh0_ < OH_; oh0_ += rows_) {
         const int64_t oh1_ = std::min(OH_, oh0_ + rows_);
         const int64_t q0_ = oh0_ * WP_, count_ = (oh1_ - 1 - oh0_) * WP_ + OW_;
-        for (int64_t q_ = 0; q_ < count_; ++q_) acc_[q_] = 0.0f;
-        for (int64_t kh_ = 0; kh_ < KH_; ++kh_)
-          for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {
-            const float w_ = kernel_[kh_ * KW_ + kw_];
-            const float* __restrict in_ = padded_ + q0_ + kh_ * DH_ * WP_ + kw_ * DW_;
-            for (int64_t q_ = 0; q_ < count_; ++q_) acc_[q_] += w_ * in_[q_];
-          }
+        const float* __restrict in_ = padded_ + q0_;
+        // Vectorised over positions, every tap summed in a register (one store per output, not one per tap).
+        #pragma omp simd
+        for (int64_t q_ = 0; q_ < count_; ++q_) {
+          float sum_ = 0.0f;
+          for (int64_t kh_ = 0; kh_ < KH_; ++kh_)
+            for (int64_t kw_ = 0; kw_ < KW_; ++kw_)
+              sum_ += kernel_[kh_ * KW_ + kw_] * in_[q_ + kh_ * DH_ * WP_ + kw_ * DW_];
+          acc_[q_] = sum_;
+        }
         for (int64_t oh_ = oh0_; oh_ < oh1_; ++oh_)
           for (int64_t ow_ = 0; ow_ < OW_; ++ow_) out_[oh_ * OW_ + ow_] = acc_[(oh_ - oh0_) * WP_ + ow_];
       }
     } else {
       for (int64_t oh_ = 0; oh_ < OH_; ++oh_) {
-        for (int64_t ow_ = 0; ow_ < OW_; ++ow_) acc_[ow_] = 0.0f;
-        for (int64_t kh_ = 0; kh_ < KH_; ++kh_)
-          for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {
-            const float w_ = kernel_[kh_ * KW_ + kw_];
-            const float* __restrict in_ = padded_ + (oh_ * SH_ + kh_ * DH_) * WP_ + kw_ * DW_;
-            for (int64_t ow_ = 0; ow_ < OW_; ++ow_) acc_[ow_] += w_ * in_[ow_ * SW_];
-          }
-        for (int64_t ow_ = 0; ow_ < OW_; ++ow_) out_[oh_ * OW_ + ow_] = acc_[ow_];
+        const float* __restrict in_ = padded_ + oh_ * SH_ * WP_;
+        float* __restrict row_ = out_ + oh_ * OW_;
+        #pragma omp simd
+        for (int64_t ow_ = 0; ow_ < OW_; ++ow_) {
+          float sum_ = 0.0f;
+          for (int64_t kh_ = 0; kh_ < KH_; ++kh_)
+            for (int64_t kw_ = 0; kw_ < KW_; ++kw_)
+              sum_ += kernel_[kh_ * KW_ + kw_] * in_[kh_ * DH_ * WP_ + ow_ * SW_ + kw_ * DW_];
+          row_[ow_] = sum_;
+        }
       }
     }
     PLANE_EPILOGUE
