@@ -132,18 +132,20 @@ class Ctx:
         """The C++ name under which a ``tasklet`` sees ``connector`` (a pointer to the whole array)."""
         return f"_{connector}"
 
-    def tasklet(self, code: str, label: str | None = None, includes: str = "") -> dace.SDFG:
+    def tasklet(self, code: str, label: str | None = None, includes: str = "", unread=()) -> dace.SDFG:
         """One C++ tasklet that sees every connector ``c`` as ``ptr(c)``, a pointer to its whole array;
-        ``includes`` goes to the top of the generated file (``#include <omp.h>``).
+        ``includes`` goes to the top of the generated file (``#include <omp.h>``); inputs in ``unread`` are not
+        passed (the kernel does not read them: no memlet claims their bytes).
         (DaCe's code cleaner drops label-like lines such as ``default:``: write if/else chains, not switch.)"""
         sdfg, state = self.nested()
+        inputs = {c: d for c, d in self.inputs.items() if c not in unread}
         tasklet = state.add_tasklet(label or self.node.op_type.lower(),
-                                    {self.ptr(c): dace.pointer(d.dtype) for c, d in self.inputs.items()},
+                                    {self.ptr(c): dace.pointer(d.dtype) for c, d in inputs.items()},
                                     {self.ptr(c): dace.pointer(d.dtype) for c, d in self.outputs.items()},
                                     code, language=dace.Language.CPP, code_global=includes)
         # The nested SDFG is inlined later, so the tasklet itself carries the libraries it needs.
         tasklet.environments = {env.full_class_path() for env in self.environments}
-        for connector in self.inputs:
+        for connector in inputs:
             state.add_edge(state.add_read(connector), None, tasklet, self.ptr(connector),
                            dace.Memlet.from_array(connector, sdfg.arrays[connector]))
         for connector in self.outputs:

@@ -211,7 +211,8 @@ def _conv(ctx: Ctx, program: Program, types) -> dace.SDFG:
     packed = packed_input(ctx)
     code = conv_code(conv.node(), types[x].shape, types[w].shape, ctx.ptr(x), ctx.ptr(w), ctx.ptr("out0"),
                      ctx.ptr(bias) if bias else None, epilogue, packed)
-    return ctx.tasklet(vectorizable(code, "float"), includes=DIRECT_INCLUDES if packed else CONV_INCLUDES)
+    return ctx.tasklet(vectorizable(code, "float"), includes=DIRECT_INCLUDES if packed else CONV_INCLUDES,
+                       unread=(w,) if packed else ())  # the direct kernel reads the packed copy only
 
 
 @expansion("Fused", environments=[OpenBLAS])

@@ -223,7 +223,9 @@ def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None =
     code = _geometry_constants(node, x_shape, kernel)
     code += (f"const int64_t M_ = {cexpr(w_shape[0])}, G_ = {group}, CG_ = C_ / G_, MG_ = M_ / G_, "
              "KK_ = CG_ * KH_ * KW_, P_ = OH_ * OW_;\n")
-    code += f"const float* X_ = {x}; const float* Wt_ = {w}; float* Y_ = {y};\n"
+    code += f"const float* X_ = {x}; float* Y_ = {y};\n"
+    if packed is None:
+        code += f"const float* Wt_ = {w};\n"
     pointwise = all(k == 1 for k in kernel) and not any(
         node.attr(a) and any(v != (1 if a != "pads" else 0) for v in node.attr(a))
         for a in ("strides", "pads", "dilations")) and node.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
@@ -251,9 +253,10 @@ def conv(ctx: Ctx):
     if ctx.desc(x).dtype.ctype != "float":
         raise CompileError(f"Conv {ctx.node.label!r}: only float32 is supported")
     packed = packed_input(ctx)
+    # The direct kernel reads the packed copy only.
     return ctx.tasklet(conv_code(ctx.node, ctx.shape(x), ctx.shape(w), ctx.ptr(x), ctx.ptr(w), ctx.ptr(y),
                                  ctx.ptr(b) if b else None, packed=packed),
-                       includes=DIRECT_INCLUDES if packed else CONV_INCLUDES)
+                       includes=DIRECT_INCLUDES if packed else CONV_INCLUDES, unread=(w,) if packed else ())
 
 
 def _window_values(x_shape, geo) -> dict:

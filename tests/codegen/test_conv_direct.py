@@ -137,3 +137,17 @@ def test_strided_convolutions_read_phase_planes(helpers, rng):
     feeds = [{"x": rng.standard_normal(s).astype(F)} for s in ((1, 8, 23, 19), (2, 8, 8, 31))]
     compiled = helpers.check_against_ort(model, feeds, passes="O1")
     assert [n for n in compiled.weight_names if "__packed" in n] == ["w3__packed8", "w7__packed8"]
+
+
+def test_lowered_traffic_counts_the_packed_weights_once(helpers, rng):
+    """The direct kernel reads the packed copy of its weight, not the original: the lowered data-movement report
+    (``sdflow report --lowered``) claims the packed bytes only."""
+    from sdflow.codegen.traffic import lowered_traffic
+    from sdflow.frontends.onnx import import_model
+    model = helpers.make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])],
+                               [("x", F, [1, 16, 10, 10])], [("y", F, [1, 12, 10, 10])],
+                               {"w": _w(rng, 12, 16, 3, 3), "b": rng.standard_normal(12).astype(F)})
+    (record, ) = lowered_traffic(import_model(model))
+    packed = 2 * 16 * 9 * 8  # two blocks of 8 output channels (the second holds 4) x 144 taps
+    assert int(record.bytes_read) == 4 * (16 * 10 * 10 + packed + 12)
+    assert int(record.bytes_written) == 4 * 12 * 10 * 10
