@@ -1,5 +1,5 @@
-"""Direct convolution with pre-packed weights (float32, one group, stride 1, 1-D or 2-D; AVX-512): no im2col
-matrix and no BLAS packing per call.
+"""Direct convolution with pre-packed weights (float32, one group, 1-D or 2-D; AVX-512): no im2col matrix and no
+BLAS packing per call.
 
 Like ONNX Runtime's kernels, which pre-pack constant initialisers when a session is created, lowering re-lays a
 Conv's constant weight once (``prepack``): [M, C, KH, KW] becomes blocks of 8 output channels, [M / 8][C * KH * KW][8],
@@ -7,13 +7,16 @@ passed to the program as an extra weight ``<weight>__packed8`` (``weight_value``
 is loaded without lowering). The kernel keeps a register tile of 8 output channels x 48 output positions (24
 AVX-512 accumulators) and walks the C * KH * KW taps: per tap, three vector loads of the (zero-padded) image
 through a table of tap offsets and 8 broadcast weights. The positions run over the padded image's rows as one
-flat range (the KW - 1 columns past each row's end are computed and dropped), so small images (7x7) still fill
-whole tiles; a tile that is one run of outputs (an unpadded 1x1 convolution) is stored straight into the output
-planes, others through a buffer by row segments; the epilogue (bias, fused ops) runs on each while it is in cache.
+flat range (the columns past each row's end are computed and dropped), so small images (7x7) still fill whole
+tiles; a strided convolution first splits the padded image into stride x stride phase planes, over which it is a
+stride-1 convolution. A tile that is one run of outputs (an unpadded 1x1 convolution) is stored straight into the
+output planes, others through a buffer by row segments; the epilogue (bias, fused ops) runs on each while it is
+in cache.
 
 Measured on the machine that wrote this (2 cores, AVX-512), against im2col + OpenBLAS: ResNet-18's 3x3
 convolutions 130-190 -> 180-225 GFLOP/s; MobileNetV2's 1x1 convolutions mostly 1.1-2x faster. Where BLAS
-measured faster (strided convolutions, 1x1 projections between few channels) ``direct_block`` keeps it."""
+measured faster (strided 1x1, strided with few taps, 1x1 projections between few channels) ``direct_block``
+keeps it."""
 from __future__ import annotations
 
 import os
@@ -153,9 +156,9 @@ static inline void positions(const float* x, const int64_t* koff, int64_t K, con
 
 DIRECT_INCLUDES = _KERNELS
 
-# After the geometry constants and M_, KK_, P_, X_, Y_: PACKED_ (the packed weights). Stride 1: the positions are
-# the padded image's rows as one flat range, q -> output (q / WP_, q % WP_) when q % WP_ < OW_ (the KW - 1 columns
-# past each row's end are computed and dropped: small images still fill whole tiles). Tasks: (sample, tile of 48
+# After the geometry constants and M_, KK_, P_, X_, Y_: PACKED_ (the packed weights). The positions are the (phase
+# planes') rows as one flat range, q -> output (q / W2_, q % W2_) when q % W2_ < OW_ (the columns past each row's
+# end are computed and dropped: small images still fill whole tiles). Tasks: (sample, tile of 48
 # positions, group of 8-channel blocks); the tile's input is read from L1 for every block after the first, and the
 # tile is stored as row segments, the epilogue running on each while it is in cache.
 _DIRECT = """
@@ -264,7 +267,7 @@ def direct_code(packed: str) -> str:
 
 def prepack(graph, weights: dict) -> int:
     """Gives every Conv (and fused convolution) that the direct kernel serves its packed weights: a new weight
-    ``<W>__packed<B>`` (added to ``weights``) on the node's ``packed_weight`` connector. ``weights``: the graph's
+    ``<W>__packed8`` (added to ``weights``) on the node's ``packed_weight`` connector. ``weights``: the graph's
     constants, by name (a weight computed at run time keeps im2col + BLAS). Returns how many nodes got one."""
     from .nn import PACKED_CONNECTOR
     import dace
