@@ -27,3 +27,14 @@ def test_run_py_on_a_reduced_model(helpers, tmp_path):
     table = (tmp_path / "performance.md").read_text()
     assert "| resnet18 | image 1x3x224x224 |" in table and "reduced-depth" in table
     assert (tmp_path / "performance.png").stat().st_size > 1000
+
+
+def test_conv_layers_py_compares_both_kernels_with_onnxruntime(helpers):
+    """benchmarks/conv_layers.py (where the direct kernel's per-shape choices came from) stays runnable: the first
+    two ResNet-18 layer shapes, one round."""
+    result = subprocess.run([sys.executable, str(helpers.root / "benchmarks" / "conv_layers.py"), "resnet18",
+                             "--layers", "2", "--rounds", "1"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "ms" not in line]
+    assert [row.split(" |")[0] for row in rows] == ["| 3->64, 224x224, 7x7, s2, g1 x1", "| 64->64, 56x56, 3x3, s1, g1 x4",
+                                                   "| weighted total"], rows
