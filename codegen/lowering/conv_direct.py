@@ -115,8 +115,6 @@ static inline void taps(const float* __restrict x, const int64_t* __restrict kof
     __m512 xv[NV];
     for (int v = 0; v < NV; ++v) {
       xv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps((__mmask16)tail, xk + v * 16) : _mm512_loadu_ps(xk + v * 16);
-      // The next tile's positions at this tap (the K taps lie far apart: too many streams for the prefetcher).
-      _mm_prefetch((const char*)(xk + (NV + v) * 16), _MM_HINT_T0);
     }
     for (int i = 0; i < 8; ++i) {
       const __m512 b = _mm512_set1_ps(w[k * 8 + i]);
