@@ -5,7 +5,7 @@ alike). Each layer is a single-Conv + Relu model with random weights.
     python benchmarks/conv_layers.py [resnet18|mobilenet_v2] [--threads 2] [--rounds 5] [--layers N]
 
 Prints one Markdown row per layer shape (milliseconds, GFLOP/s) and the totals weighted by how often the shape
-occurs in the model; the per-shape choices of ``codegen/lowering/conv_direct.direct_block`` were made from these
+occurs in the model; the per-shape choices of ``codegen/lowering/conv_direct.uses_direct`` were made from these
 numbers. A layer the direct kernel does not take shows the same kernel in both sdflow columns.
 """
 from __future__ import annotations
@@ -47,7 +47,8 @@ def conv_model(c: int, m: int, size: int, k: int, stride: int, group: int):
     out = (size + 2 * (k // 2) - k) // stride + 1
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], pads=[k // 2] * 4,
                               strides=[stride, stride], group=group), helper.make_node("Relu", ["c"], ["y"])]
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, size, size])],
+    graph = helper.make_graph(nodes, "conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, size, size])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, out, out])],
                               [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -110,7 +110,7 @@ class CompiledModel:
     @property
     def weight_names(self) -> list[str]:
         """The constants passed to the native program: the model's weights and the packed forms lowering made of
-        some (``<weight>__packed<B>``: a Conv that runs the direct kernel, see ``codegen.lowering.conv_direct``)."""
+        some (``<weight>__packed8``: a Conv that runs the direct kernel, see ``codegen.lowering.conv_direct``)."""
         return sorted(self._weights)
 
     @property

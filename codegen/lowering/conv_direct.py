@@ -15,35 +15,39 @@ in cache.
 
 Measured on the machine that wrote this (2 cores, AVX-512), against im2col + OpenBLAS: ResNet-18's 3x3
 convolutions 130-190 -> 180-225 GFLOP/s; MobileNetV2's 1x1 convolutions mostly 1.1-2x faster. Where BLAS
-measured faster (strided 1x1, strided with few taps, 1x1 projections between few channels) ``direct_block``
+measured faster (strided 1x1, strided with few taps, 1x1 projections between few channels) ``uses_direct``
 keeps it."""
 from __future__ import annotations
 
 import os
 import re
 
+import dace
 import numpy as np
 
 from sdflow.ir.ops.nn import window_geometry
 from ..threads import has_avx512
 
-__all__ = ["direct_block", "pack", "packed_name", "weight_value", "direct_code", "DIRECT_INCLUDES"]
+__all__ = ["uses_direct", "pack", "packed_name", "weight_value", "direct_code", "prepack", "DIRECT_INCLUDES",
+           "PACKED_CONNECTOR"]
 
-_PACKED = re.compile(r"(.+)__packed(8)")
+BLOCK = 8  # output channels per packed block: the kernel's register tile (its C++ is written for 8)
+PACKED_CONNECTOR = "packed_weight"  # the op node's input that ``prepack`` adds
+_PACKED = re.compile(r"(.+)__packed8")
 
 
-def direct_block(node, x_shape, w_shape, dtype) -> int | None:
-    """The output-channel block (8) of the direct kernel for this Conv, or None when it keeps its other kernels:
-    other types, groups, 3-D, weights computed at run time (no shape), CPUs without AVX-512 (the kernel is written
-    for its 32 vector registers), ``SDFLOW_DIRECT_CONV=0``, and shapes where those measured faster."""
+def uses_direct(node, x_shape, w_shape, dtype) -> bool:
+    """Whether this Conv runs the direct kernel; it keeps its other kernels for other types, groups, 3-D, weights
+    computed at run time (no shape), CPUs without AVX-512 (the kernel is written for its 32 vector registers),
+    ``SDFLOW_DIRECT_CONV=0``, and shapes where those measured faster."""
     if os.environ.get("SDFLOW_DIRECT_CONV", "1") == "0":
-        return None
+        return False
     kernel = node.attr("kernel_shape") or list(w_shape[2:])
     if dtype != np.float32 or node.attr("group", 1) != 1 or len(kernel) not in (1, 2) or \
             len(x_shape) != len(kernel) + 2 or not all(isinstance(d, (int, np.integer)) for d in w_shape):
-        return None
+        return False
     if not has_avx512():
-        return None
+        return False
     geo = window_geometry(node, list(x_shape[2:]), kernel)
     # Strided 1x1 convolutions (ResNet's downsampling) read one phase plane of the SH x SW the kernel would
     # build: BLAS's strided im2col is cheaper there. So is it for strided convolutions with few taps per output
@@ -51,27 +55,25 @@ def direct_block(node, x_shape, w_shape, dtype) -> int | None:
     # image into phase planes costs as much as the arithmetic.
     strided = any(s != 1 for s in geo.strides)
     if strided and (all(k == 1 for k in kernel) or int(np.prod(w_shape[1:])) < 64):
-        return None
+        return False
     # 1x1 convolutions from few channels to few (MobileNetV2's 32->16 and 96->24 projections over 112x112 and
     # 56x56 images) measured faster with BLAS.
-    if all(k == 1 for k in kernel) and int(w_shape[0]) <= 24 and int(w_shape[1]) <= 96:
-        return None
-    return 8
+    return not (all(k == 1 for k in kernel) and int(w_shape[0]) <= 24 and int(w_shape[1]) <= 96)
 
 
-def packed_name(weight: str, block: int) -> str:
-    return f"{weight}__packed{block}"
+def packed_name(weight: str) -> str:
+    return f"{weight}__packed{BLOCK}"
 
 
-def pack(weight: np.ndarray, block: int) -> np.ndarray:
-    """[M, C, *kernel] -> [ceil(M / block), C * prod(kernel), block] (output channels past M are zeros), 64-byte
-    aligned (the kernel's vector loads)."""
+def pack(weight: np.ndarray) -> np.ndarray:
+    """[M, C, *kernel] -> [ceil(M / 8), C * prod(kernel), 8] (output channels past M are zeros), 64-byte aligned
+    (the kernel's vector loads)."""
     m = weight.shape[0]
     k = int(np.prod(weight.shape[1:]))
-    blocks = -(-m // block)
-    flat = np.zeros((blocks * block, k), np.float32)
+    blocks = -(-m // BLOCK)
+    flat = np.zeros((blocks * BLOCK, k), np.float32)
     flat[:m] = weight.reshape(m, k)
-    packed = flat.reshape(blocks, block, k).transpose(0, 2, 1)
+    packed = flat.reshape(blocks, BLOCK, k).transpose(0, 2, 1)
     storage = np.empty(packed.size + 16, np.float32)
     offset = (-storage.ctypes.data % 64) // 4
     aligned = storage[offset:offset + packed.size].reshape(packed.shape)
@@ -88,7 +90,7 @@ def weight_value(constant, name: str) -> np.ndarray:
     except KeyError:
         if match is None:
             raise
-    return pack(np.asarray(constant(match[1]), np.float32), int(match[2]))
+    return pack(np.asarray(constant(match[1]), np.float32))
 
 
 # Register tile: 8 output channels x NV vectors of 16 output positions, over K taps. Position j of the tile reads
@@ -154,11 +156,11 @@ static inline void positions(const float* x, const int64_t* koff, int64_t K, con
 
 DIRECT_INCLUDES = _KERNELS
 
-# After the geometry constants and M_, KK_, P_, X_, Y_: PACKED_ (the packed weights). The positions are the (phase
-# planes') rows as one flat range, q -> output (q / W2_, q % W2_) when q % W2_ < OW_ (the columns past each row's
-# end are computed and dropped: small images still fill whole tiles). Tasks: (sample, tile of 48
-# positions, group of 8-channel blocks); the tile's input is read from L1 for every block after the first, and the
-# tile is stored as row segments, the epilogue running on each while it is in cache.
+# After the geometry constants and M_, KK_, P_, X_, Y_ (and nn.CONV_INCLUDES' helpers): PACKED_ (the packed
+# weights). The positions are the (phase planes') rows as one flat range, q -> output (q / W2_, q % W2_) when
+# q % W2_ < OW_ (the columns past each row's end are computed and dropped: small images still fill whole tiles).
+# Tasks: (sample, tile of 48 positions, group of 8-channel blocks); the tile's input is read from L1 for every
+# block after the first, and the tile is stored as row segments, the epilogue running on each while it is in cache.
 _DIRECT = """
 constexpr int64_t TILE_ = sdflow_direct::TILE;
 const int64_t MB_ = (M_ + 7) / 8;
@@ -175,21 +177,9 @@ if (PT_ || PB_ || PL_ || PR_ || PHASES_ > 1) {
   float* pad_ = padded_.data();
   #pragma omp parallel for
   for (int64_t plane_ = 0; plane_ < N_ * C_ * PHASES_; ++plane_) {
-    const int64_t phase_ = plane_ % PHASES_, a_ = phase_ / SW_, b_ = phase_ % SW_;
-    float* to_ = pad_ + plane_ * PLANE2_;
-    const float* from_ = X_ + (plane_ / PHASES_) * H_ * W_;
-    // Columns j whose image column j * SW_ + b_ - PL_ lies in [0, W_): [lo_, hi_).
-    const int64_t lo_ = std::min(W2_, std::max<int64_t>(0, (PL_ - b_ + SW_ - 1) / SW_));
-    const int64_t hi_ = std::max(lo_, std::min(W2_, (W_ + PL_ - b_ + SW_ - 1) / SW_));
-    for (int64_t i_ = 0; i_ < H2_; ++i_) {
-      float* row_ = to_ + i_ * W2_;
-      const int64_t h_ = i_ * SH_ + a_ - PT_;
-      if (h_ < 0 || h_ >= H_) { for (int64_t j_ = 0; j_ < W2_; ++j_) row_[j_] = 0.0f; continue; }
-      const float* in_ = from_ + h_ * W_;
-      for (int64_t j_ = 0; j_ < lo_; ++j_) row_[j_] = 0.0f;
-      for (int64_t j_ = lo_; j_ < hi_; ++j_) row_[j_] = in_[j_ * SW_ + b_ - PL_];
-      for (int64_t j_ = hi_; j_ < W2_; ++j_) row_[j_] = 0.0f;
-    }
+    const int64_t phase_ = plane_ % PHASES_;
+    sdflow_conv::pad_phase(X_ + (plane_ / PHASES_) * H_ * W_, H_, W_, PT_, PL_, SH_, SW_, phase_ / SW_,
+                           phase_ % SW_, H2_, W2_, pad_ + plane_ * PLANE2_);
   }
   source_ = pad_;
 }
@@ -239,7 +229,7 @@ for (int64_t t_ = 0; t_ < N_ * tiles_ * groups_; ++t_) {
   const bool whole_ = segments_ == 1 && length_[0] == count_;
   alignas(64) float tile_[8 * TILE_];
   for (int64_t mb_ = group_ * per_group_; mb_ < std::min(MB_, (group_ + 1) * per_group_); ++mb_) {
-    const int64_t rows_ = std::min<int64_t>(8, M_ - mb_ * 8);
+    const int64_t rows_ = std::min<int64_t>(8, M_ - mb_ * 8);  // 8: BLOCK
     const float* w_ = PACKED_ + mb_ * KK_ * 8;
     if (whole_) sdflow_direct::positions(x_, koff_, KK_, w_, Y_ + (n_ * M_ + mb_ * 8) * P_ + at_[0], P_, rows_, count_);
     else sdflow_direct::positions(x_, koff_, KK_, w_, tile_, TILE_, rows_, count_);
@@ -267,8 +257,6 @@ def prepack(graph, weights: dict) -> int:
     """Gives every Conv (and fused convolution) that the direct kernel serves its packed weights: a new weight
     ``<W>__packed8`` (added to ``weights``) on the node's ``packed_weight`` connector. ``weights``: the graph's
     constants, by name (a weight computed at run time keeps im2col + BLAS). Returns how many nodes got one."""
-    from .nn import PACKED_CONNECTOR
-    import dace
     sdfg, state = graph.sdfg, graph.state
     count = 0
     for node in graph.op_nodes():
@@ -284,12 +272,11 @@ def prepack(graph, weights: dict) -> int:
         if w not in weights or PACKED_CONNECTOR in node.in_connectors:
             continue
         x_desc = sdfg.arrays[x]
-        block = direct_block(conv, list(x_desc.shape), list(weights[w].shape), x_desc.dtype.as_numpy_dtype())
-        if block is None:
+        if not uses_direct(conv, list(x_desc.shape), list(weights[w].shape), x_desc.dtype.as_numpy_dtype()):
             continue
-        name = packed_name(w, block)
+        name = packed_name(w)
         if name not in weights:
-            weights[name] = pack(np.asarray(weights[w], np.float32), block)
+            weights[name] = pack(np.asarray(weights[w], np.float32))
             sdfg.add_array(name, weights[name].shape, dace.float32)
         node.add_in_connector(PACKED_CONNECTOR)
         state.add_edge(state.add_read(name), None, node, PACKED_CONNECTOR,

@@ -23,8 +23,7 @@ from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 from ._math import vectorizable
 from .elementwise import broadcast_index, expression
 from .linalg import _gemm_call
-from .conv_direct import DIRECT_INCLUDES
-from .nn import CONV_INCLUDES, conv_code, packed_input
+from .nn import conv_code, conv_includes, packed_input
 from .reduction import layer_norm_row_code, softmax_row_code
 
 
@@ -211,7 +210,7 @@ def _conv(ctx: Ctx, program: Program, types) -> dace.SDFG:
     packed = packed_input(ctx)
     code = conv_code(conv.node(), types[x].shape, types[w].shape, ctx.ptr(x), ctx.ptr(w), ctx.ptr("out0"),
                      ctx.ptr(bias) if bias else None, epilogue, packed)
-    return ctx.tasklet(vectorizable(code, "float"), includes=DIRECT_INCLUDES if packed else CONV_INCLUDES,
+    return ctx.tasklet(vectorizable(code, "float"), includes=conv_includes(packed),
                        unread=(w,) if packed else ())  # the direct kernel reads the packed copy only
 
 

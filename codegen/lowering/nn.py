@@ -8,7 +8,7 @@ from dace.libraries.blas.environments.openblas import OpenBLAS
 from sdflow.ir.errors import CompileError
 from sdflow.ir.ops.nn import conv_transpose_geometry, window_geometry
 from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
-from .conv_direct import DIRECT_INCLUDES, direct_code
+from .conv_direct import DIRECT_INCLUDES, PACKED_CONNECTOR, direct_code
 
 
 def _geometry_constants(node, x_shape, kernel, ceil_mode=False) -> str:
@@ -27,14 +27,9 @@ def _geometry_constants(node, x_shape, kernel, ceil_mode=False) -> str:
 
 
 # inside_(off_): the output columns [lo, hi) whose input column ow_ * SW_ + off_ lies inside the image (no
-# padding), with hi >= lo. Outside that range a window position reads zeros; inside it a loop has no branch and
-# vectorises.
+# padding), with hi >= lo (sdflow_conv::inside in CONV_INCLUDES).
 _INSIDE = """
-auto inside_ = [&](int64_t off_) {
-  const int64_t lo_ = off_ >= 0 ? 0 : std::min(OW_, (-off_ + SW_ - 1) / SW_);
-  const int64_t hi_ = W_ - 1 - off_ < 0 ? lo_ : std::max(lo_, std::min(OW_, (W_ - 1 - off_) / SW_ + 1));
-  return std::pair<int64_t, int64_t>(lo_, hi_);
-};
+auto inside_ = [&](int64_t off_) { return sdflow_conv::inside(off_, SW_, OW_, W_); };
 """
 
 # GEMM convolutions run as tiles, one per thread at a time: a tile is a block of output rows (whole rows of the
@@ -141,15 +136,7 @@ const int64_t HP_ = H_ + PT_ + PB_, WP_ = W_ + PL_ + PR_;
     const float* image_ = X_ + (n_ * C_ + c_) * H_ * W_;
     const float* kernel_ = Wt_ + m_ * KH_ * KW_;
     float* out_ = Y_ + plane_ * P_;
-    for (int64_t i_ = 0; i_ < PT_ * WP_; ++i_) padded_[i_] = 0.0f;
-    for (int64_t i_ = (PT_ + H_) * WP_; i_ < HP_ * WP_; ++i_) padded_[i_] = 0.0f;
-    for (int64_t h_ = 0; h_ < H_; ++h_) {
-      const float* __restrict from_ = image_ + h_ * W_;
-      float* __restrict to_ = padded_ + (PT_ + h_) * WP_;
-      for (int64_t i_ = 0; i_ < PL_; ++i_) to_[i_] = 0.0f;
-      for (int64_t i_ = 0; i_ < W_; ++i_) to_[PL_ + i_] = from_[i_];
-      for (int64_t i_ = PL_ + W_; i_ < WP_; ++i_) to_[i_] = 0.0f;
-    }
+    sdflow_conv::pad_phase(image_, H_, W_, PT_, PL_, 1, 1, 0, 0, HP_, WP_, padded_);
     if (SH_ == 1 && SW_ == 1) {
       // Blocks of whole padded rows (~1024 positions), so that the sums stay in L1.
       const int64_t rows_ = std::max<int64_t>(1, 1024 / WP_);
@@ -201,23 +188,59 @@ _PLANE_EPILOGUE = """
 }
 """
 
-CONV_INCLUDES = "#include <omp.h>"
-PACKED_CONNECTOR = "packed_weight"  # the direct kernel's pre-packed weights (``codegen.lowering.prepack_convs``)
+# What every convolution kernel's code may call (guarded: several kernels include it into one file).
+CONV_INCLUDES = r"""
+#ifndef SDFLOW_CONV_HELPERS
+#define SDFLOW_CONV_HELPERS
+#include <omp.h>
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+namespace sdflow_conv {
+// The j in [0, count) whose column j * stride + offset lies in [0, width), as [lo, hi) with hi >= lo: outside it
+// a window position reads padding; inside it a loop has no branch and vectorises.
+inline std::pair<int64_t, int64_t> inside(int64_t offset, int64_t stride, int64_t count, int64_t width) {
+  const int64_t lo = offset >= 0 ? 0 : std::min(count, (-offset + stride - 1) / stride);
+  const int64_t hi = width - 1 - offset < 0 ? lo : std::max(lo, std::min(count, (width - 1 - offset) / stride + 1));
+  return {lo, hi};
+}
+// Phase (a, b) of an h x w image zero-padded by pt rows and pl columns before it, at strides (sh, sw):
+// to[i * w2 + j] = image[i * sh + a - pt][j * sw + b - pl], zero outside the image; `to` is h2 x w2.
+inline void pad_phase(const float* from, int64_t h, int64_t w, int64_t pt, int64_t pl, int64_t sh, int64_t sw,
+                      int64_t a, int64_t b, int64_t h2, int64_t w2, float* to) {
+  const auto [lo, hi] = inside(b - pl, sw, w2, w);
+  for (int64_t i = 0; i < h2; ++i) {
+    float* row = to + i * w2;
+    const int64_t r = i * sh + a - pt;
+    if (r < 0 || r >= h) { for (int64_t j = 0; j < w2; ++j) row[j] = 0.0f; continue; }
+    const float* in = from + r * w;
+    for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
+    for (int64_t j = lo; j < hi; ++j) row[j] = in[j * sw + b - pl];
+    for (int64_t j = hi; j < w2; ++j) row[j] = 0.0f;
+  }
+}
+}  // namespace sdflow_conv
+#endif
+"""
 
 
-def packed_input(ctx: Ctx) -> tuple[str, int] | None:
-    """(pointer, block) of the node's pre-packed weights, when lowering gave it some."""
-    desc = ctx.inputs.get(PACKED_CONNECTOR)
-    return (ctx.ptr(PACKED_CONNECTOR), int(desc.shape[-1])) if desc is not None else None
+def packed_input(ctx: Ctx) -> str | None:
+    """The pointer to the node's pre-packed weights, when lowering gave it some (``conv_direct.prepack``)."""
+    return ctx.ptr(PACKED_CONNECTOR) if PACKED_CONNECTOR in ctx.inputs else None
+
+
+def conv_includes(packed: str | None) -> str:
+    """The code_global of a convolution kernel's tasklet."""
+    return CONV_INCLUDES + (DIRECT_INCLUDES if packed else "")
 
 
 def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None = None,
-              epilogue: tuple[str, str] | None = None, packed: tuple[str, int] | None = None) -> str:
+              epilogue: tuple[str, str] | None = None, packed: str | None = None) -> str:
     """C++ of a float32 Conv from pointers ``x``, ``w`` (and ``bias``) into ``y``. ``epilogue`` = (statements,
     final expression) applied to every output element while its plane or tile is in cache: the statements read
     ``a_`` (the convolution plus bias) and may index other tensors by sample ``n_``, channel ``m_`` and position
-    ``p_`` in the plane. ``packed`` = (pointer, block): the weights pre-packed for the direct kernel
-    (``conv_direct``), which then runs instead of im2col + BLAS."""
+    ``p_`` in the plane. ``packed``: a pointer to the weights pre-packed for the direct kernel (``conv_direct``),
+    which then runs instead of im2col + BLAS."""
     kernel = node.attr("kernel_shape") or list(w_shape[2:])
     group = node.attr("group", 1)
     code = _geometry_constants(node, x_shape, kernel)
@@ -239,7 +262,7 @@ def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None =
         return (_PLANE_EPILOGUE.replace("BIAS", f"{bias}[m_]" if bias else "0.0f").replace("FIRST", first)
                 .replace("LAST", last).replace("STATEMENTS", statements).replace("FINAL", final))
     if packed is not None:
-        return code + direct_code(packed[0]).replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + width_"))
+        return code + direct_code(packed).replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + width_"))
     code += _INSIDE
     if depthwise:
         return code + _DEPTHWISE.replace("PLANE_EPILOGUE", plane_epilogue("0", "P_"))
@@ -256,7 +279,7 @@ def conv(ctx: Ctx):
     # The direct kernel reads the packed copy only.
     return ctx.tasklet(conv_code(ctx.node, ctx.shape(x), ctx.shape(w), ctx.ptr(x), ctx.ptr(w), ctx.ptr(y),
                                  ctx.ptr(b) if b else None, packed=packed),
-                       includes=DIRECT_INCLUDES if packed else CONV_INCLUDES, unread=(w,) if packed else ())
+                       includes=conv_includes(packed), unread=(w,) if packed else ())
 
 
 def _window_values(x_shape, geo) -> dict:

@@ -110,7 +110,7 @@ def test_direct_kernels_over_dynamic_image_sizes(helpers, rng):
 
 def test_pack_layout():
     weight = np.arange(20 * 3 * 2 * 2, dtype=F).reshape(20, 3, 2, 2)
-    packed = conv_direct.pack(weight, 8)
+    packed = conv_direct.pack(weight)
     assert packed.shape == (3, 12, 8) and packed.ctypes.data % 64 == 0
     flat = weight.reshape(20, 12)
     np.testing.assert_array_equal(packed[1, 5, :], flat[8:16, 5])
