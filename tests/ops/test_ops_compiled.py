@@ -393,3 +393,19 @@ def test_lp_normalization_of_a_zero_vector_is_zero(helpers):
                                [("x", F, [2, 3])], [("y", F, [2, 3])])
     x = np.array([[3, 0, 1], [4, 0, 1]], F)
     np.testing.assert_allclose(sdflow.compile(model)(x)[0], [[0.6, 0, 2 ** -0.5], [0.8, 0, 2 ** -0.5]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_one_row_gemm_runs_as_gemv(helpers, rng, trans_a, trans_b):
+    """A one-row Gemm (a batch-1 classifier head) calls BLAS's GEMV, other row counts GEMM, in one build: both
+    against ONNX Runtime, every transpose combination, with alpha, beta and a bias."""
+    a_dims = [7, "N"] if trans_a else ["N", 7]
+    weights = {"b": rng.standard_normal((5, 7) if trans_b else (7, 5)).astype(F),
+               "c": rng.standard_normal(5).astype(F)}
+    model = helpers.make_model([helper.make_node("Gemm", ["a", "b", "c"], ["y"], transA=trans_a, transB=trans_b,
+                                                 alpha=0.5, beta=2.0)],
+                               [("a", F, a_dims)], [("y", F, ["N", 5])], weights)
+    feeds = [{"a": rng.standard_normal([d if d != "N" else n for d in a_dims]).astype(F)} for n in (1, 3)]
+    compiled = helpers.check_against_ort(model, feeds)
+    code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
+    assert "cblas_sgemv" in code and "cblas_sgemm" in code
