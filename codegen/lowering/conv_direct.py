@@ -28,12 +28,12 @@ import numpy as np
 from sdflow.ir.ops.nn import window_geometry
 from ..threads import has_avx512
 
-__all__ = ["uses_direct", "pack", "packed_name", "weight_value", "direct_code", "prepack", "DIRECT_INCLUDES",
-           "PACKED_CONNECTOR"]
+__all__ = ["uses_direct", "uses_winograd", "pack", "winograd_pack", "packed_name", "weight_value", "direct_code",
+           "prepack", "DIRECT_INCLUDES", "PACKED_CONNECTOR"]
 
 BLOCK = 8  # output channels per packed block: the kernel's register tile (its C++ is written for 8)
 PACKED_CONNECTOR = "packed_weight"  # the op node's input that ``prepack`` adds
-_PACKED = re.compile(r"(.+)__packed8")
+_PACKED = re.compile(r"(.+)__(packed|winograd)8")
 
 
 def uses_direct(node, x_shape, w_shape, dtype) -> bool:
@@ -61,8 +61,39 @@ def uses_direct(node, x_shape, w_shape, dtype) -> bool:
     return not (all(k == 1 for k in kernel) and int(w_shape[0]) <= 24 and int(w_shape[1]) <= 96)
 
 
-def packed_name(weight: str) -> str:
-    return f"{weight}__packed{BLOCK}"
+def uses_winograd(node, x_shape, w_shape, dtype) -> bool:
+    """Whether a Conv that ``uses_direct`` runs as Winograd F(2x2, 3x3) instead: 3x3, stride 1, no dilation, on
+    images of at least 8 x 8 (ResNet's 3x3 convolutions but the strided ones). 16 multiplications per 2x2 outputs
+    instead of 36; ``SDFLOW_WINOGRAD=0`` keeps the direct kernel."""
+    if os.environ.get("SDFLOW_WINOGRAD", "1") == "0" or not uses_direct(node, x_shape, w_shape, dtype):
+        return False
+    kernel = node.attr("kernel_shape") or list(w_shape[2:])
+    size = [_known(d) for d in x_shape[2:]]
+    if list(kernel) != [3, 3] or None in size:
+        return False
+    geo = window_geometry(node, size, kernel)
+    return all(s == 1 for s in geo.strides) and all(d == 1 for d in geo.dilations) and min(geo.out) >= 8
+
+
+def _known(dim) -> int | None:
+    """A dimension's value, None for a symbol."""
+    try:
+        return int(dim)
+    except TypeError:
+        return None
+
+
+def packed_name(weight: str, winograd: bool = False) -> str:
+    return f"{weight}__{'winograd' if winograd else 'packed'}{BLOCK}"
+
+
+def _aligned(array: np.ndarray) -> np.ndarray:
+    """A 64-byte aligned float32 copy (the kernels' vector loads)."""
+    storage = np.empty(array.size + 16, np.float32)
+    offset = (-storage.ctypes.data % 64) // 4
+    aligned = storage[offset:offset + array.size].reshape(array.shape)
+    aligned[...] = array
+    return aligned
 
 
 def pack(weight: np.ndarray) -> np.ndarray:
@@ -73,12 +104,22 @@ def pack(weight: np.ndarray) -> np.ndarray:
     blocks = -(-m // BLOCK)
     flat = np.zeros((blocks * BLOCK, k), np.float32)
     flat[:m] = weight.reshape(m, k)
-    packed = flat.reshape(blocks, BLOCK, k).transpose(0, 2, 1)
-    storage = np.empty(packed.size + 16, np.float32)
-    offset = (-storage.ctypes.data % 64) // 4
-    aligned = storage[offset:offset + packed.size].reshape(packed.shape)
-    aligned[...] = packed
-    return aligned
+    return _aligned(flat.reshape(blocks, BLOCK, k).transpose(0, 2, 1))
+
+
+# Winograd F(2x2, 3x3): Y = A^T [(G g G^T) * (B^T d B)] A for each 2x2 output tile, d its 4x4 input patch.
+_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+
+
+def winograd_pack(weight: np.ndarray) -> np.ndarray:
+    """[M, C, 3, 3] -> the transformed weights G g G^T as [16][ceil(M / 8)][C][8] (element (u, v) of the 4x4
+    transform is index u * 4 + v; output channels past M are zeros), 64-byte aligned."""
+    m, c = weight.shape[:2]
+    u = np.einsum("ik,mckl,jl->ijmc", _G, weight.astype(np.float64), _G).reshape(16, m, c)
+    blocks = -(-m // BLOCK)
+    flat = np.zeros((16, blocks * BLOCK, c), np.float32)
+    flat[:, :m] = u
+    return _aligned(flat.reshape(16, blocks, BLOCK, c).transpose(0, 1, 3, 2))
 
 
 def weight_value(constant, name: str) -> np.ndarray:
@@ -90,13 +131,14 @@ def weight_value(constant, name: str) -> np.ndarray:
     except KeyError:
         if match is None:
             raise
-    return pack(np.asarray(constant(match[1]), np.float32))
+    weight = np.asarray(constant(match[1]), np.float32)
+    return winograd_pack(weight) if match[2] == "winograd" else pack(weight)
 
 
-# Register tile: 8 output channels x NV vectors of 16 output positions, over K taps. Position j of the tile reads
-# x + koff[k] + j at tap k; w holds the block's packed weights [K][8]; the first `rows` channels are stored to y,
-# ldy apart (the output planes, or a tile buffer). `tail`: the lanes of the last vector that are positions.
-# Without AVX-512 the same loops in plain C++.
+# Register tile: CH (8 or 4) output channels x NV vectors of 16 output positions, over K taps. Position j of the
+# tile reads x + koff[k] + j at tap k; w points at the tile's first channel in the block's packed weights [K][8];
+# the first `rows` channels are stored to y, ldy apart (the output planes, or a tile buffer). `tail`: the lanes of
+# the last vector that are positions. Without AVX-512 the same loops in plain C++.
 _KERNELS = r"""
 #ifndef SDFLOW_DIRECT_CONV_KERNELS
 #define SDFLOW_DIRECT_CONV_KERNELS
@@ -104,13 +146,14 @@ _KERNELS = r"""
 #include <omp.h>
 #include <immintrin.h>
 namespace sdflow_direct {
-constexpr int64_t TILE = 48;
-template <int NV>
+constexpr int64_t TILE = 48;      // positions per tile: 8 channels x 3 vectors, 24 accumulators
+constexpr int64_t TILE_MAX = 64;  // a last tile of up to 64 positions: 4 channels x 4 vectors, twice per block
+template <int CH, int NV>
 static inline void taps(const float* __restrict x, const int64_t* __restrict koff, int64_t K,
                         const float* __restrict w, float* __restrict y, int64_t ldy, int64_t rows, uint32_t tail) {
 #ifdef __AVX512F__
-  __m512 acc[8][NV];
-  for (int i = 0; i < 8; ++i)
+  __m512 acc[CH][NV];
+  for (int i = 0; i < CH; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     const float* xk = x + koff[k];
@@ -118,7 +161,7 @@ static inline void taps(const float* __restrict x, const int64_t* __restrict kof
     for (int v = 0; v < NV; ++v) {
       xv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps((__mmask16)tail, xk + v * 16) : _mm512_loadu_ps(xk + v * 16);
     }
-    for (int i = 0; i < 8; ++i) {
+    for (int i = 0; i < CH; ++i) {
       const __m512 b = _mm512_set1_ps(w[k * 8 + i]);
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(b, xv[v], acc[i][v]);
     }
@@ -130,10 +173,10 @@ static inline void taps(const float* __restrict x, const int64_t* __restrict kof
     }
 #else
   const int64_t n = (NV - 1) * 16 + __builtin_popcount(tail);
-  float acc[8][TILE] = {};
+  float acc[CH][NV * 16] = {};
   for (int64_t k = 0; k < K; ++k) {
     const float* xk = x + koff[k];
-    for (int i = 0; i < 8; ++i) {
+    for (int i = 0; i < CH; ++i) {
       const float b = w[k * 8 + i];
       for (int64_t j = 0; j < n; ++j) acc[i][j] += b * xk[j];
     }
@@ -142,13 +185,20 @@ static inline void taps(const float* __restrict x, const int64_t* __restrict kof
     for (int64_t j = 0; j < n; ++j) y[i * ldy + j] = acc[i][j];
 #endif
 }
-// count <= TILE consecutive positions from x into `rows` <= 8 channels of y, ldy apart (see taps).
+// count <= TILE_MAX consecutive positions from x into `rows` <= 8 channels of y, ldy apart (see taps). Over 48
+// positions (the 7x7 images' single tile, a last tile with a short remainder) the block runs as two halves of 4
+// channels x 4 vectors: one tile reads each weight once, where 48 + a 16-lane tile of 8 accumulators ran at half
+// the rate (ResNet-18's 512-channel 7x7 convolutions: 84 -> 120 GFLOP/s per core).
 static inline void positions(const float* x, const int64_t* koff, int64_t K, const float* w, float* y, int64_t ldy,
                              int64_t rows, int64_t count) {
   const uint32_t tail = count % 16 ? (1u << (count % 16)) - 1 : 0xFFFFu;
-  if (count > 32) taps<3>(x, koff, K, w, y, ldy, rows, tail);
-  else if (count > 16) taps<2>(x, koff, K, w, y, ldy, rows, tail);
-  else taps<1>(x, koff, K, w, y, ldy, rows, tail);
+  if (count > 48) {
+    taps<4, 4>(x, koff, K, w, y, ldy, rows < 4 ? rows : 4, tail);
+    if (rows > 4) taps<4, 4>(x, koff, K, w + 4, y + 4 * ldy, ldy, rows - 4, tail);
+  }
+  else if (count > 32) taps<8, 3>(x, koff, K, w, y, ldy, rows, tail);
+  else if (count > 16) taps<8, 2>(x, koff, K, w, y, ldy, rows, tail);
+  else taps<8, 1>(x, koff, K, w, y, ldy, rows, tail);
 }
 }  // namespace sdflow_direct
 #endif
@@ -159,10 +209,11 @@ DIRECT_INCLUDES = _KERNELS
 # After the geometry constants and M_, KK_, P_, X_, Y_ (and nn.CONV_INCLUDES' helpers): PACKED_ (the packed
 # weights). The positions are the (phase planes') rows as one flat range, q -> output (q / W2_, q % W2_) when
 # q % W2_ < OW_ (the columns past each row's end are computed and dropped: small images still fill whole tiles).
-# Tasks: (sample, tile of 48 positions, group of 8-channel blocks); the tile's input is read from L1 for every
+# Tasks: (sample, tile of 48 positions - the last one up to 64 -, group of 8-channel blocks); the tile's input is
+# read from L1 for every
 # block after the first, and the tile is stored as row segments, the epilogue running on each while it is in cache.
 _DIRECT = """
-constexpr int64_t TILE_ = sdflow_direct::TILE;
+constexpr int64_t TILE_ = sdflow_direct::TILE, TILE_MAX_ = sdflow_direct::TILE_MAX;
 const int64_t MB_ = (M_ + 7) / 8;
 // The image, zero-padded, as SH_ x SW_ phase planes of H2_ x W2_ (stride 1: one plane, the padded image): phase
 // (a, b) holds the padded pixels (i * SH_ + a, j * SW_ + b), so a strided convolution reads each phase with
@@ -195,7 +246,9 @@ for (int64_t c_ = 0; c_ < C_; ++c_)
 const int64_t* koff_ = taps_.data();
 // The last position read is the last output's: columns after it would read past the image.
 const int64_t Q_ = OH_ > 0 && OW_ > 0 ? (OH_ - 1) * W2_ + OW_ : 0;
-const int64_t tiles_ = (Q_ + TILE_ - 1) / TILE_;
+// A remainder of up to 16 positions joins the last full tile (up to TILE_MAX_ positions).
+int64_t tiles_ = (Q_ + TILE_ - 1) / TILE_;
+if (tiles_ > 1 && Q_ - (tiles_ - 1) * TILE_ <= TILE_MAX_ - TILE_) --tiles_;
 const int64_t threads_ = omp_get_max_threads();
 int64_t groups_ = 1;
 while (N_ * tiles_ * groups_ < 4 * threads_ && groups_ < MB_) groups_ *= 2;
@@ -203,11 +256,11 @@ groups_ = std::min(groups_, MB_);
 const int64_t per_group_ = (MB_ + groups_ - 1) / groups_;
 #pragma omp parallel for schedule(dynamic)
 for (int64_t t_ = 0; t_ < N_ * tiles_ * groups_; ++t_) {
-  const int64_t n_ = t_ / (tiles_ * groups_), q0_ = ((t_ / groups_) % tiles_) * TILE_, group_ = t_ % groups_;
-  const int64_t count_ = std::min(TILE_, Q_ - q0_);
+  const int64_t n_ = t_ / (tiles_ * groups_), tile_index_ = (t_ / groups_) % tiles_, group_ = t_ % groups_;
+  const int64_t q0_ = tile_index_ * TILE_, count_ = tile_index_ == tiles_ - 1 ? Q_ - q0_ : TILE_;
   const float* x_ = source_ + n_ * C_ * PHASES_ * PLANE2_ + q0_;
   // The tile's row segments: offset in the tile, output position, length.
-  int64_t segments_ = 0, from_[TILE_], at_[TILE_], length_[TILE_];
+  int64_t segments_ = 0, from_[TILE_MAX_], at_[TILE_MAX_], length_[TILE_MAX_];
   for (int64_t q_ = q0_; q_ < q0_ + count_;) {
     const int64_t row_ = q_ / W2_, column_ = q_ - row_ * W2_;
     const int64_t row_end_ = std::min(q0_ + count_, (row_ + 1) * W2_);
@@ -227,15 +280,15 @@ for (int64_t t_ = 0; t_ < N_ * tiles_ * groups_; ++t_) {
   // A tile that is one run of outputs (unpadded 1x1 convolutions, or inside a row) is stored straight into the
   // output planes; others go through a buffer, row segment by row segment.
   const bool whole_ = segments_ == 1 && length_[0] == count_;
-  alignas(64) float tile_[8 * TILE_];
+  alignas(64) float tile_[8 * TILE_MAX_];
   for (int64_t mb_ = group_ * per_group_; mb_ < std::min(MB_, (group_ + 1) * per_group_); ++mb_) {
     const int64_t rows_ = std::min<int64_t>(8, M_ - mb_ * 8);  // 8: BLOCK
     const float* w_ = PACKED_ + mb_ * KK_ * 8;
     if (whole_) sdflow_direct::positions(x_, koff_, KK_, w_, Y_ + (n_ * M_ + mb_ * 8) * P_ + at_[0], P_, rows_, count_);
-    else sdflow_direct::positions(x_, koff_, KK_, w_, tile_, TILE_, rows_, count_);
+    else sdflow_direct::positions(x_, koff_, KK_, w_, tile_, TILE_MAX_, rows_, count_);
     for (int64_t m_ = mb_ * 8; m_ < mb_ * 8 + rows_; ++m_) {
       float* out_ = Y_ + (n_ * M_ + m_) * P_;
-      const float* values_ = tile_ + (m_ - mb_ * 8) * TILE_;
+      const float* values_ = tile_ + (m_ - mb_ * 8) * TILE_MAX_;
       for (int64_t s_ = 0; s_ < segments_; ++s_) {
         const int64_t p0_ = at_[s_], width_ = length_[s_];
         if (!whole_) for (int64_t j_ = 0; j_ < width_; ++j_) out_[p0_ + j_] = values_[from_[s_] + j_];
@@ -247,10 +300,134 @@ for (int64_t t_ = 0; t_ < N_ * tiles_ * groups_; ++t_) {
 """
 
 
-def direct_code(packed: str) -> str:
-    """The C++ body of the direct kernel after ``nn.conv_code``'s constants (``TILE_EPILOGUE`` still to fill);
-    ``packed`` points at the packed weights."""
-    return f"const float* PACKED_ = {packed};\n" + _DIRECT
+# Winograd F(2x2, 3x3) (stride 1), after the same constants as _DIRECT; PACKED_ holds the transformed weights
+# [16][MB_][C_][8]. The zero-padded image is split into 2 x 2 phase planes of H2_ x W2_, so that element (u, v) of
+# the 4x4 input patch of output tile (i, j) - padded pixel (2i + u, 2j + v) - is pixel (i + u / 2, j + v / 2) of
+# phase (u % 2, v % 2): for consecutive tiles of a row, consecutive floats. The tiles run as one flat range over the
+# phase planes' rows (tiles past a row's end are computed and dropped). Tasks: (sample, block of 48 tiles, group of
+# 8-channel blocks). Per task: the input transform V = B^T d B of every channel into [16][C_][48]; per channel block
+# 16 products (the 16 elements (u, v)) of its transformed weights [C_][8] with V's [C_][48], each the direct
+# kernel's register tile with the channels as taps; the output transform A^T m A into 2 x 2 outputs per tile,
+# stored by row segments with the epilogue.
+_WINOGRAD = """
+constexpr int64_t TB_ = sdflow_direct::TILE;
+const int64_t MB_ = (M_ + 7) / 8;
+const int64_t OH2_ = (OH_ + 1) / 2, OW2_ = (OW_ + 1) / 2, H2_ = OH2_ + 1, W2_ = OW2_ + 1, PLANE2_ = H2_ * W2_;
+static thread_local std::vector<float> padded_;  // the caller's; the workers only write into it
+// Slack past the last plane: the last vector of a block reads up to 15 lanes past its tiles.
+const size_t padded_size_ = (size_t)(N_ * C_ * 4 * PLANE2_ + W2_ + 32);
+if (padded_.size() < padded_size_) padded_.resize(padded_size_);
+float* pad_ = padded_.data();
+#pragma omp parallel for
+for (int64_t plane_ = 0; plane_ < N_ * C_ * 4; ++plane_) {
+  const int64_t phase_ = plane_ % 4;
+  sdflow_conv::pad_phase(X_ + (plane_ / 4) * H_ * W_, H_, W_, PT_, PL_, 2, 2, phase_ / 2, phase_ % 2, H2_, W2_,
+                         pad_ + plane_ * PLANE2_);
+}
+static thread_local std::vector<int64_t> channels_;  // channel c of V at c * TB_: the "taps" of the products
+channels_.resize(C_);
+for (int64_t c_ = 0; c_ < C_; ++c_) channels_[c_] = c_ * TB_;
+const int64_t* koff_ = channels_.data();
+const int64_t TQ_ = OH2_ > 0 && OW2_ > 0 ? (OH2_ - 1) * W2_ + OW2_ : 0;
+// Blocks of 48 tiles, the last one shorter: a last block of 49-64 (the direct kernel's 4 x 4 vectors) measured
+// slower here, its 16 products each reading V twice.
+const int64_t blocks_ = (TQ_ + TB_ - 1) / TB_;
+const int64_t threads_ = omp_get_max_threads();
+int64_t groups_ = 1;
+while (N_ * blocks_ * groups_ < 4 * threads_ && groups_ < MB_) groups_ *= 2;
+groups_ = std::min(groups_, MB_);
+const int64_t per_group_ = (MB_ + groups_ - 1) / groups_;
+#pragma omp parallel
+{
+  static thread_local std::vector<float> transformed_;  // V, per thread
+  if (transformed_.size() < (size_t)(16 * C_ * TB_)) transformed_.resize(16 * C_ * TB_);
+  float* V_ = transformed_.data();
+  #pragma omp for schedule(dynamic)
+  for (int64_t t_ = 0; t_ < N_ * blocks_ * groups_; ++t_) {
+    const int64_t n_ = t_ / (blocks_ * groups_), q0_ = ((t_ / groups_) % blocks_) * TB_, group_ = t_ % groups_;
+    const int64_t count_ = std::min(TB_, TQ_ - q0_);
+    const int64_t lanes_ = (count_ + 15) / 16 * 16;
+    const float* image_ = pad_ + n_ * C_ * 4 * PLANE2_ + q0_;
+    for (int64_t c_ = 0; c_ < C_; ++c_) {
+      const float* phase_[4];
+      for (int64_t f_ = 0; f_ < 4; ++f_) phase_[f_] = image_ + (c_ * 4 + f_) * PLANE2_;
+      float* v_ = V_ + c_ * TB_;
+      #pragma omp simd
+      for (int64_t j_ = 0; j_ < lanes_; ++j_) {
+        float d_[4][4], e_[4][4];
+        for (int u_ = 0; u_ < 4; ++u_)
+          for (int w_ = 0; w_ < 4; ++w_) d_[u_][w_] = phase_[(u_ % 2) * 2 + w_ % 2][(u_ / 2) * W2_ + w_ / 2 + j_];
+        for (int w_ = 0; w_ < 4; ++w_) {  // B^T d
+          e_[0][w_] = d_[0][w_] - d_[2][w_]; e_[1][w_] = d_[1][w_] + d_[2][w_];
+          e_[2][w_] = d_[2][w_] - d_[1][w_]; e_[3][w_] = d_[1][w_] - d_[3][w_];
+        }
+        for (int u_ = 0; u_ < 4; ++u_) {  // (B^T d) B
+          v_[(u_ * 4 + 0) * C_ * TB_ + j_] = e_[u_][0] - e_[u_][2];
+          v_[(u_ * 4 + 1) * C_ * TB_ + j_] = e_[u_][1] + e_[u_][2];
+          v_[(u_ * 4 + 2) * C_ * TB_ + j_] = e_[u_][2] - e_[u_][1];
+          v_[(u_ * 4 + 3) * C_ * TB_ + j_] = e_[u_][1] - e_[u_][3];
+        }
+      }
+    }
+    // The block's row segments, per output row of its tiles: offset in the block's outputs, output position, length.
+    int64_t segments_ = 0, from_[2 * TB_ + 2], at_[2 * TB_ + 2], length_[2 * TB_ + 2];
+    for (int64_t q_ = q0_; q_ < q0_ + count_;) {
+      const int64_t row_ = q_ / W2_, column_ = q_ - row_ * W2_;
+      const int64_t row_end_ = std::min(q0_ + count_, (row_ + 1) * W2_);
+      const int64_t tiles_ = std::min(row_end_ - q_, OW2_ - column_);
+      for (int64_t r_ = 0; r_ < 2 && tiles_ > 0; ++r_) {
+        if (2 * row_ + r_ >= OH_) break;
+        from_[segments_] = r_ * 2 * TB_ + 2 * (q_ - q0_);
+        at_[segments_] = (2 * row_ + r_) * OW_ + 2 * column_;
+        length_[segments_] = std::min(2 * tiles_, OW_ - 2 * column_);
+        ++segments_;
+      }
+      q_ = row_end_;
+    }
+    alignas(64) float products_[16 * 8 * TB_];
+    alignas(64) float outputs_[8 * 4 * TB_];
+    for (int64_t mb_ = group_ * per_group_; mb_ < std::min(MB_, (group_ + 1) * per_group_); ++mb_) {
+      const int64_t rows_ = std::min<int64_t>(8, M_ - mb_ * 8);
+      for (int64_t e_ = 0; e_ < 16; ++e_)
+        sdflow_direct::positions(V_ + e_ * C_ * TB_, koff_, C_, PACKED_ + (e_ * MB_ + mb_) * C_ * 8,
+                                 products_ + e_ * 8 * TB_, TB_, 8, count_);
+      for (int64_t i_ = 0; i_ < rows_; ++i_) {
+        const float* m_of_ = products_ + i_ * TB_;
+        float* o_ = outputs_ + i_ * 4 * TB_;
+        #pragma omp simd
+        for (int64_t j_ = 0; j_ < count_; ++j_) {  // A^T m A
+          float s_[2][4];
+          for (int w_ = 0; w_ < 4; ++w_) {
+            const float m0_ = m_of_[(0 + w_) * 8 * TB_ + j_], m1_ = m_of_[(4 + w_) * 8 * TB_ + j_];
+            const float m2_ = m_of_[(8 + w_) * 8 * TB_ + j_], m3_ = m_of_[(12 + w_) * 8 * TB_ + j_];
+            s_[0][w_] = m0_ + m1_ + m2_;
+            s_[1][w_] = m1_ - m2_ - m3_;
+          }
+          for (int r_ = 0; r_ < 2; ++r_) {
+            o_[r_ * 2 * TB_ + 2 * j_] = s_[r_][0] + s_[r_][1] + s_[r_][2];
+            o_[r_ * 2 * TB_ + 2 * j_ + 1] = s_[r_][1] - s_[r_][2] - s_[r_][3];
+          }
+        }
+      }
+      for (int64_t m_ = mb_ * 8; m_ < mb_ * 8 + rows_; ++m_) {
+        float* out_ = Y_ + (n_ * M_ + m_) * P_;
+        const float* values_ = outputs_ + (m_ - mb_ * 8) * 4 * TB_;
+        for (int64_t s_ = 0; s_ < segments_; ++s_) {
+          const int64_t p0_ = at_[s_], width_ = length_[s_];
+          for (int64_t j_ = 0; j_ < width_; ++j_) out_[p0_ + j_] = values_[from_[s_] + j_];
+          TILE_EPILOGUE
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def direct_code(packed: str, winograd: bool = False) -> str:
+    """The C++ body of the direct (or Winograd) kernel after ``nn.conv_code``'s constants (``TILE_EPILOGUE`` still
+    to fill); ``packed`` points at the packed (or transformed) weights."""
+    return f"const float* PACKED_ = {packed};\n" + (_WINOGRAD if winograd else _DIRECT)
 
 
 def prepack(graph, weights: dict) -> int:
@@ -274,9 +451,10 @@ def prepack(graph, weights: dict) -> int:
         x_desc = sdfg.arrays[x]
         if not uses_direct(conv, list(x_desc.shape), list(weights[w].shape), x_desc.dtype.as_numpy_dtype()):
             continue
-        name = packed_name(w)
+        winograd = uses_winograd(conv, list(x_desc.shape), list(weights[w].shape), x_desc.dtype.as_numpy_dtype())
+        name = packed_name(w, winograd)
         if name not in weights:
-            weights[name] = pack(np.asarray(weights[w], np.float32))
+            weights[name] = (winograd_pack if winograd else pack)(np.asarray(weights[w], np.float32))
             sdfg.add_array(name, weights[name].shape, dace.float32)
         node.add_in_connector(PACKED_CONNECTOR)
         state.add_edge(state.add_read(name), None, node, PACKED_CONNECTOR,

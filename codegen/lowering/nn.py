@@ -224,23 +224,26 @@ inline void pad_phase(const float* from, int64_t h, int64_t w, int64_t pt, int64
 """
 
 
-def packed_input(ctx: Ctx) -> str | None:
-    """The pointer to the node's pre-packed weights, when lowering gave it some (``conv_direct.prepack``)."""
-    return ctx.ptr(PACKED_CONNECTOR) if PACKED_CONNECTOR in ctx.inputs else None
+def packed_input(ctx: Ctx) -> tuple[str, bool] | None:
+    """The node's pre-packed weights, when lowering gave it some (``conv_direct.prepack``): their pointer, and
+    whether they are Winograd-transformed ([16][M / 8][C][8]; the direct kernel's are [M / 8][C * KH * KW][8])."""
+    if PACKED_CONNECTOR not in ctx.inputs:
+        return None
+    return ctx.ptr(PACKED_CONNECTOR), len(ctx.shape(PACKED_CONNECTOR)) == 4
 
 
-def conv_includes(packed: str | None) -> str:
+def conv_includes(packed) -> str:
     """The code_global of a convolution kernel's tasklet."""
     return CONV_INCLUDES + (DIRECT_INCLUDES if packed else "")
 
 
 def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None = None,
-              epilogue: tuple[str, str] | None = None, packed: str | None = None) -> str:
+              epilogue: tuple[str, str] | None = None, packed: tuple[str, bool] | None = None) -> str:
     """C++ of a float32 Conv from pointers ``x``, ``w`` (and ``bias``) into ``y``. ``epilogue`` = (statements,
     final expression) applied to every output element while its plane or tile is in cache: the statements read
     ``a_`` (the convolution plus bias) and may index other tensors by sample ``n_``, channel ``m_`` and position
-    ``p_`` in the plane. ``packed``: a pointer to the weights pre-packed for the direct kernel (``conv_direct``),
-    which then runs instead of im2col + BLAS."""
+    ``p_`` in the plane. ``packed``: ``packed_input``'s pointer to the weights pre-packed for the direct kernel
+    (or transformed for its Winograd form; ``conv_direct``), which then runs instead of im2col + BLAS."""
     kernel = node.attr("kernel_shape") or list(w_shape[2:])
     group = node.attr("group", 1)
     code = _geometry_constants(node, x_shape, kernel)
@@ -262,7 +265,7 @@ def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None =
         return (_PLANE_EPILOGUE.replace("BIAS", f"{bias}[m_]" if bias else "0.0f").replace("FIRST", first)
                 .replace("LAST", last).replace("STATEMENTS", statements).replace("FINAL", final))
     if packed is not None:
-        return code + direct_code(packed).replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + width_"))
+        return code + direct_code(*packed).replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + width_"))
     code += _INSIDE
     if depthwise:
         return code + _DEPTHWISE.replace("PLANE_EPILOGUE", plane_epilogue("0", "P_"))

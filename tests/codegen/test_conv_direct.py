@@ -1,11 +1,13 @@
-"""The direct convolution kernel (``codegen/lowering/conv_direct.py``): which convolutions get pre-packed
-weights, and their numbers against ONNX Runtime — padded, dilated, 1x1, 1-D, output channels that do not fill a
-block, fused epilogues, dynamic batch and image sizes, a cached build that re-packs its weights, and the
-``SDFLOW_DIRECT_CONV=0`` switch back to im2col + BLAS.
+"""The direct convolution kernel and its Winograd form (``codegen/lowering/conv_direct.py``): which convolutions
+get pre-packed (or transformed) weights, and their numbers against ONNX Runtime — padded, dilated, 1x1, 1-D, output
+channels that do not fill a block, fused epilogues, dynamic batch and image sizes, a cached build that re-packs its
+weights, and the ``SDFLOW_DIRECT_CONV=0`` / ``SDFLOW_WINOGRAD=0`` switches.
 
 The kernels are written for AVX-512; elsewhere lowering keeps im2col + BLAS. These tests force them on
 (``has_avx512``), so a CPU without AVX-512 runs their portable C++ form and still checks the numbers."""
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -21,7 +23,14 @@ F = np.float32
 def direct_kernels(monkeypatch):
     monkeypatch.setattr(conv_direct, "has_avx512", lambda: True)
     monkeypatch.delenv("SDFLOW_DIRECT_CONV", raising=False)
+    monkeypatch.delenv("SDFLOW_WINOGRAD", raising=False)
     monkeypatch.setenv("SDFLOW_GRAPH_CACHE", "0")
+
+
+def _packed(compiled) -> list[str]:
+    """The compiled model's packed weights as 'weight/kind' (kind: packed for the direct kernel, winograd)."""
+    found = (re.fullmatch(r"(.+)__(packed|winograd)8", n) for n in compiled.weight_names)
+    return sorted(f"{m[1]}/{m[2]}" for m in found if m)
 
 
 def _w(rng, *shape):
@@ -33,8 +42,11 @@ def conv_zoo(helpers, rng):
     """Every way the direct kernel tiles, on a fixed 50x50 image with a dynamic batch:
     a: 3x3 pad 1, 44 output channels (the last block of 8 holds 4), fused with Relu;
     c: 1x1 (no padding: the image itself is the flat range, stored straight into the planes), 48 channels, fused with a residual Add and Clip;
-    d: 3x3 dilation 2, uneven pads; e: 1x1 over a 7x7 plane of 256 channels (one full tile and one of a single
-    position); f: a 1-D convolution (kernel 5), 16 channels over a dynamic length.
+    d: 3x3 dilation 2, uneven pads; e: 1x1 over a 7x7 plane of 256 channels (one tile of 49 positions, run as
+    two halves of 4 channels x 4 vectors); i: 3x3 over that plane (61 positions of the padded rows), 14 output
+    channels (the last block's second half holds 2); j: 1x1 over it, 3 output channels (no second half);
+    f: a 1-D convolution (kernel 5), 16 channels over a dynamic length. a's 2598 positions end in a tile of 54
+    (the remainder of 6 joins the last full tile).
     b: a stride-2 3x3, g: a depthwise and h: a 1x1 stride-2 convolution keep their own kernels."""
     nodes = [
         helper.make_node("Conv", ["x", "wa", "ba"], ["a0"], pads=[1, 1, 1, 1]),
@@ -45,6 +57,8 @@ def conv_zoo(helpers, rng):
         helper.make_node("Clip", ["c1", "lo", "hi"], ["c"]),
         helper.make_node("Conv", ["x", "wd"], ["d"], pads=[1, 2, 2, 1], dilations=[2, 2]),
         helper.make_node("Conv", ["s", "we", "be"], ["e"]),
+        helper.make_node("Conv", ["s", "wi", "bi"], ["i"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["s", "wj"], ["j"]),
         helper.make_node("Conv", ["t", "wf"], ["f"], pads=[2, 2]),
         helper.make_node("Conv", ["x", "wg"], ["g"], pads=[1, 1, 1, 1], group=32),
         helper.make_node("Conv", ["x", "wh"], ["h"], strides=[2, 2]),
@@ -53,13 +67,15 @@ def conv_zoo(helpers, rng):
                "wb": _w(rng, 64, 32, 3, 3), "wc": _w(rng, 48, 32, 1, 1), "bc": rng.standard_normal(48).astype(F),
                "lo": np.array(-1, F), "hi": np.array(1.5, F), "wd": _w(rng, 32, 32, 3, 3),
                "we": _w(rng, 48, 256, 1, 1), "be": rng.standard_normal(48).astype(F), "wf": _w(rng, 16, 64, 5),
-               "wg": _w(rng, 32, 1, 3, 3), "wh": _w(rng, 32, 32, 1, 1)}
+               "wg": _w(rng, 32, 1, 3, 3), "wh": _w(rng, 32, 32, 1, 1),
+               "wi": _w(rng, 14, 256, 3, 3), "bi": rng.standard_normal(14).astype(F), "wj": _w(rng, 3, 256, 1, 1)}
     return helpers.make_model(
         nodes, [("x", F, ["n", 32, 50, 50]), ("r", F, ["n", 48, 50, 50]), ("s", F, ["n", 256, 7, 7]),
                 ("t", F, ["n", 64, "length"])],
         [("a", F, ["n", 44, 50, 50]), ("b", F, ["n", 64, 25, 25]), ("c", F, ["n", 48, 50, 50]),
          ("d", F, ["n", 32, 49, 49]), ("e", F, ["n", 48, 7, 7]), ("f", F, ["n", 16, "length"]),
-         ("g", F, ["n", 32, 50, 50]), ("h", F, ["n", 32, 25, 25])], weights)
+         ("g", F, ["n", 32, 50, 50]), ("h", F, ["n", 32, 25, 25]), ("i", F, ["n", 14, 7, 7]),
+         ("j", F, ["n", 3, 7, 7])], weights)
 
 
 def _zoo_feeds(rng, n, length):
@@ -67,24 +83,68 @@ def _zoo_feeds(rng, n, length):
     return {name: rng.standard_normal(shape).astype(F) for name, shape in shapes.items()}
 
 
-def test_direct_kernels_match_onnxruntime(conv_zoo, helpers, rng):
+@pytest.mark.parametrize("winograd", ["0", "1"])
+def test_direct_kernels_match_onnxruntime(conv_zoo, helpers, rng, monkeypatch, winograd):
+    """With SDFLOW_WINOGRAD=0 every tiling of the direct kernel; by default a (3x3, stride 1, 50x50) runs as
+    Winograd F(2x2, 3x3)."""
+    monkeypatch.setenv("SDFLOW_WINOGRAD", winograd)
     feeds = [_zoo_feeds(rng, 1, 40), _zoo_feeds(rng, 2, 23)]
     for passes in ("O1", "O2"):  # plain Conv nodes, and convolutions fused with their epilogues
         compiled = helpers.check_against_ort(conv_zoo, feeds, passes=passes)
-        packed = sorted(n.split("__packed")[0] + "/" + n.split("__packed")[1] for n in compiled.weight_names
-                        if "__packed" in n)
-        assert packed == ["wa/8", "wb/8", "wc/8", "wd/8", "we/8", "wf/8"], packed
+        assert _packed(compiled) == ["wa/" + ("winograd" if winograd == "1" else "packed"), "wb/packed",
+                                     "wc/packed", "wd/packed", "we/packed", "wf/packed", "wi/packed", "wj/packed"]
+
+
+def test_winograd_matches_onnxruntime(helpers, rng):
+    """Winograd F(2x2, 3x3) takes the 3x3 stride-1 convolutions with outputs of at least 8x8: odd and non-square
+    images (a half-used last tile row and column), uneven and no padding, several blocks of 48 tiles, output
+    channels that do not fill a block, fused epilogues (Relu; a residual Add and Clip), batch 1 and 3 from one
+    build. A 7x7 output keeps the direct kernel, a dilated 3x3 too."""
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["a0"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a0"], ["a"]),
+             helper.make_node("Conv", ["u", "wb"], ["b"], pads=[0, 2, 1, 0]),
+             helper.make_node("Conv", ["u", "wc", "bc"], ["c0"]),
+             helper.make_node("Add", ["c0", "r"], ["c1"]),
+             helper.make_node("Clip", ["c1", "lo", "hi"], ["c"]),
+             helper.make_node("Conv", ["s", "wd"], ["d"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["u", "we"], ["e"], pads=[2, 2, 2, 2], dilations=[2, 2])]
+    weights = {"wa": _w(rng, 20, 24, 3, 3), "ba": rng.standard_normal(20).astype(F), "wb": _w(rng, 8, 16, 3, 3),
+               "wc": _w(rng, 16, 16, 3, 3), "bc": rng.standard_normal(16).astype(F), "lo": np.array(-1, F),
+               "hi": np.array(1.5, F), "wd": _w(rng, 8, 32, 3, 3), "we": _w(rng, 8, 16, 3, 3)}
+    model = helpers.make_model(
+        nodes, [("x", F, ["n", 24, 9, 13]), ("u", F, ["n", 16, 30, 26]), ("r", F, ["n", 16, 28, 24]),
+                ("s", F, ["n", 32, 7, 7])],
+        [("a", F, ["n", 20, 9, 13]), ("b", F, ["n", 8, 29, 26]), ("c", F, ["n", 16, 28, 24]),
+         ("d", F, ["n", 8, 7, 7]), ("e", F, ["n", 8, 30, 26])], weights)
+    shapes = {"x": (24, 9, 13), "u": (16, 30, 26), "r": (16, 28, 24), "s": (32, 7, 7)}
+    feeds = [{k: rng.standard_normal((n, *v)).astype(F) for k, v in shapes.items()} for n in (1, 3)]
+    for passes in ("O1", "O2"):
+        compiled = helpers.check_against_ort(model, feeds, passes=passes)
+        assert _packed(compiled) == ["wa/winograd", "wb/winograd", "wc/winograd", "wd/packed", "we/packed"]
+
+
+def test_winograd_weight_layout():
+    """[M, C, 3, 3] -> G g G^T as [16][M / 8][C][8], element (u, v) of the 4x4 transform at index u * 4 + v."""
+    rng = np.random.default_rng(3)
+    weight = rng.standard_normal((12, 5, 3, 3)).astype(F)
+    packed = conv_direct.winograd_pack(weight)
+    assert packed.shape == (16, 2, 5, 8) and packed.ctypes.data % 64 == 0
+    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    m, c = 9, 3
+    transformed = g @ weight[m, c].astype(np.float64) @ g.T
+    np.testing.assert_allclose(packed[:, 1, c, 1], transformed.reshape(16), rtol=1e-6)
+    assert not packed[:, 1, :, 4:].any()  # channels past M are zeros
 
 
 def test_a_cached_build_packs_its_weights_again(conv_zoo, rng, monkeypatch):
-    """The packed weights are not graph constants: a build loaded through the graph cache's build record (no
-    lowering) recomputes them from the weights they came from."""
+    """The packed (and Winograd-transformed) weights are not graph constants: a build loaded through the graph
+    cache's build record (no lowering) recomputes them from the weights they came from."""
     monkeypatch.setenv("SDFLOW_GRAPH_CACHE", "1")
     feeds = _zoo_feeds(rng, 1, 12)
     first = sdflow.compile(conv_zoo, passes="O2")
     second = sdflow.compile(conv_zoo, passes="O2")
     assert second.graph_from_cache and not second.built
-    assert second.weight_names == first.weight_names
+    assert second.weight_names == first.weight_names and "wa__winograd8" in first.weight_names
     for name, value in first(**feeds).as_dict().items():
         np.testing.assert_array_equal(second(**feeds).as_dict()[name], value, err_msg=name)
 
@@ -92,7 +152,7 @@ def test_a_cached_build_packs_its_weights_again(conv_zoo, rng, monkeypatch):
 def test_direct_kernels_can_be_switched_off(conv_zoo, helpers, rng, monkeypatch):
     monkeypatch.setenv("SDFLOW_DIRECT_CONV", "0")
     compiled = helpers.check_against_ort(conv_zoo, [_zoo_feeds(rng, 1, 9)], passes="O2")
-    assert not [n for n in compiled.weight_names if "__packed" in n]
+    assert not _packed(compiled)
 
 
 def test_direct_kernels_over_dynamic_image_sizes(helpers, rng):
@@ -139,15 +199,18 @@ def test_strided_convolutions_read_phase_planes(helpers, rng):
     assert [n for n in compiled.weight_names if "__packed" in n] == ["w3__packed8", "w7__packed8"]
 
 
-def test_lowered_traffic_counts_the_packed_weights_once(helpers, rng):
-    """The direct kernel reads the packed copy of its weight, not the original: the lowered data-movement report
-    (``sdflow report --lowered``) claims the packed bytes only."""
+@pytest.mark.parametrize("winograd", ["0", "1"])
+def test_lowered_traffic_counts_the_packed_weights_once(helpers, rng, monkeypatch, winograd):
+    """The direct kernel reads the packed (or Winograd-transformed) copy of its weight, not the original: the
+    lowered data-movement report (``sdflow report --lowered``) claims those bytes only."""
     from sdflow.codegen.traffic import lowered_traffic
     from sdflow.frontends.onnx import import_model
+    monkeypatch.setenv("SDFLOW_WINOGRAD", winograd)
     model = helpers.make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])],
                                [("x", F, [1, 16, 10, 10])], [("y", F, [1, 12, 10, 10])],
                                {"w": _w(rng, 12, 16, 3, 3), "b": rng.standard_normal(12).astype(F)})
     (record, ) = lowered_traffic(import_model(model))
-    packed = 2 * 16 * 9 * 8  # two blocks of 8 output channels (the second holds 4) x 144 taps
+    # two blocks of 8 output channels (the second holds 4) x 144 taps, or x 16 transformed elements x 16 channels
+    packed = 2 * 16 * 16 * 8 if winograd == "1" else 2 * 16 * 9 * 8
     assert int(record.bytes_read) == 4 * (16 * 10 * 10 + packed + 12)
     assert int(record.bytes_written) == 4 * 12 * 10 * 10
