@@ -1,4 +1,5 @@
-"""Convolution layers one by one: sdflow's direct kernel, sdflow's im2col + BLAS kernel (``SDFLOW_DIRECT_CONV=0``)
+"""Convolution layers one by one: sdflow's direct kernel (Winograd F(2x2, 3x3) for 3x3 stride-1 layers, as
+compiled by default), sdflow's im2col + BLAS kernel (``SDFLOW_DIRECT_CONV=0``)
 and ONNX Runtime, interleaved in one process on the same thread count (so that the machine's drift hits all three
 alike). Each layer is a single-Conv + Relu model with random weights.
 
