@@ -1,5 +1,6 @@
 """The benchmark tooling stays runnable: benchmarks/run.py on one reduced zoo model (through `sdflow bench`)
-writes the JSON, the Markdown table and the chart, with a ratio, compile times and per-op times."""
+writes the JSON, the Markdown table and the chart, with a ratio, compile times and per-op times;
+benchmarks/conv_layers.py and benchmarks/ort_nodes.py run on a slice."""
 from __future__ import annotations
 
 import json
@@ -38,3 +39,18 @@ def test_conv_layers_py_compares_both_kernels_with_onnxruntime(helpers):
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "ms" not in line]
     assert [row.split(" |")[0] for row in rows] == ["| 3->64, 224x224, 7x7, s2, g1 x1", "| 64->64, 56x56, 3x3, s1, g1 x4",
                                                    "| weighted total"], rows
+
+
+def test_ort_nodes_py_matches_ops_with_onnxruntime_nodes(helpers):
+    """benchmarks/ort_nodes.py (sdflow's ops against ONNX Runtime's nodes inside the whole model) stays runnable: on
+    the reduced ResNet-18 every sdflow op finds the ONNX Runtime node that writes its tensor."""
+    result = subprocess.run([sys.executable, str(helpers.root / "benchmarks" / "ort_nodes.py"), "resnet18",
+                             "--reduced", "--runs", "2", "--top", "50"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0][0] == "| sdflow op" and len(rows) > 5
+    assert all(float(row[2]) > 0 and row[3] != "-" for row in rows[1:]), rows  # every op matched, with a time
+    assert any(row[0].startswith("| conv_") for row in rows[1:])  # fused convolutions
+    (total, ) = [line for line in result.stdout.splitlines() if line.startswith("sdflow ops:")]
+    ops = int(total.split("(")[1].split(" ops")[0])
+    assert f"{ops} matched" in total, total
