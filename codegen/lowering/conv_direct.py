@@ -35,12 +35,12 @@ import numpy as np
 from sdflow.ir.ops.nn import window_geometry
 from ..threads import has_avx512
 
-__all__ = ["uses_direct", "uses_winograd", "pack", "winograd_pack", "packed_name", "weight_value", "direct_code",
-           "prepack", "DIRECT_INCLUDES", "PACKED_CONNECTOR"]
+__all__ = ["uses_direct", "uses_winograd", "kernel_kind", "pack", "winograd_pack", "channels_pack", "packed_name",
+           "weight_value", "direct_code", "prepack", "DIRECT_INCLUDES", "PACKED_CONNECTOR"]
 
 BLOCK = 8  # output channels per packed block: the kernel's register tile (its C++ is written for 8)
 PACKED_CONNECTOR = "packed_weight"  # the op node's input that ``prepack`` adds
-_PACKED = re.compile(r"(.+)__(packed|winograd)8")
+_PACKED = re.compile(r"(.+)__(packed8|winograd8|channels16)")
 
 
 def uses_direct(node, x_shape, w_shape, dtype) -> bool:
@@ -82,6 +82,29 @@ def uses_winograd(node, x_shape, w_shape, dtype) -> bool:
     return all(s == 1 for s in geo.strides) and all(d == 1 for d in geo.dilations) and min(geo.out) >= 8
 
 
+def kernel_kind(node, x_shape, w_shape, dtype) -> str | None:
+    """Which form of the direct kernel a Conv runs, None for none: 'winograd' (``uses_winograd``), 'channels'
+    (vectors over output channels, for output rows of at most 14 and at least 2048 taps: a vector of positions
+    fills 49 of 64 lanes on a 7x7 image; with fewer taps its per-tile stores cost more than that) or 'packed'
+    (vectors over positions). Measured against each other (benchmarks/conv_layers.py): ResNet-18's 512-channel 7x7
+    layers 1.79 -> 1.44 ms, its 14x14 stride-2 one 0.95 -> 0.79 ms; 1x1 layers of 96-960 taps on 7x7 and 14x14
+    equal or (96 taps) 3.5x slower."""
+    if not uses_direct(node, x_shape, w_shape, dtype):
+        return None
+    if uses_winograd(node, x_shape, w_shape, dtype):
+        return "winograd"
+    kernel = node.attr("kernel_shape") or list(w_shape[2:])
+    size = [_known(d) for d in x_shape[2:]]
+    if None not in size and os.environ.get("SDFLOW_CHANNEL_VECTORS", "1") != "0":
+        width = window_geometry(node, size, kernel).out[-1]
+        if width <= CHANNEL_ROWS and int(np.prod(w_shape[1:])) >= CHANNEL_TAPS:
+            return "channels"
+    return "packed"
+
+
+CHANNEL_ROWS, CHANNEL_TAPS = 14, 2048  # the channel-vector form: output rows up to 14 wide, at least 2048 taps
+
+
 def _known(dim) -> int | None:
     """A dimension's value, None for a symbol."""
     try:
@@ -90,8 +113,8 @@ def _known(dim) -> int | None:
         return None
 
 
-def packed_name(weight: str, winograd: bool = False) -> str:
-    return f"{weight}__{'winograd' if winograd else 'packed'}{BLOCK}"
+def packed_name(weight: str, kind: str = "packed") -> str:
+    return f"{weight}__{kind}{16 if kind == 'channels' else BLOCK}"
 
 
 def _aligned(array: np.ndarray) -> np.ndarray:
@@ -112,6 +135,17 @@ def pack(weight: np.ndarray) -> np.ndarray:
     flat = np.zeros((blocks * BLOCK, k), np.float32)
     flat[:m] = weight.reshape(m, k)
     return _aligned(flat.reshape(blocks, BLOCK, k).transpose(0, 2, 1))
+
+
+def channels_pack(weight: np.ndarray) -> np.ndarray:
+    """[M, C, *kernel] -> [ceil(M / 16), C * prod(kernel), 16] (output channels past M are zeros), 64-byte
+    aligned: the channel-vector form's weights."""
+    m = weight.shape[0]
+    k = int(np.prod(weight.shape[1:]))
+    blocks = -(-m // 16)
+    flat = np.zeros((blocks * 16, k), np.float32)
+    flat[:m] = weight.reshape(m, k)
+    return _aligned(flat.reshape(blocks, 16, k).transpose(0, 2, 1))
 
 
 # Winograd F(2x2, 3x3): Y = A^T [(G g G^T) * (B^T d B)] A for each 2x2 output tile, d its 4x4 input patch.
@@ -138,8 +172,7 @@ def weight_value(constant, name: str) -> np.ndarray:
     except KeyError:
         if match is None:
             raise
-    weight = np.asarray(constant(match[1]), np.float32)
-    return winograd_pack(weight) if match[2] == "winograd" else pack(weight)
+    return _PACKERS[match[2]](np.asarray(constant(match[1]), np.float32))
 
 
 # Register tile: CH (8 or 4) output channels x NV vectors of 16 output positions, over K taps. Position j of the
@@ -207,6 +240,50 @@ static inline void positions(const float* x, const int64_t* koff, int64_t K, con
   else if (count > 16) taps<8, 2>(x, koff, K, w, y, ldy, rows, tail);
   else taps<8, 1>(x, koff, K, w, y, ldy, rows, tail);
 }
+// Register tile with vectors over output channels: P consecutive positions x NC blocks of 16 output channels
+// (P * NC <= 24 accumulators). Position p reads x + koff[k] + p at tap k (one broadcast), block v's weights are
+// w + v * wstride + k * 16 (64-byte aligned). The sums go to out[p * 48 + v * 16 + j] (channel j of block v).
+// Every lane is an output channel, where a position vector of a 7x7 image fills 49 of 64 lanes.
+template <int P, int NC>
+static void channels(const float* __restrict x, const int64_t* __restrict koff, int64_t K,
+                     const float* __restrict w, int64_t wstride, float* __restrict out) {
+#ifdef __AVX512F__
+  __m512 acc[P][NC];
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < NC; ++v) acc[p][v] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    const float* xk = x + koff[k];
+    __m512 wv[NC];
+    for (int v = 0; v < NC; ++v) wv[v] = _mm512_load_ps(w + v * wstride + k * 16);
+    for (int p = 0; p < P; ++p) {
+      const __m512 b = _mm512_set1_ps(xk[p]);
+      for (int v = 0; v < NC; ++v) acc[p][v] = _mm512_fmadd_ps(b, wv[v], acc[p][v]);
+    }
+  }
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < NC; ++v) _mm512_store_ps(out + p * 48 + v * 16, acc[p][v]);
+#else
+  float acc[P][NC * 16] = {};
+  for (int64_t k = 0; k < K; ++k)
+    for (int p = 0; p < P; ++p) {
+      const float b = x[koff[k] + p];
+      for (int v = 0; v < NC; ++v)
+        for (int j = 0; j < 16; ++j) acc[p][v * 16 + j] += b * w[v * wstride + k * 16 + j];
+    }
+  for (int p = 0; p < P; ++p)
+    for (int j = 0; j < NC * 16; ++j) out[p * 48 + j] = acc[p][j];
+#endif
+}
+typedef void (*channels_kernel)(const float*, const int64_t*, int64_t, const float*, int64_t, float*);
+// channels<P, NC> for 1 <= P <= 8, 1 <= NC <= 3.
+static inline channels_kernel channels_for(int64_t P, int64_t NC) {
+  static const channels_kernel table[8][3] = {
+      {channels<1, 1>, channels<1, 2>, channels<1, 3>}, {channels<2, 1>, channels<2, 2>, channels<2, 3>},
+      {channels<3, 1>, channels<3, 2>, channels<3, 3>}, {channels<4, 1>, channels<4, 2>, channels<4, 3>},
+      {channels<5, 1>, channels<5, 2>, channels<5, 3>}, {channels<6, 1>, channels<6, 2>, channels<6, 3>},
+      {channels<7, 1>, channels<7, 2>, channels<7, 3>}, {channels<8, 1>, channels<8, 2>, channels<8, 3>}};
+  return table[P - 1][NC - 1];
+}
 }  // namespace sdflow_direct
 #endif
 """
@@ -219,9 +296,7 @@ DIRECT_INCLUDES = _KERNELS
 # Tasks: (sample, tile of 48 positions - the last one up to 64 -, group of 8-channel blocks); the tile's input is
 # read from L1 for every
 # block after the first, and the tile is stored as row segments, the epilogue running on each while it is in cache.
-_DIRECT = """
-constexpr int64_t TILE_ = sdflow_direct::TILE, TILE_MAX_ = sdflow_direct::TILE_MAX;
-const int64_t MB_ = (M_ + 7) / 8;
+_SOURCE = """
 // The image, zero-padded, as SH_ x SW_ phase planes of H2_ x W2_ (stride 1: one plane, the padded image): phase
 // (a, b) holds the padded pixels (i * SH_ + a, j * SW_ + b), so a strided convolution reads each phase with
 // stride 1 and every tap is a run of consecutive floats.
@@ -253,6 +328,11 @@ for (int64_t c_ = 0; c_ < C_; ++c_)
 const int64_t* koff_ = taps_.data();
 // The last position read is the last output's: columns after it would read past the image.
 const int64_t Q_ = OH_ > 0 && OW_ > 0 ? (OH_ - 1) * W2_ + OW_ : 0;
+"""
+
+_DIRECT = _SOURCE + """
+constexpr int64_t TILE_ = sdflow_direct::TILE, TILE_MAX_ = sdflow_direct::TILE_MAX;
+const int64_t MB_ = (M_ + 7) / 8;
 // A remainder of up to 16 positions joins the last full tile (up to TILE_MAX_ positions).
 int64_t tiles_ = (Q_ + TILE_ - 1) / TILE_;
 if (tiles_ > 1 && Q_ - (tiles_ - 1) * TILE_ <= TILE_MAX_ - TILE_) --tiles_;
@@ -302,6 +382,35 @@ for (int64_t t_ = 0; t_ < N_ * tiles_ * groups_; ++t_) {
         TILE_EPILOGUE
       }
     }
+  }
+}
+"""
+
+
+# Vectors over output channels (small images: output rows of at most 14), after the same constants as _DIRECT;
+# PACKED_ holds the weights as blocks of 16 output channels, [MB16_][KK_][16]. Tasks: (channel tile of 3 blocks,
+# sample, output row, chunk of at most 8 positions of the row), channel tile outermost so that the tasks running
+# together share its weights. The positions of a chunk are consecutive in the (phase planes') rows and in the
+# output plane; each channel's run is stored and its epilogue applied while in cache.
+_CHANNELS = _SOURCE + """
+const int64_t MB16_ = (M_ + 15) / 16, MT_ = (MB16_ + 2) / 3;
+const int64_t CHUNKS_ = (OW_ + 7) / 8, PER_CHUNK_ = CHUNKS_ > 0 ? (OW_ + CHUNKS_ - 1) / CHUNKS_ : 0;
+const int64_t ROWTASKS_ = N_ * OH_ * CHUNKS_;
+#pragma omp parallel for schedule(dynamic)
+for (int64_t t_ = 0; t_ < MT_ * ROWTASKS_; ++t_) {
+  const int64_t mt_ = t_ / ROWTASKS_, n_ = (t_ % ROWTASKS_) / (OH_ * CHUNKS_);
+  const int64_t oh_ = (t_ % (OH_ * CHUNKS_)) / CHUNKS_, ow0_ = (t_ % CHUNKS_) * PER_CHUNK_;
+  const int64_t count_ = std::min(PER_CHUNK_, OW_ - ow0_), blocks_ = std::min<int64_t>(3, MB16_ - mt_ * 3);
+  if (count_ <= 0) continue;
+  alignas(64) float sums_[8 * 48];
+  sdflow_direct::channels_for(count_, blocks_)(source_ + n_ * C_ * PHASES_ * PLANE2_ + oh_ * W2_ + ow0_, koff_, KK_,
+                                               PACKED_ + mt_ * 3 * KK_ * 16, KK_ * 16, sums_);
+  const int64_t p0_ = oh_ * OW_ + ow0_, width_ = count_;
+  for (int64_t m_ = mt_ * 48; m_ < std::min(M_, mt_ * 48 + blocks_ * 16); ++m_) {
+    float* out_ = Y_ + (n_ * M_ + m_) * P_;
+    const float* values_ = sums_ + (m_ - mt_ * 48);
+    for (int64_t j_ = 0; j_ < width_; ++j_) out_[p0_ + j_] = values_[j_ * 48];
+    TILE_EPILOGUE
   }
 }
 """
@@ -431,10 +540,15 @@ const int64_t per_group_ = (MB_ + groups_ - 1) / groups_;
 """
 
 
-def direct_code(packed: str, winograd: bool = False) -> str:
-    """The C++ body of the direct (or Winograd) kernel after ``nn.conv_code``'s constants (``TILE_EPILOGUE`` still
-    to fill); ``packed`` points at the packed (or transformed) weights."""
-    return f"const float* PACKED_ = {packed};\n" + (_WINOGRAD if winograd else _DIRECT)
+def direct_code(packed: str, kind: str = "packed") -> str:
+    """The C++ body of the direct kernel (kind 'packed'), its Winograd form ('winograd') or its channel-vector form
+    ('channels') after ``nn.conv_code``'s constants (``TILE_EPILOGUE`` still to fill); ``packed`` points at the
+    packed (or transformed) weights."""
+    body = {"packed": _DIRECT, "winograd": _WINOGRAD, "channels": _CHANNELS}[kind]
+    return f"const float* PACKED_ = {packed};\n" + body
+
+
+_PACKERS = {"packed8": pack, "winograd8": winograd_pack, "channels16": channels_pack}
 
 
 def prepack(graph, weights: dict) -> int:
@@ -458,10 +572,10 @@ def prepack(graph, weights: dict) -> int:
         x_desc = sdfg.arrays[x]
         if not uses_direct(conv, list(x_desc.shape), list(weights[w].shape), x_desc.dtype.as_numpy_dtype()):
             continue
-        winograd = uses_winograd(conv, list(x_desc.shape), list(weights[w].shape), x_desc.dtype.as_numpy_dtype())
-        name = packed_name(w, winograd)
+        kind = kernel_kind(conv, list(x_desc.shape), list(weights[w].shape), x_desc.dtype.as_numpy_dtype())
+        name = packed_name(w, kind)
         if name not in weights:
-            weights[name] = (winograd_pack if winograd else pack)(np.asarray(weights[w], np.float32))
+            weights[name] = _PACKERS[name.rsplit("__", 1)[1]](np.asarray(weights[w], np.float32))
             sdfg.add_array(name, weights[name].shape, dace.float32)
         node.add_in_connector(PACKED_CONNECTOR)
         state.add_edge(state.add_read(name), None, node, PACKED_CONNECTOR,

@@ -224,12 +224,15 @@ inline void pad_phase(const float* from, int64_t h, int64_t w, int64_t pt, int64
 """
 
 
-def packed_input(ctx: Ctx) -> tuple[str, bool] | None:
-    """The node's pre-packed weights, when lowering gave it some (``conv_direct.prepack``): their pointer, and
-    whether they are Winograd-transformed ([16][M / 8][C][8]; the direct kernel's are [M / 8][C * KH * KW][8])."""
+def packed_input(ctx: Ctx) -> tuple[str, str] | None:
+    """The node's pre-packed weights, when lowering gave it some (``conv_direct.prepack``): their pointer, and the
+    kernel form their layout is for: 'winograd' ([16][M / 8][C][8]), 'channels' ([M / 16][C * KH * KW][16]) or
+    'packed' ([M / 8][C * KH * KW][8])."""
     if PACKED_CONNECTOR not in ctx.inputs:
         return None
-    return ctx.ptr(PACKED_CONNECTOR), len(ctx.shape(PACKED_CONNECTOR)) == 4
+    shape = ctx.shape(PACKED_CONNECTOR)
+    kind = "winograd" if len(shape) == 4 else "channels" if int(shape[-1]) == 16 else "packed"
+    return ctx.ptr(PACKED_CONNECTOR), kind
 
 
 def conv_includes(packed) -> str:
@@ -238,7 +241,7 @@ def conv_includes(packed) -> str:
 
 
 def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None = None,
-              epilogue: tuple[str, str] | None = None, packed: tuple[str, bool] | None = None) -> str:
+              epilogue: tuple[str, str] | None = None, packed: tuple[str, str] | None = None) -> str:
     """C++ of a float32 Conv from pointers ``x``, ``w`` (and ``bias``) into ``y``. ``epilogue`` = (statements,
     final expression) applied to every output element while its plane or tile is in cache: the statements read
     ``a_`` (the convolution plus bias) and may index other tensors by sample ``n_``, channel ``m_`` and position

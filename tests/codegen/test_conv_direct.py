@@ -24,12 +24,14 @@ def direct_kernels(monkeypatch):
     monkeypatch.setattr(conv_direct, "has_avx512", lambda: True)
     monkeypatch.delenv("SDFLOW_DIRECT_CONV", raising=False)
     monkeypatch.delenv("SDFLOW_WINOGRAD", raising=False)
+    monkeypatch.delenv("SDFLOW_CHANNEL_VECTORS", raising=False)
     monkeypatch.setenv("SDFLOW_GRAPH_CACHE", "0")
 
 
 def _packed(compiled) -> list[str]:
-    """The compiled model's packed weights as 'weight/kind' (kind: packed for the direct kernel, winograd)."""
-    found = (re.fullmatch(r"(.+)__(packed|winograd)8", n) for n in compiled.weight_names)
+    """The compiled model's packed weights as 'weight/kind' (kind: packed for the direct kernel's position vectors,
+    channels for its channel vectors, winograd)."""
+    found = (re.fullmatch(r"(.+)__(packed|winograd|channels)(8|16)", n) for n in compiled.weight_names)
     return sorted(f"{m[1]}/{m[2]}" for m in found if m)
 
 
@@ -85,9 +87,11 @@ def _zoo_feeds(rng, n, length):
 
 @pytest.mark.parametrize("winograd", ["0", "1"])
 def test_direct_kernels_match_onnxruntime(conv_zoo, helpers, rng, monkeypatch, winograd):
-    """With SDFLOW_WINOGRAD=0 every tiling of the direct kernel; by default a (3x3, stride 1, 50x50) runs as
-    Winograd F(2x2, 3x3)."""
+    """Every tiling of the direct kernel's position vectors (SDFLOW_CHANNEL_VECTORS=0: i, 3x3 over 7x7 with 2304
+    taps, would take the channel vectors); with SDFLOW_WINOGRAD=1 a (3x3, stride 1, 50x50) runs as Winograd
+    F(2x2, 3x3)."""
     monkeypatch.setenv("SDFLOW_WINOGRAD", winograd)
+    monkeypatch.setenv("SDFLOW_CHANNEL_VECTORS", "0")
     feeds = [_zoo_feeds(rng, 1, 40), _zoo_feeds(rng, 2, 23)]
     for passes in ("O1", "O2"):  # plain Conv nodes, and convolutions fused with their epilogues
         compiled = helpers.check_against_ort(conv_zoo, feeds, passes=passes)
@@ -121,6 +125,47 @@ def test_winograd_matches_onnxruntime(helpers, rng):
     for passes in ("O1", "O2"):
         compiled = helpers.check_against_ort(model, feeds, passes=passes)
         assert _packed(compiled) == ["wa/winograd", "wb/winograd", "wc/winograd", "wd/packed", "we/packed"]
+
+
+def test_channel_vectors_match_onnxruntime(helpers, rng, monkeypatch):
+    """Small images with many taps run with vectors over output channels (``kernel_kind`` 'channels'): a 7x7 image
+    (one chunk of 7 positions per row), a 6 x 11 one (chunks of 6 and 5; too short for Winograd), a stride-2
+    convolution over phase
+    planes, a 1-D one, output channels that fill 1, 2 and 3 blocks of 16 (the last partly), fused epilogues, batch
+    1 and 2 from one build. The tap threshold is lowered so that the layers stay small; a 14-wide output with
+    fewer taps than it keeps the position vectors."""
+    monkeypatch.setattr(conv_direct, "CHANNEL_TAPS", 64)
+    nodes = [helper.make_node("Conv", ["s", "wa", "ba"], ["a0"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a0"], ["a"]),
+             helper.make_node("Conv", ["u", "wb"], ["b"], pads=[1, 0, 1, 2]),
+             helper.make_node("Conv", ["v", "wc", "bc"], ["c0"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Add", ["c0", "r"], ["c1"]),
+             helper.make_node("Clip", ["c1", "lo", "hi"], ["c"]),
+             helper.make_node("Conv", ["t", "wd"], ["d"], pads=[2, 2]),
+             helper.make_node("Conv", ["v", "we"], ["e"])]
+    weights = {"wa": _w(rng, 40, 16, 3, 3), "ba": rng.standard_normal(40).astype(F), "wb": _w(rng, 16, 24, 3, 3),
+               "wc": _w(rng, 20, 8, 3, 3), "bc": rng.standard_normal(20).astype(F), "lo": np.array(-1, F),
+               "hi": np.array(1.5, F), "wd": _w(rng, 33, 16, 5), "we": _w(rng, 32, 8, 1, 1)}
+    model = helpers.make_model(
+        nodes, [("s", F, ["n", 16, 7, 7]), ("u", F, ["n", 24, 6, 11]), ("v", F, ["n", 8, 28, 14]),
+                ("r", F, ["n", 20, 14, 7]), ("t", F, ["n", 16, 12])],
+        [("a", F, ["n", 40, 7, 7]), ("b", F, ["n", 16, 6, 11]), ("c", F, ["n", 20, 14, 7]),
+         ("d", F, ["n", 33, 12]), ("e", F, ["n", 32, 28, 14])], weights)
+    shapes = {"s": (16, 7, 7), "u": (24, 6, 11), "v": (8, 28, 14), "r": (20, 14, 7), "t": (16, 12)}
+    feeds = [{k: rng.standard_normal((n, *v)).astype(F) for k, v in shapes.items()} for n in (1, 2)]
+    for passes in ("O1", "O2"):
+        compiled = helpers.check_against_ort(model, feeds, passes=passes)
+        assert _packed(compiled) == ["wa/channels", "wb/channels", "wc/channels", "wd/channels", "we/packed"]
+
+
+def test_channel_vector_weight_layout():
+    weight = np.arange(20 * 3 * 2 * 2, dtype=F).reshape(20, 3, 2, 2)
+    packed = conv_direct.channels_pack(weight)
+    assert packed.shape == (2, 12, 16) and packed.ctypes.data % 64 == 0
+    flat = weight.reshape(20, 12)
+    np.testing.assert_array_equal(packed[0, 5, :], flat[:16, 5])
+    np.testing.assert_array_equal(packed[1, :, :4], flat[16:20].T)
+    assert not packed[1, :, 4:].any()  # channels past M are zeros
 
 
 def test_winograd_weight_layout():
