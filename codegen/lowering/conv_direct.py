@@ -378,8 +378,13 @@ for (int64_t t_ = 0; t_ < N_ * tiles_ * groups_; ++t_) {
       const float* values_ = tile_ + (m_ - mb_ * 8) * TILE_MAX_;
       for (int64_t s_ = 0; s_ < segments_; ++s_) {
         const int64_t p0_ = at_[s_], width_ = length_[s_];
-        if (!whole_) for (int64_t j_ = 0; j_ < width_; ++j_) out_[p0_ + j_] = values_[from_[s_] + j_];
-        TILE_EPILOGUE
+        if (whole_) {  // stored in place by the kernel
+          TILE_EPILOGUE
+        } else {  // from the tile buffer, the epilogue applied on the way
+          const float* src_ = values_ + from_[s_];
+          const int64_t step_ = 1;
+          STORE_EPILOGUE
+        }
       }
     }
   }
@@ -408,9 +413,9 @@ for (int64_t t_ = 0; t_ < MT_ * ROWTASKS_; ++t_) {
   const int64_t p0_ = oh_ * OW_ + ow0_, width_ = count_;
   for (int64_t m_ = mt_ * 48; m_ < std::min(M_, mt_ * 48 + blocks_ * 16); ++m_) {
     float* out_ = Y_ + (n_ * M_ + m_) * P_;
-    const float* values_ = sums_ + (m_ - mt_ * 48);
-    for (int64_t j_ = 0; j_ < width_; ++j_) out_[p0_ + j_] = values_[j_ * 48];
-    TILE_EPILOGUE
+    const float* src_ = sums_ + (m_ - mt_ * 48);
+    const int64_t step_ = 48;
+    STORE_EPILOGUE
   }
 }
 """
@@ -530,8 +535,9 @@ const int64_t per_group_ = (MB_ + groups_ - 1) / groups_;
         const float* values_ = outputs_ + (m_ - mb_ * 8) * 4 * TB_;
         for (int64_t s_ = 0; s_ < segments_; ++s_) {
           const int64_t p0_ = at_[s_], width_ = length_[s_];
-          for (int64_t j_ = 0; j_ < width_; ++j_) out_[p0_ + j_] = values_[from_[s_] + j_];
-          TILE_EPILOGUE
+          const float* src_ = values_ + from_[s_];
+          const int64_t step_ = 1;
+          STORE_EPILOGUE
         }
       }
     }
@@ -542,7 +548,8 @@ const int64_t per_group_ = (MB_ + groups_ - 1) / groups_;
 
 def direct_code(packed: str, kind: str = "packed") -> str:
     """The C++ body of the direct kernel (kind 'packed'), its Winograd form ('winograd') or its channel-vector form
-    ('channels') after ``nn.conv_code``'s constants (``TILE_EPILOGUE`` still to fill); ``packed`` points at the
+    ('channels') after ``nn.conv_code``'s constants (``TILE_EPILOGUE`` and ``STORE_EPILOGUE`` still to fill);
+    ``packed`` points at the
     packed (or transformed) weights."""
     body = {"packed": _DIRECT, "winograd": _WINOGRAD, "channels": _CHANNELS}[kind]
     return f"const float* PACKED_ = {packed};\n" + body

@@ -153,8 +153,11 @@ const int64_t HP_ = H_ + PT_ + PB_, WP_ = W_ + PL_ + PR_;
               sum_ += kernel_[kh_ * KW_ + kw_] * in_[q_ + kh_ * DH_ * WP_ + kw_ * DW_];
           acc_[q_] = sum_;
         }
-        for (int64_t oh_ = oh0_; oh_ < oh1_; ++oh_)
-          for (int64_t ow_ = 0; ow_ < OW_; ++ow_) out_[oh_ * OW_ + ow_] = acc_[(oh_ - oh0_) * WP_ + ow_];
+        for (int64_t oh_ = oh0_; oh_ < oh1_; ++oh_) {  // the rows, the epilogue applied on the way
+          const int64_t p0_ = oh_ * OW_, width_ = OW_, step_ = 1;
+          const float* src_ = acc_ + (oh_ - oh0_) * WP_;
+          STORE_EPILOGUE
+        }
       }
     } else {
       for (int64_t oh_ = 0; oh_ < OH_; ++oh_) {
@@ -168,13 +171,29 @@ const int64_t HP_ = H_ + PT_ + PB_, WP_ = W_ + PL_ + PR_;
               sum_ += kernel_[kh_ * KW_ + kw_] * in_[kh_ * DH_ * WP_ + ow_ * SW_ + kw_ * DW_];
           row_[ow_] = sum_;
         }
+        const int64_t p0_ = oh_ * OW_;
+        TILE_EPILOGUE
       }
     }
-    PLANE_EPILOGUE
   }
 }
 """
 
+
+# Bias and epilogue on a run of outputs [p0_, p0_ + width_) of the plane out_ (sample n_, channel m_) whose values
+# are src_[j_ * step_]: stored with the epilogue applied on the way (one pass over the outputs instead of a copy and
+# an in-place pass).
+_STORE_EPILOGUE = """
+{
+  const float b_ = BIAS;
+  for (int64_t j_ = 0; j_ < width_; ++j_) {
+    const int64_t p_ = p0_ + j_;
+    const float a_ = src_[j_ * step_] + b_;
+    STATEMENTS
+    out_[p_] = FINAL;
+  }
+}
+"""
 
 # Bias and epilogue on one output plane (out_, sample n_, channel m_), in place: ``a_`` is the convolution's value.
 _PLANE_EPILOGUE = """
@@ -267,11 +286,19 @@ def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None =
             return ""
         return (_PLANE_EPILOGUE.replace("BIAS", f"{bias}[m_]" if bias else "0.0f").replace("FIRST", first)
                 .replace("LAST", last).replace("STATEMENTS", statements).replace("FINAL", final))
+    def store_epilogue() -> str:
+        """Outputs [p0_, p0_ + width_) from src_[j_ * step_] with bias and epilogue."""
+        if bias is None and epilogue is None:
+            return "for (int64_t j_ = 0; j_ < width_; ++j_) out_[p0_ + j_] = src_[j_ * step_];"
+        return (_STORE_EPILOGUE.replace("BIAS", f"{bias}[m_]" if bias else "0.0f").replace("STATEMENTS", statements)
+                .replace("FINAL", final))
     if packed is not None:
-        return code + direct_code(*packed).replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + width_"))
+        return code + (direct_code(*packed).replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + width_"))
+                       .replace("STORE_EPILOGUE", store_epilogue()))
     code += _INSIDE
     if depthwise:
-        return code + _DEPTHWISE.replace("PLANE_EPILOGUE", plane_epilogue("0", "P_"))
+        return code + (_DEPTHWISE.replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + OW_"))
+                       .replace("STORE_EPILOGUE", store_epilogue()))
     code += f"const bool IM2COL_ = {'false' if pointwise else 'true'};\n"
     return code + _TILES.replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + width_"))
 
