@@ -13,6 +13,10 @@ first splits the padded image into stride x stride phase planes, over which it i
 that is one run of outputs (an unpadded 1x1 convolution) is stored straight into the output planes, others
 through a buffer by row segments; the epilogue (bias, fused ops) runs on each while it is in cache.
 
+Small images with many taps (``kernel_kind`` 'channels': output rows of at most 14, at least 2048 taps) turn the
+tile around: P positions of a row x up to 48 output channels (3 vectors of 16), the weights packed as
+[M / 16][C * KH * KW][16] (``channels_pack``, ``<weight>__channels16``), one broadcast input per position and tap.
+
 Winograd F(2x2, 3x3) (``uses_winograd``: 3x3, stride 1, no dilation, outputs of at least 8x8): the weights are
 transformed once (G g G^T, ``winograd_pack``, ``<weight>__winograd8``); per block of 48 output tiles of 2x2, the
 input patches are transformed (B^T d B) into 16 matrices [C][48], the 16 products with the transformed weights run
