@@ -43,7 +43,9 @@ def _w(rng, *shape):
 def conv_zoo(helpers, rng):
     """Every way the direct kernel tiles, on a fixed 50x50 image with a dynamic batch:
     a: 3x3 pad 1, 44 output channels (the last block of 8 holds 4), fused with Relu;
-    c: 1x1 (no padding: the image itself is the flat range, stored straight into the planes), 48 channels, fused with a residual Add and Clip;
+    c: 1x1 (no padding: the image itself is the flat range, stored straight into the planes), 48 channels, fused
+    with a residual Add and Clip (32 taps: the channel blocks loop outermost over runs of tiles, which cross
+    samples at batch 2);
     d: 3x3 dilation 2, uneven pads; e: 1x1 over a 7x7 plane of 256 channels (one tile of 49 positions, run as
     two halves of 4 channels x 4 vectors); i: 3x3 over that plane (61 positions of the padded rows), 14 output
     channels (the last block's second half holds 2); j: 1x1 over it, 3 output channels (no second half);
