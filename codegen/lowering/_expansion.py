@@ -208,8 +208,9 @@ def contiguous_strides(shape) -> list:
 
 
 def add_map(state: dace.SDFGState, label: str, ranges: dict, inputs: dict, code: str, outputs: dict,
-            pointers=(), schedule=dace.ScheduleType.CPU_Multicore):
-    """A map over ``ranges`` ({param: size}) around one C++ tasklet; memlets given as {connector: 'A[i0, 0]'}.
+            pointers=(), schedule=dace.ScheduleType.CPU_Multicore, includes: str = ""):
+    """A map over ``ranges`` ({param: size}) around one C++ tasklet; memlets given as {connector: 'A[i0, 0]'};
+    ``includes`` goes to the top of the generated file (helpers the tasklet calls).
 
     Connectors in ``pointers`` are typed as pointers to the subset's first element (a row the tasklet loops
     over), the rest as scalars. The outer dims run in parallel (collapsed); the innermost stays a plain loop
@@ -235,6 +236,8 @@ def add_map(state: dace.SDFGState, label: str, ranges: dict, inputs: dict, code:
                                                      code, memlets_out, language=dace.Language.CPP,
                                                      external_edges=True, schedule=schedule)
         entry.map.collapse = len(ranges) if pointers else max(1, len(ranges) - 1)
+    if includes:
+        tasklet.code_global = dace.properties.CodeBlock(includes, dace.Language.CPP)
     for connector, memlet in {**memlets_in, **memlets_out}.items():
         connectors = tasklet.in_connectors if connector in memlets_in else tasklet.out_connectors
         dtype = arrays[memlet.data].dtype

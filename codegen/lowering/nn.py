@@ -214,7 +214,9 @@ CONV_INCLUDES = r"""
 #include <omp.h>
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <utility>
+#include <vector>
 namespace sdflow_conv {
 // The j in [0, count) whose column j * stride + offset lies in [0, width), as [lo, hi) with hi >= lo: outside it
 // a window position reads padding; inside it a loop has no branch and vectorises.
@@ -223,20 +225,28 @@ inline std::pair<int64_t, int64_t> inside(int64_t offset, int64_t stride, int64_
   const int64_t hi = width - 1 - offset < 0 ? lo : std::max(lo, std::min(count, (width - 1 - offset) / stride + 1));
   return {lo, hi};
 }
-// Phase (a, b) of an h x w image zero-padded by pt rows and pl columns before it, at strides (sh, sw):
-// to[i * w2 + j] = image[i * sh + a - pt][j * sw + b - pl], zero outside the image; `to` is h2 x w2.
-inline void pad_phase(const float* from, int64_t h, int64_t w, int64_t pt, int64_t pl, int64_t sh, int64_t sw,
-                      int64_t a, int64_t b, int64_t h2, int64_t w2, float* to) {
+// Phase (a, b) of an h x w image padded by pt rows and pl columns before it, at strides (sh, sw):
+// to[i * w2 + j] = image[i * sh + a - pt][j * sw + b - pl], `fill` outside the image (0 for a convolution, -inf
+// for MaxPool); `to` is h2 x w2. Not inlined: gcc 12 at -O3 miscompiled the copy inlined into a MaxPool tasklet
+// whose sizes were all constants (dilation 2, pads 2: the rows after the top padding were left unwritten; correct
+// at -O2 or with -fno-tree-loop-vectorize); it runs once per plane, so the call costs nothing.
+__attribute__((noinline)) inline void pad_phase(const float* from, int64_t h, int64_t w, int64_t pt, int64_t pl, int64_t sh, int64_t sw,
+                      int64_t a, int64_t b, int64_t h2, int64_t w2, float* to, float fill = 0.0f) {
   const auto [lo, hi] = inside(b - pl, sw, w2, w);
   for (int64_t i = 0; i < h2; ++i) {
     float* row = to + i * w2;
     const int64_t r = i * sh + a - pt;
-    if (r < 0 || r >= h) { for (int64_t j = 0; j < w2; ++j) row[j] = 0.0f; continue; }
+    if (r < 0 || r >= h) { for (int64_t j = 0; j < w2; ++j) row[j] = fill; continue; }
     const float* in = from + r * w;
-    for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
+    for (int64_t j = 0; j < lo; ++j) row[j] = fill;
     for (int64_t j = lo; j < hi; ++j) row[j] = in[j * sw + b - pl];
-    for (int64_t j = hi; j < w2; ++j) row[j] = 0.0f;
+    for (int64_t j = hi; j < w2; ++j) row[j] = fill;
   }
+}
+// Where padded pixel (r, t) relative to a window's corner lies in the phase planes of pad_phase (each h2 x w2,
+// phase (a, b) at index a * sw + b): the offset of a tap from the output position it serves.
+inline int64_t phase_offset(int64_t r, int64_t t, int64_t sh, int64_t sw, int64_t h2, int64_t w2) {
+  return ((r % sh) * sw + t % sw) * h2 * w2 + (r / sh) * w2 + t / sw;
 }
 }  // namespace sdflow_conv
 #endif
@@ -410,28 +420,13 @@ static thread_local std::vector<float> buffer_;
 if (buffer_.size() < (size_t)(SH_ * SW_ * PLANE2_ + W2_ + 16)) buffer_.resize(SH_ * SW_ * PLANE2_ + W2_ + 16);
 float* __restrict planes_ = buffer_.data();
 const float lowest_ = -std::numeric_limits<float>::infinity();
-for (int64_t a_ = 0; a_ < SH_; ++a_)
-  for (int64_t b_ = 0; b_ < SW_; ++b_) {
-    float* __restrict phase_ = planes_ + (a_ * SW_ + b_) * PLANE2_;
-    // Columns j whose pixel j * SW_ + b_ - PW_ lies in the image: [lo_, hi_).
-    const int64_t lo_ = std::min(W2_, std::max<int64_t>(0, (PW_ - b_ + SW_ - 1) / SW_));
-    const int64_t hi_ = std::max(lo_, std::min(W2_, (W_ + PW_ - b_ + SW_ - 1) / SW_));
-    for (int64_t i_ = 0; i_ < H2_; ++i_) {
-      float* __restrict row_ = phase_ + i_ * W2_;
-      const int64_t r_ = i_ * SH_ + a_ - PH_;
-      if (r_ < 0 || r_ >= H_) { for (int64_t j_ = 0; j_ < W2_; ++j_) row_[j_] = lowest_; continue; }
-      const float* from_ = x + r_ * W_ + b_ - PW_;
-      for (int64_t j_ = 0; j_ < lo_; ++j_) row_[j_] = lowest_;
-      for (int64_t j_ = lo_; j_ < hi_; ++j_) row_[j_] = from_[j_ * SW_];
-      for (int64_t j_ = hi_; j_ < W2_; ++j_) row_[j_] = lowest_;
-    }
-  }
+for (int64_t phase_ = 0; phase_ < SH_ * SW_; ++phase_)
+  sdflow_conv::pad_phase(x, H_, W_, PH_, PW_, SH_, SW_, phase_ / SW_, phase_ % SW_, H2_, W2_,
+                         planes_ + phase_ * PLANE2_, lowest_);
 int64_t taps_[KH_ * KW_];
 for (int64_t kh_ = 0; kh_ < KH_; ++kh_)
-  for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {
-    const int64_t r_ = kh_ * DH_, t_ = kw_ * DW_;
-    taps_[kh_ * KW_ + kw_] = ((r_ % SH_) * SW_ + t_ % SW_) * PLANE2_ + (r_ / SH_) * W2_ + t_ / SW_;
-  }
+  for (int64_t kw_ = 0; kw_ < KW_; ++kw_)
+    taps_[kh_ * KW_ + kw_] = sdflow_conv::phase_offset(kh_ * DH_, kw_ * DW_, SH_, SW_, H2_, W2_);
 for (int64_t oh_ = 0; oh_ < OH_; ++oh_) {
   const float* __restrict in_ = planes_ + oh_ * W2_;
   float* __restrict out_ = y + oh_ * OW_;
@@ -450,9 +445,9 @@ def pool(ctx: Ctx):
     x, y, ind = ctx.connector("in", 0), ctx.connector("out", 0), ctx.connector("out", 1)
     x_shape, y_shape = ctx.shape(x), ctx.shape(y)
     if ctx.node.op_type == "MaxPool" and not ind and len(x_shape) == 4 and ctx.desc(x).dtype.ctype == "float":
-        code = _pool_constants(ctx, x_shape) + _MAX_POOL_PLANES
+        code, includes = _pool_constants(ctx, x_shape) + _MAX_POOL_PLANES, CONV_INCLUDES
     else:
-        code = _pool_code(ctx, x_shape)
+        code, includes = _pool_code(ctx, x_shape), ""
     spatial = ", ".join(f"0:{d}" for d in x_shape[2:])
     out_spatial = ", ".join(f"0:{d}" for d in y_shape[2:])
     sdfg, state = ctx.nested()
@@ -460,7 +455,7 @@ def pool(ctx: Ctx):
     if ind:
         outputs["ind"] = f"{ind}[i0, i1, {out_spatial}]"
     add_map(state, ctx.node.op_type.lower(), index_ranges(x_shape[:2]), {"x": f"{x}[i0, i1, {spatial}]"},
-            code, outputs, pointers=["x", *outputs])
+            code, outputs, pointers=["x", *outputs], includes=includes)
     return sdfg
 
 

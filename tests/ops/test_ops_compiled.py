@@ -409,3 +409,25 @@ def test_one_row_gemm_runs_as_gemv(helpers, rng, trans_a, trans_b):
     compiled = helpers.check_against_ort(model, feeds)
     code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
     assert "cblas_sgemv" in code and "cblas_sgemm" in code
+
+
+def test_float_max_pool_runs_over_padded_phase_planes(helpers, rng):
+    """A float32 2-D MaxPool without indices reads -inf padded phase planes (a vectorised flat range); with the
+    Indices output it keeps the window loop. Against ONNX Runtime on negative inputs (padding must not win):
+    3x3 stride 2 pads 1, ceil mode with uneven pads, dilation 2, batch 1 and 2 from one build."""
+    nodes = [helper.make_node("MaxPool", ["x"], ["a"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["x"], ["b"], kernel_shape=[2, 3], strides=[2, 2], pads=[0, 1, 1, 0],
+                              ceil_mode=1),
+             helper.make_node("MaxPool", ["x"], ["c"], kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2])]
+    model = helpers.make_model(nodes, [("x", F, ["N", 3, 11, 9])],
+                               [("a", F, ["N", 3, 6, 5]), ("b", F, ["N", 3, 6, 5]), ("c", F, ["N", 3, 11, 9])])
+    feeds = [{"x": -np.abs(rng.standard_normal((n, 3, 11, 9))).astype(F) - 1} for n in (1, 2)]
+    compiled = helpers.check_against_ort(model, feeds)
+    code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
+    assert code.count("sdflow_conv::pad_phase(") >= 3 and "lowest_);" in code
+    indices = helpers.make_model([helper.make_node("MaxPool", ["x"], ["a", "i"], kernel_shape=[3, 3], strides=[2, 2],
+                                                   pads=[1, 1, 1, 1])],
+                                 [("x", F, ["N", 3, 11, 9])], [("a", F, ["N", 3, 6, 5]), ("i", np.int64, ["N", 3, 6, 5])])
+    compiled = helpers.check_against_ort(indices, feeds)
+    code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
+    assert "pad_phase" not in code
