@@ -110,7 +110,8 @@ class CompiledModel:
     @property
     def weight_names(self) -> list[str]:
         """The constants passed to the native program: the model's weights and the packed forms lowering made of
-        some (``<weight>__packed8``: a Conv that runs the direct kernel, see ``codegen.lowering.conv_direct``)."""
+        some (``<weight>__packed8``, ``__winograd8`` or ``__channels16``: a Conv that runs the direct kernel in that
+        form, see ``codegen.lowering.conv_direct``)."""
         return sorted(self._weights)
 
     @property

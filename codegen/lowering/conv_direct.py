@@ -44,7 +44,7 @@ __all__ = ["uses_direct", "uses_winograd", "kernel_kind", "pack", "winograd_pack
 
 BLOCK = 8  # output channels per packed block: the kernel's register tile (its C++ is written for 8)
 PACKED_CONNECTOR = "packed_weight"  # the op node's input that ``prepack`` adds
-_PACKED = re.compile(r"(.+)__(packed8|winograd8|channels16)")
+_PACKED = re.compile(r"(.+)__(packed|winograd|channels)(?:8|16)")
 
 
 def uses_direct(node, x_shape, w_shape, dtype) -> bool:
@@ -73,10 +73,10 @@ def uses_direct(node, x_shape, w_shape, dtype) -> bool:
 
 
 def uses_winograd(node, x_shape, w_shape, dtype) -> bool:
-    """Whether a Conv that ``uses_direct`` runs as Winograd F(2x2, 3x3) instead: 3x3, stride 1, no dilation, on
-    images of at least 8 x 8 (ResNet's 3x3 convolutions but the strided ones). 16 multiplications per 2x2 outputs
-    instead of 36; ``SDFLOW_WINOGRAD=0`` keeps the direct kernel."""
-    if os.environ.get("SDFLOW_WINOGRAD", "1") == "0" or not uses_direct(node, x_shape, w_shape, dtype):
+    """Whether a Conv that ``uses_direct`` (the caller, ``kernel_kind``, checked) runs as Winograd F(2x2, 3x3)
+    instead: 3x3, stride 1, no dilation, on images of at least 8 x 8 (ResNet's 3x3 convolutions but the strided
+    ones). 16 multiplications per 2x2 outputs instead of 36; ``SDFLOW_WINOGRAD=0`` keeps the direct kernel."""
+    if os.environ.get("SDFLOW_WINOGRAD", "1") == "0":
         return False
     kernel = node.attr("kernel_shape") or list(w_shape[2:])
     size = [_known(d) for d in x_shape[2:]]
@@ -131,26 +131,25 @@ def _aligned(array: np.ndarray) -> np.ndarray:
     return aligned
 
 
-def pack(weight: np.ndarray) -> np.ndarray:
-    """[M, C, *kernel] -> [ceil(M / 8), C * prod(kernel), 8] (output channels past M are zeros), 64-byte aligned
-    (the kernel's vector loads)."""
+def _blocks(weight: np.ndarray, block: int) -> np.ndarray:
+    """[M, C, *kernel] -> [ceil(M / block), C * prod(kernel), block] (output channels past M are zeros), 64-byte
+    aligned (the kernels' vector loads)."""
     m = weight.shape[0]
     k = int(np.prod(weight.shape[1:]))
-    blocks = -(-m // BLOCK)
-    flat = np.zeros((blocks * BLOCK, k), np.float32)
+    blocks = -(-m // block)
+    flat = np.zeros((blocks * block, k), np.float32)
     flat[:m] = weight.reshape(m, k)
-    return _aligned(flat.reshape(blocks, BLOCK, k).transpose(0, 2, 1))
+    return _aligned(flat.reshape(blocks, block, k).transpose(0, 2, 1))
+
+
+def pack(weight: np.ndarray) -> np.ndarray:
+    """The direct kernel's weights: blocks of 8 output channels, [ceil(M / 8), C * prod(kernel), 8]."""
+    return _blocks(weight, BLOCK)
 
 
 def channels_pack(weight: np.ndarray) -> np.ndarray:
-    """[M, C, *kernel] -> [ceil(M / 16), C * prod(kernel), 16] (output channels past M are zeros), 64-byte
-    aligned: the channel-vector form's weights."""
-    m = weight.shape[0]
-    k = int(np.prod(weight.shape[1:]))
-    blocks = -(-m // 16)
-    flat = np.zeros((blocks * 16, k), np.float32)
-    flat[:m] = weight.reshape(m, k)
-    return _aligned(flat.reshape(blocks, 16, k).transpose(0, 2, 1))
+    """The channel-vector form's weights: blocks of 16 output channels, [ceil(M / 16), C * prod(kernel), 16]."""
+    return _blocks(weight, 16)
 
 
 # Winograd F(2x2, 3x3): Y = A^T [(G g G^T) * (B^T d B)] A for each 2x2 output tile, d its 4x4 input patch.
@@ -295,12 +294,10 @@ static inline channels_kernel channels_for(int64_t P, int64_t NC) {
 
 DIRECT_INCLUDES = _KERNELS
 
-# After the geometry constants and M_, KK_, P_, X_, Y_ (and nn.CONV_INCLUDES' helpers): PACKED_ (the packed
-# weights). The positions are the (phase planes') rows as one flat range, q -> output (q / W2_, q % W2_) when
+# What the position- and channel-vector forms share, after the geometry constants and M_, KK_, P_, X_, Y_ (and
+# nn.CONV_INCLUDES' helpers): the source image (padded phase planes, or X_ itself), each tap's offset in it
+# (koff_), and the flat range of positions Q_ over the phase planes' rows, q -> output (q / W2_, q % W2_) when
 # q % W2_ < OW_ (the columns past each row's end are computed and dropped: small images still fill whole tiles).
-# Tasks: (sample, tile of 48 positions - the last one up to 64 -, group of 8-channel blocks); the tile's input is
-# read from L1 for every
-# block after the first, and the tile is stored as row segments, the epilogue running on each while it is in cache.
 _SOURCE = """
 // The image, zero-padded, as SH_ x SW_ phase planes of H2_ x W2_ (stride 1: one plane, the padded image): phase
 // (a, b) holds the padded pixels (i * SH_ + a, j * SW_ + b), so a strided convolution reads each phase with
@@ -325,16 +322,16 @@ static thread_local std::vector<int64_t> taps_;
 taps_.resize(KK_);
 for (int64_t c_ = 0; c_ < C_; ++c_)
   for (int64_t kh_ = 0; kh_ < KH_; ++kh_)
-    for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {
-      const int64_t r_ = kh_ * DH_, t_ = kw_ * DW_;
+    for (int64_t kw_ = 0; kw_ < KW_; ++kw_)
       taps_[(c_ * KH_ + kh_) * KW_ + kw_] =
-          ((c_ * SH_ + r_ % SH_) * SW_ + t_ % SW_) * PLANE2_ + (r_ / SH_) * W2_ + t_ / SW_;
-    }
+          c_ * PHASES_ * PLANE2_ + sdflow_conv::phase_offset(kh_ * DH_, kw_ * DW_, SH_, SW_, H2_, W2_);
 const int64_t* koff_ = taps_.data();
 // The last position read is the last output's: columns after it would read past the image.
 const int64_t Q_ = OH_ > 0 && OW_ > 0 ? (OH_ - 1) * W2_ + OW_ : 0;
 """
 
+# Position vectors: tiles of 48 positions (the last up to 64) x blocks of 8 output channels; each tile is stored
+# as row segments, the epilogue running on each while it is in cache. PACKED_: [MB_][KK_][8].
 _DIRECT = _SOURCE + """
 constexpr int64_t TILE_ = sdflow_direct::TILE, TILE_MAX_ = sdflow_direct::TILE_MAX;
 const int64_t MB_ = (M_ + 7) / 8;
@@ -573,18 +570,19 @@ const int64_t per_group_ = (MB_ + groups_ - 1) / groups_;
 def direct_code(packed: str, kind: str = "packed") -> str:
     """The C++ body of the direct kernel (kind 'packed'), its Winograd form ('winograd') or its channel-vector form
     ('channels') after ``nn.conv_code``'s constants (``TILE_EPILOGUE`` and ``STORE_EPILOGUE`` still to fill);
-    ``packed`` points at the
-    packed (or transformed) weights."""
-    body = {"packed": _DIRECT, "winograd": _WINOGRAD, "channels": _CHANNELS}[kind]
-    return f"const float* PACKED_ = {packed};\nconst int64_t FEW_TAPS_ = {FEW_TAPS};\n" + body
+    ``packed`` points at the packed (or transformed) weights."""
+    if kind == "packed":
+        return f"const float* PACKED_ = {packed};\nconst int64_t FEW_TAPS_ = {FEW_TAPS};\n" + _DIRECT
+    return f"const float* PACKED_ = {packed};\n" + {"winograd": _WINOGRAD, "channels": _CHANNELS}[kind]
 
 
-_PACKERS = {"packed8": pack, "winograd8": winograd_pack, "channels16": channels_pack}
+_PACKERS = {"packed": pack, "winograd": winograd_pack, "channels": channels_pack}
 
 
 def prepack(graph, weights: dict) -> int:
-    """Gives every Conv (and fused convolution) that the direct kernel serves its packed weights: a new weight
-    ``<W>__packed8`` (added to ``weights``) on the node's ``packed_weight`` connector. ``weights``: the graph's
+    """Gives every Conv (and fused convolution) that the direct kernel serves its packed weights, laid out for the
+    form ``kernel_kind`` picks: a new weight ``<W>__packed8``, ``<W>__winograd8`` or ``<W>__channels16`` (added to
+    ``weights``) on the node's ``packed_weight`` connector. ``weights``: the graph's
     constants, by name (a weight computed at run time keeps im2col + BLAS). Returns how many nodes got one."""
     sdfg, state = graph.sdfg, graph.state
     count = 0
@@ -601,12 +599,12 @@ def prepack(graph, weights: dict) -> int:
         if w not in weights or PACKED_CONNECTOR in node.in_connectors:
             continue
         x_desc = sdfg.arrays[x]
-        if not uses_direct(conv, list(x_desc.shape), list(weights[w].shape), x_desc.dtype.as_numpy_dtype()):
-            continue
         kind = kernel_kind(conv, list(x_desc.shape), list(weights[w].shape), x_desc.dtype.as_numpy_dtype())
+        if kind is None:
+            continue
         name = packed_name(w, kind)
         if name not in weights:
-            weights[name] = _PACKERS[name.rsplit("__", 1)[1]](np.asarray(weights[w], np.float32))
+            weights[name] = _PACKERS[kind](np.asarray(weights[w], np.float32))
             sdfg.add_array(name, weights[name].shape, dace.float32)
         node.add_in_connector(PACKED_CONNECTOR)
         state.add_edge(state.add_read(name), None, node, PACKED_CONNECTOR,
