@@ -15,6 +15,10 @@ import subprocess
 import dace
 
 from sdflow import ir
+from . import threads
+
+# Switches that change what expansion emits for the same lowered SDFG (its hash cannot see them).
+EXPANSION_SWITCHES = ("SDFLOW_DEPTHWISE_ROWS",)
 
 __all__ = ["cache_root", "build_key", "codegen_digest", "exclusive_build", "is_complete", "CACHE_ENV"]
 
@@ -71,6 +75,8 @@ def build_key(sdfg_hash: str, target: str, instrument: bool = False) -> str:
         "dace": dace.__version__,
         "codegen": codegen_digest(),
         "cpu_args": cpu_args(),
+        "avx512": threads.has_avx512(),
+        "switches": {name: os.environ.get(name) for name in EXPANSION_SWITCHES},
         "machine": platform.machine(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]

@@ -431,3 +431,38 @@ def test_float_max_pool_runs_over_padded_phase_planes(helpers, rng):
     compiled = helpers.check_against_ort(indices, feeds)
     code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
     assert "pad_phase" not in code
+
+
+@pytest.mark.parametrize("avx512", [True, False])
+def test_float_depthwise_runs_as_masked_rows(helpers, rng, monkeypatch, avx512):
+    """A float32 depthwise convolution with a column stride of 2, or of 1 and output rows of at most 32, sums
+    rows straight from the image (``sdflow_conv::depthwise_rows``: masked loads, rows of zeros above and below);
+    wider stride-1 rows keep the padded-plane kernel. Against ONNX Runtime at batch 1 and 2 from one build, plain
+    and fused with bias and Clip: 3x3 over 7x7 (one chunk, 7 of 8 rows); stride 2 over 23x37 (two chunks, the
+    second partial, pairs of loads crossing the row's end); 5x5 dilation 2, uneven pads, a channel multiplier of 2;
+    pads of 3 around a 5x5 image (whole output rows in the padding); 1-D; a 40-wide stride-1 output. Without
+    AVX-512 (``has_avx512`` False) every depthwise layer keeps the padded-plane kernel."""
+    from sdflow.codegen import threads
+    monkeypatch.setattr(threads, "has_avx512", lambda: avx512)  # the build cache's key asks it too
+    monkeypatch.delenv("SDFLOW_DEPTHWISE_ROWS", raising=False)
+    monkeypatch.setenv("SDFLOW_GRAPH_CACHE", "0")  # lowered graphs are cached by model, not by this switch
+    nodes = [helper.make_node("Conv", ["s", "wa", "ba"], ["a0"], pads=[1, 1, 1, 1], group=16),
+             helper.make_node("Clip", ["a0", "lo", "hi"], ["a"]),
+             helper.make_node("Conv", ["u", "wb"], ["b"], pads=[1, 1, 1, 1], strides=[2, 2], group=4),
+             helper.make_node("Conv", ["v", "wc", "bc"], ["c"], pads=[2, 3, 1, 0], dilations=[2, 2], group=3),
+             helper.make_node("Conv", ["t", "wd"], ["d"], pads=[3, 3, 3, 3], group=2),
+             helper.make_node("Conv", ["q", "we"], ["e"], pads=[1, 1], group=5),
+             helper.make_node("Conv", ["z", "wf"], ["f"], pads=[1, 1, 1, 1], group=2)]
+    weights = {"wa": w(16, 1, 3, 3), "ba": w(16), "lo": np.array(-1, F), "hi": np.array(1.5, F), "wb": w(4, 1, 3, 3),
+               "wc": w(6, 1, 5, 5), "bc": w(6), "wd": w(2, 1, 3, 3), "we": w(5, 1, 3), "wf": w(2, 1, 3, 3)}
+    shapes = {"s": (16, 7, 7), "u": (4, 23, 37), "v": (3, 11, 20), "t": (2, 5, 5), "q": (5, 30), "z": (2, 6, 40)}
+    model = helpers.make_model(
+        nodes, [(name, F, ["N", *shape]) for name, shape in shapes.items()],
+        [("a", F, ["N", 16, 7, 7]), ("b", F, ["N", 4, 12, 19]), ("c", F, ["N", 6, 6, 15]), ("d", F, ["N", 2, 9, 9]),
+         ("e", F, ["N", 5, 30]), ("f", F, ["N", 2, 6, 40])], weights)
+    feeds = [{k: rng.standard_normal((n, *v)).astype(F) for k, v in shapes.items()} for n in (1, 2)]
+    for passes in ("O1", "O2"):
+        compiled = helpers.check_against_ort(model, feeds, passes=passes)
+        code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
+        assert code.count("sdflow_conv::depthwise_rows(image_") == (5 if avx512 else 0)
+        assert code.count("sdflow_conv::pad_phase(image_") == (1 if avx512 else 6)
