@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import os
 import pathlib
 import threading
 import time
@@ -15,6 +16,7 @@ from sdflow.ir import CompileError, Graph
 from . import cache
 from .threads import configure_native_runtime
 from .lowering import expand, lower, weight_value
+from .memory import reuse_transients
 from .runtime import CompiledModel
 
 __all__ = ["build", "BuildRecord", "TARGETS", "native_builds"]
@@ -113,6 +115,8 @@ def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = F
         _report(progress, f"loaded in {compiled.build_seconds:.1f} s")
         return compiled
     sdfg, weights = lower(graph)
+    if os.environ.get("SDFLOW_MEMORY_REUSE", "1") != "0":
+        reuse_transients(sdfg)
     sdfg.name = "model"  # the cache key must not depend on the model's name
     key = cache.build_key(sdfg.hash_sdfg(), target, instrument)
     sdfg.name = f"{graph.name}_{key[:12]}"
