@@ -363,21 +363,25 @@ for (int64_t t_ = 0; t_ < runs_ * groups_; ++t_) {
   const float* x_ = source_ + n_ * C_ * PHASES_ * PLANE2_ + q0_;
   // The tile's row segments: offset in the tile, output position, length.
   int64_t segments_ = 0, from_[TILE_MAX_], at_[TILE_MAX_], length_[TILE_MAX_];
-  for (int64_t q_ = q0_; q_ < q0_ + count_;) {
-    const int64_t row_ = q_ / W2_, column_ = q_ - row_ * W2_;
-    const int64_t row_end_ = std::min(q0_ + count_, (row_ + 1) * W2_);
-    const int64_t valid_ = std::min(row_end_ - q_, OW_ - column_);
-    if (valid_ > 0) {
-      const int64_t at_here_ = row_ * OW_ + column_;
-      if (segments_ > 0 && at_[segments_ - 1] + length_[segments_ - 1] == at_here_ &&
-          from_[segments_ - 1] + length_[segments_ - 1] == q_ - q0_) {
-        length_[segments_ - 1] += valid_;  // rows without padding columns continue the previous run
-      } else {
-        from_[segments_] = q_ - q0_; at_[segments_] = at_here_; length_[segments_] = valid_;
-        ++segments_;
+  if (W2_ == OW_) {  // no padding columns (1x1): the tile is one run of outputs
+    segments_ = 1; from_[0] = 0; at_[0] = q0_; length_[0] = count_;
+  } else {  // one division per tile, not per row (this runs once per tile and channel block)
+    int64_t row_ = q0_ / W2_, column_ = q0_ - row_ * W2_;
+    for (int64_t q_ = q0_; q_ < q0_ + count_; ++row_, column_ = 0) {
+      const int64_t row_end_ = std::min(q0_ + count_, (row_ + 1) * W2_);
+      const int64_t valid_ = std::min(row_end_ - q_, OW_ - column_);
+      if (valid_ > 0) {
+        const int64_t at_here_ = row_ * OW_ + column_;
+        if (segments_ > 0 && at_[segments_ - 1] + length_[segments_ - 1] == at_here_ &&
+            from_[segments_ - 1] + length_[segments_ - 1] == q_ - q0_) {
+          length_[segments_ - 1] += valid_;  // rows without padding columns continue the previous run
+        } else {
+          from_[segments_] = q_ - q0_; at_[segments_] = at_here_; length_[segments_] = valid_;
+          ++segments_;
+        }
       }
+      q_ = row_end_;
     }
-    q_ = row_end_;
   }
   // A tile that is one run of outputs (unpadded 1x1 convolutions, or inside a row) is stored straight into the
   // output planes; others go through a buffer, row segment by row segment.
