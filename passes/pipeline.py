@@ -19,7 +19,7 @@ LEVELS: dict[str, list[str]] = {
     # adds before a LayerNorm), then what is left of element-wise chains, then GEMM epilogues.
     "O2": ["fold-constants", "fold-shape-inputs", "eliminate-dead-nodes", "fuse-attention", "fold-layout",
            "fuse-normalization", "fuse-elementwise", "fuse-gemm-epilogue", "fuse-conv-epilogue",
-           "eliminate-dead-nodes"],
+           "fuse-conv-depthwise", "eliminate-dead-nodes"],
 }
 
 _ITEM = re.compile(r"\s*([A-Za-z0-9][\w-]*)\s*(?:\{([^{}]*)\})?\s*")

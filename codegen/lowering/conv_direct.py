@@ -593,7 +593,7 @@ def prepack(graph, weights: dict) -> int:
     for node in graph.op_nodes():
         if node.op_type == "Conv" and not node.domain_name:
             conv, positions = node, (0, 1)
-        elif node.op_type == "Fused" and node.parsed.kind == "conv":
+        elif node.op_type == "Fused" and node.parsed.kind in ("conv", "conv_depthwise"):
             step = node.parsed.steps[0]
             conv, positions = step.node(), tuple(int(a[2:]) for a in step.args[:2])
         else:

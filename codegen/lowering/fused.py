@@ -23,7 +23,7 @@ from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 from ._math import vectorizable
 from .elementwise import broadcast_index, expression
 from .linalg import _gemm_call
-from .nn import conv_code, conv_includes, packed_input
+from .nn import conv_code, conv_depthwise_code, conv_includes, packed_input
 from .reduction import layer_norm_row_code, softmax_row_code
 
 
@@ -214,6 +214,30 @@ def _conv(ctx: Ctx, program: Program, types) -> dace.SDFG:
                        unread=(w,) if packed else ())  # the direct kernel reads the packed copy only
 
 
+def _conv_depthwise(ctx: Ctx, program: Program, types) -> dace.SDFG:
+    """A 1x1 convolution and its epilogue, then a depthwise convolution of the result and its epilogue
+    (fuse-conv-depthwise): ``nn.conv_depthwise_code``."""
+    second = next(k for k, step in enumerate(program.steps) if k and step.op_type == "Conv")
+    conv1, steps1 = program.steps[0], program.steps[1:second]
+    conv2, steps2 = program.steps[second], program.steps[second + 1:]
+    x, w1, bias1 = (conv1.args + (None,))[:3]
+    _, w2, bias2 = (conv2.args + (None,))[:3]
+
+    def epilogue(conv, steps):
+        shape = types[conv.results[0]].shape
+        elements = {name: _plane_element(ctx.ptr(name), types[name].shape, shape)
+                    for step in steps for name in step.args if name and name.startswith("in")}
+        elements[conv.results[0]] = "a_"
+        return _statements(steps, types, elements.__getitem__), _local(steps[-1].results[0]) if steps else "a_"
+    packed = packed_input(ctx)
+    code = conv_depthwise_code(conv1.node(), conv2.node(), types[x].shape, types[w1].shape,
+                               types[conv1.results[0]].shape, types[w2].shape, ctx.ptr(x), ctx.ptr(w1), ctx.ptr(w2),
+                               ctx.ptr("out0"), ctx.ptr(bias1) if bias1 else None, ctx.ptr(bias2) if bias2 else None,
+                               epilogue(conv1, steps1), epilogue(conv2, steps2), packed)
+    return ctx.tasklet(vectorizable(code, "float"), includes=conv_includes(packed),
+                       unread=(w1,) if packed else ())  # the direct kernel reads the packed copy only
+
+
 @expansion("Fused", environments=[OpenBLAS])
 def fused(ctx: Ctx):
     program = ctx.node.parsed
@@ -224,7 +248,8 @@ def fused(ctx: Ctx):
         inputs.append(TensorType(desc.dtype.as_numpy_dtype(), list(desc.shape)))
     types = program.types(inputs)
     _check_types(types)
-    sdfg = {"elementwise": _elementwise, "rows": _rows, "matmul": _matmul, "conv": _conv}[program.kind](
+    sdfg = {"elementwise": _elementwise, "rows": _rows, "matmul": _matmul, "conv": _conv,
+            "conv_depthwise": _conv_depthwise}[program.kind](
         ctx, program, types)
     for state in sdfg.states():
         for node in state.nodes():

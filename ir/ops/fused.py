@@ -90,6 +90,9 @@ class Program:
             return "matmul"
         if types[0] == "Conv" and all(t in ELEMENTWISE_OPS for t in types[1:]):
             return "conv"
+        if (types[0] == "Conv" and types.count("Conv") == 2
+                and all(t in ELEMENTWISE_OPS for t in types[1:] if t != "Conv")):
+            return "conv_depthwise"  # a 1x1 convolution and its epilogue, then a depthwise one and its epilogue
         if types[-1] in ROW_OPS and all(t in ELEMENTWISE_OPS for t in types[:-1]):
             return "rows"
         raise ShapeInferenceError(f"Fused: no kernel schedules the steps {'>'.join(types)}")

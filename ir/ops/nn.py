@@ -11,7 +11,7 @@ from ..errors import ShapeInferenceError
 from ..types import TensorType, to_dim
 from ._base import Op, op, same_as_input
 
-__all__ = ["WindowGeometry", "window_geometry", "conv_transpose_geometry"]
+__all__ = ["WindowGeometry", "window_geometry", "conv_transpose_geometry", "DEPTHWISE_ROW_WIDTH"]
 
 
 @dataclasses.dataclass
@@ -24,6 +24,12 @@ class WindowGeometry:
     pads_begin: list
     pads_end: list
     out: list
+
+
+# Depthwise convolutions with a column stride of 1 run as rows read straight from the image only when their output
+# rows are at most this wide (wider ones run faster over a padded plane: codegen.lowering.nn), and only those are
+# fused with the 1x1 convolution before them (passes.fusion.fuse_conv_depthwise).
+DEPTHWISE_ROW_WIDTH = 32
 
 
 def window_geometry(node, spatial, kernel, ceil_mode=False, max_rank=2) -> WindowGeometry:

@@ -157,6 +157,63 @@ def test_fuse_conv_epilogue_declines_a_row_broadcast(helpers, rng):
 
 
 @pytest.fixture
+def inverted_residuals(helpers, rng):
+    """MobileNetV2's blocks: a 1x1 expansion -> Clip(0, 6) -> depthwise 3x3 -> Clip -> 1x1 projection + residual;
+    and a bare 1x1 expansion -> a stride-2 depthwise convolution with uneven pads and two outputs per channel."""
+    nodes = [helper.make_node("Conv", ["x", "we", "be"], ["e0"]), helper.make_node("Clip", ["e0", "zero", "six"], ["e"]),
+             helper.make_node("Conv", ["e", "wd", "bd"], ["d0"], pads=[1, 1, 1, 1], group=48),
+             helper.make_node("Clip", ["d0", "zero", "six"], ["d"]),
+             helper.make_node("Conv", ["d", "wp", "bp"], ["p"]), helper.make_node("Add", ["p", "x"], ["y"]),
+             helper.make_node("Conv", ["y", "wf"], ["f"]),
+             helper.make_node("Conv", ["f", "wg"], ["z"], pads=[1, 0, 1, 2], strides=[2, 2], group=24)]
+    weights = {"we": rng.standard_normal((48, 16, 1, 1)).astype(F) / 4, "be": rng.standard_normal(48).astype(F),
+               "wd": rng.standard_normal((48, 1, 3, 3)).astype(F) / 3, "bd": rng.standard_normal(48).astype(F),
+               "wp": rng.standard_normal((16, 48, 1, 1)).astype(F) / 7, "bp": rng.standard_normal(16).astype(F),
+               "wf": rng.standard_normal((24, 16, 1, 1)).astype(F) / 4, "wg": rng.standard_normal((48, 1, 3, 3)).astype(F),
+               "zero": np.array(0, F), "six": np.array(6, F)}
+    return helpers.make_model(nodes, [("x", F, ["n", 16, 13, 19])], [("z", F, ["n", 48, 7, 10])], weights)
+
+
+def test_fuse_conv_depthwise_keeps_the_expanded_tensor_in_the_kernel(inverted_residuals, rng, helpers):
+    """Both 1x1 -> depthwise pairs become one kernel each; the expanded tensors are gone from the graph. The first
+    runs on the direct kernel's packed weights (8 expanded planes at a time in a per-thread buffer), the second
+    (16 -> 24 channels: no packed weights) as the two convolutions through a scratch tensor."""
+    graph, result = _optimized(inverted_residuals, "fuse-elementwise,fuse-conv-epilogue,fuse-conv-depthwise")
+    assert _ops(graph) == ["Conv+Clip+Conv+Clip", "Conv+Add", "Conv+Conv"]
+    assert result.stats == {"fused_blocks": 2}
+    assert not {"e", "e0", "d0", "f"} & set(graph.sdfg.arrays)
+    _assert_meaning(graph, inverted_residuals, _feeds(rng, [{"x": (2, 16, 13, 19)}])[0])
+    _assert_idempotent(graph, "fuse-conv-depthwise")
+    compiled = helpers.check_against_ort(inverted_residuals,
+                                         _feeds(rng, [{"x": (1, 16, 13, 19)}, {"x": (3, 16, 13, 19)}]), passes="O2")
+    code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
+    from sdflow.codegen import threads
+    assert code.count("planes_buffer_.data()") == (1 if threads.has_avx512() else 0)
+    assert code.count("mid_buffer_.data()") == (1 if threads.has_avx512() else 2)
+
+
+def test_fuse_conv_depthwise_declines(helpers, rng):
+    """A 1x1 output read twice, one read by a full 3x3 convolution, a stride-1 depthwise convolution over rows
+    wider than 32 (faster alone, over a padded plane)."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Conv", ["a", "wd"], ["b"], group=8),
+             helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Conv", ["x", "w1"], ["c"]), helper.make_node("Conv", ["c", "w3"], ["d"]),
+             helper.make_node("Conv", ["u", "w1"], ["e"]),
+             helper.make_node("Conv", ["e", "wd"], ["f"], pads=[1, 1, 1, 1], group=8)]
+    model = helpers.make_model(
+        nodes, [("x", F, ["n", 4, 6, 6]), ("u", F, ["n", 4, 3, 40])],
+        [("b", F, ["n", 8, 4, 4]), ("r", F, ["n", 8, 6, 6]), ("d", F, ["n", 2, 4, 4]), ("f", F, ["n", 8, 3, 40])],
+        {"w1": rng.standard_normal((8, 4, 1, 1)).astype(F), "wd": rng.standard_normal((8, 1, 3, 3)).astype(F),
+         "w3": rng.standard_normal((2, 8, 3, 3)).astype(F)})
+    graph, result = _optimized(model, "fuse-conv-depthwise")
+    assert not result.modified and _ops(graph) == ["Conv", "Conv", "Relu", "Conv", "Conv", "Conv", "Conv"]
+    assert [n.split(", ", 1)[1] for n in result.notes] == [
+        "its output is read by more than one op, or is a graph output",
+        "Conv_4 is not a depthwise convolution of it",
+        "Conv_6's rows are done faster over a padded plane (stride 1, 40 wide)"]
+
+
+@pytest.fixture
 def layernorm_softmax(helpers, rng):
     """A decomposed LayerNorm after bias + residual adds, and a scaled, masked softmax."""
     n = 48
