@@ -174,22 +174,25 @@ def inverted_residuals(helpers, rng):
     return helpers.make_model(nodes, [("x", F, ["n", 16, 13, 19])], [("z", F, ["n", 48, 7, 10])], weights)
 
 
-def test_fuse_conv_depthwise_keeps_the_expanded_tensor_in_the_kernel(inverted_residuals, rng, helpers):
-    """Both 1x1 -> depthwise pairs become one kernel each; the expanded tensors are gone from the graph. The first
-    runs on the direct kernel's packed weights (8 expanded planes at a time in a per-thread buffer), the second
-    (16 -> 24 channels: no packed weights) as the two convolutions through a scratch tensor."""
+def test_fuse_conv_depthwise_keeps_the_expanded_tensor_in_the_kernel(inverted_residuals, rng, helpers, monkeypatch):
+    """Both 1x1 -> depthwise pairs become one kernel each; the expanded tensors are gone from the graph. With the
+    direct kernel's packed weights (AVX-512) they compute 8 expanded planes at a time into a per-thread buffer;
+    without (SDFLOW_DIRECT_CONV=0) the two convolutions run one after the other through a scratch tensor."""
     graph, result = _optimized(inverted_residuals, "fuse-elementwise,fuse-conv-epilogue,fuse-conv-depthwise")
     assert _ops(graph) == ["Conv+Clip+Conv+Clip", "Conv+Add", "Conv+Conv"]
     assert result.stats == {"fused_blocks": 2}
     assert not {"e", "e0", "d0", "f"} & set(graph.sdfg.arrays)
     _assert_meaning(graph, inverted_residuals, _feeds(rng, [{"x": (2, 16, 13, 19)}])[0])
     _assert_idempotent(graph, "fuse-conv-depthwise")
-    compiled = helpers.check_against_ort(inverted_residuals,
-                                         _feeds(rng, [{"x": (1, 16, 13, 19)}, {"x": (3, 16, 13, 19)}]), passes="O2")
-    code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
     from sdflow.codegen import threads
-    assert code.count("planes_buffer_.data()") == (1 if threads.has_avx512() else 0)
-    assert code.count("mid_buffer_.data()") == (1 if threads.has_avx512() else 2)
+    monkeypatch.setenv("SDFLOW_GRAPH_CACHE", "0")
+    for direct in ("1", "0"):
+        monkeypatch.setenv("SDFLOW_DIRECT_CONV", direct)
+        compiled = helpers.check_against_ort(
+            inverted_residuals, _feeds(rng, [{"x": (1, 16, 13, 19)}, {"x": (3, 16, 13, 19)}]), passes="O2")
+        code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
+        buffered = 2 if direct == "1" and threads.has_avx512() else 0
+        assert (code.count("planes_buffer_.data()"), code.count("mid_buffer_.data()")) == (buffered, 2 - buffered)
 
 
 def test_fuse_conv_depthwise_declines(helpers, rng):
