@@ -230,14 +230,54 @@ static inline void taps(const float* __restrict x, const int64_t* __restrict kof
     for (int64_t j = 0; j < n; ++j) y[i * ldy + j] = acc[i][j];
 #endif
 }
-// count <= TILE_MAX consecutive positions from x into `rows` <= 8 channels of y, ldy apart (see taps). Over 48
-// positions (the 7x7 images' single tile, a last tile with a short remainder) the block runs as two halves of 4
-// channels x 4 vectors: one tile reads each weight once, where 48 + a 16-lane tile of 8 accumulators ran at half
-// the rate (ResNet-18's 512-channel 7x7 convolutions: 84 -> 120 GFLOP/s per core).
+// The last R (<= 8) of a tile's positions with vectors over its 8 channels: per tap one load of the 8 weights and
+// one broadcast of each position's input; lane i of sum j goes to y[i * ldy + j].
+template <int R>
+static inline void remainder(const float* __restrict x, const int64_t* __restrict koff, int64_t K,
+                             const float* __restrict w, float* __restrict y, int64_t ldy, int64_t rows) {
+#ifdef __AVX512F__
+  __m256 acc[R];
+  for (int j = 0; j < R; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    const __m256 wk = _mm256_loadu_ps(w + k * 8);
+    const float* xk = x + koff[k];
+    for (int j = 0; j < R; ++j) acc[j] = _mm256_fmadd_ps(wk, _mm256_set1_ps(xk[j]), acc[j]);
+  }
+  alignas(32) float lanes[R][8];
+  for (int j = 0; j < R; ++j) _mm256_store_ps(lanes[j], acc[j]);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int j = 0; j < R; ++j) y[i * ldy + j] = lanes[j][i];
+#else
+  float acc[R][8] = {};
+  for (int64_t k = 0; k < K; ++k)
+    for (int j = 0; j < R; ++j)
+      for (int i = 0; i < 8; ++i) acc[j][i] += w[k * 8 + i] * x[koff[k] + j];
+  for (int64_t i = 0; i < rows; ++i)
+    for (int j = 0; j < R; ++j) y[i * ldy + j] = acc[j][i];
+#endif
+}
+// count <= TILE_MAX consecutive positions from x into `rows` <= 8 channels of y, ldy apart (see taps). 49-56
+// positions (a 7x7 image's single tile, 14x14's last one) run as the 8 x 48 tile plus `remainder` for the rest
+// (MobileNetV2's 960->320 and 320->1280 1x1 layers over 7x7: 0.32 -> 0.26 and 0.36 -> 0.29 ms per layer); 57-64
+// as two halves of 4 channels x 4 vectors: one tile reads each weight once, where 48 + a 16-lane tile of 8
+// accumulators ran at half the rate (ResNet-18's 512-channel 7x7 convolutions: 84 -> 120 GFLOP/s per core).
 static inline void positions(const float* x, const int64_t* koff, int64_t K, const float* w, float* y, int64_t ldy,
                              int64_t rows, int64_t count) {
   const uint32_t tail = count % 16 ? (1u << (count % 16)) - 1 : 0xFFFFu;
-  if (count > 48) {
+  if (count > 48 && count <= 56) {
+    taps<8, 3>(x, koff, K, w, y, ldy, rows, 0xFFFFu);
+    switch (count - 48) {
+      case 1: remainder<1>(x + 48, koff, K, w, y + 48, ldy, rows); break;
+      case 2: remainder<2>(x + 48, koff, K, w, y + 48, ldy, rows); break;
+      case 3: remainder<3>(x + 48, koff, K, w, y + 48, ldy, rows); break;
+      case 4: remainder<4>(x + 48, koff, K, w, y + 48, ldy, rows); break;
+      case 5: remainder<5>(x + 48, koff, K, w, y + 48, ldy, rows); break;
+      case 6: remainder<6>(x + 48, koff, K, w, y + 48, ldy, rows); break;
+      case 7: remainder<7>(x + 48, koff, K, w, y + 48, ldy, rows); break;
+      default: remainder<8>(x + 48, koff, K, w, y + 48, ldy, rows); break;
+    }
+  }
+  else if (count > 48) {
     taps<4, 4>(x, koff, K, w, y, ldy, rows < 4 ? rows : 4, tail);
     if (rows > 4) taps<4, 4>(x, koff, K, w + 4, y + 4 * ldy, ldy, rows - 4, tail);
   }

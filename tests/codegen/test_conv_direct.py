@@ -47,8 +47,9 @@ def conv_zoo(helpers, rng):
     with a residual Add and Clip (32 taps: the channel blocks loop outermost over runs of tiles, which cross
     samples at batch 2);
     d: 3x3 dilation 2, uneven pads; e: 1x1 over a 7x7 plane of 256 channels (one tile of 49 positions, run as
-    two halves of 4 channels x 4 vectors); i: 3x3 over that plane (61 positions of the padded rows), 14 output
-    channels (the last block's second half holds 2); j: 1x1 over it, 3 output channels (no second half);
+    8 channels x 48 positions plus one position's vector over the 8 channels); i: 3x3 over that plane (61
+    positions of the padded rows: two halves of 4 channels x 4 vectors), 14 output channels (the last block's
+    second half holds 2); j: 1x1 over it, 3 output channels (a partial block, and no second half);
     f: a 1-D convolution (kernel 5), 16 channels over a dynamic length. a's 2598 positions end in a tile of 54
     (the remainder of 6 joins the last full tile).
     b: a stride-2 3x3, g: a depthwise and h: a 1x1 stride-2 convolution keep their own kernels."""
