@@ -191,7 +191,7 @@ const int64_t HP_ = H_ + PT_ + PB_, WP_ = W_ + PL_ + PR_;
 _DEPTHWISE_ROWS = """
 #pragma omp parallel
 {
-  const int64_t rows_ = std::max<int64_t>(1, std::min<int64_t>(OH_, 4096 / OW_));
+  const int64_t rows_ = std::max<int64_t>(1, std::min<int64_t>(OH_, 4096 / std::max<int64_t>(OW_, 1)));
   static thread_local std::vector<float> buffer_;
   if (buffer_.size() < (size_t)(rows_ * OW_)) buffer_.resize(rows_ * OW_);
   float* __restrict acc_ = buffer_.data();
