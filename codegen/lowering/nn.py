@@ -499,7 +499,8 @@ if (tiles_ > 1 && P1_ - (tiles_ - 1) * TILE_ <= TILE_MAX_ - TILE_) --tiles_;  //
   if (acc_buffer_.size() < (size_t)(rows2_ * OW_)) acc_buffer_.resize(rows2_ * OW_);
   float* planes_ = planes_buffer_.data();
   float* acc_ = acc_buffer_.data();
-  #pragma omp for schedule(dynamic)
+  const int64_t run_ = std::max<int64_t>(1, N_ * MB_ / (8 * omp_get_num_threads()));  // ~8 runs of blocks per thread
+  #pragma omp for schedule(dynamic, run_)
   for (int64_t t_ = 0; t_ < N_ * MB_; ++t_) {
     const int64_t n_ = t_ / MB_, mb_ = t_ % MB_, rows_ = std::min<int64_t>(8, C_ - mb_ * 8);
     const float* x_ = X_ + n_ * CX_ * P1_;
