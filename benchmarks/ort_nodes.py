@@ -66,6 +66,33 @@ def match(ops: list, op_outputs: dict[str, list[str]], node_times: dict[str, flo
     return rows, {name: t for name, t in node_times.items() if name not in used}
 
 
+def absorbed_tensors(onnx_nodes, op_outputs: dict[str, list[str]]) -> dict[str, str]:
+    """The model's tensors that no sdflow op writes (a fused kernel keeps them inside, e.g. the expanded tensor of
+    fuse-conv-depthwise), each with the op that does write the first tensor after it: ONNX Runtime's nodes that
+    write them count against that op."""
+    writer = {tensor: label for label, tensors in op_outputs.items() for tensor in tensors}
+    consumers: dict[str, list] = collections.defaultdict(list)
+    for node in onnx_nodes:
+        for tensor in node.input:
+            consumers[tensor].append(node)
+
+    def owner(tensor: str, seen: set) -> str | None:
+        if tensor in writer:
+            return writer[tensor]
+        seen.add(tensor)
+        for node in consumers.get(tensor, []):
+            for out in node.output:
+                if out and out not in seen and (found := owner(out, seen)):
+                    return found
+        return None
+    result = {}
+    for node in onnx_nodes:
+        for tensor in node.output:
+            if tensor and tensor not in writer and (found := owner(tensor, set())):
+                result[tensor] = found
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", default="mobilenet_v2")
@@ -89,9 +116,12 @@ def main(argv=None) -> int:
     # The tensors each op writes; a fused op (labelled '<kind>_<first ONNX node>') also by its first node's
     # outputs, which ONNX Runtime's fused nodes are named after.
     import onnx
-    onnx_outputs = {node.name: list(node.output) for node in onnx.load(path, load_external_data=False).graph.node}
+    onnx_nodes = list(onnx.load(path, load_external_data=False).graph.node)
+    onnx_outputs = {node.name: list(node.output) for node in onnx_nodes}
     op_outputs = {n.label: list(compiled.graph.node_outputs(n)) + onnx_outputs.get(n.label.split("_", 1)[-1], [])
                   for n in compiled.graph.op_nodes()}
+    for tensor, label in absorbed_tensors(onnx_nodes, op_outputs).items():
+        op_outputs[label].append(tensor)
     time.sleep(0.2)
     node_times, node_outputs = ort_node_times(
         lambda prefix, optimized: ort_session(path, args.threads, profile_prefix=prefix, optimized_path=optimized),

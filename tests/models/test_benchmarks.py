@@ -54,3 +54,16 @@ def test_ort_nodes_py_matches_ops_with_onnxruntime_nodes(helpers):
     (total, ) = [line for line in result.stdout.splitlines() if line.startswith("sdflow ops:")]
     ops = int(total.split("(")[1].split(" ops")[0])
     assert f"{ops} matched" in total, total
+
+
+def test_ort_nodes_counts_tensors_a_fused_kernel_keeps_inside_against_it(helpers, monkeypatch):
+    """A tensor no sdflow op writes (fuse-conv-depthwise's expanded tensor) is charged to the op that writes the
+    first tensor after it, so ONNX Runtime's nodes for it are compared with that op."""
+    from onnx import helper
+    monkeypatch.syspath_prepend(str(helpers.root / "benchmarks"))
+    import ort_nodes
+    nodes = [helper.make_node("Conv", ["x", "we"], ["e0"]), helper.make_node("Clip", ["e0"], ["e"]),
+             helper.make_node("Conv", ["e", "wd"], ["d0"]), helper.make_node("Clip", ["d0"], ["d"]),
+             helper.make_node("Conv", ["d", "wp"], ["y"]), helper.make_node("Relu", ["x"], ["unused"])]
+    absorbed = ort_nodes.absorbed_tensors(nodes, {"conv_Conv_0_dw": ["d"], "Conv_4": ["y"]})
+    assert absorbed == {"e0": "conv_Conv_0_dw", "e": "conv_Conv_0_dw", "d0": "conv_Conv_0_dw"}
