@@ -176,6 +176,18 @@ const int64_t HP_ = H_ + PT_ + PB_, WP_ = W_ + PL_ + PR_;
 """
 
 
+# One depthwise plane (image_ -> out_, channel m_ with kernel_) in blocks of rows_ output rows through acc_: what
+# _DEPTHWISE_ROWS and _CONV_DEPTHWISE run per plane.
+_PLANE_ROWS = """
+for (int64_t oh0_ = 0; oh0_ < OH_; oh0_ += rows_) {
+  const int64_t oh1_ = std::min(OH_, oh0_ + rows_);
+  sdflow_conv::depthwise_rows(image_, kernel_, acc_, oh0_, oh1_, H_, W_, OW_, KH_, KW_, SH_, SW_, DH_, DW_, PT_, PL_);
+  const int64_t p0_ = oh0_ * OW_, width_ = (oh1_ - oh0_) * OW_, step_ = 1;
+  const float* src_ = acc_;
+  STORE_EPILOGUE
+}
+"""
+
 # Depthwise convolution (AVX-512, column stride 1 or 2): blocks of ~4096 outputs of a plane summed by
 # sdflow_conv::depthwise_rows straight from the image (masked loads, no padded copy), then stored with bias and
 # epilogue in one flat pass. Small planes (MobileNetV2's 14x14 and 7x7) cost no per-row overhead this way: the
@@ -196,14 +208,7 @@ _DEPTHWISE_ROWS = """
     const float* image_ = X_ + (n_ * C_ + c_) * H_ * W_;
     const float* kernel_ = Wt_ + m_ * KH_ * KW_;
     float* out_ = Y_ + plane_ * P_;
-    for (int64_t oh0_ = 0; oh0_ < OH_; oh0_ += rows_) {
-      const int64_t oh1_ = std::min(OH_, oh0_ + rows_);
-      sdflow_conv::depthwise_rows(image_, kernel_, acc_, oh0_, oh1_, H_, W_, OW_, KH_, KW_, SH_, SW_, DH_, DW_,
-                                  PT_, PL_);
-      const int64_t p0_ = oh0_ * OW_, width_ = (oh1_ - oh0_) * OW_, step_ = 1;
-      const float* src_ = acc_;
-      STORE_EPILOGUE
-    }
+    PLANE_ROWS
   }
 }
 """
@@ -467,7 +472,7 @@ def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None =
     code += _INSIDE
     if depthwise and uses_depthwise_rows(window_geometry(node, list(x_shape[2:]), kernel).out[-1],
                                          (node.attr("strides") or [1])[-1]):
-        return code + _DEPTHWISE_ROWS.replace("STORE_EPILOGUE", store_epilogue())
+        return code + _DEPTHWISE_ROWS.replace("PLANE_ROWS", _PLANE_ROWS).replace("STORE_EPILOGUE", store_epilogue())
     if depthwise:
         return code + (_DEPTHWISE.replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + OW_"))
                        .replace("STORE_EPILOGUE", store_epilogue()))
@@ -493,41 +498,34 @@ int64_t tiles_ = std::max<int64_t>(1, (P1_ + TILE_ - 1) / TILE_);
 if (tiles_ > 1 && P1_ - (tiles_ - 1) * TILE_ <= TILE_MAX_ - TILE_) --tiles_;  // a short remainder joins the last
 #pragma omp parallel
 {
-  const int64_t rows2_ = std::max<int64_t>(1, std::min<int64_t>(OH_, 4096 / std::max<int64_t>(OW_, 1)));
+  const int64_t rows_ = std::max<int64_t>(1, std::min<int64_t>(OH_, 4096 / std::max<int64_t>(OW_, 1)));
   static thread_local std::vector<float> planes_buffer_, acc_buffer_;
   if (planes_buffer_.size() < (size_t)(8 * P1_)) planes_buffer_.resize(8 * P1_);
-  if (acc_buffer_.size() < (size_t)(rows2_ * OW_)) acc_buffer_.resize(rows2_ * OW_);
+  if (acc_buffer_.size() < (size_t)(rows_ * OW_)) acc_buffer_.resize(rows_ * OW_);
   float* planes_ = planes_buffer_.data();
   float* acc_ = acc_buffer_.data();
   const int64_t run_ = std::max<int64_t>(1, N_ * MB_ / (8 * omp_get_num_threads()));  // ~8 runs of blocks per thread
   #pragma omp for schedule(dynamic, run_)
   for (int64_t t_ = 0; t_ < N_ * MB_; ++t_) {
-    const int64_t n_ = t_ / MB_, mb_ = t_ % MB_, rows_ = std::min<int64_t>(8, C_ - mb_ * 8);
+    const int64_t n_ = t_ / MB_, mb_ = t_ % MB_, channels_ = std::min<int64_t>(8, C_ - mb_ * 8);
     const float* x_ = X_ + n_ * CX_ * P1_;
     const float* w_ = PACKED_ + mb_ * CX_ * 8;
     for (int64_t tile_ = 0; tile_ < tiles_; ++tile_) {
       const int64_t q0_ = tile_ * TILE_, count_ = tile_ == tiles_ - 1 ? P1_ - q0_ : TILE_;
-      sdflow_direct::positions(x_ + q0_, koff_, CX_, w_, planes_ + q0_, P1_, rows_, count_);
+      sdflow_direct::positions(x_ + q0_, koff_, CX_, w_, planes_ + q0_, P1_, channels_, count_);
     }
-    for (int64_t i_ = 0; i_ < rows_; ++i_) {
-      float* plane_ = planes_ + i_ * P1_;
+    for (int64_t i_ = 0; i_ < channels_; ++i_) {
+      float* image_ = planes_ + i_ * P1_;
       {  // the 1x1 convolution's bias and epilogue, in place
         const int64_t m_ = mb_ * 8 + i_;
-        float* out_ = plane_;
+        float* out_ = image_;
         EPILOGUE1
       }
       for (int64_t j_ = 0; j_ < MG_; ++j_) {
         const int64_t m_ = (mb_ * 8 + i_) * MG_ + j_;
         const float* kernel_ = Wt_ + m_ * KH_ * KW_;
         float* out_ = Y_ + (n_ * M2_ + m_) * P_;
-        for (int64_t oh0_ = 0; oh0_ < OH_; oh0_ += rows2_) {
-          const int64_t oh1_ = std::min(OH_, oh0_ + rows2_);
-          sdflow_conv::depthwise_rows(plane_, kernel_, acc_, oh0_, oh1_, H_, W_, OW_, KH_, KW_, SH_, SW_, DH_, DW_,
-                                      PT_, PL_);
-          const int64_t p0_ = oh0_ * OW_, width_ = (oh1_ - oh0_) * OW_, step_ = 1;
-          const float* src_ = acc_;
-          STORE_EPILOGUE
-        }
+        PLANE_ROWS
       }
     }
   }
@@ -561,7 +559,8 @@ def conv_depthwise_code(conv1, conv2, x_shape, w1_shape, mid_shape, w2_shape, x:
     statements2, final2 = epilogue2
     second = (_STORE_EPILOGUE.replace("BIAS", f"{bias2}[m_]" if bias2 else "0.0f").replace("STATEMENTS", statements2)
               .replace("FINAL", final2))
-    return code + _CONV_DEPTHWISE.replace("EPILOGUE1", first).replace("STORE_EPILOGUE", second)
+    return code + (_CONV_DEPTHWISE.replace("EPILOGUE1", first).replace("PLANE_ROWS", _PLANE_ROWS)
+                   .replace("STORE_EPILOGUE", second))
 
 
 @expansion("Conv", environments=[OpenBLAS])
