@@ -5,9 +5,11 @@ memory of its own (MobileNetV2: 54 tensors, ~27 MB at batch 1), and every layer 
 been touched since the previous call, far from the caches. ONNX Runtime's memory planner reuses a buffer once its
 tensor's last reader has run; here a tensor takes over the buffer of an earlier tensor of the same descriptor
 (shape, strides, dtype) when every op reading the earlier one is a dataflow ancestor of every op writing it. That
-holds in every order DaCe may emit the ops in, so the reuse is safe whatever the schedule; it is DaCe's own
-TransientReuse criterion (``dace.transformation.passes.TransientReuse``), restricted to plain arrays (views and
-the arrays they view keep their memory) and computed with ancestor bitsets, which stay fast on BERT-sized graphs.
+holds in every order DaCe may emit the ops in, so the reuse is safe whatever the schedule. DaCe's own
+TransientReuse (``dace.transformation.passes.TransientReuse``) also lets an op's output take the buffer of one of
+its inputs, which the kernels here cannot allow (they read their inputs while writing, through restrict
+pointers); this one requires strict ancestry, keeps views and the arrays they view out, and uses ancestor bitsets,
+which stay fast on BERT-sized graphs (BERT-base: 0.03 s).
 """
 from __future__ import annotations
 

@@ -538,10 +538,15 @@ def conv_depthwise_code(conv1, conv2, x_shape, w1_shape, mid_shape, w2_shape, x:
                         packed: tuple[str, str] | None) -> str:
     """C++ of a 1x1 convolution (``conv1``: x -> the expanded tensor of ``mid_shape``, then ``epilogue1``) and a
     depthwise one of its result (``conv2``, then ``epilogue2``) into ``y``; epilogues as in ``conv_code``. With
-    the direct kernel's packed weights (``packed``) and a column stride of at most 2 (what depthwise_rows' vector
-    form serves), _CONV_DEPTHWISE; otherwise the two convolutions one after the other through a scratch tensor."""
+    the direct kernel's packed weights (``packed``), a 1x1 ``conv1``, a depthwise ``conv2`` and a column stride of
+    at most 2 (what depthwise_rows' vector form serves), _CONV_DEPTHWISE; otherwise (any two convolutions) the
+    two one after the other through a scratch tensor."""
     kernel2 = conv2.attr("kernel_shape") or list(w2_shape[2:])
-    if packed is None or packed[1] != "packed" or (conv2.attr("strides") or [1])[-1] > 2:
+    pointwise = list(w1_shape[2:]) == [1, 1] and not any(conv1.attr("pads") or []) and all(
+        v == 1 for a in ("strides", "dilations") for v in conv1.attr(a) or [1]) and conv1.attr("group", 1) == 1
+    depthwise = w2_shape[1] == 1 and conv2.attr("group", 1) == mid_shape[1] and len(mid_shape) == 4
+    if (packed is None or packed[1] != "packed" or not pointwise or not depthwise
+            or (conv2.attr("strides") or [1])[-1] > 2):
         scratch = (f"const size_t mid_size_ = (size_t)({cexpr(product(mid_shape))});\n"
                    "static thread_local std::vector<float> mid_buffer_;  // the caller's; the workers write into it\n"
                    "if (mid_buffer_.size() < mid_size_) mid_buffer_.resize(mid_size_);\n"
