@@ -8,7 +8,8 @@ is loaded without lowering). The kernel keeps a register tile of 8 output channe
 AVX-512 accumulators) and walks the C * KH * KW taps: per tap, three vector loads of the (zero-padded) image
 through a table of tap offsets and 8 broadcast weights. The positions run over the padded image's rows as one
 flat range (the columns past each row's end are computed and dropped), so small images (7x7) still fill whole
-tiles; a last tile of up to 64 positions runs as two halves of 4 channels x 4 vectors. A strided convolution
+tiles; a last tile of up to 64 positions runs as that tile plus vectors over the 8 channels for 49-56, as two
+halves of 4 channels x 4 vectors for 57-64. A strided convolution
 first splits the padded image into stride x stride phase planes, over which it is a stride-1 convolution. A tile
 that is one run of outputs (an unpadded 1x1 convolution) is stored straight into the output planes, others
 through a buffer by row segments; the epilogue (bias, fused ops) runs on each while it is in cache.
@@ -192,7 +193,12 @@ _KERNELS = r"""
 #include <immintrin.h>
 namespace sdflow_direct {
 constexpr int64_t TILE = 48;      // positions per tile: 8 channels x 3 vectors, 24 accumulators
-constexpr int64_t TILE_MAX = 64;  // a last tile of up to 64 positions: 4 channels x 4 vectors, twice per block
+constexpr int64_t TILE_MAX = 64;  // a last tile of up to 64 positions (see positions)
+// Tiles over q positions: of TILE each, a remainder of up to TILE_MAX - TILE joining the last full one.
+static inline int64_t tiles(int64_t q) {
+  const int64_t n = (q + TILE - 1) / TILE;
+  return n > 1 && q - (n - 1) * TILE <= TILE_MAX - TILE ? n - 1 : n;
+}
 template <int CH, int NV>
 static inline void taps(const float* __restrict x, const int64_t* __restrict koff, int64_t K,
                         const float* __restrict w, float* __restrict y, int64_t ldy, int64_t rows, uint32_t tail) {
@@ -376,9 +382,7 @@ const int64_t Q_ = OH_ > 0 && OW_ > 0 ? (OH_ - 1) * W2_ + OW_ : 0;
 _DIRECT = _SOURCE + """
 constexpr int64_t TILE_ = sdflow_direct::TILE, TILE_MAX_ = sdflow_direct::TILE_MAX;
 const int64_t MB_ = (M_ + 7) / 8;
-// A remainder of up to 16 positions joins the last full tile (up to TILE_MAX_ positions).
-int64_t tiles_ = (Q_ + TILE_ - 1) / TILE_;
-if (tiles_ > 1 && Q_ - (tiles_ - 1) * TILE_ <= TILE_MAX_ - TILE_) --tiles_;
+const int64_t tiles_ = sdflow_direct::tiles(Q_);
 const int64_t threads_ = omp_get_max_threads();
 // Tasks: (sample and tile, group of channel blocks), or with few taps (KK_ <= FEW_TAPS_: 1x1 convolutions from
 // few channels, whose time goes into writing the outputs) (run of tiles, all blocks) with the blocks outermost:

@@ -198,15 +198,19 @@ def _plane_element(pointer: str, shape, out_shape) -> str:
     return f"{pointer}[{' + '.join(index) or '0'}]"
 
 
+def _conv_epilogue(ctx: Ctx, types, conv, steps) -> tuple[str, str]:
+    """``conv_code``'s epilogue (statements, final expression) for the element-wise ``steps`` after ``conv``."""
+    shape = types[conv.results[0]].shape
+    elements = {name: _plane_element(ctx.ptr(name), types[name].shape, shape)
+                for step in steps for name in step.args if name and name.startswith("in")}
+    elements[conv.results[0]] = "a_"
+    return _statements(steps, types, elements.__getitem__), _local(steps[-1].results[0]) if steps else "a_"
+
+
 def _conv(ctx: Ctx, program: Program, types) -> dace.SDFG:
     conv, steps = program.steps[0], program.steps[1:]
     x, w, bias = (conv.args + (None,))[:3]
-    out_shape = types[conv.results[0]].shape
-    elements = {name: _plane_element(ctx.ptr(name), types[name].shape, out_shape)
-                for step in steps for name in step.args if name and name.startswith("in")}
-    elements[conv.results[0]] = "a_"
-    final = steps[-1].results[0] if steps else conv.results[0]
-    epilogue = (_statements(steps, types, elements.__getitem__), _local(final) if steps else "a_")
+    epilogue = _conv_epilogue(ctx, types, conv, steps)
     packed = packed_input(ctx)
     code = conv_code(conv.node(), types[x].shape, types[w].shape, ctx.ptr(x), ctx.ptr(w), ctx.ptr("out0"),
                      ctx.ptr(bias) if bias else None, epilogue, packed)
@@ -222,18 +226,12 @@ def _conv_depthwise(ctx: Ctx, program: Program, types) -> dace.SDFG:
     conv2, steps2 = program.steps[second], program.steps[second + 1:]
     x, w1, bias1 = (conv1.args + (None,))[:3]
     _, w2, bias2 = (conv2.args + (None,))[:3]
-
-    def epilogue(conv, steps):
-        shape = types[conv.results[0]].shape
-        elements = {name: _plane_element(ctx.ptr(name), types[name].shape, shape)
-                    for step in steps for name in step.args if name and name.startswith("in")}
-        elements[conv.results[0]] = "a_"
-        return _statements(steps, types, elements.__getitem__), _local(steps[-1].results[0]) if steps else "a_"
     packed = packed_input(ctx)
     code = conv_depthwise_code(conv1.node(), conv2.node(), types[x].shape, types[w1].shape,
                                types[conv1.results[0]].shape, types[w2].shape, ctx.ptr(x), ctx.ptr(w1), ctx.ptr(w2),
                                ctx.ptr("out0"), ctx.ptr(bias1) if bias1 else None, ctx.ptr(bias2) if bias2 else None,
-                               epilogue(conv1, steps1), epilogue(conv2, steps2), packed)
+                               _conv_epilogue(ctx, types, conv1, steps1), _conv_epilogue(ctx, types, conv2, steps2),
+                               packed)
     return ctx.tasklet(vectorizable(code, "float"), includes=conv_includes(packed),
                        unread=(w1,) if packed else ())  # the direct kernel reads the packed copy only
 

@@ -8,7 +8,7 @@ import os
 from dace.libraries.blas.environments.openblas import OpenBLAS
 
 from sdflow.ir.errors import CompileError
-from sdflow.ir.ops.nn import DEPTHWISE_ROW_WIDTH, conv_transpose_geometry, window_geometry
+from sdflow.ir.ops.nn import DEPTHWISE_ROW_WIDTH, conv_transpose_geometry, is_pointwise, window_geometry
 from .. import threads
 from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 from .conv_direct import DIRECT_INCLUDES, PACKED_CONNECTOR, direct_code
@@ -433,6 +433,26 @@ def conv_includes(packed) -> str:
     return CONV_INCLUDES + (DIRECT_INCLUDES if packed else "")
 
 
+def _plane_epilogue(bias: str | None, epilogue: tuple[str, str] | None, first: str, last: str) -> str:
+    """Bias and epilogue (``conv_code``'s) in place on positions [first, last) of the plane at out_ (channel m_,
+    sample n_); nothing when there are none."""
+    statements, final = epilogue or ("", "a_")
+    if bias is None and not statements and final == "a_":
+        return ""
+    return (_PLANE_EPILOGUE.replace("BIAS", f"{bias}[m_]" if bias else "0.0f").replace("FIRST", first)
+            .replace("LAST", last).replace("STATEMENTS", statements).replace("FINAL", final))
+
+
+def _store_epilogue(bias: str | None, epilogue: tuple[str, str] | None) -> str:
+    """Outputs [p0_, p0_ + width_) of the plane at out_ from src_[j_ * step_], with bias and epilogue (a copy when
+    there are none)."""
+    statements, final = epilogue or ("", "a_")
+    if bias is None and not statements and final == "a_":
+        return "for (int64_t j_ = 0; j_ < width_; ++j_) out_[p0_ + j_] = src_[j_ * step_];"
+    return (_STORE_EPILOGUE.replace("BIAS", f"{bias}[m_]" if bias else "0.0f").replace("STATEMENTS", statements)
+            .replace("FINAL", final))
+
+
 def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None = None,
               epilogue: tuple[str, str] | None = None, packed: tuple[str, str] | None = None) -> str:
     """C++ of a float32 Conv from pointers ``x``, ``w`` (and ``bias``) into ``y``. ``epilogue`` = (statements,
@@ -448,36 +468,20 @@ def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None =
     code += f"const float* X_ = {x}; float* Y_ = {y};\n"
     if packed is None:
         code += f"const float* Wt_ = {w};\n"
-    pointwise = all(k == 1 for k in kernel) and not any(
-        node.attr(a) and any(v != (1 if a != "pads" else 0) for v in node.attr(a))
-        for a in ("strides", "pads", "dilations")) and node.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
     depthwise = group > 1 and w_shape[1] == 1
-    statements, final = epilogue or ("", "a_")
-
-    def plane_epilogue(first: str, last: str) -> str:
-        """Bias and epilogue on positions [first, last) of the plane at out_ (channel m_, sample n_)."""
-        if bias is None and epilogue is None:
-            return ""
-        return (_PLANE_EPILOGUE.replace("BIAS", f"{bias}[m_]" if bias else "0.0f").replace("FIRST", first)
-                .replace("LAST", last).replace("STATEMENTS", statements).replace("FINAL", final))
-    def store_epilogue() -> str:
-        """Outputs [p0_, p0_ + width_) from src_[j_ * step_] with bias and epilogue."""
-        if bias is None and epilogue is None:
-            return "for (int64_t j_ = 0; j_ < width_; ++j_) out_[p0_ + j_] = src_[j_ * step_];"
-        return (_STORE_EPILOGUE.replace("BIAS", f"{bias}[m_]" if bias else "0.0f").replace("STATEMENTS", statements)
-                .replace("FINAL", final))
+    store = _store_epilogue(bias, epilogue)
     if packed is not None:
-        return code + (direct_code(*packed).replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + width_"))
-                       .replace("STORE_EPILOGUE", store_epilogue()))
+        tile = _plane_epilogue(bias, epilogue, "p0_", "p0_ + width_")
+        return code + direct_code(*packed).replace("TILE_EPILOGUE", tile).replace("STORE_EPILOGUE", store)
     code += _INSIDE
     if depthwise and uses_depthwise_rows(window_geometry(node, list(x_shape[2:]), kernel).out[-1],
                                          (node.attr("strides") or [1])[-1]):
-        return code + _DEPTHWISE_ROWS.replace("PLANE_ROWS", _PLANE_ROWS).replace("STORE_EPILOGUE", store_epilogue())
+        return code + _DEPTHWISE_ROWS.replace("PLANE_ROWS", _PLANE_ROWS).replace("STORE_EPILOGUE", store)
     if depthwise:
-        return code + (_DEPTHWISE.replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + OW_"))
-                       .replace("STORE_EPILOGUE", store_epilogue()))
-    code += f"const bool IM2COL_ = {'false' if pointwise else 'true'};\n"
-    return code + _TILES.replace("TILE_EPILOGUE", plane_epilogue("p0_", "p0_ + width_"))
+        return code + (_DEPTHWISE.replace("TILE_EPILOGUE", _plane_epilogue(bias, epilogue, "p0_", "p0_ + OW_"))
+                       .replace("STORE_EPILOGUE", store))
+    code += f"const bool IM2COL_ = {'false' if is_pointwise(node, kernel) else 'true'};\n"
+    return code + _TILES.replace("TILE_EPILOGUE", _plane_epilogue(bias, epilogue, "p0_", "p0_ + width_"))
 
 
 # A 1x1 convolution and a depthwise convolution of its output, as one kernel (fuse-conv-depthwise): per task
@@ -493,9 +497,7 @@ static thread_local std::vector<int64_t> taps_;
 taps_.resize(CX_);
 for (int64_t c_ = 0; c_ < CX_; ++c_) taps_[c_] = c_ * P1_;
 const int64_t* koff_ = taps_.data();
-const int64_t MB_ = (C_ + 7) / 8, TILE_ = sdflow_direct::TILE, TILE_MAX_ = sdflow_direct::TILE_MAX;
-int64_t tiles_ = std::max<int64_t>(1, (P1_ + TILE_ - 1) / TILE_);
-if (tiles_ > 1 && P1_ - (tiles_ - 1) * TILE_ <= TILE_MAX_ - TILE_) --tiles_;  // a short remainder joins the last
+const int64_t MB_ = (C_ + 7) / 8, TILE_ = sdflow_direct::TILE, tiles_ = std::max<int64_t>(1, sdflow_direct::tiles(P1_));
 #pragma omp parallel
 {
   const int64_t rows_ = std::max<int64_t>(1, std::min<int64_t>(OH_, 4096 / std::max<int64_t>(OW_, 1)));
@@ -542,8 +544,7 @@ def conv_depthwise_code(conv1, conv2, x_shape, w1_shape, mid_shape, w2_shape, x:
     at most 2 (what depthwise_rows' vector form serves), _CONV_DEPTHWISE; otherwise (any two convolutions) the
     two one after the other through a scratch tensor."""
     kernel2 = conv2.attr("kernel_shape") or list(w2_shape[2:])
-    pointwise = list(w1_shape[2:]) == [1, 1] and not any(conv1.attr("pads") or []) and all(
-        v == 1 for a in ("strides", "dilations") for v in conv1.attr(a) or [1]) and conv1.attr("group", 1) == 1
+    pointwise = len(w1_shape) == 4 and is_pointwise(conv1, w1_shape[2:]) and conv1.attr("group", 1) == 1
     depthwise = w2_shape[1] == 1 and conv2.attr("group", 1) == mid_shape[1] and len(mid_shape) == 4
     if (packed is None or packed[1] != "packed" or not pointwise or not depthwise
             or (conv2.attr("strides") or [1])[-1] > 2):
@@ -557,15 +558,8 @@ def conv_depthwise_code(conv1, conv2, x_shape, w1_shape, mid_shape, w2_shape, x:
     code += (f"const int64_t CX_ = {cexpr(x_shape[1])}, M2_ = {cexpr(w2_shape[0])}, MG_ = M2_ / C_, P1_ = H_ * W_, "
              "P_ = OH_ * OW_;\n")
     code += f"const float* X_ = {x}; float* Y_ = {y}; const float* Wt_ = {w2}; const float* PACKED_ = {packed[0]};\n"
-    statements1, final1 = epilogue1
-    first = (_PLANE_EPILOGUE.replace("BIAS", f"{bias1}[m_]" if bias1 else "0.0f").replace("FIRST", "0")
-             .replace("LAST", "P1_").replace("STATEMENTS", statements1).replace("FINAL", final1)
-             if bias1 or statements1 or final1 != "a_" else "")
-    statements2, final2 = epilogue2
-    second = (_STORE_EPILOGUE.replace("BIAS", f"{bias2}[m_]" if bias2 else "0.0f").replace("STATEMENTS", statements2)
-              .replace("FINAL", final2))
-    return code + (_CONV_DEPTHWISE.replace("EPILOGUE1", first).replace("PLANE_ROWS", _PLANE_ROWS)
-                   .replace("STORE_EPILOGUE", second))
+    return code + (_CONV_DEPTHWISE.replace("EPILOGUE1", _plane_epilogue(bias1, epilogue1, "0", "P1_"))
+                   .replace("PLANE_ROWS", _PLANE_ROWS).replace("STORE_EPILOGUE", _store_epilogue(bias2, epilogue2)))
 
 
 @expansion("Conv", environments=[OpenBLAS])

@@ -11,7 +11,7 @@ from ..errors import ShapeInferenceError
 from ..types import TensorType, to_dim
 from ._base import Op, op, same_as_input
 
-__all__ = ["WindowGeometry", "window_geometry", "conv_transpose_geometry", "DEPTHWISE_ROW_WIDTH"]
+__all__ = ["WindowGeometry", "window_geometry", "conv_transpose_geometry", "is_pointwise", "DEPTHWISE_ROW_WIDTH"]
 
 
 @dataclasses.dataclass
@@ -30,6 +30,14 @@ class WindowGeometry:
 # rows are at most this wide (wider ones run faster over a padded plane: codegen.lowering.nn), and only those are
 # fused with the 1x1 convolution before them (passes.fusion.fuse_conv_depthwise).
 DEPTHWISE_ROW_WIDTH = 32
+
+
+def is_pointwise(node, kernel) -> bool:
+    """Whether a Conv with this kernel shape is a plain 1x1 one: unit kernel, strides and dilations, no padding
+    (its input is its im2col matrix; fuse-conv-depthwise fuses it)."""
+    return all(k == 1 for k in kernel) and not any(
+        node.attr(a) and any(v != (1 if a != "pads" else 0) for v in node.attr(a))
+        for a in ("strides", "pads", "dilations")) and node.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
 
 
 def window_geometry(node, spatial, kernel, ceil_mode=False, max_rank=2) -> WindowGeometry:

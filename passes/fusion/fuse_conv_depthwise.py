@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from sdflow.ir import Graph
-from sdflow.ir.ops.nn import DEPTHWISE_ROW_WIDTH
+from sdflow.ir.ops.nn import DEPTHWISE_ROW_WIDTH, is_pointwise
 from sdflow.ir.ops.fused import Fused
 from ..infra import Pass, PassContext, PassResult, register_pass
 from ._rewrite import Topology, fuse_nodes
@@ -29,9 +29,7 @@ def _conv_of(node):
 def _is_pointwise(conv, graph: Graph, node) -> bool:
     """A 2-D 1x1 convolution with one group, unit strides and dilations, no padding."""
     w = graph.tensor_type(_input(node, 1, graph))
-    return (w.rank == 4 and list(w.shape[2:]) == [1, 1] and conv.attr("group", 1) == 1
-            and all(v == 1 for v in conv.attr("strides") or [1]) and all(v == 1 for v in conv.attr("dilations") or [1])
-            and not any(conv.attr("pads") or []) and conv.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID"))
+    return w.rank == 4 and is_pointwise(conv, w.shape[2:]) and conv.attr("group", 1) == 1
 
 
 def _input(node, position: int, graph: Graph) -> str:
