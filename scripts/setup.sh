@@ -37,7 +37,7 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 STAMP=.venv/.sdflow-setup-stamp
-WANT="$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)"
+WANT="$(cat setup.cfg setup.py pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "[setup] installing sdflow, its dependencies and the real-model tools into .venv (a few minutes once)"
     .venv/bin/python -m pip install -q --upgrade pip
