@@ -12,7 +12,7 @@ import time
 import dace
 import numpy as np
 
-from sdflow.ir import CompileError, Graph
+from sdflow.ir import CompileError, Graph, VerificationError, verify_buffer_sharing
 from . import cache
 from .threads import configure_native_runtime
 from .lowering import expand, lower, weight_value
@@ -115,8 +115,6 @@ def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = F
         _report(progress, f"loaded in {compiled.build_seconds:.1f} s")
         return compiled
     sdfg, weights = lower(graph)
-    if os.environ.get("SDFLOW_MEMORY_REUSE", "1") != "0":
-        reuse_transients(sdfg)
     sdfg.name = "model"  # the cache key must not depend on the model's name
     key = cache.build_key(sdfg.hash_sdfg(), target, instrument)
     sdfg.name = f"{graph.name}_{key[:12]}"
@@ -127,6 +125,9 @@ def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = F
             if built:
                 _report(progress, f"expanding {len(graph.op_nodes())} ops into maps, tasklets and BLAS calls")
                 expand(sdfg, instrument)
+                if os.environ.get(cache.MEMORY_REUSE_SWITCH, "1") != "0":
+                    plan = reuse_transients(sdfg)
+                    verify_buffer_sharing(sdfg, plan.tenants)
                 _report(progress, f"generating C++ and building with cmake in {folder}")
                 sdfg.build_folder = str(folder)
                 with _heartbeat(progress, "still compiling"), dace.config.temporary_config():
@@ -143,7 +144,7 @@ def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = F
                 _NATIVE_BUILDS += 1
             else:
                 _report(progress, f"loading cached build {folder}")
-    except CompileError:
+    except (CompileError, VerificationError):  # a memory plan the verifier refused is a bug, said as such
         raise
     except Exception as error:  # codegen and the C++ toolchain raise many unrelated types
         raise CompileError(f"building {graph.name!r} for {target} failed: {type(error).__name__}: {error}") \

@@ -18,7 +18,8 @@ from sdflow import ir
 from . import threads
 
 # Switches that change what expansion emits for the same lowered SDFG (its hash cannot see them).
-EXPANSION_SWITCHES = ("SDFLOW_DEPTHWISE_ROWS",)
+MEMORY_REUSE_SWITCH = "SDFLOW_MEMORY_REUSE"  # buffers are planned after expansion, so the hash cannot see it
+EXPANSION_SWITCHES = ("SDFLOW_DEPTHWISE_ROWS", MEMORY_REUSE_SWITCH)
 
 __all__ = ["cache_root", "build_key", "codegen_digest", "exclusive_build", "is_complete", "CACHE_ENV"]
 

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import sympy
+from dace import data as dace_data
 from dace.sdfg import nodes as dnodes
+from dace.sdfg.utils import dfs_topological_sort as topological_nodes
 
 from .errors import SdflowError, VerificationError
 from .graph import Graph
 from .nodes import OpNode
 from .semantics import infer_node, known_values, with_static_inputs
 
-__all__ = ["verify"]
+__all__ = ["verify", "verify_buffer_sharing"]
 
 
 def verify(graph: Graph, dace_validation: bool = True) -> None:
@@ -72,3 +74,63 @@ def _check_node(graph: Graph, node: OpNode, values) -> None:
         if actual.dtype != ttype.dtype or not same_shape:
             raise VerificationError(f"node {node.label!r} ({node.op_type}): output {tensor!r} is {actual}, "
                                     f"but the op infers {ttype}")
+
+
+def verify_buffer_sharing(sdfg, tenants: dict) -> None:
+    """Proves a memory plan safe: ``tenants`` maps each access node of a shared buffer to the tensor it holds. For
+    every two tensors of one buffer, every op touching one (writing or reading it) must be a strict dataflow
+    ancestor of every op writing the other, so that no topological order (any order DaCe may emit) lets a reader
+    of the earlier tensor run after, or together with, a writer of the later one. A shared buffer next to a view
+    or inside a map scope is refused: its accesses would not all be visible here."""
+    by_state: dict = {}
+    for state in sdfg.states():
+        nodes = [n for n in state.data_nodes() if n in tenants]
+        if nodes:
+            by_state[state] = nodes
+    if sum(map(len, by_state.values())) != len(tenants):
+        raise VerificationError("the memory plan's access nodes are not in the SDFG (was it transformed after "
+                                "planning?)")
+    for state, nodes in by_state.items():
+        _verify_state_sharing(sdfg, state, nodes, tenants)
+
+
+def _verify_state_sharing(sdfg, state, nodes, tenants) -> None:
+    order = list(topological_nodes(state))
+    bit = {node: 1 << i for i, node in enumerate(order)}
+    ancestors: dict = {}
+    for node in order:
+        mask = 0
+        for edge in state.in_edges(node):
+            mask |= ancestors[edge.src] | bit[edge.src]
+        ancestors[node] = mask
+    scopes = state.scope_dict()
+    touched: dict[tuple[str, str], int] = {}  # (buffer, tensor) -> ops writing or reading it
+    written_after: dict[tuple[str, str], int] = {}  # (buffer, tensor) -> ops that are ancestors of all its writers
+    for node in state.data_nodes():
+        if node.data not in {n.data for n in nodes}:
+            continue
+        if node not in tenants:
+            raise VerificationError(f"buffer {node.data!r} is shared, but one of its access nodes has no tenant")
+        neighbours = [e.src for e in state.in_edges(node)] + [e.dst for e in state.out_edges(node)]
+        if scopes[node] is not None or any(isinstance(n, dnodes.AccessNode) and isinstance(
+                sdfg.arrays[n.data], dace_data.View) for n in neighbours):
+            raise VerificationError(f"buffer {node.data!r} is shared inside a map scope or next to a view")
+        key = (node.data, tenants[node])
+        for n in neighbours:
+            touched[key] = touched.get(key, 0) | bit[n]
+        writers = [e.src for e in state.in_edges(node)]
+        if not writers:
+            raise VerificationError(f"tensor {tenants[node]!r} in shared buffer {node.data!r} is never written")
+        before = written_after.get(key, -1)
+        for writer in writers:
+            before &= ancestors[writer]
+        written_after[key] = before
+    keys = sorted(touched)
+    for i, first in enumerate(keys):
+        for second in keys[i + 1:]:
+            if first[0] != second[0]:
+                continue
+            if touched[first] & ~written_after[second] and touched[second] & ~written_after[first]:
+                raise VerificationError(
+                    f"buffer {first[0]!r}: tensors {first[1]!r} and {second[1]!r} may be live at the same time "
+                    "(an op touching one is not ordered before every writer of the other)")
