@@ -65,11 +65,23 @@ def compare_outputs(actual: dict[str, np.ndarray], reference: dict[str, np.ndarr
         if got.shape != expected.shape:
             results.append(Comparison(name, got.shape, float("inf"), 0.0, tolerance))
             continue
-        expected64, got64 = expected.astype(np.float64), got.astype(np.float64)
-        error = float(np.max(np.abs(expected64 - got64))) if expected.size else 0.0
-        magnitude = float(np.max(np.abs(expected64))) if expected.size else 0.0
+        error, magnitude = _error_and_magnitude(expected.astype(np.float64), got.astype(np.float64))
         results.append(Comparison(name, expected.shape, error, magnitude, tolerance))
     return results
+
+
+def _error_and_magnitude(expected: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    """Max abs error where NaN matches NaN and an infinity matches the same infinity (ONNX Runtime's NaN and inf
+    are results like any other); a NaN or inf on one side only is an infinite error. The magnitude is that of the
+    finite reference values."""
+    if not expected.size:
+        return 0.0, 0.0
+    same = (expected == got) | (np.isnan(expected) & np.isnan(got))
+    with np.errstate(invalid="ignore"):
+        difference = np.where(same, 0.0, np.abs(expected - got))
+    difference[np.isnan(difference)] = np.inf
+    finite = np.abs(expected[np.isfinite(expected)])
+    return float(difference.max()), float(finite.max()) if finite.size else 0.0
 
 
 def median_seconds(function, repeats: int = 20, warmup: int = 3) -> float:

@@ -9,7 +9,9 @@ from ._expansion import Ctx, add_map, expansion, index_ranges
 _BINARY = {"Add": "in0 + in1", "Sub": "in0 - in1", "Mul": "in0 * in1", "Div": "in0 / in1", "Equal": "in0 == in1",
            "Less": "in0 < in1", "LessOrEqual": "in0 <= in1", "Greater": "in0 > in1", "GreaterOrEqual": "in0 >= in1",
            "And": "in0 && in1", "Or": "in0 || in1", "Xor": "in0 != in1"}
-_VARIADIC = {"Max": "std::max<{T}>({a}, {b})", "Min": "std::min<{T}>({a}, {b})", "Sum": "({a} + {b})"}
+# A NaN on either side is the result, as in ONNX Runtime (std::max/std::min keep the first argument instead).
+_VARIADIC = {"Max": "(({a}) > ({b}) || ({a}) != ({a}) ? ({a}) : ({b}))",
+             "Min": "(({a}) < ({b}) || ({a}) != ({a}) ? ({a}) : ({b}))", "Sum": "({a} + {b})"}
 _UNARY = {
     "Sqrt": "std::sqrt(in0)",
     "Reciprocal": "({T})1 / in0",
@@ -18,7 +20,7 @@ _UNARY = {
     # Through exp, which the compiler vectorises; std::tanh is a scalar libm call (~4x slower on GPT-2's GELU).
     "Tanh": "(({T})1 - ({T})2 / (std::exp(({T})2 * in0) + ({T})1))",
     "Erf": "std::erf(in0)",
-    "Relu": "(in0 > ({T})0 ? in0 : ({T})0)",
+    "Relu": "(in0 < ({T})0 ? ({T})0 : in0)",  # NaN stays NaN
     "Sigmoid": "({T})1 / (({T})1 + std::exp(-in0))",
     "Identity": "in0",
     "Cast": "({T})in0",
@@ -32,7 +34,7 @@ _UNARY = {
     "Sin": "std::sin(in0)", "Cos": "std::cos(in0)", "Tan": "std::tan(in0)", "Asin": "std::asin(in0)",
     "Acos": "std::acos(in0)", "Atan": "std::atan(in0)", "Sinh": "std::sinh(in0)", "Cosh": "std::cosh(in0)",
     "Asinh": "std::asinh(in0)", "Acosh": "std::acosh(in0)", "Atanh": "std::atanh(in0)",
-    "Sign": "({T})((in0 > ({T})0) - (in0 < ({T})0))",
+    "Sign": "(in0 != in0 ? in0 : ({T})((in0 > ({T})0) - (in0 < ({T})0)))",
     "Round": "std::nearbyint(in0)",  # the default rounding mode: halves to even
     "Softplus": "std::log(std::exp(in0) + ({T})1)",
     "Softsign": "in0 / (({T})1 + (in0 < ({T})0 ? -in0 : in0))",
@@ -66,11 +68,10 @@ def _attribute_expression(node) -> str | None:
         return f"({{T}}){gamma!r} * (in0 > ({{T}})0 ? in0 : ({{T}}){alpha!r} * (std::exp(in0) - ({{T}})1))"
     if op_type == "Celu":
         alpha = attr("alpha", 1.0)
-        return (f"(std::max<{{T}}>(({{T}})0, in0) + std::min<{{T}}>(({{T}})0, ({{T}}){alpha!r} * "
-                f"(std::exp(in0 / ({{T}}){alpha!r}) - ({{T}})1)))")
+        return f"(in0 > ({{T}})0 ? in0 : ({{T}}){alpha!r} * (std::exp(in0 / ({{T}}){alpha!r}) - ({{T}})1))"
     if op_type == "HardSigmoid":
-        return (f"std::min<{{T}}>(({{T}})1, std::max<{{T}}>(({{T}})0, ({{T}}){attr('alpha', 0.2)!r} * in0 + "
-                f"({{T}}){attr('beta', 0.5)!r}))")
+        linear = f"(({{T}}){attr('alpha', 0.2)!r} * in0 + ({{T}}){attr('beta', 0.5)!r})"
+        return f"({linear} < ({{T}})0 ? ({{T}})0 : ({linear} > ({{T}})1 ? ({{T}})1 : {linear}))"  # NaN stays NaN
     if op_type == "Swish":
         return f"in0 / (({{T}})1 + std::exp(-({{T}}){attr('alpha', 1.0)!r} * in0))"
     if op_type == "SwiGLU":

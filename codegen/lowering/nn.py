@@ -605,7 +605,7 @@ def _pool_code(ctx: Ctx, x_shape) -> str:
     p = ctx.node.attr("p", 2) if op_type == "LpPool" else None
     if op_type == "MaxPool":
         init = f"std::numeric_limits<{ctype}>::lowest()"
-        update = "if (v_ > acc_) { acc_ = v_; best_ = (id_ * H_ + ih_) * W_ + iw_; "\
+        update = "if (v_ > acc_ || (v_ != v_ && acc_ == acc_)) { acc_ = v_; best_ = (id_ * H_ + ih_) * W_ + iw_; "\
                  "best_cm_ = (iw_ * H_ + ih_) * D_ + id_; }"
     elif op_type == "AveragePool":
         init, update = "0", "acc_ += v_; ++count_;"
@@ -660,7 +660,8 @@ for (int64_t od_ = 0; od_ < OD_; ++od_)
 # with -inf (phase (a, b) holds the padded pixels (i * SH + a, j * SW + b)), then the outputs as a flat range over
 # the phase planes' rows (the columns past each row's end are computed and dropped), vectorised: each tap is a run
 # of consecutive floats. The generic window loop tests every tap's bounds and does not vectorise (ResNet-18's
-# 3x3 stride-2 MaxPool took 3.6x ONNX Runtime's time, benchmarks/ort_nodes.py).
+# 3x3 stride-2 MaxPool took 3.6x ONNX Runtime's time, benchmarks/ort_nodes.py). A NaN in the window is the result
+# (as ReduceMax; ONNX Runtime's answer there depends on where the NaN falls in its vector lanes).
 _MAX_POOL_PLANES = """
 const int64_t HP_ = std::max<int64_t>(H_ + PH_ + QH_, (OH_ - 1) * SH_ + (KH_ - 1) * DH_ + 1);
 const int64_t WP_ = std::max<int64_t>(W_ + PW_ + QW_, (OW_ - 1) * SW_ + (KW_ - 1) * DW_ + 1);
@@ -682,7 +683,7 @@ for (int64_t oh_ = 0; oh_ < OH_; ++oh_) {
   #pragma omp simd
   for (int64_t ow_ = 0; ow_ < OW_; ++ow_) {
     float m_ = lowest_;
-    for (int64_t k_ = 0; k_ < KH_ * KW_; ++k_) { const float v_ = in_[ow_ + taps_[k_]]; m_ = v_ > m_ ? v_ : m_; }
+    for (int64_t k_ = 0; k_ < KH_ * KW_; ++k_) { const float v_ = in_[ow_ + taps_[k_]]; m_ = (v_ > m_ || v_ != v_) ? v_ : m_; }
     out_[ow_] = m_;
   }
 }

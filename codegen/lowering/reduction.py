@@ -23,8 +23,9 @@ _IDENTITY_MIN = ("(std::numeric_limits<{T}>::has_infinity ? std::numeric_limits<
 _REDUCERS = {
     "ReduceSum": ("0", "acc_ += v_;", ""),
     "ReduceMean": ("0", "acc_ += v_;", "acc_ = acc_ / ({T})({count});"),
-    "ReduceMax": (_IDENTITY_MAX, "acc_ = std::max(acc_, v_);", ""),
-    "ReduceMin": (_IDENTITY_MIN, "acc_ = std::min(acc_, v_);", ""),
+    # A NaN anywhere in the row is the result (as in ONNX Runtime): once acc_ is NaN no comparison replaces it.
+    "ReduceMax": (_IDENTITY_MAX, "acc_ = (v_ > acc_ || v_ != v_) ? v_ : acc_;", ""),
+    "ReduceMin": (_IDENTITY_MIN, "acc_ = (v_ < acc_ || v_ != v_) ? v_ : acc_;", ""),
     "ReduceProd": ("1", "acc_ *= v_;", ""),
     "ReduceL1": ("0", "acc_ += (v_ < 0 ? -v_ : v_);", ""),
     "ReduceL2": ("0", "acc_ += v_ * v_;", "acc_ = ({T})std::sqrt(acc_);"),
@@ -218,8 +219,8 @@ def global_pool(ctx: Ctx):
     if ctx.node.op_type == "GlobalMaxPool":
         code = f"""
 const int64_t n_ = {cexpr(product(shape[2:]))};
-{dtype} max_ = x[0];
-for (int64_t k_ = 1; k_ < n_; ++k_) max_ = std::max(max_, x[k_]);
+{dtype} max_ = {_IDENTITY_MAX.replace("{T}", dtype)};
+for (int64_t k_ = 0; k_ < n_; ++k_) max_ = (x[k_] > max_ || x[k_] != x[k_]) ? x[k_] : max_;  // as ReduceMax
 y = max_;
 """
     else:
