@@ -1,4 +1,5 @@
 """The one exception hierarchy of sdflow (re-exported as ``sdflow.SdflowError`` and friends)."""
+from .registry import refusal_reason
 
 __all__ = [
     "SdflowError", "ModelLoadError", "UnsupportedOpError", "ShapeInferenceError", "VerificationError",
@@ -22,7 +23,9 @@ class UnsupportedOpError(SdflowError):
         parts = []
         for (domain, op_type, opset), names in sorted(unsupported.items()):
             shown = ", ".join(repr(n) for n in names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
-            parts.append(f"{domain or 'ai.onnx'}::{op_type} (opset {opset}) at node(s) {shown}")
+            reason = refusal_reason(domain, op_type, opset)
+            parts.append(f"{domain or 'ai.onnx'}::{op_type} (opset {opset}{': ' + reason if reason else ''}) "
+                         f"at node(s) {shown}")
         super().__init__(f"{len(unsupported)} unsupported op(s): " + "; ".join(parts))
 
 

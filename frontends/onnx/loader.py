@@ -40,6 +40,23 @@ def _read(model) -> tuple[onnx.ModelProto, str, pathlib.Path | None]:
     raise ModelLoadError(f"cannot load a model from a {type(model).__name__}; pass a path, bytes or a ModelProto")
 
 
+def _fill_output_shapes(proto: onnx.ModelProto) -> bool:
+    """Graph outputs declared without a shape (ONNX Runtime runs such models; the checker refuses them) take the
+    shape ONNX shape inference gives them. Returns whether any output was filled in."""
+    missing = [o for o in proto.graph.output
+               if o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape")]
+    if not missing:
+        return False
+    try:
+        inferred = {o.name: o for o in onnx.shape_inference.infer_shapes(proto).graph.output}
+    except Exception:  # the checker below says what is wrong with the model
+        return False
+    for output in missing:
+        if inferred[output.name].type.tensor_type.HasField("shape"):
+            output.type.CopyFrom(inferred[output.name].type)
+    return True
+
+
 def load_model(model) -> onnx.ModelProto:
     """A checked, opset-upgraded, shape-inferred copy of ``model``."""
     proto, where, path = _read(model)
@@ -48,6 +65,9 @@ def load_model(model) -> onnx.ModelProto:
     try:
         # From a path, the checker resolves external data files next to the model; afterwards the loaded
         # weights are embedded so that every later step works on the in-memory model alone.
+        if _fill_output_shapes(proto):
+            onnx.external_data_helper.convert_model_from_external_data(proto)
+            path = None
         onnx.checker.check_model(str(path) if path is not None else proto)
         onnx.external_data_helper.convert_model_from_external_data(proto)
     except onnx.checker.ValidationError as error:

@@ -435,7 +435,7 @@ class Range(Op):
         return [np.arange(start, limit, delta, dtype=start.dtype)]
 
 
-@op("CumSum", since=14)
+@op("CumSum", since=11)
 class CumSum(Op):
     value_inputs = (1, )
 

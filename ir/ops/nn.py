@@ -404,7 +404,7 @@ class LRN(Op):
         return [(x / (bias + alpha / size * total) ** beta).astype(x.dtype)]
 
 
-@op("BatchNormalization", since=15)
+@op("BatchNormalization", since=9)
 class BatchNormalization(Op):
     @classmethod
     def infer(cls, node, inputs, values):
