@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
 import statistics
@@ -102,6 +103,7 @@ class CompiledModel:
         self._assumptions = [(_shape_function([a]), _shape_function([b]), a, b, where)
                              for a, b, where in dim_assumptions(graph)]
         self._output_shapes = {name: _shape_function(ttype.shape) for _, name, ttype in self._outputs}
+        _check_outputs_are_determined(self._inputs, self._outputs)
         self._input_shapes = {name: _shape_function(ttype.shape) for _, name, ttype in self._inputs}
         typedict = program._typedict
         self._signature = [(name, typedict[name]) for name in program._sig]
@@ -182,8 +184,8 @@ class CompiledModel:
         Python overhead from the kernels' time."""
         arrays = self._collect(args, kwargs)
         symbols = self._bind(arrays)
-        outputs = {name: np.empty(self._output_shapes[name](symbols), dtype=ttype.dtype)
-                   for _, name, ttype in self._outputs}
+        outputs = {name: np.empty(shape, dtype=ttype.dtype)
+                   for (_, name, ttype), shape in zip(self._outputs, self._checked_output_shapes(symbols))}
         call_args, init_args = [], []
         for name, desc in self._signature:
             if name in self._weight_args:
@@ -249,8 +251,38 @@ class CompiledModel:
                                  f"= {expected}")
         return symbols
 
+    def _checked_output_shapes(self, symbols: dict[str, int]) -> list[list[int]]:
+        """The outputs' shapes for these inputs; an InputError, before anything is allocated, when one is negative
+        or all of them together would not fit in this machine's memory."""
+        shapes = [self._output_shapes[name](symbols) for _, name, _ in self._outputs]
+        total = 0
+        for (onnx_name, _, ttype), shape in zip(self._outputs, shapes):
+            if any(size < 0 for size in shape):
+                raise InputError(f"output {onnx_name!r} {ttype} would have shape {shape} for these inputs "
+                                 f"({self._describe_inputs()})")
+            total += int(np.prod(shape, dtype=np.float64)) * np.dtype(ttype.dtype).itemsize
+        if total > _physical_memory():
+            listed = ", ".join(f"{o} {t} = {s}" for (o, _, t), s in zip(self._outputs, shapes))
+            raise InputError(f"the outputs would take {total / 2**30:,.1f} GiB, more than this machine's "
+                             f"{_physical_memory() / 2**30:,.1f} GiB: {listed}; dims {symbols}")
+        return shapes
+
     def _describe_inputs(self) -> str:
         return ", ".join(f"{n}: {t}" for n, t in self.input_types.items())
+
+
+def _physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_outputs_are_determined(inputs, outputs) -> None:
+    """Every symbolic dim of an output must follow from the inputs' dims (never a default number at call time)."""
+    bound = {str(d) for _, _, ttype in inputs for d in ttype.shape if isinstance(d, sympy.Symbol)}
+    for onnx_name, _, ttype in outputs:
+        free = sorted({str(s) for d in ttype.shape if isinstance(d, sympy.Basic) for s in d.free_symbols} - bound)
+        if free:
+            raise CompileError(f"output {onnx_name!r} {ttype}: dim(s) {', '.join(free)} follow from no input's "
+                               "shape (a value-dependent output size), so its size at call time is unknown")
 
 
 # DaCe's integer divisions in dims (strided windows over symbolic sizes), as Python integer arithmetic.

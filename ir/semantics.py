@@ -37,6 +37,10 @@ def infer_node(node: OpNode, inputs: list[TensorType | None], values: list) -> l
         return semantics.infer(node, inputs, values)
     except ShapeInferenceError as error:
         raise ShapeInferenceError(f"node {node.label!r} ({node.op_type}, opset {node.opset}): {error}") from None
+    except (TypeError, ValueError, KeyError, IndexError, ArithmeticError, AttributeError) as error:
+        # An input combination the op's inference did not foresee: still an SdflowError that names the node.
+        raise ShapeInferenceError(f"node {node.label!r} ({node.op_type}, opset {node.opset}): cannot infer the "
+                                  f"output types ({type(error).__name__}: {error})") from None
 
 
 def with_static_inputs(node: OpNode, values: list, symbols: dict | None = None) -> list:

@@ -414,14 +414,26 @@ class Range(Op):
         """[start, limit, delta]: ints (possibly symbolic) or floats, all known at compile time."""
         if any(v is None for v in values):
             raise ShapeInferenceError("Range: start, limit and delta must be known at compile time")
-        if any(np.asarray(v).dtype.kind == "f" for v in values):
-            return [float(np.asarray(v).ravel()[0]) for v in values]
+        if any(np.asarray(v).dtype.kind in "fO" for v in values) and not all(
+                np.asarray(v).dtype.kind in "iuO" for v in values):
+            start, limit, delta = (np.asarray(v).ravel()[0] for v in values)
+            if not all(isinstance(v, (int, float, np.number)) for v in (start, delta)):
+                raise ShapeInferenceError("Range: a float start or delta that depends on input dims")
+            if not isinstance(limit, (int, float, np.number)):
+                # A dim cast to float (YOLO anchors: Range(0, float(h), 1)) stays symbolic.
+                return [float(start), sympy.sympify(limit), float(delta)]
+            return [float(start), float(limit), float(delta)]
         return [static_int_list(v, "Range's start/limit/delta")[0] for v in values]
 
     @classmethod
     def infer(cls, node, inputs, values):
         start, limit, delta = cls.bounds(values[:3])
-        if isinstance(start, float):
+        if delta == 0:
+            raise ShapeInferenceError("Range: delta is 0")
+        if isinstance(start, float) and isinstance(limit, sympy.Basic):
+            count = sympy.ceiling((limit - sympy.nsimplify(start)) / sympy.nsimplify(delta))
+            count = to_dim(sympy.Max(count, 0)) if not count.is_Integer else max(int(count), 0)
+        elif isinstance(start, float):
             count = max(int(np.ceil((limit - start) / delta)), 0)
         else:
             count = sympy.ceiling(sympy.Integer(1) * (limit - start) / delta)

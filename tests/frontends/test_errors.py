@@ -43,8 +43,8 @@ def test_every_unsupported_op_is_named_at_once(helpers):
         import_model(model)
     message = str(info.value)
     assert "2 unsupported op(s)" in message
-    assert "ai.onnx::Det (opset 17) at node(s) 'det1', 'det2'" in message
-    assert "ai.onnx::Unique (opset 17) at node(s) 'uq'" in message
+    assert "ai.onnx::Det (opset 17: not implemented yet) at node(s) 'det1', 'det2'" in message
+    assert "ai.onnx::Unique (opset 17: its output shape depends on input values) at node(s) 'uq'" in message
     assert set(info.value.unsupported) == {("", "Det", 17), ("", "Unique", 17)}
 
 
