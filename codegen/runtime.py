@@ -100,8 +100,8 @@ class CompiledModel:
         self._inputs = [(graph.onnx_name(n), n, graph.tensor_type(n)) for n in graph.inputs]
         self._outputs = [(graph.onnx_name(n), n, graph.tensor_type(n)) for n in graph.outputs]
         self._index_bounds = _index_bounds(graph)
-        self._assumptions = [(_shape_function([a]), _shape_function([b]), a, b, where)
-                             for a, b, where in dim_assumptions(graph)]
+        self._assumptions = [(_shape_function([a]), relation, _shape_function([b]), a, b, where)
+                             for a, relation, b, where in dim_assumptions(graph)]
         self._output_shapes = {name: _shape_function(ttype.shape) for _, name, ttype in self._outputs}
         _check_outputs_are_determined(self._inputs, self._outputs)
         self._input_shapes = {name: _shape_function(ttype.shape) for _, name, ttype in self._inputs}
@@ -240,10 +240,11 @@ class CompiledModel:
                     if symbols.setdefault(str(dim), size) != size:
                         raise InputError(f"input {onnx_name!r} dim {axis} is {size}, but {dim} = "
                                          f"{symbols[str(dim)]} from another input ({self._describe_inputs()})")
-        for left, right, a, b, where in self._assumptions:
-            if left(symbols) != right(symbols):
-                raise InputError(f"{where} needs {a} == {b}, but the inputs give {a} = {left(symbols)[0]} and "
-                                 f"{b} = {right(symbols)[0]} ({self._describe_inputs()})")
+        for left, relation, right, a, b, where in self._assumptions:
+            if not _ASSUMED[relation](left(symbols)[0], right(symbols)[0]):
+                other = "" if b.is_number else f" and {b} = {right(symbols)[0]}"
+                raise InputError(f"{where} needs {a} {relation} {b}, but the inputs give {a} = {left(symbols)[0]}"
+                                 f"{other} ({self._describe_inputs()})")
         for onnx_name, name, ttype in self._inputs:
             expected = self._input_shapes[name](symbols)
             if list(arrays[name].shape) != expected:
@@ -269,6 +270,9 @@ class CompiledModel:
 
     def _describe_inputs(self) -> str:
         return ", ".join(f"{n}: {t}" for n, t in self.input_types.items())
+
+
+_ASSUMED = {"==": lambda a, b: a == b, ">=": lambda a, b: a >= b}
 
 
 def _physical_memory() -> int:

@@ -93,16 +93,19 @@ def interpret(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarr
     return {graph.onnx_name(name): values[name] for name in graph.outputs}
 
 
-def dim_assumptions(graph: Graph) -> list[tuple[sympy.Expr, sympy.Expr, str]]:
-    """Equalities between *different* symbolic dims that type inference assumed (broadcasts, MatMul's inner dims),
-    as (dim, dim, where). They hold for consistent inputs; the runtime checks them before running native code."""
+def dim_assumptions(graph: Graph) -> list[tuple[sympy.Expr, str, sympy.Expr, str]]:
+    """Relations between a symbolic dim and another dim that type inference assumed, as (dim, relation, other,
+    where) with relation "==" (MatMul's inner dims, an element-wise input's dim and the output's) or ">=" (a Slice
+    bound inside a symbolic dim: ONNX would clamp it, the inferred size does not).
+    They hold for inputs the model can take; the runtime checks them before running native code."""
     from .ops.elementwise import ELEMENTWISE_OPS
     found = []
 
-    def expect(a, b, where):
-        if a != b and not isinstance(a, int) and not isinstance(b, int) and a != 1 and b != 1:
-            found.append((sympy.sympify(a), sympy.sympify(b), where))
+    def expect(a, relation, b, where):
+        if a != b and not (isinstance(a, int) and isinstance(b, int)):
+            found.append((sympy.sympify(a), relation, sympy.sympify(b), where))
 
+    values = known_values(graph)
     for node in graph.op_nodes():
         shapes = [graph.tensor_type(t).shape for t in graph.node_inputs(node) if t]
         where = f"{node.op_type} node {node.label!r}"
@@ -110,7 +113,30 @@ def dim_assumptions(graph: Graph) -> list[tuple[sympy.Expr, sympy.Expr, str]]:
             out = graph.tensor_type(graph.node_outputs(node)[0]).shape
             for shape in shapes:
                 for dim, out_dim in zip(reversed(shape), reversed(out)):
-                    expect(dim, out_dim, where)
+                    if dim != 1:  # a symbolic dim indexes as itself: it broadcasts only where it is 1 statically
+                        expect(dim, "==", out_dim, where)
         elif node.op_type == "MatMul" and all(len(s) >= 2 for s in shapes):
-            expect(shapes[0][-1], shapes[1][-2], where)
+            expect(shapes[0][-1], "==", shapes[1][-2], where)
+        elif node.op_type == "Slice":
+            found += _slice_bounds(graph, node, values, where)
+    return found
+
+
+def _slice_bounds(graph: Graph, node: OpNode, values: dict, where: str) -> list:
+    """A Slice's int starts/ends on symbolic dims are taken as they are: each must lie inside the dim."""
+    from .ops.movement import BIG_INDEX
+    inputs = graph.node_inputs(node)
+    given = with_static_inputs(node, [values.get(t) if t else None for t in inputs])
+    shape = graph.tensor_type(inputs[0]).shape
+    if any(v is None for v in given[1:3]):
+        return []
+    axes = given[3] if len(given) > 3 and given[3] is not None else range(len(np.ravel(given[1])))
+    found = []
+    for axis, start, end in zip(np.ravel(axes), np.ravel(given[1]), np.ravel(given[2])):
+        dim = shape[int(axis) % len(shape)]
+        if not isinstance(dim, sympy.Basic) or dim.is_number:
+            continue
+        for bound in (start, end):
+            if isinstance(bound, (int, np.integer)) and -BIG_INDEX < int(bound) < BIG_INDEX and int(bound) != 0:
+                found.append((sympy.sympify(dim), ">=", sympy.Integer(abs(int(bound))), where))
     return found

@@ -198,14 +198,14 @@ class Split(Op):
         return [a.copy() for a in np.split(x, np.cumsum([int(s) for s in sizes])[:-1], axis=axis)]
 
 
-_BIG = 2**30
+BIG_INDEX = 2**30  # a Slice bound at least this large means "to the end"
 
 
 def _clamp(value, dim, low, high_offset):
     """ONNX Slice clamping of one start/end against a (possibly symbolic) dimension."""
-    if isinstance(value, int) and value >= _BIG:
+    if isinstance(value, int) and value >= BIG_INDEX:
         return dim if high_offset == 0 else dim - 1
-    if isinstance(value, int) and value <= -_BIG:
+    if isinstance(value, int) and value <= -BIG_INDEX:
         return low
     if isinstance(value, int) and value < 0:
         value = dim + value
