@@ -1,7 +1,9 @@
 """data-movement: for every op, the bytes it reads and writes at its boundary (every input read once, every output
 written once), its flop and arithmetic intensity, symbolic in the model's dims. The operator-boundary model of
 *Data Movement Is All You Need* (arXiv 2007.00072): what an op costs in memory traffic when it runs as its own
-kernel. Reshapes are views (no bytes): they change how a buffer is indexed, not its contents.
+kernel. Reshapes are views (no bytes): they change how a buffer is indexed, not its contents. Gathers and slices
+read one element of their data per output element (an embedding lookup reads its rows, not the table); Shape and
+Size read no data.
 
 Flop counts one per multiply or add of a contraction (2·M·N·K for a GEMM), one per output element of an
 element-wise op (a transcendental counts as one), and the per-element work of the normalisations below."""
@@ -81,7 +83,7 @@ def operator_traffic(graph: Graph) -> list[OpTraffic]:
         if node.op_type in VIEW_OPS and not node.domain_name:
             read = written = sympy.Integer(0)
         else:
-            read = sum((_bytes(t) for t in inputs if t), sympy.Integer(0))
+            read = sum((_input_bytes(node, k, inputs, outputs) for k, t in enumerate(inputs) if t), sympy.Integer(0))
             written = sum((_bytes(t) for t in outputs if t), sympy.Integer(0))
         records.append(OpTraffic(node.label, node.op_type, read, written, op_flop(node, inputs, outputs),
                                  getattr(node, "kernel", "") if node.domain_name else ""))
@@ -129,6 +131,21 @@ def op_flop(node, inputs: list[TensorType | None], outputs: list[TensorType | No
     if op_type in ELEMENTWISE_OPS and op_type not in ("Identity", "Expand", "Cast", "CastLike") and out is not None:
         return _count(out.shape)
     return sympy.Integer(0)
+
+
+# Ops that read only part of their first input: one element of it per output element (a Gather of 128 token rows
+# reads those rows, not the 30522-row table), or nothing but its shape.
+_GATHERS = ("Gather", "GatherElements", "GatherND", "Slice")
+_SHAPE_ONLY = ("Shape", "Size")
+
+
+def _input_bytes(node, position: int, inputs: list, outputs: list) -> sympy.Expr:
+    """The bytes ``node`` reads of its input ``position``."""
+    if position == 0 and not node.domain_name and node.op_type in _SHAPE_ONLY:
+        return sympy.Integer(0)
+    if position == 0 and not node.domain_name and node.op_type in _GATHERS and outputs[0] is not None:
+        return _count(outputs[0].shape) * np.dtype(inputs[0].dtype).itemsize
+    return _bytes(inputs[position])
 
 
 def _count(shape) -> sympy.Expr:

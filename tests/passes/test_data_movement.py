@@ -117,3 +117,20 @@ def test_lowered_traffic_matches_the_operator_boundary_where_kernels_stream_once
         elif node.op_type == "Fused":  # GEMM + epilogue: the epilogue reads and rewrites the output once more
             written = sum(graph.tensor_type(t).shape[-1] for t in graph.node_outputs(node) if t)
             assert moved > boundary[node.label] and written > 0
+
+
+def test_gathers_slices_and_shapes_are_charged_what_they_read(helpers):
+    """An embedding lookup of 128 ids reads 128 rows of the 30522 x 384 table (and the ids), not the table; a Slice
+    reads what it keeps; Shape reads no data."""
+    from onnx import helper
+    table = np.zeros((30522, 384), np.float32)
+    model = helpers.make_model(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], name="embed"),
+         helper.make_node("Slice", ["rows", "starts", "ends", "axes"], ["half"], name="cut"),
+         helper.make_node("Shape", ["half"], ["shape"], name="shape")],
+        [("ids", np.int64, [1, 128])], [("half", np.float32, [1, 128, 192]), ("shape", np.int64, [3])],
+        {"table": table, "starts": np.array([0]), "ends": np.array([192]), "axes": np.array([2])})
+    records = {r.label: r for r in operator_traffic(import_model(model))}
+    assert records["embed"].evaluate({}) == (128 * 384 * 4 + 128 * 8, 128 * 384 * 4)
+    assert records["cut"].evaluate({})[0] == 128 * 192 * 4 + 3 * 8
+    assert records["shape"].evaluate({}) == (0, 3 * 8)
