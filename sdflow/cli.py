@@ -127,7 +127,7 @@ def _write_profile(compiled, feeds, folder: pathlib.Path, runs: int, model: str)
 
 
 def cmd_inspect(args) -> int:
-    from sdflow.frontends.onnx import load_model, unsupported_nodes
+    from sdflow.frontends.onnx import load_model, unsupported_element_types, unsupported_nodes
     from sdflow.frontends.onnx.loader import default_opset
     model = load_model(args.model)
     graph = model.graph
@@ -157,9 +157,12 @@ def cmd_inspect(args) -> int:
                   f"{' ...' if len(names) > 8 else ''}")
         print(f"  with --fallback reference, ONNX Runtime runs these {sum(map(len, missing.values()))} node(s) "
               "and sdflow compiles the rest")
-    else:
-        print("unsupported: none (every node has an sdflow op)")
-    if args.ir and not missing:
+    bad_types = unsupported_element_types(model)
+    for type_name, tensors in sorted(bad_types.items()):
+        print(f"unsupported element type {type_name}: {', '.join(tensors[:8])}{' ...' if len(tensors) > 8 else ''}")
+    if not missing and not bad_types:
+        print("unsupported: none (every node has an sdflow op, every tensor a supported element type)")
+    if args.ir and not missing and not bad_types:
         from sdflow import api
         from sdflow.ir import print_graph
         graph_ir = api.optimize(api.load(args.model), args.passes)

@@ -83,6 +83,17 @@ def test_inspect_lists_ops_parameters_and_unsupported(helpers, tmp_path):
     assert "Det  UNSUPPORTED" in out and "ai.onnx::Det (opset 17): det" in out
 
 
+def test_inspect_names_element_types_compile_refuses(tmp_path):
+    """A bfloat16 model: inspect must not say "unsupported: none" when compile refuses the element type."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "bf16",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.BFLOAT16, [2, 3])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.BFLOAT16, [2, 3])])
+    path = tmp_path / "bf16.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    out = sdflow("inspect", path).stdout
+    assert "unsupported element type BFLOAT16: x, y" in out and "unsupported: none" not in out
+
+
 def test_inspect_ir(transformer_file):
     out = sdflow("inspect", transformer_file, "--ir").stdout
     assert "unsupported: none" in out and "q_heads = Reshape(q_out) : f32[batch,16,4,16]" in out

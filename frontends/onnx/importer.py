@@ -11,7 +11,8 @@ from sdflow.ir.semantics import semantics_of
 from sdflow.ir.types import make_symbol, numpy_dtype
 from .loader import load_model
 
-__all__ = ["import_model", "unsupported_nodes", "unsupported_node_indices", "value_info_type"]
+__all__ = ["import_model", "unsupported_nodes", "unsupported_node_indices", "unsupported_element_types",
+           "value_info_type"]
 
 _VARIADIC = onnx.defs.OpSchema.FormalParameterOption.Variadic
 
@@ -48,6 +49,23 @@ def unsupported_node_indices(model: onnx.ModelProto) -> list[int]:
     return [index for index, node in enumerate(model.graph.node)
             if not (node.op_type == "Constant" and node.domain in ("", "ai.onnx"))
             and lookup_op(node.domain, node.op_type, opsets.get(node.domain, 1)) is None]
+
+
+def unsupported_element_types(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """ONNX element type name -> the tensors (inputs, outputs, weights, intermediates) of that type sdflow has no
+    native type for (bfloat16, float8, int4, strings, ...)."""
+    graph = model.graph
+    typed = [(v.name, v.type.tensor_type.elem_type) for v in (*graph.input, *graph.output, *graph.value_info)
+             if v.type.HasField("tensor_type")] + [(i.name, i.data_type) for i in graph.initializer]
+    found: dict[str, list[str]] = {}
+    for name, elem_type in typed:
+        try:
+            numpy_dtype(elem_type)
+        except ValueError:
+            found.setdefault(onnx.TensorProto.DataType.Name(elem_type), [])
+            if name not in found[onnx.TensorProto.DataType.Name(elem_type)]:
+                found[onnx.TensorProto.DataType.Name(elem_type)].append(name)
+    return found
 
 
 def unsupported_nodes(model: onnx.ModelProto) -> dict[tuple[str, str, int], list[str]]:
