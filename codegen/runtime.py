@@ -242,9 +242,9 @@ class CompiledModel:
                                          f"{symbols[str(dim)]} from another input ({self._describe_inputs()})")
         for left, relation, right, a, b, where in self._assumptions:
             if not _ASSUMED[relation](left(symbols)[0], right(symbols)[0]):
-                other = "" if b.is_number else f" and {b} = {right(symbols)[0]}"
-                raise InputError(f"{where} needs {a} {relation} {b}, but the inputs give {a} = {left(symbols)[0]}"
-                                 f"{other} ({self._describe_inputs()})")
+                given = " and ".join(f"{e} = {f(symbols)[0]}" for e, f in ((a, left), (b, right)) if not e.is_number)
+                raise InputError(f"{where} needs {a} {relation} {b}, but the inputs give {given} "
+                                 f"({self._describe_inputs()})")
         for onnx_name, name, ttype in self._inputs:
             expected = self._input_shapes[name](symbols)
             if list(arrays[name].shape) != expected:

@@ -133,10 +133,12 @@ def _slice_bounds(graph: Graph, node: OpNode, values: dict, where: str) -> list:
     axes = given[3] if len(given) > 3 and given[3] is not None else range(len(np.ravel(given[1])))
     found = []
     for axis, start, end in zip(np.ravel(axes), np.ravel(given[1]), np.ravel(given[2])):
-        dim = shape[int(axis) % len(shape)]
-        if not isinstance(dim, sympy.Basic) or dim.is_number:
-            continue
+        dim = sympy.sympify(shape[int(axis) % len(shape)])
         for bound in (start, end):
-            if isinstance(bound, (int, np.integer)) and -BIG_INDEX < int(bound) < BIG_INDEX and int(bound) != 0:
-                found.append((sympy.sympify(dim), ">=", sympy.Integer(abs(int(bound))), where))
+            if isinstance(bound, sympy.Basic) and not bound.is_number:
+                # A bound from another input's dims (BERT's position ids sliced to the sequence length).
+                found.append((dim, ">=", bound, where))
+            elif (not dim.is_number and isinstance(bound, (int, np.integer))
+                  and -BIG_INDEX < int(bound) < BIG_INDEX and int(bound) != 0):
+                found.append((dim, ">=", sympy.Integer(abs(int(bound))), where))
     return found

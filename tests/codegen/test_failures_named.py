@@ -55,3 +55,21 @@ def test_an_output_dim_no_input_determines_is_refused_at_compile_time():
     _check_outputs_are_determined(inputs, [("y", "y", TensorType(np.float32, [n, 214]))])
     with pytest.raises(sdflow.CompileError, match="unk__215 follow from no input"):
         _check_outputs_are_determined(inputs, [("y", "y", TensorType(np.float32, [m, 214]))])
+
+
+def test_a_sequence_longer_than_the_position_table_is_an_input_error():
+    """MiniLM at sequence 513 (a table of 512): the position ids sliced to the sequence length cannot hold it."""
+    from onnx import numpy_helper
+    nodes = [helper.make_node("Shape", ["ids"], ["shape"]), helper.make_node("Gather", ["shape", "one"], ["seq"]),
+             helper.make_node("Slice", ["positions", "zero", "seq", "one"], ["position_ids"], name="positions"),
+             helper.make_node("Gather", ["table", "position_ids"], ["embeddings"])]
+    constants = [numpy_helper.from_array(np.arange(8, dtype=np.int64).reshape(1, 8), "positions"),
+                 numpy_helper.from_array(np.ones((8, 4), np.float32), "table"),
+                 numpy_helper.from_array(np.array([1]), "one"), numpy_helper.from_array(np.array([0]), "zero")]
+    model = _model(nodes, [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, "seq"])],
+                   [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, None)], constants)
+    compiled = sdflow.compile(model)
+    assert compiled(np.zeros((1, 8), np.int64))[0].shape == (1, 8, 4)
+    with pytest.raises(sdflow.InputError, match=r"Slice node 'positions' needs 8 >= seq, but the inputs give "
+                                                r"seq = 9"):
+        compiled(np.zeros((1, 9), np.int64))
