@@ -65,7 +65,7 @@ REFUSED: dict[str, tuple[str, int | None]] = {  # op_type -> (reason, refused up
     **{op: (_RANDOM, None) for op in ("Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike",
                                        "RandomUniform", "RandomUniformLike")},
     **{op: (_DATA_DEPENDENT, None) for op in ("NonZero", "Unique", "NonMaxSuppression")},
-    **{op: (_QUANTIZED, None) for op in ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul")},
+    **{op: (_QUANTIZED, None) for op in ("QLinearConv", "QLinearMatMul")},
     **{op: (_SIGNAL, None) for op in ("DFT", "STFT", "BlackmanWindow", "HammingWindow", "HannWindow",
                                        "MelWeightMatrix")},
     "ImageDecoder": ("encoded images are not tensors", None),

@@ -1,7 +1,10 @@
 """QuantizeLinear / DequantizeLinear as one parallel element-wise map (the scale found per tensor, per axis or per
-block), DynamicQuantizeLinear as one tasklet (a min/max pass, then the quantizing pass)."""
+block), DynamicQuantizeLinear as one tasklet (a min/max pass, then the quantizing pass); MatMulInteger and
+ConvInteger as plain int32 loops (correct, not tuned: issue 18's VNNI kernels replace them)."""
 from __future__ import annotations
 
+from sdflow.ir.ops.linalg import matmul_shapes
+from sdflow.ir.ops.nn import Conv
 from sdflow.ir.ops.quantization import INTEGER_LIMITS, scale_index_axes
 from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 
@@ -56,4 +59,80 @@ for (int64_t k_ = 0; k_ < {n}; ++k_)
     {y}[k_] = scale_ == 0 ? 0 : (uint8_t)std::min(255.0f, std::max(0.0f, std::nearbyint({x}[k_] / scale_) + zero_));
 {scale}[0] = scale_;
 {zero}[0] = (uint8_t)zero_;
+""")
+
+
+def _zero_point_code(ctx: Ctx, position: int, index: str) -> str:
+    """C++ for an int32 zero point: 0 when absent, the scalar, or element ``index`` of a per-row/column one."""
+    connector = ctx.connector("in", position)
+    if connector is None:
+        return "0"
+    per_element = product(ctx.shape(connector)) != 1
+    return f"(int32_t){ctx.ptr(connector)}[{index if per_element else '0'}]"
+
+
+@expansion("MatMulInteger")
+def matmul_integer(ctx: Ctx):
+    a_shape, b_shape = ctx.shape(ctx.connector("in", 0)), ctx.shape(ctx.connector("in", 1))
+    _, m, k, n, _ = matmul_shapes(a_shape, b_shape)
+    a, b, y = (ctx.ptr(ctx.connector(kind, p)) for kind, p in (("in", 0), ("in", 1), ("out", 0)))
+    rows = cexpr(product(a_shape[:-1]) if len(a_shape) > 1 else 1)
+    k_c, n_c = cexpr(k), cexpr(n)
+    # Rows in parallel; over k, one row of B scaled into the output row (vectorised over its n columns).
+    return ctx.tasklet(f"""
+#pragma omp parallel for schedule(static)
+for (int64_t r_ = 0; r_ < {rows}; ++r_) {{
+  int32_t* __restrict out_ = {y} + r_ * {n_c};
+  for (int64_t j_ = 0; j_ < {n_c}; ++j_) out_[j_] = 0;
+  const int32_t a_zero_ = {_zero_point_code(ctx, 2, f"r_ % {cexpr(m)}")};
+  for (int64_t k_ = 0; k_ < {k_c}; ++k_) {{
+    const int32_t a_ = (int32_t){a}[r_ * {k_c} + k_] - a_zero_;
+    const auto* __restrict b_row_ = {b} + k_ * {n_c};
+    for (int64_t j_ = 0; j_ < {n_c}; ++j_) out_[j_] += a_ * ((int32_t)b_row_[j_] - {_zero_point_code(ctx, 3, "j_")});
+  }}
+}}
+""")
+
+
+@expansion("ConvInteger")
+def conv_integer(ctx: Ctx):
+    x_shape, w_shape = ctx.shape(ctx.connector("in", 0)), ctx.shape(ctx.connector("in", 1))
+    geo = Conv.geometry(ctx.node, x_shape, w_shape)
+    two_d = len(x_shape) == 4  # a 1-D convolution runs as 2-D with one row
+    pick = (lambda values, one: [one] + list(values)) if not two_d else (lambda values, one: list(values))
+    (kh, kw), (sh, sw), (dh, dw) = pick(geo.kernel, 1), pick(geo.strides, 1), pick(geo.dilations, 1)
+    (ph, pw), (oh, ow) = pick(geo.pads_begin, 0), pick(geo.out, 1)
+    h, w = pick(x_shape[2:], 1)
+    group = ctx.node.attr("group", 1)
+    x, wt, y = (ctx.ptr(ctx.connector(kind, p)) for kind, p in (("in", 0), ("in", 1), ("out", 0)))
+    c = ", ".join(f"{name} = {cexpr(value)}" for name, value in (
+        ("N_", x_shape[0]), ("C_", x_shape[1]), ("H_", h), ("W_", w), ("M_", w_shape[0]), ("CG_", w_shape[1]),
+        ("KH_", kh), ("KW_", kw), ("SH_", sh), ("SW_", sw), ("DH_", dh), ("DW_", dw), ("PH_", ph), ("PW_", pw),
+        ("OH_", oh), ("OW_", ow)))
+    return ctx.tasklet(f"""
+const int64_t {c};
+const int64_t MG_ = M_ / {group};
+const int32_t x_zero_ = {_zero_point_code(ctx, 2, "0")};
+#pragma omp parallel for collapse(2) schedule(static)
+for (int64_t n_ = 0; n_ < N_; ++n_)
+ for (int64_t m_ = 0; m_ < M_; ++m_) {{
+  const int32_t w_zero_ = {_zero_point_code(ctx, 3, "m_")};
+  const int64_t c0_ = (m_ / MG_) * CG_;
+  for (int64_t oh_ = 0; oh_ < OH_; ++oh_)
+   for (int64_t ow_ = 0; ow_ < OW_; ++ow_) {{
+    int32_t acc_ = 0;
+    for (int64_t c_ = 0; c_ < CG_; ++c_)
+     for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {{
+      const int64_t ih_ = oh_ * SH_ - PH_ + kh_ * DH_;
+      if (ih_ < 0 || ih_ >= H_) continue;
+      for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {{
+        const int64_t iw_ = ow_ * SW_ - PW_ + kw_ * DW_;
+        if (iw_ < 0 || iw_ >= W_) continue;
+        acc_ += ((int32_t){x}[((n_ * C_ + c0_ + c_) * H_ + ih_) * W_ + iw_] - x_zero_)
+              * ((int32_t){wt}[((m_ * CG_ + c_) * KH_ + kh_) * KW_ + kw_] - w_zero_);
+      }}
+     }}
+    {y}[((n_ * M_ + m_) * OH_ + oh_) * OW_ + ow_] = acc_;
+   }}
+ }}
 """)

@@ -1,5 +1,6 @@
-"""Linear quantization: QuantizeLinear, DequantizeLinear (per tensor, per axis, or blocked scales) and
-DynamicQuantizeLinear (uint8 with scale and zero point from the input's range)."""
+"""Linear quantization: QuantizeLinear, DequantizeLinear (per tensor, per axis, or blocked scales),
+DynamicQuantizeLinear (uint8 with scale and zero point from the input's range), and the integer contractions
+ONNX Runtime's dynamic quantizer writes: MatMulInteger and ConvInteger (int32 results)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +8,8 @@ import numpy as np
 from ..errors import ShapeInferenceError
 from ..types import TensorType, numpy_dtype
 from ._base import Op, normalize_axis, op
+from .linalg import matmul_shapes
+from .nn import Conv
 
 __all__ = ["scale_index_axes", "INTEGER_LIMITS"]
 
@@ -92,3 +95,56 @@ class DynamicQuantizeLinear(Op):
         zero_point = np.uint8(np.clip(np.rint(-low / scale), 0, 255)) if scale else np.uint8(0)
         y = np.clip(np.rint(x / scale) + zero_point, 0, 255).astype(np.uint8) if scale else np.zeros(x.shape, np.uint8)
         return [y, np.array(scale, np.float32), np.array(zero_point, np.uint8)]
+
+
+def _zero_point(value, size_name: str, node) -> np.ndarray:
+    """A zero point as int32: a scalar, or one per row/column/channel (``size_name`` in errors)."""
+    if value is None:
+        return np.zeros((), np.int32)
+    if value.ndim > 1:
+        raise ShapeInferenceError(f"{node.op_type}: a zero point per {size_name} must be 1-D")
+    return value.astype(np.int32)
+
+
+def _check_integer_operands(node, *types) -> None:
+    for ttype in types:
+        if ttype is not None and np.dtype(ttype.dtype) not in (np.dtype(np.uint8), np.dtype(np.int8)):
+            raise ShapeInferenceError(f"{node.op_type}: operands must be uint8 or int8, got {ttype.dtype}")
+
+
+@op("MatMulInteger", since=10)
+class MatMulInteger(Op):
+    """(A - a_zero_point) x (B - b_zero_point) in int32; zero points per tensor, per row of A or column of B."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        _check_integer_operands(node, inputs[0], inputs[1])
+        if inputs[1].rank > 2:
+            raise ShapeInferenceError("MatMulInteger: a batched B is not supported (B must be 1-D or 2-D)")
+        return [TensorType(np.int32, matmul_shapes(inputs[0].shape, inputs[1].shape)[4])]
+
+    @classmethod
+    def reference(cls, node, a, b, a_zero_point=None, b_zero_point=None):
+        a_zero = _zero_point(a_zero_point, "row", node)
+        a32 = a.astype(np.int32) - (a_zero.reshape(-1, 1) if a_zero.ndim and a.ndim > 1 else a_zero)
+        return [np.matmul(a32, b.astype(np.int32) - _zero_point(b_zero_point, "column", node)).astype(np.int32)]
+
+
+@op("ConvInteger", since=10)
+class ConvInteger(Op):
+    """Conv of (x - x_zero_point) and (w - w_zero_point) in int32 (padding holds the zero point: it adds 0)."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        _check_integer_operands(node, inputs[0], inputs[1])
+        if inputs[0].rank not in (3, 4):
+            raise ShapeInferenceError("ConvInteger: only 1-D and 2-D convolutions are supported")
+        (y, ) = Conv.infer(node, inputs[:2], values[:2])
+        return [TensorType(np.int32, y.shape)]
+
+    @classmethod
+    def reference(cls, node, x, w, x_zero_point=None, w_zero_point=None):
+        x64 = x.astype(np.float64) - _zero_point(x_zero_point, "tensor", node)
+        w_zero = _zero_point(w_zero_point, "output channel", node)
+        w64 = w.astype(np.float64) - (w_zero.reshape([-1] + [1] * (w.ndim - 1)) if w_zero.ndim else w_zero)
+        return [np.rint(Conv.reference(node, x64, w64)[0]).astype(np.int32)]

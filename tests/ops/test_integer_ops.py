@@ -1,0 +1,75 @@
+"""MatMulInteger and ConvInteger (what ONNX Runtime's quantize_dynamic writes) exact against ONNX Runtime, and a
+dynamically quantized Conv + MatMul model made by ONNX Runtime's own quantizer matching it at two batch sizes."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import sdflow
+from sdflow.ort import compare_outputs, run_onnxruntime
+
+pytestmark = pytest.mark.compiled
+RNG = np.random.default_rng(3)
+
+
+def _integers(dtype, shape):
+    info = np.iinfo(dtype)
+    return RNG.integers(info.min, info.max + 1, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("a_type, b_type", [(np.uint8, np.uint8), (np.uint8, np.int8), (np.int8, np.int8)])
+def test_matmul_integer_is_exact(helpers, a_type, b_type):
+    """A batched 3-D A, a zero point for A and one per column of B (ONNX Runtime takes only a scalar for A)."""
+    model = helpers.make_model(
+        [helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["y"])],
+        [("a", a_type, ["n", 5, 33])], [("y", np.int32, ["n", 5, 7])],
+        {"b": _integers(b_type, (33, 7)), "a_zero": _integers(a_type, ()), "b_zero": _integers(b_type, (7, ))})
+    compiled = sdflow.compile(model)
+    b, a_zero, b_zero = (numpy_helper.to_array(i) for i in model.graph.initializer)
+    for n in (1, 3):
+        a = _integers(a_type, (n, 5, 33))
+        exact = (a.astype(np.int64) - a_zero) @ (b.astype(np.int64) - b_zero)
+        np.testing.assert_array_equal(compiled(a)[0], exact)
+        if (a_type, b_type) != (np.uint8, np.int8):
+            # ONNX Runtime's uint8 x int8 kernel saturates pairs of products in int16 (pmaddubsw) on this CPU.
+            np.testing.assert_array_equal(compiled(a)[0], run_onnxruntime(model, {"a": a})["y"])
+
+
+@pytest.mark.parametrize("attrs, out", [(dict(pads=[1, 1, 1, 1]), [9, 8]),
+                                        (dict(strides=[2, 1], dilations=[1, 2], group=2), [4, 4]),
+                                        (dict(auto_pad="SAME_UPPER"), [9, 8])], ids=["padded", "strided-dilated-grouped", "same"])
+def test_conv_integer_is_exact(helpers, attrs, out):
+    group = attrs.get("group", 1)
+    model = helpers.make_model(
+        [helper.make_node("ConvInteger", ["x", "w", "x_zero", "w_zero"], ["y"], kernel_shape=[3, 3], **attrs)],
+        [("x", np.uint8, ["n", 4, 9, 8])], [("y", np.int32, ["n", 6] + out)],
+        {"w": _integers(np.uint8, (6, 4 // group, 3, 3)), "x_zero": np.array(121, np.uint8),
+         "w_zero": np.array(7, np.uint8)})
+    compiled = sdflow.compile(model)
+    for n in (1, 2):
+        x = _integers(np.uint8, (n, 4, 9, 8))
+        np.testing.assert_array_equal(compiled(x)[0], run_onnxruntime(model, {"x": x})["y"])
+
+
+def test_onnxruntime_dynamic_quantization_runs_natively(tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    weights = {"conv_w": RNG.standard_normal((8, 3, 3, 3)) / 3, "conv_b": RNG.standard_normal(8) / 3,
+               "w": RNG.standard_normal((8 * 6 * 6, 16)) / 10, "b": RNG.standard_normal(16)}
+    nodes = [helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("MatMul", ["f", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "float", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "float.onnx")
+    for weight_type in (QuantType.QUInt8, QuantType.QInt8):
+        quantize_dynamic(tmp_path / "float.onnx", tmp_path / "dynamic.onnx", weight_type=weight_type)
+        model = onnx.load(tmp_path / "dynamic.onnx")
+        assert {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"} <= {n.op_type for n in model.graph.node}
+        compiled = sdflow.compile(model)
+        for n in (1, 3):
+            x = RNG.standard_normal((n, 3, 12, 12)).astype(np.float32)
+            for comparison in compare_outputs(compiled(x).as_dict(), run_onnxruntime(model, {"x": x}), 1e-5):
+                assert comparison.ok, str(comparison)
