@@ -260,6 +260,11 @@ def cmd_zoo(args) -> int:
     return zoo.run(args)
 
 
+def cmd_corpus(args) -> int:
+    from sdflow import corpus
+    return corpus.run(args)
+
+
 def _add_passes_option(parser, default: str = DEFAULT_PASSES, what: str = "") -> None:
     parser.add_argument("-p", "--passes", default=default, metavar="PIPELINE",
                         help=f"pass pipeline, e.g. O1 or 'fold-constants,eliminate-dead-nodes' "
@@ -355,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     from sdflow import zoo
     zoo.add_arguments(p)
     p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("corpus", help="compile the model corpus (100+ architectures) and compare with ONNX Runtime")
+    from sdflow import corpus
+    corpus.add_arguments(p)
+    p.set_defaults(func=cmd_corpus)
     return parser
 
 

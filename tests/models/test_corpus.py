@@ -1,0 +1,32 @@
+"""A representative slice of the model corpus (``sdflow corpus``; the full run writes docs/models.md): an old-opset
+ONNX light graph, a torchvision CNN, a transformer and its dynamically quantized variant match ONNX Runtime, and a
+recurrent model is named with its reason. Each model runs in its own process, as in the full run."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.compiled, pytest.mark.models]
+pytest.importorskip("torch", reason="the corpus needs the 'models' extra (pip install -e .[models])")
+
+from sdflow import corpus  # noqa: E402
+
+SLICE = ["light/squeezenet", "torchvision/squeezenet@11", "transformers/bert@17", "quantized/bert@17",
+         "recurrent/lstm@13"]
+
+
+def test_corpus_has_100_models_from_every_source():
+    sources = {name.split("/")[0] for name in corpus.ENTRIES}
+    assert len(corpus.ENTRIES) >= 100 and sources == {"light", "torchvision", "transformers", "recurrent",
+                                                      "quantized"}
+
+
+def test_representative_slice(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDFLOW_MODELS_DIR", str(tmp_path))
+    results = {r.name: r for r in corpus.run_corpus(SLICE, timeout=600)}
+    for name in SLICE[:-1]:
+        assert results[name].status == "pass", (name, results[name].detail)
+        assert results[name].magnitude > 1e-3 and results[name].sdflow_ms > 0, results[name]
+    lstm = results["recurrent/lstm@13"]
+    assert lstm.status == "unsupported" and "LSTM" in lstm.detail and "recurrences" in lstm.detail
+    table = corpus.format_markdown(list(results.values()), "test")
+    assert "| light/squeezenet |" in table and "## Failures" in table
