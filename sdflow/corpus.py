@@ -390,13 +390,19 @@ def run(args) -> int:
     if args.list:
         print("\n".join(names))
         return 0
-    results = run_corpus(names, args.timeout, progress=lambda r, i, n: print(
-        f"[sdflow] {i}/{n} {r.status:<14} {r.name} {r.detail[:120]}", file=sys.stderr, flush=True))
-    if args.json:
-        args.json.write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
-    if args.markdown:
-        args.markdown.write_text(format_markdown(results, "sdflow corpus" + (f" -k '{args.pattern}'" if args.pattern
-                                                                            else "") + f" --markdown {args.markdown}"))
+    command = "sdflow corpus" + (f" -k '{args.pattern}'" if args.pattern else "") + f" --markdown {args.markdown}"
+    done: list[CorpusResult] = []
+
+    def progress(result, index, total):
+        print(f"[sdflow] {index}/{total} {result.status:<14} {result.name} {result.detail[:120]}", file=sys.stderr,
+              flush=True)
+        done.append(result)  # the files are rewritten after every model: an interrupted run keeps what it did
+        if args.json:
+            args.json.write_text(json.dumps([dataclasses.asdict(r) for r in done], indent=1))
+        if args.markdown:
+            args.markdown.write_text(format_markdown(done, command))
+
+    results = run_corpus(names, args.timeout, progress=progress)
     passed = sum(r.status == "pass" for r in results)
     print(f"{len(results)} models: {passed} pass, {len(results) - passed} not")
     return 0

@@ -6,13 +6,14 @@ import warnings
 import dace
 import numpy as np
 
-from sdflow.ir import Graph
+from sdflow.ir import Graph, OpNode
 from sdflow.passes import PassContext
 from sdflow.passes.cleanup.eliminate_dead_nodes import EliminateDeadNodes
 from sdflow.passes.cleanup.fold_shape_inputs import FoldShapeInputs
 from ._expansion import bind_static_inputs, nested_label, scalars_as_vectors
 from .conv_direct import prepack, weight_value
-from . import attention, einsum, elementwise, fused, linalg, loss, movement, nn, quantization, reduction, remap, sampling  # noqa: F401  (register the expansions)
+from . import (attention, einsum, elementwise, fused, linalg, loss, movement, nn, quantization, recurrent,  # noqa: F401
+               reduction, remap, sampling)  # (register the expansions)
 
 __all__ = ["lower", "weight_value", "expand", "expand_op_nodes", "bind_static_inputs", "nested_label", "becomes_view"]
 
@@ -24,6 +25,7 @@ def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
     # and the ops that computed them (O0 keeps both; DaCe's dead-dataflow pass would half-remove those kernels).
     FoldShapeInputs().apply(graph, PassContext())
     EliminateDeadNodes().apply(graph, PassContext())
+    _drop_unread_outputs(graph)
     bind_static_inputs(graph)
     _rename_connectors_named_like_symbols(graph)
     sdfg = graph.sdfg
@@ -42,6 +44,24 @@ def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
             desc.set_shape(desc.shape)
     _reshapes_as_views(graph)
     return sdfg, weights
+
+
+def _drop_unread_outputs(graph: Graph) -> None:
+    """Outputs of an op that nothing reads (an LSTM's Y_c, TopK's indices) are not computed: their tensors and
+    connectors go, and the expansions see the output as absent. DaCe's dead-dataflow pass would otherwise try to
+    remove the writes itself and fails on symbolic sizes ("cannot determine truth value of 24*batch > 1")."""
+    state, keep = graph.state, set(graph.outputs)
+    for access in list(state.data_nodes()):
+        if access.data in keep or state.out_degree(access) or not graph.sdfg.arrays[access.data].transient:
+            continue
+        for edge in list(state.in_edges(access)):
+            producer = edge.src
+            if isinstance(producer, OpNode) and len([c for c in producer.onnx_outputs if c]) > 1:
+                state.remove_edge(edge)
+                producer.remove_out_connector(edge.src_conn)
+                if not state.in_degree(access):
+                    state.remove_node(access)
+                    graph.sdfg.remove_data(access.data, validate=False)
 
 
 def _rename_connectors_named_like_symbols(graph: Graph) -> None:

@@ -54,5 +54,5 @@ def test_old_batch_normalization_versions_import():
 
 
 def test_unsupported_op_error_gives_the_reason():
-    message = str(UnsupportedOpError({("", "LSTM", 13): ["lstm_1"]}))
-    assert "LSTM" in message and "recurrences" in message and "'lstm_1'" in message
+    message = str(UnsupportedOpError({("", "Loop", 13): ["loop_1"]}))
+    assert "Loop" in message and "control flow" in message and "'loop_1'" in message
