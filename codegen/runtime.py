@@ -98,8 +98,10 @@ class CompiledModel:
         self._weights = weights  # kept alive: the native code reads them through raw pointers
         self._weight_args = {n: ctypes.c_void_p(w.ctypes.data) for n, w in weights.items()}
         self._inputs = [(graph.onnx_name(n), n, graph.tensor_type(n)) for n in graph.inputs]
+        self._onnx_names = {n: onnx for onnx, n, _ in self._inputs}
         self._outputs = [(graph.onnx_name(n), n, graph.tensor_type(n)) for n in graph.outputs]
         self._index_bounds = _index_bounds(graph)
+        self._length_bounds = [(name, _shape_function([steps]), where) for name, steps, where in _length_bounds(graph)]
         self._assumptions = [(_shape_function([a]), relation, _shape_function([b]), a, b, where)
                              for a, relation, b, where in dim_assumptions(graph)]
         self._output_shapes = {name: _shape_function(ttype.shape) for _, name, ttype in self._outputs}
@@ -245,6 +247,11 @@ class CompiledModel:
                 given = " and ".join(f"{e} = {f(symbols)[0]}" for e, f in ((a, left), (b, right)) if not e.is_number)
                 raise InputError(f"{where} needs {a} {relation} {b}, but the inputs give {given} "
                                  f"({self._describe_inputs()})")
+        for name, steps, where in self._length_bounds:
+            lengths, limit = arrays[name], steps(symbols)[0]
+            if lengths.size and (lengths.min() < 0 or lengths.max() > limit):
+                raise InputError(f"input {self._onnx_names[name]!r} holds sequence lengths {lengths.tolist()}; "
+                                 f"{where} takes 0 to {limit} (its steps)")
         for onnx_name, name, ttype in self._inputs:
             expected = self._input_shapes[name](symbols)
             if list(arrays[name].shape) != expected:
@@ -308,6 +315,19 @@ def _shape_function(shape):
                                       [_INTEGER_DIVISIONS, "math"])
             getters.append(lambda symbols, f=function, names=names: int(f(*(symbols[n] for n in names))))
     return lambda symbols: [get(symbols) for get in getters]
+
+
+def _length_bounds(graph: Graph) -> list[tuple[str, object, str]]:
+    """Graph inputs that are a recurrence's sequence_lens, with its number of steps: a length outside 0..steps is
+    an input the model cannot take (ONNX Runtime refuses it; the kernel would clamp it)."""
+    found = []
+    for node in graph.op_nodes():
+        inputs = graph.node_inputs(node)
+        if node.op_type in ("LSTM", "GRU", "RNN") and len(inputs) > 4 and inputs[4] in graph.inputs:
+            x_shape = graph.tensor_type(inputs[0]).shape
+            found.append((inputs[4], x_shape[1] if node.attr("layout", 0) else x_shape[0],
+                          f"{node.op_type} node {node.label!r}"))
+    return found
 
 
 def _index_bounds(graph: Graph) -> dict[str, list[tuple[int, str]]]:

@@ -85,3 +85,13 @@ def test_batch_first_layout_matches_the_reference(op):
     assert got["y"].shape == (3, 5, 2, H)
     for name in got:
         np.testing.assert_allclose(got[name], expected[name], atol=1e-5)
+
+
+def test_sequence_lengths_outside_the_steps_are_an_input_error():
+    model, names = _model("GRU", lengths=True)
+    compiled = sdflow.compile(model)
+    x = np.zeros((4, 2, I), np.float32)
+    assert compiled(x=x, lengths=np.array([4, 0], np.int32))[0].shape == (4, 1, 2, H)
+    for lengths in ([5, 1], [-1, 2]):
+        with pytest.raises(sdflow.InputError, match=r"sequence lengths .* GRU node .* takes 0 to 4"):
+            compiled(x=x, lengths=np.array(lengths, np.int32))
