@@ -106,8 +106,9 @@ def _verify_state_sharing(sdfg, state, nodes, tenants) -> None:
     scopes = state.scope_dict()
     touched: dict[tuple[str, str], int] = {}  # (buffer, tensor) -> ops writing or reading it
     written_after: dict[tuple[str, str], int] = {}  # (buffer, tensor) -> ops that are ancestors of all its writers
+    shared = {n.data for n in nodes}
     for node in state.data_nodes():
-        if node.data not in {n.data for n in nodes}:
+        if node.data not in shared:
             continue
         if node not in tenants:
             raise VerificationError(f"buffer {node.data!r} is shared, but one of its access nodes has no tenant")
