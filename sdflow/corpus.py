@@ -5,7 +5,8 @@ by sdflow and compared with ONNX Runtime.
 
 Entries (``source/name``):
 - ``light/*``: ONNX's own light model-zoo graphs (opset 8-9 CNNs) with random weights materialised for their
-  ConstantOfShape weights (every output would otherwise be one constant);
+  ConstantOfShape weights (every output would otherwise be one constant), the logits an output beside the
+  probabilities;
 - ``torchvision/*``: torchvision architectures (reduced widths or depths where the full one is hundreds of MB) at a
   small image size, batch-norm statistics re-estimated on random images, exported by the legacy exporter at opsets
   11, 13 and 17 and by the dynamo exporter at 18;
@@ -263,6 +264,10 @@ def _materialised_light(name: str):
         graph.initializer.append(numpy_helper.from_array(values.astype(np.float32), node.output[0]))
     del graph.node[:]
     graph.node.extend(kept)
+    if kept[-1].op_type == "Softmax":
+        # Random weights saturate the class probabilities to one-hot, which would match trivially: the logits
+        # become an output too.
+        graph.output.append(onnx.helper.make_tensor_value_info(kept[-1].input[0], onnx.TensorProto.FLOAT, None))
     model.ir_version = max(model.ir_version, 4)  # initializers need not be graph inputs
     return model
 
