@@ -70,7 +70,7 @@ REFUSED: dict[str, tuple[str, int | None]] = {  # op_type -> (reason, refused up
     "GroupNormalization": ("opset 18-20 scale and bias per group (deprecated by opset 21's per channel)", 20),
     "Scatter": ("deprecated since opset 11 (ScatterElements)", None),
     "Upsample": ("deprecated since opset 10 (Resize)", None),
-    **{op: (_NOT_YET, None) for op in ("BitCast", "Col2Im", "DeformConv", "Det", "GlobalLpPool", "LinearAttention",
+    **{op: (_NOT_YET, None) for op in ("BitCast", "Col2Im", "DeformConv", "Det", "LinearAttention",
                                        "MaxRoiPool", "MaxUnpool", "MeanVarianceNormalization", "ReverseSequence",
                                        "RoiAlign", "TensorScatter")},
 }

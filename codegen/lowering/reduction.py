@@ -210,13 +210,21 @@ def layer_normalization(ctx: Ctx):
     return sdfg
 
 
-@expansion("GlobalAveragePool", "GlobalMaxPool")
+@expansion("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 def global_pool(ctx: Ctx):
     x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
     shape = ctx.shape(x_conn)
     spatial = list(range(2, len(shape)))
     dtype = ctx.desc(x_conn).dtype.ctype
-    if ctx.node.op_type == "GlobalMaxPool":
+    if ctx.node.op_type == "GlobalLpPool":
+        p = float(ctx.node.attr("p", 2))
+        code = f"""
+const int64_t n_ = {cexpr(product(shape[2:]))};
+double sum_ = 0;
+for (int64_t k_ = 0; k_ < n_; ++k_) sum_ += std::pow(std::abs((double)x[k_]), {p!r});
+y = ({dtype})std::pow(sum_, 1.0 / {p!r});
+"""
+    elif ctx.node.op_type == "GlobalMaxPool":
         code = f"""
 const int64_t n_ = {cexpr(product(shape[2:]))};
 {dtype} max_ = {_IDENTITY_MAX.replace("{T}", dtype)};

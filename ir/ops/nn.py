@@ -320,6 +320,15 @@ class GlobalMaxPool(GlobalAveragePool):
         return [x.max(axis=tuple(range(2, x.ndim)), keepdims=True)]
 
 
+@op("GlobalLpPool", since=2)
+class GlobalLpPool(GlobalAveragePool):
+    @classmethod
+    def reference(cls, node, x):
+        p = node.attr("p", 2)
+        total = (np.abs(x.astype(np.float64)) ** p).sum(axis=tuple(range(2, x.ndim)), keepdims=True)
+        return [(total ** (1.0 / p)).astype(x.dtype)]
+
+
 def _normalized(x, axes, epsilon):
     x64 = x.astype(np.float64)
     mean = x64.mean(axis=axes, keepdims=True)

@@ -29,7 +29,7 @@ _PER_ELEMENT = {"Softmax": 5, "LogSoftmax": 5, "LayerNormalization": 8, "RMSNorm
                 "BatchNormalization": 4, "InstanceNormalization": 8, "GroupNormalization": 8}
 _REDUCTIONS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
                "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ArgMax", "ArgMin", "GlobalAveragePool",
-               "GlobalMaxPool")
+               "GlobalMaxPool", "GlobalLpPool")
 
 
 @dataclasses.dataclass(frozen=True)
