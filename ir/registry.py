@@ -71,7 +71,7 @@ REFUSED: dict[str, tuple[str, int | None]] = {  # op_type -> (reason, refused up
     "Scatter": ("deprecated since opset 11 (ScatterElements)", None),
     "Upsample": ("deprecated since opset 10 (Resize)", None),
     **{op: (_NOT_YET, None) for op in ("BitCast", "Col2Im", "DeformConv", "Det", "LinearAttention",
-                                       "MaxRoiPool", "MaxUnpool", "MeanVarianceNormalization", "ReverseSequence",
+                                       "MaxRoiPool", "MaxUnpool", "ReverseSequence",
                                        "RoiAlign", "TensorScatter")},
 }
 

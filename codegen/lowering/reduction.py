@@ -286,3 +286,29 @@ for (int64_t k_ = 0; k_ < {n}; ++k_) {{ const double v_ = x[k_ * {stride}]; norm
 norm_ = {finish};
 for (int64_t k_ = 0; k_ < {n}; ++k_) y[k_ * {stride}] = ({dtype})(norm_ == 0 ? 0.0 : x[k_ * {stride}] / norm_);
 """)
+
+
+@expansion("MeanVarianceNormalization")
+def mean_variance_normalization(ctx: Ctx):
+    """Two passes over the tensor: sums and sums of squares per kept index (in double), then the normalisation."""
+    x_conn, y_conn = ctx.connector("in", 0), ctx.connector("out", 0)
+    shape = ctx.shape(x_conn)
+    axes = {normalize_axis(a, len(shape)) for a in ctx.node.attr("axes") or [0, 2, 3]}
+    kept = [k for k in range(len(shape)) if k not in axes]
+    strides = contiguous_strides([shape[k] for k in kept])
+    # The kept index of element e_: its coordinate on each kept axis, in the kept axes' row-major order.
+    element_strides = contiguous_strides(shape)
+    key = " + ".join(f"((e_ / {cexpr(element_strides[k])}) % {cexpr(shape[k])}) * {cexpr(strides[i])}"
+                     for i, k in enumerate(kept)) or "0"
+    x, y = ctx.ptr(x_conn), ctx.ptr(y_conn)
+    return ctx.tasklet(f"""
+const int64_t n_ = {cexpr(product(shape))}, groups_ = {cexpr(product([shape[k] for k in kept]))};
+const double count_ = (double)n_ / (double)groups_;
+std::vector<double> sum_(groups_, 0.0), squares_(groups_, 0.0);
+for (int64_t e_ = 0; e_ < n_; ++e_) {{ const double v_ = {x}[e_]; sum_[{key}] += v_; squares_[{key}] += v_ * v_; }}
+for (int64_t e_ = 0; e_ < n_; ++e_) {{
+  const int64_t g_ = {key};
+  const double mean_ = sum_[g_] / count_;
+  {y}[e_] = ({ctx.desc(y_conn).dtype.ctype})(({x}[e_] - mean_) / (std::sqrt(squares_[g_] / count_ - mean_ * mean_) + 1e-9));
+}}
+""", includes="#include <vector>")

@@ -9,7 +9,7 @@ import sympy
 
 from ..errors import ShapeInferenceError
 from ..types import TensorType, to_dim
-from ._base import Op, op, same_as_input
+from ._base import Op, normalize_axis, op, same_as_input
 
 __all__ = ["WindowGeometry", "window_geometry", "conv_transpose_geometry", "is_pointwise", "DEPTHWISE_ROW_WIDTH"]
 
@@ -327,6 +327,25 @@ class GlobalLpPool(GlobalAveragePool):
         p = node.attr("p", 2)
         total = (np.abs(x.astype(np.float64)) ** p).sum(axis=tuple(range(2, x.ndim)), keepdims=True)
         return [(total ** (1.0 / p)).astype(x.dtype)]
+
+
+@op("MeanVarianceNormalization", since=9)
+class MeanVarianceNormalization(Op):
+    """(x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9) over ``axes`` (default N, H, W), as ONNX's function body."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        for axis in node.attr("axes") or [0, 2, 3]:
+            normalize_axis(axis, inputs[0].rank)
+        return [same_as_input(inputs)]
+
+    @classmethod
+    def reference(cls, node, x):
+        axes = tuple(normalize_axis(a, x.ndim) for a in node.attr("axes") or [0, 2, 3])
+        x64 = x.astype(np.float64)
+        mean = x64.mean(axis=axes, keepdims=True)
+        deviation = np.sqrt((x64 ** 2).mean(axis=axes, keepdims=True) - mean ** 2)
+        return [((x64 - mean) / (deviation + 1e-9)).astype(x.dtype)]
 
 
 def _normalized(x, axes, epsilon):
