@@ -10,7 +10,8 @@ Entries (``source/name``):
 - ``torchvision/*``: torchvision architectures (reduced widths or depths where the full one is hundreds of MB) at a
   small image size, batch-norm statistics re-estimated on random images, exported by the legacy exporter at opsets
   11, 13 and 17 and by the dynamo exporter at 18;
-- ``transformers/*``: Hugging Face architectures from small configs (random weights), legacy exporter;
+- ``transformers/*``: Hugging Face architectures from small configs (random weights): encoders by the legacy
+  exporter at opset 17, decoders by the dynamo exporter (the legacy one cannot export their mask code);
 - ``recurrent/*``: LSTM / GRU / RNN modules;
 - ``quantized/*``: models above quantized by ONNX Runtime's ``quantize_dynamic`` (uint8 weights).
 
@@ -122,6 +123,17 @@ def _recurrent(kind: str, bidirectional: bool, layers: int):
     return make
 
 
+def _small_classifier(model):
+    """VGG's classifier expects 512 x 7 x 7 features (100M weights): the same three layers, narrower, over the
+    8 x 8 maps a 64-pixel image leaves (the legacy exporter cannot pool 8 x 8 adaptively to 7 x 7)."""
+    torch, _ = _torch()
+    model.avgpool = torch.nn.AdaptiveAvgPool2d((IMAGE // 8, IMAGE // 8))
+    model.classifier = torch.nn.Sequential(torch.nn.Linear(64 * (IMAGE // 8) ** 2, 64), torch.nn.ReLU(True), torch.nn.Dropout(),
+                                           torch.nn.Linear(64, 64), torch.nn.ReLU(True), torch.nn.Dropout(),
+                                           torch.nn.Linear(64, 10))
+    return model
+
+
 _SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100,
               max_position_embeddings=64)
 _DECODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100,
@@ -133,7 +145,8 @@ _VISION = {
                                                   width_per_group=4, num_classes=10),
     "wide_resnet": lambda tv: tv.models.resnet.ResNet(tv.models.resnet.Bottleneck, [1, 1, 1, 1],
                                                       width_per_group=128, num_classes=10),
-    "vgg11": lambda tv: tv.models.vgg.VGG(tv.models.vgg.make_layers([16, "M", 32, "M", 64, 64, "M"], True), 10),
+    "vgg11": lambda tv: _small_classifier(tv.models.vgg.VGG(tv.models.vgg.make_layers([16, "M", 32, "M", 64, 64, "M"],
+                                                                                      True), 10)),
     "densenet": lambda tv: tv.models.DenseNet(growth_rate=8, block_config=(2, 2, 2), num_init_features=16,
                                               num_classes=10),
     "googlenet": lambda tv: tv.models.googlenet(num_classes=10, aux_logits=False, init_weights=True),
@@ -175,6 +188,7 @@ _TEXT = {
     "gemma": _text(lambda t: t.GemmaConfig(**_DECODER, head_dim=16, use_cache=False), "GemmaModel",
                    with_mask=False),
 }
+_DECODERS = ("gpt2", "gpt_neo", "llama", "mistral", "qwen2", "phi", "gemma")
 _RECURRENT = {f"{kind.lower()}{'_bidirectional' if both else ''}": _recurrent(kind, both, 2 if both else 1)
               for kind in ("LSTM", "GRU", "RNN") for both in (False, True)}
 _LIGHT = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet", "squeezenet",
@@ -189,11 +203,13 @@ def _entries() -> dict[str, tuple]:
             entries[f"torchvision/{name}@{opset}"] = ("torch", _vision(factory), opset)
         entries[f"torchvision/{name}@dynamo"] = ("torch", _vision(factory), "dynamo")
     for name, make in _TEXT.items():
-        entries[f"transformers/{name}@17"] = ("torch", make, 17)
+        # The legacy exporter cannot export the decoders' mask code (aten::diff): they go through dynamo.
+        setting = "dynamo" if name in _DECODERS else 17
+        entries[f"transformers/{name}@{setting}"] = ("torch", make, setting)
     for name, make in _RECURRENT.items():
         entries[f"recurrent/{name}@13"] = ("torch", make, 13)
     for base in ("torchvision/resnet18@13", "torchvision/mobilenet_v2@13", "transformers/bert@17",
-                 "transformers/gpt2@17"):
+                 "transformers/distilbert@17"):
         entries[f"quantized/{base.split('/')[1]}"] = ("quantized", base, None)
     return entries
 
@@ -320,7 +336,7 @@ def run_entry(name: str, passes: str = "O2") -> CorpusResult:
         outputs = compiled(**feeds).as_dict()
     except sdflow.SdflowError as error:
         return dataclasses.replace(result, status="runtime error", detail=_first_line(error))
-    comparisons = compare_outputs(outputs, reference, 1e-4)
+    comparisons = compare_outputs(outputs, reference, _tolerance(name))
     result.max_error = max(c.max_abs_error for c in comparisons)
     result.magnitude = max(c.reference_magnitude for c in comparisons)
     if not all(c.ok for c in comparisons):
@@ -329,6 +345,13 @@ def run_entry(name: str, passes: str = "O2") -> CorpusResult:
     time.sleep(0.2)  # ONNX Runtime's spinning threads are not to steal from the next measurement
     result.onnxruntime_ms = round(1e3 * median_seconds(lambda: session.run(None, feeds), repeats=10), 3)
     return result
+
+
+def _tolerance(name: str) -> float:
+    """1e-4 of the reference's magnitude; 5e-2 for dynamically quantized models, where a one-ulp difference in
+    the float ops before a DynamicQuantizeLinear moves its scale and flips values by one step (seen on ResNet-18:
+    the first 19 quantizers bit-exact, then a scale one ulp apart)."""
+    return 5e-2 if name.startswith("quantized/") else 1e-4
 
 
 def _first_line(error, limit: int = 200) -> str:
