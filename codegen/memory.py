@@ -22,6 +22,8 @@ import dataclasses
 
 import dace
 
+from sdflow.ir import op_span
+
 __all__ = ["reuse_transients", "BufferPlan"]
 
 
@@ -95,10 +97,10 @@ def _reuse_in_state(sdfg: dace.SDFG, state, users: dict, plan: BufferPlan) -> No
             mask |= ancestors[edge.src] | bit[edge.src]
         ancestors[node] = mask
 
-    def readers_mask(node) -> int:
+    def readers_mask(node) -> int:  # a reading map has read when its exit has run
         mask = 0
         for edge in state.out_edges(node):
-            mask |= bit[edge.dst]
+            mask |= bit[op_span(state, edge.dst)[1]]
         return mask
 
     buffers: dict[tuple, list[list]] = {}  # signature -> [[buffer name, readers of its current tensor]]
@@ -109,10 +111,10 @@ def _reuse_in_state(sdfg: dace.SDFG, state, users: dict, plan: BufferPlan) -> No
         writers = [edge.src for edge in state.in_edges(node)]
         if not writers:
             continue
-        # Every reader of the buffer's current tensor must run before every writer of this one.
-        before = ancestors[writers[0]]
-        for writer in writers[1:]:
-            before &= ancestors[writer]
+        # Every reader of the buffer's current tensor must have run before every writer of this one starts.
+        before = -1
+        for writer in writers:
+            before &= ancestors[op_span(state, writer)[0]]
         slots = buffers.setdefault(_signature(sdfg.arrays[name]), [])
         slot = next((s for s in slots if s[1] & ~before == 0), None)
         if slot is None:

@@ -11,7 +11,7 @@ from .graph import Graph
 from .nodes import OpNode
 from .semantics import infer_node, known_values, with_static_inputs
 
-__all__ = ["verify", "verify_buffer_sharing"]
+__all__ = ["verify", "verify_buffer_sharing", "op_span"]
 
 
 def verify(graph: Graph, dace_validation: bool = True) -> None:
@@ -76,11 +76,23 @@ def _check_node(graph: Graph, node: OpNode, values) -> None:
                                     f"but the op infers {ttype}")
 
 
+def op_span(state, node) -> tuple:
+    """The first and the last node of the top-level op that ``node`` belongs to: a map scope's entry and exit (it
+    reads at its entry and writes at its exit, and runs as one op), else the node itself twice."""
+    if isinstance(node, dnodes.EntryNode):
+        return node, state.exit_node(node)
+    if isinstance(node, dnodes.ExitNode):
+        return state.entry_node(node), node
+    return node, node
+
+
 def verify_buffer_sharing(sdfg, tenants: dict) -> None:
     """Proves a memory plan safe: ``tenants`` maps each access node of a shared buffer to the tensor it holds. For
     every two tensors of one buffer, every op touching one (writing or reading it) must be a strict dataflow
     ancestor of every op writing the other, so that no topological order (any order DaCe may emit) lets a reader
-    of the earlier tensor run after, or together with, a writer of the later one. A shared buffer next to a view
+    of the earlier tensor run after, or together with, a writer of the later one. A map scope is one op: it is
+    ordered by its exit when it touches a tensor and by its entry when it writes one (a map reading one tenant and
+    writing the next would otherwise pass, its entry being an ancestor of its exit). A shared buffer next to a view
     or inside a map scope is refused: its accesses would not all be visible here."""
     by_state: dict = {}
     for state in sdfg.states():
@@ -118,13 +130,13 @@ def _verify_state_sharing(sdfg, state, nodes, tenants) -> None:
             raise VerificationError(f"buffer {node.data!r} is shared inside a map scope or next to a view")
         key = (node.data, tenants[node])
         for n in neighbours:
-            touched[key] = touched.get(key, 0) | bit[n]
+            touched[key] = touched.get(key, 0) | bit[op_span(state, n)[1]]
         writers = [e.src for e in state.in_edges(node)]
         if not writers:
             raise VerificationError(f"tensor {tenants[node]!r} in shared buffer {node.data!r} is never written")
         before = written_after.get(key, -1)
         for writer in writers:
-            before &= ancestors[writer]
+            before &= ancestors[op_span(state, writer)[0]]
         written_after[key] = before
     keys = sorted(touched)
     for i, first in enumerate(keys):

@@ -71,18 +71,25 @@ def _random_state(rng, ops: int) -> dace.SDFG:
         inputs = {str(rng.choice(recent if rng.random() < 0.7 else names)) for _ in range(rng.integers(1, 4))}
         name = f"t{k}"
         sdfg.add_array(name, [int(rng.choice([8, 16]))], dace.float32, transient=rng.random() > 0.1)
-        tasklet = state.add_tasklet(f"op{k}", [f"i{j}" for j in range(len(inputs))], ["o"], "o = i0",
-                                    debuginfo=where)
-        for j, source in enumerate(sorted(inputs)):
-            state.add_edge(nodes[source], None, tasklet, f"i{j}", dace.Memlet(f"{source}[0]"))
+        connectors = [f"i{j}" for j in range(len(inputs))]
         nodes[name] = state.add_write(name, debuginfo=where)
+        if rng.random() < 0.5:  # an op lowered to a map scope: it reads at its entry, writes at its exit
+            tasklet, entry, exit_ = state.add_mapped_tasklet(
+                f"op{k}", {"i": "0:1"}, {c: dace.Memlet(f"{s}[0]") for c, s in zip(connectors, sorted(inputs))},
+                "o = i0", {"o": dace.Memlet(f"{name}[0]")}, external_edges=True,
+                input_nodes={s: nodes[s] for s in inputs}, output_nodes={name: nodes[name]}, debuginfo=where)
+            continue
+        tasklet = state.add_tasklet(f"op{k}", connectors, ["o"], "o = i0", debuginfo=where)
+        for connector, source in zip(connectors, sorted(inputs)):
+            state.add_edge(nodes[source], None, tasklet, connector, dace.Memlet(f"{source}[0]"))
         state.add_edge(tasklet, "o", nodes[name], None, dace.Memlet(f"{name}[0]"))
     return sdfg
 
 
 def _simulate(state, tenants: dict, rng) -> None:
     """Runs the ops in a random topological order, tracking which tensor each buffer holds: every read must find
-    the tensor it expects, and no op may read a buffer it writes."""
+    the tensor it expects, and no op may read a buffer it writes. A map scope reads from its entry until its exit
+    (other ops may run in between), so what it read must still be there when its exit runs."""
     def tensor(node):
         return tenants.get(node, node.data)
 
@@ -91,17 +98,27 @@ def _simulate(state, tenants: dict, rng) -> None:
             node = state.in_edges(node)[0].src
         return node
 
-    held = {}
+    def check_reads(op, read) -> None:
+        for data_node in read:
+            if data_node.data in held or state.in_degree(data_node):
+                assert held.get(data_node.data) == tensor(data_node), f"{op} reads a reused buffer"
+
+    held, reading = {}, {}  # reading: map entry -> the access nodes it reads
     waiting = {node: state.in_degree(node) for node in state.nodes()}
     ready = [node for node, count in waiting.items() if count == 0]
     while ready:
         node = ready.pop(int(rng.integers(len(ready))))
-        if isinstance(node, dace.nodes.Tasklet):
+        read = None
+        if isinstance(node, dace.nodes.MapEntry):
+            reading[node] = [source(e.src) for e in state.in_edges(node)]
+            check_reads(node, reading[node])
+        elif isinstance(node, dace.nodes.MapExit):
+            read = reading.pop(state.entry_node(node))
+        elif isinstance(node, dace.nodes.Tasklet) and state.entry_node(node) is None:
             read = [source(e.src) for e in state.in_edges(node)]
+        if read is not None:
             written = [e.dst for e in state.out_edges(node)]
-            for data_node in read:
-                if data_node.data in held or state.in_degree(data_node):
-                    assert held.get(data_node.data) == tensor(data_node), f"{node} reads a reused buffer"
+            check_reads(node, read)
             assert not {n.data for n in read} & {n.data for n in written}, f"{node} reads the buffer it writes"
             for data_node in written:
                 held[data_node.data] = tensor(data_node)
@@ -141,3 +158,31 @@ def test_the_verifier_refuses_a_buffer_shared_by_live_tensors(helpers):
     expand(sdfg)
     with pytest.raises(VerificationError, match="not in the SDFG|no tenant"):
         verify_buffer_sharing(sdfg, plan.tenants)
+
+
+def test_a_map_never_writes_into_the_buffer_it_reads(helpers, rng, monkeypatch):
+    """ConvNeXt's stem: Conv -> Transpose(0,2,3,1) -> LayerNormalization. After expansion the Transpose is one map
+    reading the Conv's output at its entry and writing its own at its exit; the entry is an ancestor of the exit,
+    yet the two tensors must not share a buffer (an in-place transpose gave ConvNeXt and Swin wrong numbers). The
+    verifier refuses such a plan, and the model matches ONNX Runtime."""
+    monkeypatch.setenv("SDFLOW_GRAPH_CACHE", "0")
+    nodes = [helper.make_node("Conv", ["x", "cw", "cb"], ["c"], kernel_shape=[4, 4], strides=[4, 4]),
+             helper.make_node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("LayerNormalization", ["t", "w", "b"], ["y"], axis=-1, epsilon=1e-6)]
+    weights = {"cw": rng.standard_normal((16, 3, 4, 4)).astype(F), "cb": rng.standard_normal(16).astype(F),
+               "w": rng.standard_normal(16).astype(F), "b": rng.standard_normal(16).astype(F)}
+    model = helpers.make_model(nodes, [("x", F, ["n", 3, 32, 32])], [("y", F, ["n", 8, 8, 16])], weights)
+    helpers.check_against_ort(model, [{"x": rng.standard_normal((2, 3, 32, 32)).astype(F)}], passes="O0")
+
+    sdfg, _ = lower(sdflow.load(model))
+    expand(sdfg)
+    state = sdfg.start_state
+    by_name = {n.data: n for n in state.data_nodes()}
+    assert "t" in by_name and "c" in by_name  # the plan above kept them apart
+    tenants = {by_name["c"]: "c", by_name["t"]: "t"}
+    by_name["t"].data = "c"
+    for edge in state.in_edges(by_name["t"]):
+        for tree_edge in state.memlet_tree(edge):
+            tree_edge.data.data = "c"
+    with pytest.raises(VerificationError, match="may be live at the same time"):
+        verify_buffer_sharing(sdfg, tenants)
