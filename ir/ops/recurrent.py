@@ -40,6 +40,9 @@ def activation_list(node) -> list[tuple[str, float, float]]:
     """(name, alpha, beta) per activation and direction, the ONNX defaults filled in."""
     count = len(DEFAULT_ACTIVATIONS[node.op_type])
     names = list(node.attr("activations") or DEFAULT_ACTIVATIONS[node.op_type] * len(_directions(node)))
+    if node.op_type == "RNN" and len(_directions(node)) == 1 and len(names) == 2:
+        # RNN's schema default is ["Tanh", "Tanh"] whatever the direction; one direction uses the first.
+        names = names[:1]
     alphas, betas = list(node.attr("activation_alpha") or []), list(node.attr("activation_beta") or [])
     result = []
     for name in names:
