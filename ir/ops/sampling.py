@@ -68,11 +68,12 @@ def resize_plan(node, x: TensorType, roi, scales, sizes) -> list[ResizeAxis]:
         out_dims = [int(np.floor(f * d)) if isinstance(d, int) else to_dim(sympy.floor(sympy.Rational(f) * d))
                     for f, d in zip(factors, in_dims)]
     else:
-        out_dims = [to_dim(int(s)) for s in sizes]
+        # Sizes computed from a symbolic shape (Shape -> Gather -> Concat) are symbolic dims.
+        out_dims = [to_dim(s if isinstance(s, sympy.Basic) else int(s)) for s in sizes]
         factors = [None] * len(axes)
         policy = node.attr("keep_aspect_ratio_policy", "stretch")
         if policy != "stretch":
-            if policy not in ("not_larger", "not_smaller") or not all(isinstance(d, int) for d in in_dims):
+            if policy not in ("not_larger", "not_smaller") or not all(isinstance(d, int) for d in in_dims + out_dims):
                 raise ShapeInferenceError(f"Resize: keep_aspect_ratio_policy {policy!r} needs a known policy and "
                                           "static input lengths on the resized axes")
             ratios = [o / d for o, d in zip(out_dims, in_dims)]
