@@ -15,7 +15,7 @@ import numpy as np
 from sdflow.ir import CompileError, Graph, VerificationError, verify_buffer_sharing
 from . import cache
 from .threads import configure_native_runtime
-from .lowering import expand, lower, weight_value
+from .lowering import expand, hoist_branch_constants, lower, weight_value
 from .memory import reuse_transients
 from .runtime import CompiledModel
 
@@ -82,7 +82,11 @@ def _signature_sdfg(sdfg: dace.SDFG) -> dace.SDFG:
         # 1.8 MB SDFG was saved and took ~3 s to load); a condition that names each one keeps them.
         stripped.add_state_after(stripped.start_state, "uses_symbols",
                                  condition=" and ".join(f"({s} >= 0)" for s in symbols))
-    return stripped if _signature(stripped) == _signature(sdfg) else sdfg
+    try:
+        same = _signature(stripped) == _signature(sdfg)
+    except KeyError:  # a branch condition reading a transient that stripping removed (If): keep the full SDFG
+        same = False
+    return stripped if same else sdfg
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +114,11 @@ def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = F
     if known is not None and known.usable():
         start = time.perf_counter()
         _report(progress, f"loading cached build {cache.cache_root() / known.folder}")
-        weights = {name: weight_value(graph.constant, name) for name in known.weights}
+        constants = graph
+        if any(node.op_type == "If" for node in graph.op_nodes()):
+            constants = graph.copy()  # lowering hoists If branches' constants into the graph: do it again
+            hoist_branch_constants(constants)
+        weights = {name: weight_value(constants.constant, name) for name in known.weights}
         compiled = _load(graph, cache.cache_root() / known.folder, weights, target, instrument, False, start)
         _report(progress, f"loaded in {compiled.build_seconds:.1f} s")
         return compiled

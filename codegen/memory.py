@@ -22,7 +22,7 @@ import dataclasses
 
 import dace
 
-from sdflow.ir import op_span
+from sdflow.ir import op_span, read_between_states
 
 __all__ = ["reuse_transients", "BufferPlan"]
 
@@ -47,9 +47,8 @@ def reuse_transients(sdfg: dace.SDFG) -> BufferPlan:
     for state in sdfg.states():
         for node in state.data_nodes():
             users.setdefault(node.data, set()).add(state)
-    for edge in sdfg.all_interstate_edges():
-        for name in edge.data.free_symbols:
-            users.setdefault(name, set()).add(None)
+    for name in read_between_states(sdfg):  # e.g. an If's condition, read after its state ran
+        users.setdefault(name, set()).add(None)
     plan = BufferPlan()
     for state in sdfg.states():
         _reuse_in_state(sdfg, state, users, plan)

@@ -11,7 +11,7 @@ from .graph import Graph
 from .nodes import OpNode
 from .semantics import infer_node, known_values, with_static_inputs
 
-__all__ = ["verify", "verify_buffer_sharing", "op_span"]
+__all__ = ["verify", "verify_buffer_sharing", "op_span", "read_between_states"]
 
 
 def verify(graph: Graph, dace_validation: bool = True) -> None:
@@ -86,6 +86,18 @@ def op_span(state, node) -> tuple:
     return node, node
 
 
+def read_between_states(sdfg) -> set[str]:
+    """Names that interstate edges and branch conditions read (an If's condition tensor): such reads happen after
+    a state has run, outside any dataflow order the states' graphs show."""
+    names = set()
+    for edge in sdfg.all_interstate_edges():
+        names |= set(map(str, edge.data.free_symbols))
+    for block in sdfg.all_control_flow_blocks():
+        for code in getattr(block, "get_meta_codeblocks", list)():
+            names |= set(map(str, code.get_free_symbols()))
+    return names
+
+
 def verify_buffer_sharing(sdfg, tenants: dict) -> None:
     """Proves a memory plan safe: ``tenants`` maps each access node of a shared buffer to the tensor it holds. For
     every two tensors of one buffer, every op touching one (writing or reading it) must be a strict dataflow
@@ -102,7 +114,12 @@ def verify_buffer_sharing(sdfg, tenants: dict) -> None:
     if sum(map(len, by_state.values())) != len(tenants):
         raise VerificationError("the memory plan's access nodes are not in the SDFG (was it transformed after "
                                 "planning?)")
+    outside = read_between_states(sdfg)
     for state, nodes in by_state.items():
+        for node in nodes:
+            if node.data in outside:
+                raise VerificationError(f"buffer {node.data!r} is shared, but a branch condition or an interstate "
+                                        "edge reads it after its state")
         _verify_state_sharing(sdfg, state, nodes, tenants)
 
 

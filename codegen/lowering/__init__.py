@@ -12,15 +12,17 @@ from sdflow.passes.cleanup.eliminate_dead_nodes import EliminateDeadNodes
 from sdflow.passes.cleanup.fold_shape_inputs import FoldShapeInputs
 from ._expansion import bind_static_inputs, nested_label, scalars_as_vectors
 from .conv_direct import prepack, weight_value
-from . import (attention, einsum, elementwise, fused, linalg, loss, movement, nn, quantization, recurrent,  # noqa: F401
-               reduction, remap, sampling)  # (register the expansions)
+from . import (attention, control, einsum, elementwise, fused, linalg, loss, movement, nn, quantization,  # noqa: F401
+               recurrent, reduction, remap, sampling)  # (register the expansions)
+from .control import hoist_branch_constants
 
-__all__ = ["lower", "weight_value", "expand", "expand_op_nodes", "bind_static_inputs", "nested_label", "becomes_view"]
+__all__ = ["lower", "weight_value", "expand", "hoist_branch_constants", "expand_op_nodes", "bind_static_inputs", "nested_label", "becomes_view"]
 
 
 def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:
     """A copy of ``graph`` ready for DaCe codegen, and the weights to pass as arguments (not baked into code)."""
     graph = graph.copy()
+    hoist_branch_constants(graph)  # before the weights are taken from the constants
     # Kernels read shape-like inputs as compile-time values: record them, drop the tensors that only carried them
     # and the ops that computed them (O0 keeps both; DaCe's dead-dataflow pass would half-remove those kernels).
     FoldShapeInputs().apply(graph, PassContext())

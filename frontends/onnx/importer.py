@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+import sympy
+
 from sdflow.ir import Graph, ModelLoadError, TensorType, UnsupportedOpError, infer_node, lookup_op
 from sdflow.ir.nodes import attribute_value
+from sdflow.ir.ops.control import BRANCHES, serialise_branch
 from sdflow.ir.semantics import semantics_of
 from sdflow.ir.types import make_symbol, numpy_dtype
 from .loader import load_model
@@ -15,6 +18,7 @@ __all__ = ["import_model", "unsupported_nodes", "unsupported_node_indices", "uns
            "value_info_type"]
 
 _VARIADIC = onnx.defs.OpSchema.FormalParameterOption.Variadic
+_COPIED_ELEMENTS = 64  # outer values up to this size are copied into an If branch instead of passed
 
 
 def _opsets(model: onnx.ModelProto) -> dict[str, int]:
@@ -43,12 +47,35 @@ def value_info_type(value_info: onnx.ValueInfoProto) -> TensorType:
     return TensorType(dtype, dims)
 
 
+def _is_constant_node(node: onnx.NodeProto) -> bool:
+    return node.op_type == "Constant" and node.domain in ("", "ai.onnx")
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+
+
+def _unsupported_inside(graph: onnx.GraphProto, opsets: dict[str, int]) -> list[onnx.NodeProto]:
+    """The nodes of ``graph`` and of its subgraphs (If branches) that sdflow has no op for."""
+    found = []
+    for node in graph.node:
+        if _is_constant_node(node):
+            continue
+        if lookup_op(node.domain, node.op_type, opsets.get(node.domain, 1)) is None:
+            found.append(node)
+        else:
+            for subgraph in _subgraphs(node):
+                found += _unsupported_inside(subgraph, opsets)
+    return found
+
+
 def unsupported_node_indices(model: onnx.ModelProto) -> list[int]:
-    """Positions in ``model.graph.node`` of the nodes sdflow has no op for."""
+    """Positions in ``model.graph.node`` of the nodes sdflow has no op for, or whose subgraphs hold one."""
     opsets = _opsets(model)
     return [index for index, node in enumerate(model.graph.node)
-            if not (node.op_type == "Constant" and node.domain in ("", "ai.onnx"))
-            and lookup_op(node.domain, node.op_type, opsets.get(node.domain, 1)) is None]
+            if not _is_constant_node(node) and (
+                lookup_op(node.domain, node.op_type, opsets.get(node.domain, 1)) is None
+                or any(_unsupported_inside(g, opsets) for g in _subgraphs(node)))]
 
 
 def unsupported_element_types(model: onnx.ModelProto) -> dict[str, list[str]]:
@@ -69,14 +96,32 @@ def unsupported_element_types(model: onnx.ModelProto) -> dict[str, list[str]]:
 
 
 def unsupported_nodes(model: onnx.ModelProto) -> dict[tuple[str, str, int], list[str]]:
-    """(domain, op_type, opset) -> node names, for every node sdflow has no op for."""
+    """(domain, op_type, opset) -> node names, for every node sdflow has no op for (inside subgraphs too)."""
     opsets = _opsets(model)
     missing: dict[tuple[str, str, int], list[str]] = {}
-    for index in unsupported_node_indices(model):
-        node = model.graph.node[index]
-        missing.setdefault((node.domain, node.op_type, opsets.get(node.domain, 1)), []).append(
-            _node_name(node, index))
+    for index, node in enumerate(model.graph.node):
+        if _is_constant_node(node):
+            continue
+        if lookup_op(node.domain, node.op_type, opsets.get(node.domain, 1)) is None:
+            found = [(node, _node_name(node, index))]
+        else:
+            found = [(n, n.name or n.op_type) for g in _subgraphs(node) for n in _unsupported_inside(g, opsets)]
+        for unsupported, name in found:
+            missing.setdefault((unsupported.domain, unsupported.op_type, opsets.get(unsupported.domain, 1)),
+                               []).append(name)
     return missing
+
+
+def _outer_names(graph: onnx.GraphProto) -> list[str]:
+    """The names ``graph`` (and its own subgraphs) read but do not define: values of the enclosing scope."""
+    defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    read = []
+    for node in graph.node:
+        names = list(node.input) + [n for g in _subgraphs(node) for n in _outer_names(g)]
+        read += [n for n in names if n and n not in defined and n not in read]
+        defined.update(node.output)
+    read += [o.name for o in graph.output if o.name not in defined and o.name not in read]
+    return read
 
 
 def _connectors(formals, count: int) -> list[str]:
@@ -104,28 +149,76 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray:
 
 
 class _Importer:
-    def __init__(self, model: onnx.ModelProto, name: str | None):
-        self.model = model
-        self.opsets = _opsets(model)
-        self.graph = Graph.empty(name or model.graph.name or "model")
+    def __init__(self, graph: onnx.GraphProto, opsets: dict[str, int], name: str | None):
+        self.onnx_graph = graph
+        self.opsets = opsets
+        self.graph = Graph.empty(name or graph.name or "model")
         self.tensors: dict[str, str] = {}  # ONNX name -> IR tensor name
         self.values: dict[str, np.ndarray] = {}  # IR tensor -> compile-time value
 
     def run(self) -> Graph:
-        initializers = {i.name for i in self.model.graph.initializer}
-        for value_info in self.model.graph.input:
+        initializers = {i.name for i in self.onnx_graph.initializer}
+        for value_info in self.onnx_graph.input:
             if value_info.name not in initializers:
                 self.tensors[value_info.name] = self.graph.add_input(value_info.name, value_info_type(value_info))
-        for initializer in self.model.graph.initializer:
+        for initializer in self.onnx_graph.initializer:
             self._constant(initializer.name, onnx.numpy_helper.to_array(initializer))
-        for index, node in enumerate(self.model.graph.node):
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-                self._constant(node.output[0], _constant_value(node))
-            else:
-                self._op(node, index)
-        for output in self.model.graph.output:
+        self._nodes(self.onnx_graph)
+        for output in self.onnx_graph.output:
             self._output(output.name)
         return self.graph
+
+    def _nodes(self, graph: onnx.GraphProto) -> None:
+        for index, node in enumerate(graph.node):
+            if _is_constant_node(node):
+                self._constant(node.output[0], _constant_value(node))
+            elif node.op_type == "If" and node.domain in ("", "ai.onnx"):
+                self._if(node, index)
+            else:
+                self._op(node, index)
+
+    def _if(self, proto: onnx.NodeProto, index: int) -> None:
+        """A condition known at compile time inlines its branch; else the node keeps both branches as graphs
+        of their own, whose inputs are the outer tensors they read (outer constants and known values are
+        copied into them instead)."""
+        branches = {a.name: a.g for a in proto.attribute}
+        cond = self.values.get(self.tensors[proto.input[0]])
+        if cond is not None and np.size(cond) == 1 and not isinstance(np.asarray(cond).ravel()[0], sympy.Basic):
+            taken = branches[BRANCHES[0] if bool(np.asarray(cond).ravel()[0]) else BRANCHES[1]]
+            for initializer in taken.initializer:
+                self._constant(initializer.name, onnx.numpy_helper.to_array(initializer))
+            self._nodes(taken)
+            for outer, inner in zip(proto.output, taken.output):
+                if outer:
+                    self.tensors[outer] = self.tensors[inner.name]
+                    if self.tensors[inner.name] in self.values:
+                        self.values[self.tensors[outer]] = self.values[self.tensors[inner.name]]
+            return
+        reads = {b: [n for n in _outer_names(branches[b]) if n in self.tensors] for b in BRANCHES}
+        passed = list(dict.fromkeys(n for b in BRANCHES for n in reads[b] if not self._copyable(n)))
+        spec = lookup_op(proto.domain, proto.op_type, self.opsets.get(proto.domain, 1))
+        graphs = {b: serialise_branch(self._branch(branches[b], passed, reads[b], f"{_node_name(proto, index)}_{b}"))
+                  for b in BRANCHES}
+        node = spec.node_class(_node_name(proto, index), inputs=["cond"] + [f"outer_{i}" for i in range(len(passed))],
+                               outputs=[f"outputs_{i}" if t else "" for i, t in enumerate(proto.output)],
+                               opset=self.opsets.get("", 1), **graphs)
+        self._add(node, [proto.input[0]] + passed, list(proto.output))
+
+    def _copyable(self, onnx_name: str) -> bool:
+        """Whether a branch gets an outer tensor as a copy of its value: small known values (shape arithmetic,
+        scalars) that the branch's ops may need at compile time. Weights are passed, never copied."""
+        value = self.values.get(self.tensors[onnx_name])
+        return value is not None and np.asarray(value).dtype != object and np.size(value) <= _COPIED_ELEMENTS
+
+    def _branch(self, body: onnx.GraphProto, passed: list[str], outer: list[str], name: str) -> Graph:
+        branch = _Importer(body, self.opsets, name)
+        for position, onnx_name in enumerate(passed):  # named after the If's connector that feeds it
+            branch.tensors[onnx_name] = branch.graph.add_input(f"outer_{position}",
+                                                               self.graph.tensor_type(self.tensors[onnx_name]))
+        for onnx_name in outer:
+            if onnx_name not in passed:
+                branch._constant(onnx_name, np.asarray(self.values[self.tensors[onnx_name]]))
+        return branch.run()
 
     def _constant(self, onnx_name: str, value: np.ndarray) -> None:
         name = self.graph.add_constant(onnx_name, value)
@@ -146,13 +239,16 @@ class _Importer:
                                inputs=[c if t else "" for c, t in zip(in_connectors, proto.input)],
                                outputs=[c if t else "" for c, t in zip(out_connectors, proto.output)],
                                opset=opset, **attributes)
-        inputs = [self.tensors[t] if t else None for t in proto.input]
+        self._add(node, list(proto.input), list(proto.output))
+
+    def _add(self, node, onnx_inputs: list[str], onnx_outputs: list[str]) -> None:
+        inputs = [self.tensors[t] if t else None for t in onnx_inputs]
         types = [self.graph.tensor_type(t) if t else None for t in inputs]
         values = [self.values.get(t) if t else None for t in inputs]
         out_types = infer_node(node, types, values)
-        outputs = [self.graph.add_tensor(t, ttype) if t else None for t, ttype in zip(proto.output, out_types)]
+        outputs = [self.graph.add_tensor(t, ttype) if t else None for t, ttype in zip(onnx_outputs, out_types)]
         self.graph.add_op(node, inputs, outputs)
-        for onnx_name, tensor in zip(proto.output, outputs):
+        for onnx_name, tensor in zip(onnx_outputs, outputs):
             if tensor:
                 self.tensors[onnx_name] = tensor
         known = semantics_of(node).known_values(node, types, values)
@@ -178,4 +274,4 @@ def import_model(model, name: str | None = None) -> Graph:
     missing = unsupported_nodes(proto)
     if missing:
         raise UnsupportedOpError(missing)
-    return _Importer(proto, name).run()
+    return _Importer(proto.graph, _opsets(proto), name or proto.graph.name).run()
