@@ -13,6 +13,7 @@ import dace
 import numpy as np
 
 from sdflow.ir import CompileError, Graph, VerificationError, verify_buffer_sharing
+from sdflow.ir.ops.control import SUBGRAPHS
 from . import cache
 from .threads import configure_native_runtime
 from .lowering import expand, hoist_branch_constants, lower, weight_value
@@ -115,8 +116,8 @@ def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = F
         start = time.perf_counter()
         _report(progress, f"loading cached build {cache.cache_root() / known.folder}")
         constants = graph
-        if any(node.op_type == "If" for node in graph.op_nodes()):
-            constants = graph.copy()  # lowering hoists If branches' constants into the graph: do it again
+        if any(node.op_type in SUBGRAPHS for node in graph.op_nodes()):
+            constants = graph.copy()  # lowering hoists subgraphs' constants into the graph: do it again
             hoist_branch_constants(constants)
         weights = {name: weight_value(constants.constant, name) for name in known.weights}
         compiled = _load(graph, cache.cache_root() / known.folder, weights, target, instrument, False, start)

@@ -78,6 +78,7 @@ def scalars_as_vectors(sdfg: dace.SDFG) -> None:
     for name, desc in sdfg.arrays.items():
         if not desc.shape:
             sdfg.arrays[name] = dace.data.Array(desc.dtype, [1], transient=desc.transient)
+            sdfg.arrays[name].location = dict(desc.location)  # (the ONNX name of an input or output)
             scalars.add(name)
     for edge in sdfg.start_state.edges():
         if edge.data.data in scalars:

@@ -159,7 +159,7 @@ class _Importer:
     def run(self) -> Graph:
         initializers = {i.name for i in self.onnx_graph.initializer}
         for value_info in self.onnx_graph.input:
-            if value_info.name not in initializers:
+            if value_info.name not in initializers and value_info.name not in self.tensors:  # (a body's formals)
                 self.tensors[value_info.name] = self.graph.add_input(value_info.name, value_info_type(value_info))
         for initializer in self.onnx_graph.initializer:
             self._constant(initializer.name, onnx.numpy_helper.to_array(initializer))
@@ -174,6 +174,8 @@ class _Importer:
                 self._constant(node.output[0], _constant_value(node))
             elif node.op_type == "If" and node.domain in ("", "ai.onnx"):
                 self._if(node, index)
+            elif node.op_type == "Loop" and node.domain in ("", "ai.onnx"):
+                self._loop(node, index)
             else:
                 self._op(node, index)
 
@@ -204,14 +206,40 @@ class _Importer:
                                opset=self.opsets.get("", 1), **graphs)
         self._add(node, [proto.input[0]] + passed, list(proto.output))
 
+    def _loop(self, proto: onnx.NodeProto, index: int) -> None:
+        """The body becomes a graph of its own: its formal inputs are the iteration number, the condition and
+        the loop-carried values (typed as the values the loop starts from), then the outer tensors it reads."""
+        body = next(a.g for a in proto.attribute if a.name == "body")
+        reads = [n for n in _outer_names(body) if n in self.tensors]
+        passed = [n for n in reads if not self._copyable(n)]
+        carried = list(proto.input[2:])
+        formal = [("iteration", TensorType(np.int64, [])), ("condition", TensorType(np.bool_, []))] + [
+            (f"carried_{k}", self.graph.tensor_type(self.tensors[name])) for k, name in enumerate(carried)]
+        graph = self._branch(body, passed, reads, f"{_node_name(proto, index)}_body",
+                             [(value.name, connector, ttype) for value, (connector, ttype) in zip(body.input, formal)])
+        spec = lookup_op(proto.domain, proto.op_type, self.opsets.get(proto.domain, 1))
+        inputs = ["M" if proto.input[0] else "", "cond" if len(proto.input) > 1 and proto.input[1] else ""]
+        inputs += [f"carried_{k}" for k in range(len(carried))] + [f"outer_{k}" for k in range(len(passed))]
+        outputs = [(f"v_final_{k}" if k < len(carried) else f"scan_{k - len(carried)}") if t else ""
+                   for k, t in enumerate(proto.output)]
+        node = spec.node_class(_node_name(proto, index), inputs=inputs, outputs=outputs,
+                               opset=self.opsets.get("", 1), body=serialise_branch(graph))
+        onnx_inputs = list(proto.input[:2]) + [""] * (2 - len(proto.input[:2])) + carried + passed
+        self._add(node, onnx_inputs, list(proto.output))
+
     def _copyable(self, onnx_name: str) -> bool:
         """Whether a branch gets an outer tensor as a copy of its value: small known values (shape arithmetic,
         scalars) that the branch's ops may need at compile time. Weights are passed, never copied."""
         value = self.values.get(self.tensors[onnx_name])
         return value is not None and np.asarray(value).dtype != object and np.size(value) <= _COPIED_ELEMENTS
 
-    def _branch(self, body: onnx.GraphProto, passed: list[str], outer: list[str], name: str) -> Graph:
+    def _branch(self, body: onnx.GraphProto, passed: list[str], outer: list[str], name: str,
+                formal=()) -> Graph:
+        """``body`` as a graph: ``formal`` (ONNX name, connector, type) its own inputs, then the ``passed`` outer
+        tensors as inputs, the other ``outer`` ones it reads as constants."""
         branch = _Importer(body, self.opsets, name)
+        for onnx_name, connector, ttype in formal:
+            branch.tensors[onnx_name] = branch.graph.add_input(connector, ttype)
         for position, onnx_name in enumerate(passed):  # named after the If's connector that feeds it
             branch.tensors[onnx_name] = branch.graph.add_input(f"outer_{position}",
                                                                self.graph.tensor_type(self.tensors[onnx_name]))

@@ -1,10 +1,10 @@
-"""Control flow: ``If``, whose two branches are IR graphs of their own.
+"""Control flow: ``If`` and ``Loop``, whose subgraphs (two branches, a body) are IR graphs of their own.
 
-The frontend imports each branch as a graph whose inputs are the outer tensors it reads, each named (ONNX name)
-after the node's input connector that feeds it, and stores it, serialised, in the ``then_branch`` /
-``else_branch`` property. Codegen
-lowers the node to SDFG control flow: a state that reads the condition, one state per branch running that branch's
-lowered graph, and a state where they join.
+The frontend imports each subgraph as a graph whose inputs are named (ONNX name) after the node's input connector
+that feeds them: the outer tensors it reads (``outer_<k>``), and for a loop body also ``iteration``, ``condition``
+and the loop-carried values (``carried_<k>``); it stores the graph, serialised, in the node's graph property
+(``then_branch`` / ``else_branch`` / ``body``). Codegen lowers the nodes to SDFG control flow: states that read
+the condition, a state per branch or a loop of states around the body, each running the lowered subgraph.
 """
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ import sympy
 
 from ..errors import ShapeInferenceError
 from ..graph import Graph
-from ..types import TensorType
+from ..types import TensorType, to_dim
 from ._base import Op, op
 
-__all__ = ["BRANCHES", "branch_graph", "serialise_branch"]
+__all__ = ["BRANCHES", "SUBGRAPHS", "branch_graph", "serialise_branch", "loop_counts", "runs_every_iteration",
+           "LOOP_INPUTS"]
 
 BRANCHES = ("then_branch", "else_branch")
+SUBGRAPHS = {"If": BRANCHES, "Loop": ("body", )}  # op type -> its subgraph properties
 
 
 def serialise_branch(graph: Graph) -> str:
@@ -36,11 +38,25 @@ def _parse(text: str) -> Graph:
 
 
 def branch_graph(node, branch: str) -> Graph:
-    """The graph of ``node``'s ``branch`` (one of ``BRANCHES``); a copy the caller may change."""
+    """The graph of ``node``'s subgraph property ``branch`` (``then_branch``, ``else_branch``, ``body``); a copy the
+    caller may change."""
     text = node.attr(branch)
     if not text or not text.startswith("{"):
-        raise ShapeInferenceError(f"If: {branch} is not an imported branch graph")
+        raise ShapeInferenceError(f"{node.op_type}: {branch} is not an imported subgraph")
     return _parse(text).copy()
+
+
+def _check_inputs(node, graph: Graph, inputs, what: str, own=()) -> None:
+    """Every input of a subgraph but its ``own`` ones is fed by the node's connector of its ONNX name, with the
+    same type."""
+    connectors = dict(zip(node.onnx_inputs, inputs))
+    for name in graph.inputs:
+        if graph.onnx_name(name) in own:
+            continue
+        fed = connectors.get(graph.onnx_name(name))
+        if fed is None or not _same_type(fed, graph.tensor_type(name)):
+            raise ShapeInferenceError(f"{node.op_type}: {what} reads {graph.onnx_name(name)!r} as "
+                                      f"{graph.tensor_type(name)}, the node gives it {fed}")
 
 
 def _same_type(a: TensorType, b: TensorType) -> bool:
@@ -55,13 +71,8 @@ class If(Op):
         if inputs[0] is None or inputs[0].dtype != np.bool_:
             raise ShapeInferenceError("If: cond must be a bool tensor")
         then, other = (branch_graph(node, branch) for branch in BRANCHES)
-        connectors = dict(zip(node.onnx_inputs[1:], inputs[1:]))
         for branch, graph in zip(BRANCHES, (then, other)):
-            for name in graph.inputs:
-                fed = connectors.get(graph.onnx_name(name))
-                if fed is None or not _same_type(fed, graph.tensor_type(name)):
-                    raise ShapeInferenceError(f"If: {branch} reads {graph.onnx_name(name)!r} as "
-                                              f"{graph.tensor_type(name)}, the node gives it {fed}")
+            _check_inputs(node, graph, inputs, branch)
         then_types = [then.tensor_type(t) for t in then.outputs]
         other_types = [other.tensor_type(t) for t in other.outputs]
         if len(then_types) != len(other_types):
@@ -83,3 +94,87 @@ class If(Op):
     @classmethod
     def known_values(cls, node, inputs, values):
         return None  # a branch's values are not shape arithmetic
+
+
+LOOP_INPUTS = ("iteration", "condition")  # a loop body's own inputs beside the loop-carried values
+
+
+def loop_counts(node) -> tuple[int, int]:
+    """(loop-carried values, outer tensors) a Loop node passes its body."""
+    carried = sum(1 for c in node.onnx_inputs if c.startswith("carried_"))
+    return carried, sum(1 for c in node.onnx_inputs if c.startswith("outer_"))
+
+
+def runs_every_iteration(node, body: Graph, cond_value) -> bool:
+    """Whether the loop runs exactly its trip count: no condition, or one known true, and a body whose condition
+    output is a constant true or its condition input passed through (Identity)."""
+    if node.onnx_inputs[1] and (cond_value is None or not bool(np.asarray(cond_value).ravel()[0])):
+        return False
+    tensor = body.outputs[0]
+    while True:
+        producer = body.producer(tensor)
+        if producer is None or producer.op_type != "Identity":
+            break
+        tensor = body.node_inputs(producer)[0]
+    if body.is_constant(tensor):
+        return bool(np.asarray(body.constant(tensor)).ravel()[0])
+    return tensor in body.inputs and body.onnx_name(tensor) == "condition"
+
+
+@op("Loop", since=1)
+class Loop(Op):
+    """Runs ``body`` while the iteration count is below ``M`` (when given) and the condition holds. Scan outputs
+    (stacked per iteration) need a loop that runs exactly ``M`` iterations, ``M`` known at compile time."""
+
+    optional_value_inputs = (0, 1)
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        values = list(values) + [None] * (len(inputs) - len(values))
+        body = branch_graph(node, "body")
+        carried, _ = loop_counts(node)
+        _check_inputs(node, body, inputs, "body", own=LOOP_INPUTS)
+        outputs = [body.tensor_type(t) for t in body.outputs]
+        if len(outputs) < 1 + carried or outputs[0].dtype != np.bool_:
+            raise ShapeInferenceError("Loop: the body's first output must be the bool condition, then one output "
+                                      f"per loop-carried value ({carried})")
+        for k in range(carried):
+            before, after = inputs[2 + k], outputs[1 + k]
+            if not _same_type(before, after):
+                raise ShapeInferenceError(f"Loop: loop-carried value {k} is {before} before the body and {after} "
+                                          "after it (sdflow needs one type for every iteration)")
+        scans = outputs[1 + carried:]
+        if not scans:
+            return outputs[1:]
+        trip = values[0] if node.onnx_inputs[0] else None
+        if trip is None or not runs_every_iteration(node, body, values[1]):
+            raise ShapeInferenceError("Loop: scan outputs need a trip count known at compile time and a loop that "
+                                      "runs every iteration (their length would depend on the data)")
+        count = to_dim(np.asarray(trip).ravel()[0])
+        return outputs[1:1 + carried] + [TensorType(t.dtype, [count, *t.shape]) for t in scans]
+
+    @classmethod
+    def reference(cls, node, trip=None, cond=None, *rest):
+        from ..semantics import interpret
+        body = branch_graph(node, "body")
+        carried, _ = loop_counts(node)
+        state, outer = list(rest[:carried]), dict(zip(node.onnx_inputs[2 + carried:], rest[carried:]))
+        names = [body.onnx_name(t) for t in body.outputs]
+        go = True if cond is None else bool(np.asarray(cond).ravel()[0])
+        scans, iteration = [[] for _ in names[1 + carried:]], 0
+        while go and (trip is None or iteration < int(np.asarray(trip).ravel()[0])):
+            feeds = {"iteration": np.array(iteration, np.int64), "condition": np.array(go),
+                     **{f"carried_{k}": v for k, v in enumerate(state)}, **outer}
+            results = interpret(body, feeds)
+            go = bool(np.asarray(results[names[0]]).ravel()[0])
+            state = [results[n] for n in names[1:1 + carried]]
+            for scan, name in zip(scans, names[1 + carried:]):
+                scan.append(results[name])
+            iteration += 1
+        empty = [np.zeros((0, *map(int, body.tensor_type(t).shape)), body.tensor_type(t).dtype)
+                 for t in body.outputs[1 + carried:]] if iteration == 0 else []
+        return state + (empty or [np.stack(s) for s in scans])
+
+    @classmethod
+    def known_values(cls, node, inputs, values):
+        return None

@@ -15,6 +15,7 @@ KNOWN_FAILURES = {
     "test_cast_BFLOAT16_to_FLOAT": "compile error",  # bfloat16 is not a supported element type
     "test_castlike_BFLOAT16_to_FLOAT": "compile error",
     "test_range_bfloat16_type_positive_delta": "compile error",  # Range supports integer types only
+    "test_loop11": "compile error",  # the body slices at the iteration number: a Slice start known only at run time
 }
 
 

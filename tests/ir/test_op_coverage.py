@@ -54,5 +54,5 @@ def test_old_batch_normalization_versions_import():
 
 
 def test_unsupported_op_error_gives_the_reason():
-    message = str(UnsupportedOpError({("", "Loop", 13): ["loop_1"]}))
-    assert "Loop" in message and "control flow" in message and "'loop_1'" in message
+    message = str(UnsupportedOpError({("", "Scan", 13): ["scan_1"]}))
+    assert "Scan" in message and "control flow" in message and "'scan_1'" in message

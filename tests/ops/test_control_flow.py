@@ -130,3 +130,80 @@ def test_the_verifier_refuses_sharing_a_buffer_a_condition_reads(helpers, rng):
             tree_edge.data.data = "c"
     with pytest.raises(VerificationError, match="branch condition"):
         verify_buffer_sharing(sdfg, tenants)
+
+
+def _body(nodes, outputs, carried=(("h", ["n", 8]), ), initializers=()):
+    """A Loop body: inputs (i, cond, carried...), outputs as given ((name, elem type, shape))."""
+    inputs = [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+              helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])]
+    inputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in carried]
+    return helper.make_graph(nodes, "body", inputs,
+                             [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs], list(initializers))
+
+
+def _recurrence(helpers, rng, scan: bool):
+    """h_{t+1} = tanh(x[:, t] @ w + h_t @ u) over every step t of x (trip count = x's second dim, symbolic);
+    with ``scan``, every h_{t+1} is also stacked into an output."""
+    nodes = [helper.make_node("Gather", ["x", "i"], ["x_t"], axis=1), helper.make_node("MatMul", ["x_t", "w"], ["a"]),
+             helper.make_node("MatMul", ["h", "u"], ["b"]), helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("Tanh", ["s"], ["h_next"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])]
+    outputs = [("cond_out", TensorProto.BOOL, []), ("h_next", TensorProto.FLOAT, ["n", 8])]
+    if scan:
+        nodes.append(helper.make_node("Identity", ["h_next"], ["h_row"]))
+        outputs.append(("h_row", TensorProto.FLOAT, ["n", 8]))
+    loop_outputs = ["h_final"] + (["h_all"] if scan else [])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Gather", ["shape", "one"], ["steps"]),
+             helper.make_node("Mul", ["x", "zero"], ["x0"]), helper.make_node("ReduceSum", ["x0", "axes"], ["h0"],
+                                                                           keepdims=0),
+             helper.make_node("Loop", ["steps", "", "h0"], loop_outputs, body=_body(nodes, outputs))]
+    weights = {"w": (rng.standard_normal((8, 8)) / 2).astype(F), "u": (rng.standard_normal((8, 8)) / 2).astype(F),
+               "one": np.array(1, np.int64), "zero": np.array(0, F), "axes": np.array([1], np.int64)}
+    declared = [("h_final", F, ["n", 8])] + ([("h_all", F, ["steps", "n", 8])] if scan else [])
+    return helpers.make_model(nodes, [("x", F, ["n", "steps", 8])], declared, weights)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_a_loop_over_every_step_of_a_symbolic_length(helpers, rng, scan):
+    """The trip count is the input's symbolic length; the loop-carried state and the stacked rows match ONNX
+    Runtime at several lengths from one compile."""
+    model = _recurrence(helpers, rng, scan)
+    graph = sdflow.load(model)
+    assert "Loop" in [n.op_type for n in graph.op_nodes()]
+    feeds = [{"x": rng.standard_normal((n, steps, 8)).astype(F)} for n, steps in ((2, 5), (1, 1), (3, 9))]
+    helpers.check_against_ort(model, feeds, passes="O2")
+    for feed in feeds[:1]:
+        reference = sdflow.ir.interpret(graph, feed)
+        h = np.zeros((feed["x"].shape[0], 8), F)
+        for t in range(feed["x"].shape[1]):
+            h = np.tanh(feed["x"][:, t] @ onnx.numpy_helper.to_array(model.graph.initializer[0]) +
+                        h @ onnx.numpy_helper.to_array(model.graph.initializer[1]))
+        np.testing.assert_allclose(reference["h_final"], h, rtol=1e-5, atol=1e-5)
+
+
+def test_a_loop_that_stops_on_its_condition(helpers, rng):
+    """while (sum(h) < limit and i < M): h = h * 2 + 1, with M a graph input: the data decide how many
+    iterations run."""
+    body = _body([helper.make_node("Mul", ["h", "two"], ["m"]), helper.make_node("Add", ["m", "one_f"], ["h_next"]),
+                  helper.make_node("ReduceSum", ["h_next"], ["total"], keepdims=0),
+                  helper.make_node("Less", ["total", "limit"], ["cond_out"])],
+                 [("cond_out", TensorProto.BOOL, []), ("h_next", TensorProto.FLOAT, [4])], carried=(("h", [4]), ))
+    nodes = [helper.make_node("Loop", ["M", "go", "h0"], ["h_final"], body=body)]
+    model = helpers.make_model(nodes, [("M", np.int64, []), ("go", np.bool_, []), ("h0", F, [4])],
+                               [("h_final", F, [4])], {"two": np.array(2, F), "one_f": np.array(1, F),
+                                                       "limit": np.array(100, F)})
+    feeds = [{"M": np.array(m, np.int64), "go": np.array(go), "h0": rng.standard_normal(4).astype(F)}
+             for m, go in ((50, True), (2, True), (0, True), (50, False))]
+    helpers.check_against_ort(model, feeds, passes="O2")
+
+
+def test_scan_outputs_of_a_data_dependent_length_are_refused(helpers, rng):
+    body = _body([helper.make_node("Add", ["h", "h"], ["h_next"]), helper.make_node("Identity", ["h_next"], ["row"]),
+                  helper.make_node("ReduceSum", ["h_next"], ["total"], keepdims=0),
+                  helper.make_node("Less", ["total", "limit"], ["cond_out"])],
+                 [("cond_out", TensorProto.BOOL, []), ("h_next", TensorProto.FLOAT, [4]),
+                  ("row", TensorProto.FLOAT, [4])], carried=(("h", [4]), ))
+    nodes = [helper.make_node("Loop", ["M", "", "h0"], ["h_final", "rows"], body=body)]
+    model = helpers.make_model(nodes, [("h0", F, [4])], [("h_final", F, [4]), ("rows", F, ["k", 4])],
+                               {"M": np.array(10, np.int64), "limit": np.array(100, F)})
+    with pytest.raises(sdflow.ShapeInferenceError, match="Loop.*scan outputs"):
+        sdflow.load(model)
