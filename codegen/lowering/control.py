@@ -8,7 +8,7 @@ they are passed to the native code as arguments like every other weight, never b
 from __future__ import annotations
 
 import dace
-from dace.sdfg.state import LoopRegion
+from dace.sdfg.state import BreakBlock, ConditionalBlock, ControlFlowRegion, LoopRegion
 
 from sdflow.ir import CompileError, Graph
 from sdflow.ir.ops.control import BRANCHES, SUBGRAPHS, branch_graph, loop_counts, serialise_branch
@@ -124,15 +124,22 @@ def loop(ctx: Ctx):
         _scalar(init, "go_", "True")
 
     trip = ctx.connector("in", 0)
-    # No loop variable for DaCe: its range analysis cannot read a condition that is not a plain bound. it_ is
-    # set before the region and counted on an edge inside it.
-    region = LoopRegion("loop", condition_expr="go_[0]" + (f" and it_ < {trip}[0]" if trip else ""), sdfg=sdfg)
+    # A counted loop (DaCe needs a plain bound on its loop variable) that breaks once the condition is false;
+    # without a trip count it is bounded by the largest int64.
+    sdfg.add_symbol("trip_", dace.int64)
+    region = LoopRegion("loop", condition_expr="it_ < trip_", loop_var="it_", initialize_expr="it_ = 0",
+                        update_expr="it_ = it_ + 1", sdfg=sdfg)
     sdfg.add_node(region)
-    sdfg.add_edge(init, region, dace.InterstateEdge(assignments={"it_": "0"}))
-    body = region.add_state("body", is_start_block=True)
+    sdfg.add_edge(init, region, dace.InterstateEdge(assignments={"trip_": f"{trip}[0]" if trip else str(2**63 - 1)}))
+    stop = ConditionalBlock("stop", sdfg=sdfg, parent=region)
+    region.add_node(stop, is_start_block=True)
+    leave = ControlFlowRegion("leave", sdfg=sdfg, parent=stop)
+    leave.add_node(BreakBlock("break"), is_start_block=True)
+    stop.add_branch("not go_[0]", leave)
+    body = region.add_state("body")
     update = region.add_state("update")
+    region.add_edge(stop, body, dace.InterstateEdge())
     region.add_edge(body, update, dace.InterstateEdge())
-    region.add_edge(update, region.add_state("counted"), dace.InterstateEdge(assignments={"it_": "it_ + 1"}))
 
     iteration = body.add_access("iteration_")
     tasklet = body.add_tasklet("iteration_number", {}, {"out"}, "out = it_")

@@ -148,16 +148,19 @@ def _recurrence(helpers, rng, scan: bool):
              helper.make_node("MatMul", ["h", "u"], ["b"]), helper.make_node("Add", ["a", "b"], ["s"]),
              helper.make_node("Tanh", ["s"], ["h_next"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])]
     outputs = [("cond_out", TensorProto.BOOL, []), ("h_next", TensorProto.FLOAT, ["n", 8])]
-    if scan:
-        nodes.append(helper.make_node("Identity", ["h_next"], ["h_row"]))
+    if scan:  # each row also carries its iteration number: a loop that counts wrong shows
+        nodes += [helper.make_node("Cast", ["i"], ["i_f"], to=TensorProto.FLOAT),
+                  helper.make_node("Add", ["h_next", "i_f"], ["h_row"])]
         outputs.append(("h_row", TensorProto.FLOAT, ["n", 8]))
     loop_outputs = ["h_final"] + (["h_all"] if scan else [])
     nodes = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Gather", ["shape", "one"], ["steps"]),
              helper.make_node("Mul", ["x", "zero"], ["x0"]), helper.make_node("ReduceSum", ["x0", "axes"], ["h0"],
                                                                            keepdims=0),
-             helper.make_node("Loop", ["steps", "", "h0"], loop_outputs, body=_body(nodes, outputs))]
+             # As TorchScript exports a for loop: a trip count and a constant true condition.
+             helper.make_node("Loop", ["steps", "true", "h0"], loop_outputs, body=_body(nodes, outputs))]
     weights = {"w": (rng.standard_normal((8, 8)) / 2).astype(F), "u": (rng.standard_normal((8, 8)) / 2).astype(F),
-               "one": np.array(1, np.int64), "zero": np.array(0, F), "axes": np.array([1], np.int64)}
+               "one": np.array(1, np.int64), "zero": np.array(0, F), "axes": np.array([1], np.int64),
+               "true": np.array(True)}
     declared = [("h_final", F, ["n", 8])] + ([("h_all", F, ["steps", "n", 8])] if scan else [])
     return helpers.make_model(nodes, [("x", F, ["n", "steps", 8])], declared, weights)
 
