@@ -1,6 +1,7 @@
 """A representative slice of the model corpus (``sdflow corpus``; the full run writes docs/models.md): an old-opset
-ONNX light graph, a torchvision CNN, a transformer, its dynamically quantized variant and a two-layer
-bidirectional LSTM match ONNX Runtime. Each model runs in its own process, as in the full run."""
+ONNX light graph, a torchvision CNN, ConvNeXt (its Transpose maps once wrote into their own input's buffer), a
+transformer, its dynamically quantized variant, a two-layer bidirectional LSTM and a TorchScript loop over time
+steps (a Loop whose body reads the iteration number) match ONNX Runtime. Each model runs in its own process, as in the full run."""
 from __future__ import annotations
 
 import pytest
@@ -10,14 +11,14 @@ pytest.importorskip("torch", reason="the corpus needs the 'models' extra (pip in
 
 from sdflow import corpus  # noqa: E402
 
-SLICE = ["light/squeezenet", "torchvision/squeezenet@11", "transformers/bert@17", "quantized/bert@17",
-         "recurrent/lstm_bidirectional@13"]
+SLICE = ["light/squeezenet", "torchvision/squeezenet@11", "torchvision/convnext@17", "transformers/bert@17", "quantized/bert@17",
+         "recurrent/lstm_bidirectional@13", "control/recurrence-scripted@13"]
 
 
 def test_corpus_has_100_models_from_every_source():
     sources = {name.split("/")[0] for name in corpus.ENTRIES}
     assert len(corpus.ENTRIES) >= 100 and sources == {"light", "torchvision", "transformers", "recurrent",
-                                                      "quantized"}
+                                                      "quantized", "trained", "control"}
 
 
 def test_representative_slice(tmp_path, monkeypatch):
