@@ -50,7 +50,6 @@ _SEQUENCE = "sequence and optional values are not IR tensors"
 _STRINGS = "string tensors have no native element type"
 _RANDOM = "random sampling has no reproducible reference (ONNX Runtime's generator is its own)"
 _DATA_DEPENDENT = "its output shape depends on input values"
-_QUANTIZED = "integer (quantized) kernels are not implemented yet"
 _SIGNAL = "signal-processing ops are not implemented yet"
 REFUSED: dict[str, tuple[str, int | None]] = {  # op_type -> (reason, refused up to this opset; None = all)
     "Scan": (_CONTROL_FLOW, None),
@@ -63,7 +62,6 @@ REFUSED: dict[str, tuple[str, int | None]] = {  # op_type -> (reason, refused up
     **{op: (_RANDOM, None) for op in ("Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike",
                                        "RandomUniform", "RandomUniformLike")},
     **{op: (_DATA_DEPENDENT, None) for op in ("NonZero", "Unique", "NonMaxSuppression")},
-    **{op: (_QUANTIZED, None) for op in ("QLinearConv", "QLinearMatMul")},
     **{op: (_SIGNAL, None) for op in ("DFT", "STFT", "BlackmanWindow", "HammingWindow", "HannWindow",
                                        "MelWeightMatrix")},
     "ImageDecoder": ("encoded images are not tensors", None),

@@ -264,7 +264,8 @@ def _small_classifier(model):
     8 x 8 maps a 64-pixel image leaves (the legacy exporter cannot pool 8 x 8 adaptively to 7 x 7)."""
     torch, _ = _torch()
     model.avgpool = torch.nn.AdaptiveAvgPool2d((IMAGE // 8, IMAGE // 8))
-    model.classifier = torch.nn.Sequential(torch.nn.Linear(64 * (IMAGE // 8) ** 2, 64), torch.nn.ReLU(True), torch.nn.Dropout(),
+    model.classifier = torch.nn.Sequential(torch.nn.Linear(64 * (IMAGE // 8) ** 2, 64), torch.nn.ReLU(True),
+                                           torch.nn.Dropout(),
                                            torch.nn.Linear(64, 64), torch.nn.ReLU(True), torch.nn.Dropout(),
                                            torch.nn.Linear(64, 10))
     return model
@@ -406,7 +407,8 @@ def _entries() -> dict[str, tuple]:
     """name -> (kind, maker, export settings)."""
     entries = {f"light/{name}": ("light", name, None) for name in _LIGHT}
     for name, factory in _VISION.items():
-        for opset in (11, 13, 17):
+        # ViT's attention exports through aten::unflatten (opset 13+) and scaled_dot_product_attention (14+).
+        for opset in (14, 17) if name == "vit" else (11, 13, 17):
             entries[f"torchvision/{name}@{opset}"] = ("torch", _vision(factory), opset)
         entries[f"torchvision/{name}@dynamo"] = ("torch", _vision(factory), "dynamo")
     for name, make in _VISION_OTHER.items():

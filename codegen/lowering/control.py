@@ -1,7 +1,8 @@
 """If and Loop as SDFG control flow. Each becomes a nested SDFG whose states run the lowered subgraphs (each a
-nested SDFG of its own): If enters one state per branch on the condition's value and joins after them; Loop copies
-the loop-carried values into their storage, then loops while the iteration count is below the trip count and the condition holds (a DaCe LoopRegion: a body state, then an update
-state that moves the new loop-carried values into place), writing scan outputs row by row.
+nested SDFG of its own). If enters one state per branch on the condition's value and joins after them. Loop copies
+the loop-carried values into their storage, then a DaCe LoopRegion counts up to the trip count and breaks once
+the condition is false; each iteration runs the body state, then an update state that moves the new loop-carried
+values into place and writes the scan outputs' row.
 
 Subgraph constants are hoisted into the outer graph before its weights are taken (``hoist_branch_constants``), so
 they are passed to the native code as arguments like every other weight, never baked into the code."""

@@ -12,6 +12,7 @@ from sdflow.ir.nodes import attribute_value
 from sdflow.ir.ops.control import BRANCHES, serialise_branch
 from sdflow.ir.semantics import semantics_of
 from sdflow.ir.types import make_symbol, numpy_dtype
+from .decompose import DECOMPOSED, decompose
 from .loader import load_model
 
 __all__ = ["import_model", "unsupported_nodes", "unsupported_node_indices", "unsupported_element_types",
@@ -55,13 +56,18 @@ def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
 
 
+def _supported(node: onnx.NodeProto, opsets: dict[str, int]) -> bool:
+    return lookup_op(node.domain, node.op_type, opsets.get(node.domain, 1)) is not None or (
+        node.domain in ("", "ai.onnx") and node.op_type in DECOMPOSED)
+
+
 def _unsupported_inside(graph: onnx.GraphProto, opsets: dict[str, int]) -> list[onnx.NodeProto]:
-    """The nodes of ``graph`` and of its subgraphs (If branches) that sdflow has no op for."""
+    """The nodes of ``graph`` and of its subgraphs (If branches, Loop bodies) that sdflow has no op for."""
     found = []
     for node in graph.node:
         if _is_constant_node(node):
             continue
-        if lookup_op(node.domain, node.op_type, opsets.get(node.domain, 1)) is None:
+        if not _supported(node, opsets):
             found.append(node)
         else:
             for subgraph in _subgraphs(node):
@@ -74,8 +80,7 @@ def unsupported_node_indices(model: onnx.ModelProto) -> list[int]:
     opsets = _opsets(model)
     return [index for index, node in enumerate(model.graph.node)
             if not _is_constant_node(node) and (
-                lookup_op(node.domain, node.op_type, opsets.get(node.domain, 1)) is None
-                or any(_unsupported_inside(g, opsets) for g in _subgraphs(node)))]
+                not _supported(node, opsets) or any(_unsupported_inside(g, opsets) for g in _subgraphs(node)))]
 
 
 def unsupported_element_types(model: onnx.ModelProto) -> dict[str, list[str]]:
@@ -102,7 +107,7 @@ def unsupported_nodes(model: onnx.ModelProto) -> dict[tuple[str, str, int], list
     for index, node in enumerate(model.graph.node):
         if _is_constant_node(node):
             continue
-        if lookup_op(node.domain, node.op_type, opsets.get(node.domain, 1)) is None:
+        if not _supported(node, opsets):
             found = [(node, _node_name(node, index))]
         else:
             found = [(n, n.name or n.op_type) for g in _subgraphs(node) for n in _unsupported_inside(g, opsets)]
@@ -176,8 +181,29 @@ class _Importer:
                 self._if(node, index)
             elif node.op_type == "Loop" and node.domain in ("", "ai.onnx"):
                 self._loop(node, index)
+            elif node.op_type in DECOMPOSED and node.domain in ("", "ai.onnx"):
+                self._decomposed(node, index)
             else:
                 self._op(node, index)
+
+    def _decomposed(self, proto: onnx.NodeProto, index: int) -> None:
+        """``proto`` as the default-domain nodes that stand for it (frontends/onnx/decompose.py), each named
+        ``<node>/<op>_<k>`` so that errors still point at the model's node."""
+        name = _node_name(proto, index)
+        counter = iter(range(1 << 30))
+
+        def fresh(hint: str) -> str:
+            return f"{name}/{hint}_{next(counter)}"
+
+        def rank_of(onnx_name: str) -> int:
+            return self.graph.tensor_type(self.tensors[onnx_name]).rank
+
+        for k, part in enumerate(decompose(proto, fresh, rank_of)):
+            part.name = f"{name}/{part.op_type}_{k}"
+            if _is_constant_node(part):
+                self._constant(part.output[0], _constant_value(part))
+            else:
+                self._op(part, index)
 
     def _if(self, proto: onnx.NodeProto, index: int) -> None:
         """A condition known at compile time inlines its branch; else the node keeps both branches as graphs

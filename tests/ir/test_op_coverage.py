@@ -8,9 +8,11 @@ import pytest
 
 import sdflow  # noqa: F401  (registers the ops)
 from sdflow.ir import MIN_OPSET, UnsupportedOpError, lookup_op
+from sdflow.frontends.onnx.decompose import DECOMPOSED
 from sdflow.ir.registry import REFUSED, refusal_reason
 
-FRONTEND_OPS = {"Constant"}  # folded into graph constants by the importer
+# Folded into graph constants (Constant) or rewritten into other ops (decompose.py) by the importer.
+FRONTEND_OPS = {"Constant", *DECOMPOSED}
 
 
 def _history() -> dict[str, list[int]]:

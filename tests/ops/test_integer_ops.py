@@ -73,3 +73,34 @@ def test_onnxruntime_dynamic_quantization_runs_natively(tmp_path):
             x = RNG.standard_normal((n, 3, 12, 12)).astype(np.float32)
             for comparison in compare_outputs(compiled(x).as_dict(), run_onnxruntime(model, {"x": x}), 1e-5):
                 assert comparison.ok, str(comparison)
+
+
+def test_qlinear_conv_and_matmul_are_exact_against_onnxruntime(helpers):
+    """QLinearConv (per-channel int8 weights, int32 bias) -> QLinearMatMul, as ONNX Runtime's static quantizer
+    writes them in its QOperator layout: sdflow rewrites each into ConvInteger / MatMulInteger, the float
+    requantization multiplier and a QuantizeLinear; every output integer equals ONNX Runtime's."""
+    channels = 6
+    weights = {"w": _integers(np.int8, (channels, 3, 3, 3)),
+               "w_scale": (RNG.random(channels) / 50 + 1e-3).astype(np.float32),
+               "w_zero": np.zeros(channels, np.int8), "bias": RNG.integers(-500, 500, channels).astype(np.int32),
+               "x_scale": np.float32(0.02), "x_zero": np.uint8(128), "y_scale": np.float32(0.05),
+               "y_zero": np.uint8(100), "m": _integers(np.int8, (8 * 8, 5)), "m_scale": np.float32(0.01),
+               "m_zero": np.int8(0), "z_scale": np.float32(0.2), "z_zero": np.uint8(90),
+               "shape": np.array([-1, channels, 64], np.int64)}
+    nodes = [helper.make_node("QLinearConv", ["x", "x_scale", "x_zero", "w", "w_scale", "w_zero", "y_scale", "y_zero",
+                                              "bias"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["y", "shape"], ["rows"]),
+             helper.make_node("QLinearMatMul", ["rows", "y_scale", "y_zero", "m", "m_scale", "m_zero", "z_scale",
+                                                "z_zero"], ["z"])]
+    model = helpers.make_model(nodes, [("x", np.uint8, ["n", 3, 8, 8])],
+                               [("y", np.uint8, ["n", channels, 8, 8]), ("z", np.uint8, ["n", channels, 5])], weights)
+    graph = sdflow.load(model)
+    assert {"ConvInteger", "MatMulInteger", "QuantizeLinear"} <= {n.op_type for n in graph.op_nodes()}
+    compiled = sdflow.compile(model)
+    for n in (1, 2):
+        x = _integers(np.uint8, (n, 3, 8, 8))
+        expected = run_onnxruntime(model, {"x": x})
+        outputs = compiled(x)
+        np.testing.assert_array_equal(outputs["y"], expected["y"])
+        np.testing.assert_array_equal(outputs["z"], expected["z"])
+        assert len(np.unique(outputs["z"])) > 10  # not saturated to one value
