@@ -45,14 +45,13 @@ def registered_ops() -> list[OpSpec]:
 # Default-domain ops (and opset ranges) sdflow refuses on purpose, with the reason an error shows. Every other
 # (op, version) of onnx.defs from MIN_OPSET on must have an OpSpec (tests/ir/test_op_coverage.py checks it).
 _NOT_YET = "not implemented yet"
-_CONTROL_FLOW = "control flow that scans a subgraph over a tensor is not lowered to SDFG states yet (If and Loop are)"
+_CONTROL_FLOW = "control flow over sequences is not lowered to SDFG states (If, Loop and Scan over tensors are)"
 _SEQUENCE = "sequence and optional values are not IR tensors"
 _STRINGS = "string tensors have no native element type"
 _RANDOM = "random sampling has no reproducible reference (ONNX Runtime's generator is its own)"
 _DATA_DEPENDENT = "its output shape depends on input values"
 _SIGNAL = "signal-processing ops are not implemented yet"
 REFUSED: dict[str, tuple[str, int | None]] = {  # op_type -> (reason, refused up to this opset; None = all)
-    "Scan": (_CONTROL_FLOW, None),
     "SequenceMap": (_CONTROL_FLOW, None),
     **{op: (_SEQUENCE, None) for op in ("ConcatFromSequence", "SequenceAt", "SequenceConstruct", "SequenceEmpty",
                                          "SequenceErase", "SequenceInsert", "SequenceLength", "SplitToSequence",

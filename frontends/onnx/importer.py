@@ -8,6 +8,7 @@ import onnx
 import sympy
 
 from sdflow.ir import Graph, ModelLoadError, TensorType, UnsupportedOpError, infer_node, lookup_op
+from sdflow.ir.ops import normalize_axis
 from sdflow.ir.nodes import attribute_value
 from sdflow.ir.ops.control import BRANCHES, serialise_branch
 from sdflow.ir.semantics import semantics_of
@@ -181,6 +182,8 @@ class _Importer:
                 self._if(node, index)
             elif node.op_type == "Loop" and node.domain in ("", "ai.onnx"):
                 self._loop(node, index)
+            elif node.op_type == "Scan" and node.domain in ("", "ai.onnx"):
+                self._scan(node, index)
             elif node.op_type in DECOMPOSED and node.domain in ("", "ai.onnx"):
                 self._decomposed(node, index)
             else:
@@ -252,6 +255,32 @@ class _Importer:
                                opset=self.opsets.get("", 1), body=serialise_branch(graph))
         onnx_inputs = list(proto.input[:2]) + [""] * (2 - len(proto.input[:2])) + carried + passed
         self._add(node, onnx_inputs, list(proto.output))
+
+    def _scan(self, proto: onnx.NodeProto, index: int) -> None:
+        """The body becomes a graph of its own: its formal inputs are the states (typed as the initial ones) and
+        one slice of each scanned input (its scan axis removed), then the outer tensors it reads."""
+        attributes = {a.name: attribute_value(a) for a in proto.attribute if a.name != "body"}
+        body = next(a.g for a in proto.attribute if a.name == "body")
+        scanned = attributes["num_scan_inputs"]
+        own = [self.graph.tensor_type(self.tensors[name]) for name in proto.input]
+        states = len(own) - scanned
+        axes = [normalize_axis(a, t.rank) for a, t in zip(attributes.get("scan_input_axes") or [0] * scanned,
+                                                          own[states:])]
+        formal = [(f"state_{k}", t) for k, t in enumerate(own[:states])] + [
+            (f"scan_{j}", TensorType(t.dtype, [d for i, d in enumerate(t.shape) if i != a]))
+            for j, (t, a) in enumerate(zip(own[states:], axes))]
+        reads = [n for n in _outer_names(body) if n in self.tensors]
+        passed = [n for n in reads if not self._copyable(n)]
+        graph = self._branch(body, passed, reads, f"{_node_name(proto, index)}_body",
+                             [(value.name, connector, ttype) for value, (connector, ttype) in zip(body.input, formal)])
+        spec = lookup_op(proto.domain, proto.op_type, self.opsets.get(proto.domain, 1))
+        inputs = [f"initial_state_{k}" for k in range(states)] + [f"scan_input_{j}" for j in range(scanned)] + [
+            f"outer_{k}" for k in range(len(passed))]
+        outputs = [(f"final_state_{k}" if k < states else f"scan_output_{k - states}") if t else ""
+                   for k, t in enumerate(proto.output)]
+        node = spec.node_class(_node_name(proto, index), inputs=inputs, outputs=outputs,
+                               opset=self.opsets.get("", 1), body=serialise_branch(graph), **attributes)
+        self._add(node, list(proto.input) + passed, list(proto.output))
 
     def _copyable(self, onnx_name: str) -> bool:
         """Whether a branch gets an outer tensor as a copy of its value: small known values (shape arithmetic,

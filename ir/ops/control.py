@@ -1,8 +1,9 @@
-"""Control flow: ``If`` and ``Loop``, whose subgraphs (two branches, a body) are IR graphs of their own.
+"""Control flow: ``If``, ``Loop`` and ``Scan``, whose subgraphs (two branches, a body) are IR graphs of their own.
 
 The frontend imports each subgraph as a graph whose inputs are named (ONNX name) after the node's input connector
-that feeds them: the outer tensors it reads (``outer_<k>``), and for a loop body also ``iteration``, ``condition``
-and the loop-carried values (``carried_<k>``); it stores the graph, serialised, in the node's graph property
+that feeds them: the outer tensors it reads (``outer_<k>``); a Loop body also ``iteration``, ``condition`` and
+the loop-carried values (``carried_<k>``); a Scan body its states (``state_<k>``) and one slice of each scanned
+input (``scan_<k>``); it stores the graph, serialised, in the node's graph property
 (``then_branch`` / ``else_branch`` / ``body``). Codegen lowers the nodes to SDFG control flow: states that read
 the condition, a state per branch or a loop of states around the body, each running the lowered subgraph.
 """
@@ -17,13 +18,13 @@ import sympy
 from ..errors import ShapeInferenceError
 from ..graph import Graph
 from ..types import TensorType, to_dim
-from ._base import Op, op
+from ._base import Op, normalize_axis, op
 
 __all__ = ["BRANCHES", "SUBGRAPHS", "branch_graph", "serialise_branch", "loop_counts", "runs_every_iteration",
-           "LOOP_INPUTS"]
+           "LOOP_INPUTS", "SCAN_INPUTS", "scan_layout"]
 
 BRANCHES = ("then_branch", "else_branch")
-SUBGRAPHS = {"If": BRANCHES, "Loop": ("body", )}  # op type -> its subgraph properties
+SUBGRAPHS = {"If": BRANCHES, "Loop": ("body", ), "Scan": ("body", )}  # op type -> its subgraph properties
 
 
 def serialise_branch(graph: Graph) -> str:
@@ -174,6 +175,79 @@ class Loop(Op):
         empty = [np.zeros((0, *map(int, body.tensor_type(t).shape)), body.tensor_type(t).dtype)
                  for t in body.outputs[1 + carried:]] if iteration == 0 else []
         return state + (empty or [np.stack(s) for s in scans])
+
+    @classmethod
+    def known_values(cls, node, inputs, values):
+        return None
+
+
+SCAN_INPUTS = ("initial_state_", "scan_input_")  # a Scan node's own input connectors (then outer ones)
+
+
+def scan_layout(node, ranks: list[int]) -> tuple[int, list[int], list[int], list[int], list[int]]:
+    """(states N, scan input axes, their directions, scan output axes, their directions) of a Scan node whose
+    non-outer inputs have ``ranks`` (negative axes normalised)."""
+    scanned = node.attr("num_scan_inputs")
+    states = len(ranks) - scanned
+    axes = list(node.attr("scan_input_axes") or [0] * scanned)
+    directions = list(node.attr("scan_input_directions") or [0] * scanned)
+    axes = [normalize_axis(a, r) for a, r in zip(axes, ranks[states:])]
+    return states, axes, directions, list(node.attr("scan_output_axes") or []), \
+        list(node.attr("scan_output_directions") or [])
+
+
+@op("Scan", since=9)
+class Scan(Op):
+    """Runs ``body`` once per slice of the scanned inputs (along their axes, forwards or backwards), threading the
+    states through; the body's other outputs are stacked along the scan output axes."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        body = branch_graph(node, "body")
+        own = [t for c, t in zip(node.onnx_inputs, inputs) if c.startswith(SCAN_INPUTS)]
+        states, axes, _, out_axes, _ = scan_layout(node, [t.rank for t in own])
+        _check_inputs(node, body, inputs, "body", own=[f"state_{k}" for k in range(states)] +
+                      [f"scan_{k}" for k in range(len(axes))])
+        lengths = {sympy.sympify(t.shape[a]) for t, a in zip(own[states:], axes)}
+        if len(lengths) != 1:
+            raise ShapeInferenceError(f"Scan: the scanned inputs have different lengths {sorted(map(str, lengths))}")
+        length = to_dim(lengths.pop())
+        outputs = [body.tensor_type(t) for t in body.outputs]
+        for k in range(states):
+            if not _same_type(own[k], outputs[k]):
+                raise ShapeInferenceError(f"Scan: state {k} is {own[k]} before the body and {outputs[k]} after it")
+        stacked = []
+        for k, row in enumerate(outputs[states:]):
+            axis = normalize_axis(out_axes[k] if k < len(out_axes) else 0, row.rank + 1)
+            stacked.append(TensorType(row.dtype, [*row.shape[:axis], length, *row.shape[axis:]]))
+        return outputs[:states] + stacked
+
+    @classmethod
+    def reference(cls, node, *arrays):
+        from ..semantics import interpret
+        body = branch_graph(node, "body")
+        own = [a for c, a in zip(node.onnx_inputs, arrays) if c.startswith(SCAN_INPUTS)]
+        outer = {c: a for c, a in zip(node.onnx_inputs, arrays) if not c.startswith(SCAN_INPUTS)}
+        states, axes, directions, out_axes, out_directions = scan_layout(node, [np.ndim(a) for a in own])
+        length = np.shape(own[states])[axes[0]] if len(own) > states else 0
+        current, rows = list(own[:states]), [[] for _ in body.outputs[states:]]
+        names = [body.onnx_name(t) for t in body.outputs]
+        for step in range(length):
+            slices = {f"scan_{j}": np.take(x, length - 1 - step if d else step, axis=a)
+                      for j, (x, a, d) in enumerate(zip(own[states:], axes, directions + [0] * len(axes)))}
+            results = interpret(body, {**outer, **slices, **{f"state_{k}": v for k, v in enumerate(current)}})
+            current = [results[n] for n in names[:states]]
+            for row, name in zip(rows, names[states:]):
+                row.append(results[name])
+        if length == 0:
+            raise ShapeInferenceError("Scan: the scanned inputs are empty")
+        stacked = []
+        for k, row in enumerate(rows):
+            if k < len(out_directions) and out_directions[k]:
+                row = row[::-1]
+            axis = normalize_axis(out_axes[k] if k < len(out_axes) else 0, np.ndim(row[0]) + 1)
+            stacked.append(np.stack(row, axis=axis))
+        return current + stacked
 
     @classmethod
     def known_values(cls, node, inputs, values):

@@ -56,5 +56,5 @@ def test_old_batch_normalization_versions_import():
 
 
 def test_unsupported_op_error_gives_the_reason():
-    message = str(UnsupportedOpError({("", "Scan", 13): ["scan_1"]}))
-    assert "Scan" in message and "control flow" in message and "'scan_1'" in message
+    message = str(UnsupportedOpError({("", "SequenceMap", 17): ["map_1"]}))
+    assert "SequenceMap" in message and "control flow" in message and "'map_1'" in message

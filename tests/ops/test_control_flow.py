@@ -210,3 +210,30 @@ def test_scan_outputs_of_a_data_dependent_length_are_refused(helpers, rng):
                                {"M": np.array(10, np.int64), "limit": np.array(100, F)})
     with pytest.raises(sdflow.ShapeInferenceError, match="Loop.*scan outputs"):
         sdflow.load(model)
+
+
+@pytest.mark.parametrize("directions", [(0, 0), (1, 0), (0, 1)])
+def test_scan_threads_a_state_through_the_slices(helpers, rng, directions):
+    """A cumulative sum with a weight from the outer scope: Scan over axis 1 of x (symbolic length), forwards or
+    backwards, stacking each step's state along output axis 1 (forwards or backwards)."""
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["x_t", "w"], ["p"]), helper.make_node("Add", ["s", "p"], ["s_next"]),
+         helper.make_node("Identity", ["s_next"], ["row"])], "body",
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["n", 4]),
+         helper.make_tensor_value_info("x_t", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("s_next", TensorProto.FLOAT, ["n", 4]),
+         helper.make_tensor_value_info("row", TensorProto.FLOAT, ["n", 4])])
+    nodes = [helper.make_node("Scan", ["s0", "x"], ["s_final", "rows"], body=body, num_scan_inputs=1,
+                              scan_input_axes=[1], scan_input_directions=[directions[0]], scan_output_axes=[1],
+                              scan_output_directions=[directions[1]])]
+    model = helpers.make_model(nodes, [("s0", F, ["n", 4]), ("x", F, ["n", "steps", 8])],
+                               [("s_final", F, ["n", 4]), ("rows", F, ["n", "steps", 4])],
+                               {"w": rng.standard_normal((8, 4)).astype(F)})
+    feeds = [{"s0": rng.standard_normal((n, 4)).astype(F), "x": rng.standard_normal((n, steps, 8)).astype(F)}
+             for n, steps in ((2, 5), (1, 1), (3, 7))]
+    helpers.check_against_ort(model, feeds, passes="O2")
+    x, s0 = feeds[0]["x"], feeds[0]["s0"]
+    reference = sdflow.ir.interpret(sdflow.load(model), feeds[0])
+    order = range(x.shape[1] - 1, -1, -1) if directions[0] else range(x.shape[1])
+    total = s0 + sum(x[:, t] @ onnx.numpy_helper.to_array(model.graph.initializer[0]) for t in order)
+    np.testing.assert_allclose(reference["s_final"], total, rtol=1e-4, atol=1e-4)
