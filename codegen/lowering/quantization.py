@@ -78,6 +78,8 @@ def matmul_integer(ctx: Ctx):
     a, b, y = (ctx.ptr(ctx.connector(kind, p)) for kind, p in (("in", 0), ("in", 1), ("out", 0)))
     rows = cexpr(product(a_shape[:-1]) if len(a_shape) > 1 else 1)
     k_c, n_c = cexpr(k), cexpr(n)
+    # A batched B pairs with A's batch (the op's inference allows only that): row r_ is in batch r_ / m.
+    b_batch = f"(r_ / {cexpr(m)}) * {k_c} * {n_c}" if len(b_shape) > 2 else "0"
     # Rows in parallel; over k, one row of B scaled into the output row (vectorised over its n columns).
     return ctx.tasklet(f"""
 #pragma omp parallel for schedule(static)
@@ -87,7 +89,7 @@ for (int64_t r_ = 0; r_ < {rows}; ++r_) {{
   const int32_t a_zero_ = {_zero_point_code(ctx, 2, f"r_ % {cexpr(m)}")};
   for (int64_t k_ = 0; k_ < {k_c}; ++k_) {{
     const int32_t a_ = (int32_t){a}[r_ * {k_c} + k_] - a_zero_;
-    const auto* __restrict b_row_ = {b} + k_ * {n_c};
+    const auto* __restrict b_row_ = {b} + {b_batch} + k_ * {n_c};
     for (int64_t j_ = 0; j_ < {n_c}; ++j_) out_[j_] += a_ * ((int32_t)b_row_[j_] - {_zero_point_code(ctx, 3, "j_")});
   }}
 }}

@@ -13,7 +13,7 @@ from sdflow.ir.nodes import attribute_value
 from sdflow.ir.ops.control import BRANCHES, serialise_branch
 from sdflow.ir.semantics import semantics_of
 from sdflow.ir.types import make_symbol, numpy_dtype
-from .decompose import DECOMPOSED, decompose
+from .decompose import decompose, decomposes
 from .loader import load_model
 
 __all__ = ["import_model", "unsupported_nodes", "unsupported_node_indices", "unsupported_element_types",
@@ -58,8 +58,7 @@ def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
 
 
 def _supported(node: onnx.NodeProto, opsets: dict[str, int]) -> bool:
-    return lookup_op(node.domain, node.op_type, opsets.get(node.domain, 1)) is not None or (
-        node.domain in ("", "ai.onnx") and node.op_type in DECOMPOSED)
+    return lookup_op(node.domain, node.op_type, opsets.get(node.domain, 1)) is not None or decomposes(node)
 
 
 def _unsupported_inside(graph: onnx.GraphProto, opsets: dict[str, int]) -> list[onnx.NodeProto]:
@@ -184,7 +183,7 @@ class _Importer:
                 self._loop(node, index)
             elif node.op_type == "Scan" and node.domain in ("", "ai.onnx"):
                 self._scan(node, index)
-            elif node.op_type in DECOMPOSED and node.domain in ("", "ai.onnx"):
+            elif decomposes(node):
                 self._decomposed(node, index)
             else:
                 self._op(node, index)
@@ -201,7 +200,7 @@ class _Importer:
         def rank_of(onnx_name: str) -> int:
             return self.graph.tensor_type(self.tensors[onnx_name]).rank
 
-        for k, part in enumerate(decompose(proto, fresh, rank_of)):
+        for k, part in enumerate(decompose(proto, fresh, rank_of, self.opsets.get("", 1))):
             part.name = f"{name}/{part.op_type}_{k}"
             if _is_constant_node(part):
                 self._constant(part.output[0], _constant_value(part))

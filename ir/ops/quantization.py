@@ -114,14 +114,17 @@ def _check_integer_operands(node, *types) -> None:
 
 @op("MatMulInteger", since=10)
 class MatMulInteger(Op):
-    """(A - a_zero_point) x (B - b_zero_point) in int32; zero points per tensor, per row of A or column of B."""
+    """(A - a_zero_point) x (B - b_zero_point) in int32; zero points per tensor, per row of A or column of B; B 2-D
+    or batched like A."""
 
     @classmethod
     def infer(cls, node, inputs, values):
         _check_integer_operands(node, inputs[0], inputs[1])
-        if inputs[1].rank > 2:
-            raise ShapeInferenceError("MatMulInteger: a batched B is not supported (B must be 1-D or 2-D)")
-        return [TensorType(np.int32, matmul_shapes(inputs[0].shape, inputs[1].shape)[4])]
+        a, b = inputs[0].shape, inputs[1].shape
+        if len(b) > 2 and (len(a) != len(b) or list(a[:-2]) != list(b[:-2])):
+            # (attention's Q x K^T: A and B batched alike, what the kernel pairs up)
+            raise ShapeInferenceError(f"MatMulInteger: a batched B needs A's batch dims ({list(a)} x {list(b)})")
+        return [TensorType(np.int32, matmul_shapes(a, b)[4])]
 
     @classmethod
     def reference(cls, node, a, b, a_zero_point=None, b_zero_point=None):

@@ -12,7 +12,7 @@ from sdflow.frontends.onnx.decompose import DECOMPOSED
 from sdflow.ir.registry import REFUSED, refusal_reason
 
 # Folded into graph constants (Constant) or rewritten into other ops (decompose.py) by the importer.
-FRONTEND_OPS = {"Constant", *DECOMPOSED}
+FRONTEND_OPS = {"Constant", *(op for domain, op in DECOMPOSED if domain == "")}
 
 
 def _history() -> dict[str, list[int]]:
