@@ -259,6 +259,17 @@ def _control(kind: str, scripted: bool):
     return make
 
 
+def _efficientnet_v2_reduced(tv):
+    """EfficientNetV2-S's six stages (three of fused MBConv blocks, three of MBConv blocks with squeeze-excite), one
+    block each: the full model's 40 blocks compile for longer than a corpus entry may take."""
+    import copy
+    settings, last_channel = tv.models.efficientnet._efficientnet_conf("efficientnet_v2_s")
+    reduced = [copy.copy(setting) for setting in settings]
+    for setting in reduced:
+        setting.num_layers = 1
+    return tv.models.efficientnet.EfficientNet(reduced, 0.2, last_channel=last_channel, num_classes=10)
+
+
 def _small_classifier(model):
     """VGG's classifier expects 512 x 7 x 7 features (100M weights): the same three layers, narrower, over the
     8 x 8 maps a 64-pixel image leaves (the legacy exporter cannot pool 8 x 8 adaptively to 7 x 7)."""
@@ -304,7 +315,7 @@ _VISION = {
     "vit": lambda tv: tv.models.VisionTransformer(IMAGE, 16, 2, 2, 32, 64, num_classes=10),
     "swin": lambda tv: tv.models.SwinTransformer([4, 4], 16, [1, 1], [2, 2], [4, 4], num_classes=10),
     "lraspp": lambda tv: tv.models.segmentation.lraspp_mobilenet_v3_large(num_classes=3, weights_backbone=None),
-    "efficientnet_v2": lambda tv: tv.models.efficientnet_v2_s(num_classes=10),
+    "efficientnet_v2": lambda tv: _efficientnet_v2_reduced(tv),
     "maxvit": lambda tv: tv.models.MaxVit((IMAGE, IMAGE), stem_channels=16, partition_size=2, block_channels=[16, 32],
                                           block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0,
                                           num_classes=10),
