@@ -662,7 +662,8 @@ def format_markdown(results: list[CorpusResult], command: str, note: str = "") -
              "within 1e-4 of max(1, max |ref|) (5e-2 for quantized ones). sdflow ms / ORT ms: medians of 10 calls in "
              "one process, both at 2 threads; not the benchmark protocol of docs/performance.md.\n"
              + (f"\n{note}\n" if note else ""),
-             f"{len(results)} models: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".\n",
+             f"{len(results)} models: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) +
+             f" ({100 * counts.get('pass', 0) / max(1, len(results)):.1f}% pass).\n",
              "| model | opset | ops | status | compile s | max err | max |ref| | sdflow ms | ORT ms | ratio |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -682,6 +683,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", type=pathlib.Path, help="write the table here (docs/models.md)")
     parser.add_argument("--json", type=pathlib.Path, help="write every result here")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per model (default 900)")
+    parser.add_argument("--note", default="", help="a paragraph for the table's header (how the run was made)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the results already in --json and run only the entries it lacks")
 
@@ -705,16 +707,23 @@ def run(args) -> int:
         done = [kept[n] for n in names if n in kept]
         names = [n for n in names if n not in kept]
 
-    def progress(result, index, total):
-        print(f"[sdflow] {index}/{total} {result.status:<14} {result.name} {result.detail[:160]}", file=sys.stderr,
-              flush=True)
-        done.append(result)  # the files are rewritten after every model: an interrupted run keeps what it did
+    order = {name: position for position, name in enumerate(ENTRIES)}
+
+    def write() -> None:  # after every model: an interrupted run keeps what it did
+        done.sort(key=lambda r: order.get(r.name, len(order)))
         if args.json:
             args.json.write_text(json.dumps([dataclasses.asdict(r) for r in done], indent=1))
         if args.markdown:
-            args.markdown.write_text(format_markdown(done, command))
+            args.markdown.write_text(format_markdown(done, command, args.note))
+
+    def progress(result, index, total):
+        print(f"[sdflow] {index}/{total} {result.status:<14} {result.name} {result.detail[:160]}", file=sys.stderr,
+              flush=True)
+        done.append(result)
+        write()
 
     run_corpus(names, args.timeout, progress=progress)
+    write()
     results = done
     passed = sum(r.status == "pass" for r in results)
     print(f"{len(results)} models: {passed} pass, {len(results) - passed} not")
