@@ -321,6 +321,9 @@ _VISION = {
                                           num_classes=10),
 }
 # Architectures whose input or output differs from an image classifier's.
+# Legacy-exporter opsets where a family's ops need a newer one: ViT's attention exports through aten::unflatten
+# (13+) and scaled_dot_product_attention (14+), MaxViT's through aten::einsum (12+).
+_OPSETS = {"vit": (14, 17), "maxvit": (13, 17)}
 _VISION_OTHER = {
     # Inception-v3's stem needs at least 75 pixels.
     "inception_v3": _vision(lambda tv: tv.models.inception_v3(num_classes=10, aux_logits=False, init_weights=True),
@@ -418,8 +421,7 @@ def _entries() -> dict[str, tuple]:
     """name -> (kind, maker, export settings)."""
     entries = {f"light/{name}": ("light", name, None) for name in _LIGHT}
     for name, factory in _VISION.items():
-        # ViT's attention exports through aten::unflatten (opset 13+) and scaled_dot_product_attention (14+).
-        for opset in (14, 17) if name == "vit" else (11, 13, 17):
+        for opset in _OPSETS.get(name, (11, 13, 17)):
             entries[f"torchvision/{name}@{opset}"] = ("torch", _vision(factory), opset)
         entries[f"torchvision/{name}@dynamo"] = ("torch", _vision(factory), "dynamo")
     for name, make in _VISION_OTHER.items():
