@@ -324,6 +324,8 @@ _VISION = {
 # Legacy-exporter opsets where a family's ops need a newer one: ViT's attention exports through aten::unflatten
 # (13+) and scaled_dot_product_attention (14+), MaxViT's through aten::einsum (12+).
 _OPSETS = {"vit": (14, 17), "maxvit": (13, 17)}
+# Families also exported at opsets 9 and 15 (the op versions of older and mid-aged files: Upsample, BatchNorm-9, ...).
+_EVERY_OPSET = ("resnet18", "mobilenet_v2", "squeezenet", "densenet", "shufflenet_v2", "googlenet")
 _VISION_OTHER = {
     # Inception-v3's stem needs at least 75 pixels.
     "inception_v3": _vision(lambda tv: tv.models.inception_v3(num_classes=10, aux_logits=False, init_weights=True),
@@ -421,7 +423,7 @@ def _entries() -> dict[str, tuple]:
     """name -> (kind, maker, export settings)."""
     entries = {f"light/{name}": ("light", name, None) for name in _LIGHT}
     for name, factory in _VISION.items():
-        for opset in _OPSETS.get(name, (11, 13, 17)):
+        for opset in _OPSETS.get(name, (9, 11, 13, 15, 17) if name in _EVERY_OPSET else (11, 13, 17)):
             entries[f"torchvision/{name}@{opset}"] = ("torch", _vision(factory), opset)
         entries[f"torchvision/{name}@dynamo"] = ("torch", _vision(factory), "dynamo")
     for name, make in _VISION_OTHER.items():
@@ -429,8 +431,9 @@ def _entries() -> dict[str, tuple]:
             entries[f"torchvision/{name}@{setting}"] = ("torch", make, setting)
     for name, make in _TEXT.items():
         # The legacy exporter cannot export the decoders' mask code (aten::diff): they go through dynamo.
-        setting = "dynamo" if name in _DECODERS else 17
-        entries[f"transformers/{name}@{setting}"] = ("torch", make, setting)
+        settings = ("dynamo", ) if name in _DECODERS else (13, 15, 17) if name in ("bert", "distilbert") else (17, )
+        for setting in settings:
+            entries[f"transformers/{name}@{setting}"] = ("torch", make, setting)
     for name, make in _RECURRENT.items():
         entries[f"recurrent/{name}@13"] = ("torch", make, 13)
     for kind in ("branch", "recurrence", "greedy"):
