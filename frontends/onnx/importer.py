@@ -235,31 +235,21 @@ class _Importer:
         self._add(node, [proto.input[0]] + passed, list(proto.output))
 
     def _loop(self, proto: onnx.NodeProto, index: int) -> None:
-        """The body becomes a graph of its own: its formal inputs are the iteration number, the condition and
-        the loop-carried values (typed as the values the loop starts from), then the outer tensors it reads."""
-        body = next(a.g for a in proto.attribute if a.name == "body")
-        reads = [n for n in _outer_names(body) if n in self.tensors]
-        passed = [n for n in reads if not self._copyable(n)]
+        """The body's formal inputs: the iteration number, the condition and the loop-carried values (typed as
+        the values the loop starts from)."""
         carried = list(proto.input[2:])
         formal = [("iteration", TensorType(np.int64, [])), ("condition", TensorType(np.bool_, []))] + [
             (f"carried_{k}", self.graph.tensor_type(self.tensors[name])) for k, name in enumerate(carried)]
-        graph = self._branch(body, passed, reads, f"{_node_name(proto, index)}_body",
-                             [(value.name, connector, ttype) for value, (connector, ttype) in zip(body.input, formal)])
-        spec = lookup_op(proto.domain, proto.op_type, self.opsets.get(proto.domain, 1))
         inputs = ["M" if proto.input[0] else "", "cond" if len(proto.input) > 1 and proto.input[1] else ""]
-        inputs += [f"carried_{k}" for k in range(len(carried))] + [f"outer_{k}" for k in range(len(passed))]
         outputs = [(f"v_final_{k}" if k < len(carried) else f"scan_{k - len(carried)}") if t else ""
                    for k, t in enumerate(proto.output)]
-        node = spec.node_class(_node_name(proto, index), inputs=inputs, outputs=outputs,
-                               opset=self.opsets.get("", 1), body=serialise_branch(graph))
-        onnx_inputs = list(proto.input[:2]) + [""] * (2 - len(proto.input[:2])) + carried + passed
-        self._add(node, onnx_inputs, list(proto.output))
+        self._with_body(proto, index, formal, inputs + [f"carried_{k}" for k in range(len(carried))], outputs,
+                        list(proto.input[:2]) + [""] * (2 - len(proto.input[:2])) + carried)
 
     def _scan(self, proto: onnx.NodeProto, index: int) -> None:
-        """The body becomes a graph of its own: its formal inputs are the states (typed as the initial ones) and
-        one slice of each scanned input (its scan axis removed), then the outer tensors it reads."""
+        """The body's formal inputs: the states (typed as the initial ones) and one slice of each scanned input
+        (its scan axis removed)."""
         attributes = {a.name: attribute_value(a) for a in proto.attribute if a.name != "body"}
-        body = next(a.g for a in proto.attribute if a.name == "body")
         scanned = attributes["num_scan_inputs"]
         own = [self.graph.tensor_type(self.tensors[name]) for name in proto.input]
         states = len(own) - scanned
@@ -268,18 +258,26 @@ class _Importer:
         formal = [(f"state_{k}", t) for k, t in enumerate(own[:states])] + [
             (f"scan_{j}", TensorType(t.dtype, [d for i, d in enumerate(t.shape) if i != a]))
             for j, (t, a) in enumerate(zip(own[states:], axes))]
+        inputs = [f"initial_state_{k}" for k in range(states)] + [f"scan_input_{j}" for j in range(scanned)]
+        outputs = [(f"final_state_{k}" if k < states else f"scan_output_{k - states}") if t else ""
+                   for k, t in enumerate(proto.output)]
+        self._with_body(proto, index, formal, inputs, outputs, list(proto.input), **attributes)
+
+    def _with_body(self, proto: onnx.NodeProto, index: int, formal: list, inputs: list[str], outputs: list[str],
+                   onnx_inputs: list[str], **attributes) -> None:
+        """Adds Loop/Scan ``proto`` whose body becomes a graph of its own: ``formal`` (connector, type) for the
+        body's own inputs, then the outer tensors it reads (passed to the node after ``inputs``, connectors
+        ``outer_<k>``, or copied in when small and known)."""
+        body = next(a.g for a in proto.attribute if a.name == "body")
         reads = [n for n in _outer_names(body) if n in self.tensors]
         passed = [n for n in reads if not self._copyable(n)]
         graph = self._branch(body, passed, reads, f"{_node_name(proto, index)}_body",
                              [(value.name, connector, ttype) for value, (connector, ttype) in zip(body.input, formal)])
         spec = lookup_op(proto.domain, proto.op_type, self.opsets.get(proto.domain, 1))
-        inputs = [f"initial_state_{k}" for k in range(states)] + [f"scan_input_{j}" for j in range(scanned)] + [
-            f"outer_{k}" for k in range(len(passed))]
-        outputs = [(f"final_state_{k}" if k < states else f"scan_output_{k - states}") if t else ""
-                   for k, t in enumerate(proto.output)]
-        node = spec.node_class(_node_name(proto, index), inputs=inputs, outputs=outputs,
-                               opset=self.opsets.get("", 1), body=serialise_branch(graph), **attributes)
-        self._add(node, list(proto.input) + passed, list(proto.output))
+        node = spec.node_class(_node_name(proto, index), inputs=inputs + [f"outer_{k}" for k in range(len(passed))],
+                               outputs=outputs, opset=self.opsets.get("", 1), body=serialise_branch(graph),
+                               **attributes)
+        self._add(node, onnx_inputs + passed, list(proto.output))
 
     def _copyable(self, onnx_name: str) -> bool:
         """Whether a branch gets an outer tensor as a copy of its value: small known values (shape arithmetic,
