@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 
 from sdflow.codegen.runtime import Outputs, bind_inputs
-from sdflow.frontends.onnx import unsupported_node_indices, value_info_type
-from sdflow.ir import CompileError, TensorType
+from sdflow.frontends.onnx import node_reads, unsupported_node_indices, value_info_type
+from sdflow.ir import CompileError, InputError, TensorType
 
 __all__ = ["FallbackModel", "split_model"]
 
@@ -48,8 +48,9 @@ def split_model(model: onnx.ModelProto) -> tuple[list[Part], list[str]]:
     parts = []
     for position, (alone, nodes) in enumerate(groups):
         produced = {name for node in nodes for name in node.output if name}
-        used = list(dict.fromkeys(name for node in nodes for name in node.input if name))
-        later = {name for _, other in groups[position + 1:] for node in other for name in node.input}
+        # (a node's subgraphs read values of the enclosing scope too: an If branch, a Loop body)
+        used = list(dict.fromkeys(name for node in nodes for name in node_reads(node)))
+        later = {name for _, other in groups[position + 1:] for node in other for name in node_reads(node)}
         inputs = [name for name in used if name not in produced and name not in initializers]
         outputs = [name for node in nodes for name in node.output if name and (name in later or name in graph_outputs)]
         missing = [name for name in inputs + outputs if name not in types]
@@ -77,7 +78,18 @@ class FallbackModel:
         self.output_names = [o.name for o in model.graph.output]
         self.parts = [part for part in self.parts if part.outputs]  # a part whose results nobody reads
         for part in self.parts:
-            part.runner = ort_session(part.model, threads=None) if part.fallback else compile_part(part.model)
+            if not part.fallback:
+                part.runner = compile_part(part.model)
+                continue
+            try:
+                part.runner = ort_session(part.model, threads=None)
+            except Exception as error:  # ONNX Runtime's own exception types
+                raise CompileError(f"fallback: ONNX Runtime cannot run {self._names(part)}: "
+                                   f"{' '.join(str(error).split())[:300]}") from None
+
+    @staticmethod
+    def _names(part: Part) -> str:
+        return ", ".join(f"{n.name or n.op_type} ({n.op_type})" for n in part.nodes)
 
     @property
     def input_types(self) -> dict[str, TensorType]:
@@ -96,7 +108,11 @@ class FallbackModel:
         for part in self.parts:
             feeds = {name: np.asarray(values[name]) for name in part.inputs}
             if part.fallback:
-                results = part.runner.run(part.outputs, feeds)
+                try:
+                    results = part.runner.run(part.outputs, feeds)
+                except Exception as error:  # ONNX Runtime's own exception types
+                    raise InputError(f"fallback: ONNX Runtime failed in {self._names(part)}: "
+                                     f"{' '.join(str(error).split())[:300]}") from None
             else:
                 results = part.runner(**feeds)
                 results = [results[name] for name in part.outputs]

@@ -56,3 +56,28 @@ def test_cli_names_the_fallback_nodes(model, tmp_path, capsys):
     assert cli_main(["inspect", str(path)]) == 0
     assert "with --fallback reference, ONNX Runtime runs these 1 node(s)" in capsys.readouterr().out
     assert cli_main(["run", str(path), "--fallback", "reference", "--random", "--dim", "n=3", "--compare-ort"]) == 0
+
+
+def test_an_unsupported_op_inside_a_branch_falls_back_with_its_outer_values(helpers, rng):
+    """Det inside an If branch: the If node runs in ONNX Runtime, fed the outer tensors its branches read (r, which
+    is not one of the node's inputs), between two compiled parts."""
+    square = helper.make_tensor_value_info
+    then = helper.make_graph([helper.make_node("Det", ["r"], ["det"], name="determinant")], "then", [],
+                             [square("det", 1, ["n"])])
+    other = helper.make_graph([helper.make_node("ReduceSum", ["r", "axes"], ["total"], keepdims=0)], "else", [],
+                              [square("total", 1, ["n"])])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Reshape", ["m", "square"], ["r"]),
+             helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("Greater", ["s", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["d"], then_branch=then, else_branch=other, name="branch"),
+             helper.make_node("Relu", ["d"], ["y"])]
+    model = helpers.make_model(nodes, [("x", F, ["n", 4])], [("y", F, ["n"])],
+                               {"w": rng.standard_normal((4, 4)).astype(F), "square": np.array([-1, 2, 2], np.int64),
+                                "zero": np.array(0, F), "axes": np.array([1, 2], np.int64)})
+    with pytest.raises(sdflow.UnsupportedOpError, match="Det.*determinant"):
+        sdflow.compile(model)
+    compiled = sdflow.compile(model, fallback="reference")
+    assert compiled.fallback_nodes == ["branch (ai.onnx::If)"]
+    for sign in (1, -1):
+        x = (rng.standard_normal((3, 4)) + 2 * sign).astype(F)
+        (expected, ) = run_onnxruntime(model, {"x": x}).values()
+        np.testing.assert_allclose(compiled(x)[0], expected, rtol=1e-5, atol=1e-6)

@@ -17,7 +17,7 @@ from .decompose import decompose, decomposes
 from .loader import load_model
 
 __all__ = ["import_model", "unsupported_nodes", "unsupported_node_indices", "unsupported_element_types",
-           "value_info_type"]
+           "value_info_type", "node_reads"]
 
 _VARIADIC = onnx.defs.OpSchema.FormalParameterOption.Variadic
 _COPIED_ELEMENTS = 64  # outer values up to this size are copied into an If branch instead of passed
@@ -115,6 +115,11 @@ def unsupported_nodes(model: onnx.ModelProto) -> dict[tuple[str, str, int], list
             missing.setdefault((unsupported.domain, unsupported.op_type, opsets.get(unsupported.domain, 1)),
                                []).append(name)
     return missing
+
+
+def node_reads(node: onnx.NodeProto) -> list[str]:
+    """Every tensor ``node`` reads: its inputs, and the enclosing scope's values its subgraphs read."""
+    return list(dict.fromkeys([n for n in node.input if n] + [n for g in _subgraphs(node) for n in _outer_names(g)]))
 
 
 def _outer_names(graph: onnx.GraphProto) -> list[str]:
