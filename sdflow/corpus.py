@@ -1,7 +1,7 @@
 """The model corpus: architectures nobody tuned sdflow for, built offline by the project's own code, each compiled
 by sdflow and compared with ONNX Runtime.
 
-    sdflow corpus [-k PATTERN] [--list] [--markdown docs/models.md] [--json FILE [--resume]] [--timeout S]
+    sdflow corpus [-k PATTERN] [--list] [--levels O0,O1,O2] [--markdown docs/models.md] [--json FILE [--resume]]
 
 Entries (``source/name``):
 - ``light/*``: ONNX's own light model-zoo graphs (opset 8-9 CNNs) with random weights materialised for their
@@ -585,12 +585,12 @@ def _feeds(model, rng) -> dict[str, np.ndarray]:
     return feeds
 
 
-def run_entry(name: str, passes: str = "O2") -> CorpusResult:
-    """Builds, compiles and runs one entry against ONNX Runtime (in this process)."""
+def run_entry(name: str, levels: tuple[str, ...] = ("O2", )) -> CorpusResult:
+    """Builds one entry, compiles it at every pipeline of ``levels`` and compares each with ONNX Runtime (in this
+    process); the first level that fails gives the result, the last one is timed."""
     import onnx
-    import sdflow
     from sdflow.frontends.onnx.loader import default_opset
-    from sdflow.ort import compare_outputs, median_seconds, ort_session
+    from sdflow.ort import median_seconds, ort_session
     try:
         path = build(name)
     except Exception as error:  # the exporters raise anything; the corpus records it
@@ -600,27 +600,40 @@ def run_entry(name: str, passes: str = "O2") -> CorpusResult:
     feeds = _feeds(model, np.random.default_rng(0))
     session = ort_session(str(path), 2)
     reference = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
-    start = time.perf_counter()
-    try:
-        compiled = sdflow.compile(str(path), passes=passes)
-    except sdflow.UnsupportedOpError as error:
-        return dataclasses.replace(result, status="unsupported", detail=_first_line(error))
-    except sdflow.SdflowError as error:
-        return dataclasses.replace(result, status="compile error", detail=_first_line(error))
-    result.compile_s = round(time.perf_counter() - start, 1)
-    try:
-        outputs = compiled(**feeds).as_dict()
-    except sdflow.SdflowError as error:
-        return dataclasses.replace(result, status="runtime error", detail=_first_line(error))
-    comparisons = compare_outputs(outputs, reference, _tolerance(name))
-    result.max_error = max(c.max_abs_error for c in comparisons)
-    result.magnitude = max(c.reference_magnitude for c in comparisons)
-    if not all(c.ok for c in comparisons):
-        return dataclasses.replace(result, status="wrong result", detail="; ".join(str(c) for c in comparisons))
+    for level in levels:
+        compiled, failed = _checked(name, path, level, feeds, reference, result)
+        if failed is not None:
+            prefix = f"[{level}] " if len(levels) > 1 else ""
+            return dataclasses.replace(failed, detail=prefix + failed.detail)
     result.sdflow_ms = round(1e3 * median_seconds(lambda: compiled(**feeds), repeats=10), 3)
     time.sleep(0.2)  # ONNX Runtime's spinning threads are not to steal from the next measurement
     result.onnxruntime_ms = round(1e3 * median_seconds(lambda: session.run(None, feeds), repeats=10), 3)
     return result
+
+
+def _checked(name: str, path, passes: str, feeds: dict, reference: dict, result: CorpusResult):
+    """(the model compiled with ``passes``, None) when its outputs match ``reference`` (``result`` gets the
+    compile time and errors), else (None, the failed result)."""
+    import sdflow
+    from sdflow.ort import compare_outputs
+    start = time.perf_counter()
+    try:
+        compiled = sdflow.compile(str(path), passes=passes)
+    except sdflow.UnsupportedOpError as error:
+        return None, dataclasses.replace(result, status="unsupported", detail=_first_line(error))
+    except sdflow.SdflowError as error:
+        return None, dataclasses.replace(result, status="compile error", detail=_first_line(error))
+    result.compile_s = round(time.perf_counter() - start, 1)
+    try:
+        outputs = compiled(**feeds).as_dict()
+    except sdflow.SdflowError as error:
+        return None, dataclasses.replace(result, status="runtime error", detail=_first_line(error))
+    comparisons = compare_outputs(outputs, reference, _tolerance(name))
+    result.max_error = max(result.max_error, max(c.max_abs_error for c in comparisons))
+    result.magnitude = max(c.reference_magnitude for c in comparisons)
+    if not all(c.ok for c in comparisons):
+        return None, dataclasses.replace(result, status="wrong result", detail="; ".join(str(c) for c in comparisons))
+    return compiled, None
 
 
 def _tolerance(name: str) -> float:
@@ -635,13 +648,14 @@ def _first_line(error, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def run_corpus(names: list[str], timeout: float = 900.0, progress=None) -> list[CorpusResult]:
+def run_corpus(names: list[str], timeout: float = 900.0, progress=None, levels=("O2", )) -> list[CorpusResult]:
     """Each entry in its own process; a crash, a hang or a stray exception is recorded as that entry's failure."""
     results = []
     for index, name in enumerate(names):
         with tempfile.TemporaryDirectory() as folder:
             out = pathlib.Path(folder) / "result.json"
-            command = [sys.executable, "-m", "sdflow.corpus", "--one", name, "--result", str(out)]
+            command = [sys.executable, "-m", "sdflow.corpus", "--one", name, "--result", str(out), "--levels",
+                       ",".join(levels)]
             try:
                 finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -688,6 +702,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", type=pathlib.Path, help="write the table here (docs/models.md)")
     parser.add_argument("--json", type=pathlib.Path, help="write every result here")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per model (default 900)")
+    parser.add_argument("--levels", default="O2",
+                        help="pipelines to compile every model at, each compared with ONNX Runtime; the last is timed "
+                             "(a differential run: --levels O0,O1,O2)")
     parser.add_argument("--note", default="", help="a paragraph for the table's header (how the run was made)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the results already in --json and run only the entries it lacks")
@@ -702,7 +719,8 @@ def run(args) -> int:
     if args.list:
         print("\n".join(names))
         return 0
-    command = "sdflow corpus" + (f" -k '{args.pattern}'" if args.pattern else "") + f" --markdown {args.markdown}"
+    command = "sdflow corpus" + (f" -k '{args.pattern}'" if args.pattern else "") + (
+        f" --levels {args.levels}" if args.levels != "O2" else "") + f" --markdown {args.markdown}"
     done: list[CorpusResult] = []
     if args.resume:
         if not args.json:
@@ -727,7 +745,7 @@ def run(args) -> int:
         done.append(result)
         write()
 
-    run_corpus(names, args.timeout, progress=progress)
+    run_corpus(names, args.timeout, progress=progress, levels=tuple(args.levels.split(",")))
     write()
     results = done
     passed = sum(r.status == "pass" for r in results)
@@ -739,8 +757,9 @@ def _main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--one", required=True)
     parser.add_argument("--result", type=pathlib.Path, required=True)
+    parser.add_argument("--levels", default="O2")
     args = parser.parse_args()
-    args.result.write_text(json.dumps(dataclasses.asdict(run_entry(args.one))))
+    args.result.write_text(json.dumps(dataclasses.asdict(run_entry(args.one, tuple(args.levels.split(","))))))
 
 
 if __name__ == "__main__":
