@@ -648,8 +648,12 @@ def _first_line(error, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def run_corpus(names: list[str], timeout: float = 900.0, progress=None, levels=("O2", )) -> list[CorpusResult]:
-    """Each entry in its own process; a crash, a hang or a stray exception is recorded as that entry's failure."""
+def run_corpus(names: list[str], timeout: float = 900.0, progress=None, levels=("O2", ),
+               memory_reuse: bool = True) -> list[CorpusResult]:
+    """Each entry in its own process; a crash, a hang or a stray exception is recorded as that entry's failure.
+    ``memory_reuse=False``: every tensor its own buffer (the memory plan's debugging switch, part of the build
+    key), for differential runs."""
+    environment = dict(os.environ, **({} if memory_reuse else {"SDFLOW_MEMORY_REUSE": "0"}))
     results = []
     for index, name in enumerate(names):
         with tempfile.TemporaryDirectory() as folder:
@@ -657,7 +661,7 @@ def run_corpus(names: list[str], timeout: float = 900.0, progress=None, levels=(
             command = [sys.executable, "-m", "sdflow.corpus", "--one", name, "--result", str(out), "--levels",
                        ",".join(levels)]
             try:
-                finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+                finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
             except subprocess.TimeoutExpired:
                 result = CorpusResult(name, "crashed", f"timed out after {timeout:.0f} s")
             else:
@@ -705,6 +709,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--levels", default="O2",
                         help="pipelines to compile every model at, each compared with ONNX Runtime; the last is timed "
                              "(a differential run: --levels O0,O1,O2)")
+    parser.add_argument("--no-memory-reuse", action="store_true",
+                        help="every tensor its own buffer (differential runs against the memory plan)")
     parser.add_argument("--note", default="", help="a paragraph for the table's header (how the run was made)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the results already in --json and run only the entries it lacks")
@@ -720,7 +726,8 @@ def run(args) -> int:
         print("\n".join(names))
         return 0
     command = "sdflow corpus" + (f" -k '{args.pattern}'" if args.pattern else "") + (
-        f" --levels {args.levels}" if args.levels != "O2" else "") + f" --markdown {args.markdown}"
+        f" --levels {args.levels}" if args.levels != "O2" else "") + (
+        " --no-memory-reuse" if args.no_memory_reuse else "") + f" --markdown {args.markdown}"
     done: list[CorpusResult] = []
     if args.resume:
         if not args.json:
@@ -745,7 +752,8 @@ def run(args) -> int:
         done.append(result)
         write()
 
-    run_corpus(names, args.timeout, progress=progress, levels=tuple(args.levels.split(",")))
+    run_corpus(names, args.timeout, progress=progress, levels=tuple(args.levels.split(",")),
+               memory_reuse=not args.no_memory_reuse)
     write()
     results = done
     passed = sum(r.status == "pass" for r in results)
