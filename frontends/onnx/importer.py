@@ -7,7 +7,8 @@ import onnx
 
 import sympy
 
-from sdflow.ir import Graph, ModelLoadError, TensorType, UnsupportedOpError, infer_node, lookup_op
+from sdflow.ir import (Graph, ModelLoadError, ShapeInferenceError, TensorType, UnsupportedOpError, infer_node,
+                       lookup_op)
 from sdflow.ir.ops import normalize_axis
 from sdflow.ir.nodes import attribute_value
 from sdflow.ir.ops.control import BRANCHES, serialise_branch
@@ -205,7 +206,12 @@ class _Importer:
         def rank_of(onnx_name: str) -> int:
             return self.graph.tensor_type(self.tensors[onnx_name]).rank
 
-        for k, part in enumerate(decompose(proto, fresh, rank_of, self.opsets.get("", 1))):
+        try:
+            parts = decompose(proto, fresh, rank_of, self.opsets.get("", 1))
+        except ShapeInferenceError as error:
+            raise ShapeInferenceError(f"node {name!r} ({proto.domain or 'ai.onnx'}::{proto.op_type}): {error}") \
+                from None
+        for k, part in enumerate(parts):
             part.name = f"{name}/{part.op_type}_{k}"
             if _is_constant_node(part):
                 self._constant(part.output[0], _constant_value(part))

@@ -157,3 +157,18 @@ def test_onnxruntime_static_quantization_runs_natively(tmp_path):
                                                      if i.name == f"{name}_scale")))
             assert np.abs(value - expected[name]).max() <= scale * 1.001, name  # at most one step apart
             assert np.abs(expected[name]).max() > 10 * scale
+
+
+def test_a_qlinear_softmax_of_the_old_flattening_form_is_refused_naming_the_node(helpers):
+    """QLinearSoftmax with opset 11 semantics over a middle axis (softmax over the flattened trailing dims) is not
+    the Softmax-13 sdflow rewrites it into: refused, not approximated."""
+    node = helper.make_node("QLinearSoftmax", ["x", "scale", "zero", "scale", "zero"], ["y"], domain="com.microsoft",
+                            axis=1, opset=11, name="old_softmax")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [2, 3, 4])],
+                              [numpy_helper.from_array(np.array(0.1, np.float32), "scale"),
+                               numpy_helper.from_array(np.array(128, np.uint8), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    with pytest.raises(sdflow.ShapeInferenceError, match="old_softmax.*QLinearSoftmax.*not supported"):
+        sdflow.load(model)
