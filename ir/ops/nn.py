@@ -106,7 +106,7 @@ class Conv(Op):
     @classmethod
     def geometry(cls, node, x_shape, w_shape):
         kernel = node.attr("kernel_shape") or list(w_shape[2:])
-        return window_geometry(node, list(x_shape[2:]), kernel)
+        return window_geometry(node, list(x_shape[2:]), kernel, max_rank=3)
 
     @classmethod
     def infer(cls, node, inputs, values):

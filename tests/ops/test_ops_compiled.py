@@ -268,6 +268,12 @@ CASES = [
     pytest.param(case("Conv", [("x", F, ["N", 4, 7, 7])], [("y", F, ["N", 4, 4, 4])],
                       {"group": 4, "pads": [1, 1, 1, 1], "strides": [2, 2]}, inits={"w": w(4, 1, 3, 3), "b": w(4)}),
                  id="Conv-depthwise"),
+    # 3-D (video): R(2+1)D's spatial (1, 3, 3) and temporal (3, 1, 1) kernels, strides, dilation, groups.
+    pytest.param(case("Conv", [("x", F, ["N", 3, 5, 8, 8])], [("y", F, ["N", 6, 5, 8, 8])],
+                      {"pads": [0, 1, 1, 0, 1, 1]}, inits={"w": w(6, 3, 1, 3, 3), "b": w(6)}), id="Conv3d-spatial"),
+    pytest.param(case("Conv", [("x", F, ["N", 4, 6, 5, 7])], [("y", F, ["N", 4, 3, 5, 4])],
+                      {"strides": [2, 1, 2], "dilations": [1, 2, 1], "pads": [1, 2, 0, 1, 2, 1], "group": 2},
+                      inits={"w": w(4, 2, 3, 3, 2)}), id="Conv3d-strided-dilated-grouped"),
     # Window taps that fall wholly in the padding (pads wider than the image), a channel multiplier of 2,
     # dilation and uneven pads: the depthwise and im2col loops skip out-of-image columns by range, not by test.
     pytest.param(case("Conv", [("x", F, ["N", 4, 3, 4])], [("y", F, ["N", 8, 3, 4])],
