@@ -21,14 +21,16 @@ __all__ = ["hoist_branch_constants"]
 
 
 def hoist_branch_constants(graph: Graph) -> None:
-    """Every constant of an If branch or a Loop body becomes a constant of ``graph`` read by the node through a
-    connector of its own (``<subgraph>_w<k>``), and an input of the subgraph named after that connector."""
+    """Every constant of an If branch or a Loop/Scan body (nested ones' included) becomes a constant of ``graph``
+    read by the node through a connector of its own (``<subgraph>_w<k>``), and an input of the subgraph named after
+    that connector."""
     state = graph.state
     for node in graph.op_nodes():
         if node.domain_name or node.op_type not in SUBGRAPHS:
             continue
         for branch in SUBGRAPHS[node.op_type]:
             inner = branch_graph(node, branch)
+            hoist_branch_constants(inner)  # a nested If/Loop's constants first become this subgraph's
             bind_static_inputs(inner)  # shape-like inputs keep their compile-time values once constants are inputs
             for k, name in enumerate(list(inner.constants)):
                 connector = f"{branch}_w{k}"

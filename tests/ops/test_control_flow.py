@@ -97,8 +97,11 @@ def test_an_unsupported_op_inside_a_branch_is_named(helpers, rng):
 
 
 def test_nested_if(helpers, rng):
-    """An If inside a branch reads a value of the outermost scope (x) and one of its own branch's (t)."""
-    inner_then = _branch("inner_then", [helper.make_node("Add", ["x", "t"], ["a"])], "a")
+    """An If inside a branch reads a value of the outermost scope (x) and one of its own branch's (t); its weight
+    is hoisted through both levels."""
+    inner_then = _branch("inner_then", [helper.make_node("Add", ["x", "t"], ["a0"]),  # a weight of its own too
+                                        helper.make_node("Mul", ["a0", "scale"], ["a"])], "a",
+                         initializers=[helper.make_tensor("scale", TensorProto.FLOAT, [8], list(range(8)))])
     inner_else = _branch("inner_else", [helper.make_node("Sub", ["x", "t"], ["b"])], "b")
     then = _branch("then", [helper.make_node("Relu", ["x"], ["t"]),
                             helper.make_node("If", ["c2"], ["inner"], then_branch=inner_then,
