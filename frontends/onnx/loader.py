@@ -57,6 +57,17 @@ def _fill_output_shapes(proto: onnx.ModelProto) -> bool:
     return True
 
 
+def _initializers_as_constants(proto: onnx.ModelProto) -> bool:
+    """Before IR version 4 every initializer had to be a graph input; files that leave some out (ONNX Runtime's own
+    sample ``mul_1.onnx``) run in ONNX Runtime, which reads them as constants, as IR 4 defines them. Such a model
+    is read as IR 4. Returns whether it was."""
+    inputs = {i.name for i in proto.graph.input}
+    if proto.ir_version >= 4 or all(i.name in inputs for i in proto.graph.initializer):
+        return False
+    proto.ir_version = 4
+    return True
+
+
 def load_model(model) -> onnx.ModelProto:
     """A checked, opset-upgraded, shape-inferred copy of ``model``."""
     proto, where, path = _read(model)
@@ -65,7 +76,7 @@ def load_model(model) -> onnx.ModelProto:
     try:
         # From a path, the checker resolves external data files next to the model; afterwards the loaded
         # weights are embedded so that every later step works on the in-memory model alone.
-        if _fill_output_shapes(proto):
+        if _fill_output_shapes(proto) | _initializers_as_constants(proto):
             onnx.external_data_helper.convert_model_from_external_data(proto)
             path = None
         onnx.checker.check_model(str(path) if path is not None else proto)

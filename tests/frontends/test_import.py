@@ -92,3 +92,20 @@ def test_node_defaults_follow_the_models_opset(helpers, opset):
                                opset=opset)
     node = import_model(model).op_nodes()[0]
     assert node.attr("axis") == -1 and node.opset == opset
+
+
+def test_an_old_ir_file_whose_initializers_are_not_inputs_loads_as_onnx_runtime_reads_it():
+    """ONNX Runtime's own sample mul_1.onnx (IR 3) keeps its weight W out of the graph inputs, which IR 3 forbids
+    and the checker refuses; ONNX Runtime reads W as a constant, and so does sdflow (IR 4's meaning)."""
+    import pathlib
+
+    import onnxruntime
+    import sdflow
+    path = pathlib.Path(onnxruntime.__file__).parent / "datasets" / "mul_1.onnx"
+    model = onnx.load(str(path))
+    assert model.ir_version < 4 and "W" not in {i.name for i in model.graph.input}
+    graph = import_model(str(path))
+    assert [graph.onnx_name(t) for t in graph.inputs] == ["X"] and len(graph.constants) == 1  # W, a constant
+    x = np.arange(6, dtype=F).reshape(3, 2)
+    expected = onnxruntime.InferenceSession(str(path)).run(None, {"X": x})[0]
+    np.testing.assert_allclose(sdflow.compile(str(path))(x)[0], expected)
