@@ -21,9 +21,10 @@ from . import threads
 MEMORY_REUSE_SWITCH = "SDFLOW_MEMORY_REUSE"  # buffers are planned after expansion, so the hash cannot see it
 EXPANSION_SWITCHES = ("SDFLOW_DEPTHWISE_ROWS", MEMORY_REUSE_SWITCH)
 
-__all__ = ["cache_root", "build_key", "codegen_digest", "exclusive_build", "is_complete", "CACHE_ENV"]
+__all__ = ["cache_root", "build_key", "codegen_digest", "exclusive_build", "is_complete", "CACHE_ENV", "KERNELS_DIR"]
 
 CACHE_ENV = "SDFLOW_CACHE_DIR"
+KERNELS_DIR = pathlib.Path(__file__).parent / "kernels"  # C++ headers, each with tests/codegen/kernels/<name>_test.cpp
 _COMPLETE = "sdflow-complete.json"
 
 
@@ -42,7 +43,7 @@ def codegen_digest() -> str:
     edited after the import would otherwise key the old code's builds by the new sources)."""
     digest = hashlib.sha256()
     for root in (pathlib.Path(__file__).parent, pathlib.Path(ir.__file__).parent):
-        for path in sorted(root.rglob("*.py")):
+        for path in sorted(list(root.rglob("*.py")) + list(root.rglob("*.h"))):  # (the kernels' headers too)
             digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -55,6 +56,7 @@ def cpu_args() -> str:
     flags = [f for f in dace.Config.get("compiler", "cpu", "args").split() if f != "-freciprocal-math"]
     if "-march=native" in flags and _compiler_accepts("-mno-avx512fp16"):
         flags.append("-mno-avx512fp16")
+    flags.append(f"-I{KERNELS_DIR}")  # the kernel headers generated code includes (codegen/kernels)
     return " ".join(flags)
 
 

@@ -568,7 +568,7 @@ def conv(ctx: Ctx):
     if ctx.desc(x).dtype.ctype != "float":
         raise CompileError(f"Conv {ctx.node.label!r}: only float32 is supported")
     if len(ctx.shape(x)) == 5:
-        return ctx.tasklet(_conv3d_code(ctx, x, w, b, y))
+        return ctx.tasklet(_conv3d_call(ctx, x, w, b, y), includes='#include "conv3d.h"')
     packed = packed_input(ctx)
     # The direct kernel reads the packed copy only.
     return ctx.tasklet(conv_code(ctx.node, ctx.shape(x), ctx.shape(w), ctx.ptr(x), ctx.ptr(w), ctx.ptr(y),
@@ -576,44 +576,15 @@ def conv(ctx: Ctx):
                        includes=conv_includes(packed), unread=(w,) if packed else ())
 
 
-def _conv3d_code(ctx: Ctx, x: str, w: str, b: str | None, y: str) -> str:
-    """A 3-D convolution (video models) as plain loops: one output plane (sample, output channel) per OpenMP task,
-    each output summing its group's channels over the window; no packed or BLAS form yet."""
+def _conv3d_call(ctx: Ctx, x: str, w: str, b: str | None, y: str) -> str:
+    """A 3-D convolution (video models): one call of ``sdflow_kernels::conv3d`` (codegen/kernels/conv3d.h)."""
     x_shape, w_shape = ctx.shape(x), ctx.shape(w)
     geo = Conv.geometry(ctx.node, x_shape, w_shape)
-    values = {**_window_values(x_shape, geo), "N": x_shape[0], "C": x_shape[1], "M": w_shape[0],
-              "G": ctx.node.attr("group", 1)}
-    return _constants(values) + f"""
-const int64_t CG_ = C_ / G_, MG_ = M_ / G_, KK_ = KD_ * KH_ * KW_;
-const float* X_ = {ctx.ptr(x)}; const float* Wt_ = {ctx.ptr(w)}; float* Y_ = {ctx.ptr(y)};
-#pragma omp parallel for collapse(2) schedule(dynamic)
-for (int64_t n_ = 0; n_ < N_; ++n_)
-  for (int64_t m_ = 0; m_ < M_; ++m_) {{
-    const int64_t c0_ = (m_ / MG_) * CG_;
-    float* out_ = Y_ + (n_ * M_ + m_) * OD_ * OH_ * OW_;
-    for (int64_t od_ = 0; od_ < OD_; ++od_) for (int64_t oh_ = 0; oh_ < OH_; ++oh_) for (int64_t ow_ = 0; ow_ < OW_; ++ow_) {{
-      float acc_ = {f"{ctx.ptr(b)}[m_]" if b else "0.0f"};
-      for (int64_t c_ = 0; c_ < CG_; ++c_) {{
-        const float* in_ = X_ + (n_ * C_ + c0_ + c_) * D_ * H_ * W_;
-        const float* k_ = Wt_ + (m_ * CG_ + c_) * KK_;
-        for (int64_t kd_ = 0; kd_ < KD_; ++kd_) {{
-          const int64_t id_ = od_ * SD_ + kd_ * DD_ - PD_;
-          if (id_ < 0 || id_ >= D_) continue;
-          for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {{
-            const int64_t ih_ = oh_ * SH_ + kh_ * DH_ - PH_;
-            if (ih_ < 0 || ih_ >= H_) continue;
-            for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {{
-              const int64_t iw_ = ow_ * SW_ + kw_ * DW_ - PW_;
-              if (iw_ < 0 || iw_ >= W_) continue;
-              acc_ += in_[(id_ * H_ + ih_) * W_ + iw_] * k_[(kd_ * KH_ + kh_) * KW_ + kw_];
-            }}
-          }}
-        }}
-      }}
-      out_[(od_ * OH_ + oh_) * OW_ + ow_] = acc_;
-    }}
-  }}
-"""
+    fields = [*x_shape, w_shape[0], ctx.node.attr("group", 1), *geo.kernel, *geo.strides, *geo.dilations,
+              *geo.pads_begin, *geo.out]
+    geometry = ", ".join(f"(int64_t)({cexpr(v)})" for v in fields)
+    bias = ctx.ptr(b) if b else "nullptr"
+    return f"sdflow_kernels::conv3d({ctx.ptr(x)}, {ctx.ptr(w)}, {bias}, {ctx.ptr(y)}, {{{geometry}}});"
 
 
 def _window_values(x_shape, geo) -> dict:
