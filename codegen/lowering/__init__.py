@@ -16,7 +16,8 @@ from . import (attention, control, einsum, elementwise, fused, linalg, loss, mov
                recurrent, reduction, remap, sampling)  # (register the expansions)
 from .control import hoist_branch_constants
 
-__all__ = ["lower", "weight_value", "expand", "hoist_branch_constants", "expand_op_nodes", "bind_static_inputs", "nested_label", "becomes_view"]
+__all__ = ["lower", "weight_value", "expand", "hoist_branch_constants", "expand_op_nodes", "bind_static_inputs",
+           "nested_label", "becomes_view"]
 
 
 def lower(graph: Graph) -> tuple[dace.SDFG, dict[str, np.ndarray]]:

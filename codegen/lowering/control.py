@@ -94,7 +94,8 @@ def _copy(state: dace.SDFGState, sdfg: dace.SDFG, source: str, target: str, subs
           source_subset: str | None = None) -> dace.nodes.AccessNode:
     """``target`` (or its ``subset``) = ``source`` (or its ``source_subset``); returns the written access node."""
     if subset is not None:
-        memlet = dace.Memlet(data=target, subset=subset, other_subset=dace.subsets.Range.from_array(sdfg.arrays[source]))
+        memlet = dace.Memlet(data=target, subset=subset,
+                             other_subset=dace.subsets.Range.from_array(sdfg.arrays[source]))
     elif source_subset is not None:
         memlet = dace.Memlet(data=source, subset=source_subset,
                              other_subset=dace.subsets.Range.from_array(sdfg.arrays[target]))

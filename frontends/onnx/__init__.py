@@ -4,5 +4,5 @@ from .importer import (import_model, node_reads, unsupported_element_types, unsu
 from .loader import default_opset, load_model
 from .value_inputs import value_dependent_inputs
 
-__all__ = ["import_model", "node_reads", "unsupported_nodes", "unsupported_node_indices", "unsupported_element_types", "value_info_type",
-           "load_model", "default_opset", "value_dependent_inputs"]
+__all__ = ["import_model", "node_reads", "unsupported_nodes", "unsupported_node_indices", "unsupported_element_types",
+           "value_info_type", "load_model", "default_opset", "value_dependent_inputs"]

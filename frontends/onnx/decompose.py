@@ -6,7 +6,8 @@ y_scale`` (per output channel where the weight's scale is), rounded half to even
 of scale 1 and the output's zero point: MLAS requantizes the same way, so their integers are exact.
 com.microsoft's QLinearAdd, QLinearMul, QLinearGlobalAveragePool and QLinearSoftmax (what ONNX Runtime's static
 quantizer writes in its QOperator layout) become the float arithmetic they stand for on ``(x - x_zero) * x_scale``,
-divided by ``y_scale`` and requantized the same way; MLAS's vector code may round a value halfway between two steps the other way.
+divided by ``y_scale`` and requantized the same way; MLAS's vector code may round a value halfway between two
+steps the other way.
 """
 from __future__ import annotations
 
