@@ -523,6 +523,12 @@ def _export_torch(maker, setting, path: pathlib.Path) -> None:
     # nn.MultiheadAttention's inference fast path (torchvision's ViT) has no ONNX export; the exporters need the
     # plain ops it stands for.
     torch.backends.mha.set_fastpath_enabled(False)
+    if setting != "dynamo" and setting < 14:
+        # scaled_dot_product_attention exports from opset 14 on: older files carry the eager attention (explicit
+        # MatMul, Softmax), which Hugging Face models switch to by their config.
+        for module in model.modules():
+            if hasattr(getattr(module, "config", None), "_attn_implementation"):
+                module.config._attn_implementation = "eager"
     with torch.no_grad():
         if setting == "dynamo":
             dims = {dim: torch.export.Dim(dim, min=1, max=64) for n in names for dim in dynamic[n].values()}
