@@ -84,7 +84,9 @@ def load_model(model) -> onnx.ModelProto:
     except onnx.checker.ValidationError as error:
         message = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
         raise ModelLoadError(f"{where}: the model fails the ONNX checker: {message}") from None
-    if default_opset(proto) < MIN_OPSET:
+    # (a model of other domains only, e.g. ai.onnx.ml, has no default-domain op to convert: its ops are listed as
+    # unsupported instead of failing here)
+    if default_opset(proto) < MIN_OPSET and any(n.domain in ("", "ai.onnx") for n in proto.graph.node):
         try:
             proto = onnx.version_converter.convert_version(proto, MIN_OPSET)
         except Exception as error:  # the converter raises bare RuntimeError/IndexError

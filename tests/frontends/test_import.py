@@ -109,3 +109,16 @@ def test_an_old_ir_file_whose_initializers_are_not_inputs_loads_as_onnx_runtime_
     x = np.arange(6, dtype=F).reshape(3, 2)
     expected = onnxruntime.InferenceSession(str(path)).run(None, {"X": x})[0]
     np.testing.assert_allclose(sdflow.compile(str(path))(x)[0], expected)
+
+
+def test_a_model_of_ml_ops_only_names_them_all():
+    """ONNX Runtime's sample logreg_iris.onnx holds only ai.onnx.ml ops (opset 1, no default domain): there is
+    nothing to convert to opset 13, so the import lists its three unsupported ops instead of failing in the
+    converter."""
+    import pathlib
+
+    import onnxruntime
+    import sdflow
+    path = pathlib.Path(onnxruntime.__file__).parent / "datasets" / "logreg_iris.onnx"
+    with pytest.raises(sdflow.UnsupportedOpError, match="LinearClassifier.*Normalizer.*ZipMap"):
+        import_model(str(path))
