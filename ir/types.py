@@ -98,5 +98,10 @@ class TensorType:
     def is_static(self) -> bool:
         return all(isinstance(d, int) for d in self.shape)
 
+    def matches(self, other: "TensorType") -> bool:
+        """Same element type and the same shape, symbolic dims compared as expressions (``2*n`` is ``n + n``)."""
+        return self.dtype == other.dtype and self.rank == other.rank and all(
+            a == b or sympy.simplify(sympy.sympify(a) - sympy.sympify(b)) == 0 for a, b in zip(self.shape, other.shape))
+
     def __str__(self) -> str:
         return f"{dtype_name(self.dtype)}[{','.join(dim_str(d) for d in self.shape)}]"

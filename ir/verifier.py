@@ -1,7 +1,6 @@
 """The IR verifier: structural invariants, re-inferred types, and DaCe's own SDFG validation."""
 from __future__ import annotations
 
-import sympy
 from dace import data as dace_data
 from dace.sdfg import nodes as dnodes
 from dace.sdfg.utils import dfs_topological_sort as topological_nodes
@@ -68,10 +67,7 @@ def _check_node(graph: Graph, node: OpNode, values) -> None:
         if tensor is None:
             continue
         actual = graph.tensor_type(tensor)
-        same_shape = actual.rank == ttype.rank and all(
-            a == b or sympy.simplify(sympy.sympify(a) - sympy.sympify(b)) == 0
-            for a, b in zip(actual.shape, ttype.shape))
-        if actual.dtype != ttype.dtype or not same_shape:
+        if not actual.matches(ttype):
             raise VerificationError(f"node {node.label!r} ({node.op_type}): output {tensor!r} is {actual}, "
                                     f"but the op infers {ttype}")
 

@@ -55,14 +55,9 @@ def _check_inputs(node, graph: Graph, inputs, what: str, own=()) -> None:
         if graph.onnx_name(name) in own:
             continue
         fed = connectors.get(graph.onnx_name(name))
-        if fed is None or not _same_type(fed, graph.tensor_type(name)):
+        if fed is None or not fed.matches(graph.tensor_type(name)):
             raise ShapeInferenceError(f"{node.op_type}: {what} reads {graph.onnx_name(name)!r} as "
                                       f"{graph.tensor_type(name)}, the node gives it {fed}")
-
-
-def _same_type(a: TensorType, b: TensorType) -> bool:
-    return a.dtype == b.dtype and a.rank == b.rank and all(
-        x == y or sympy.simplify(sympy.sympify(x) - sympy.sympify(y)) == 0 for x, y in zip(a.shape, b.shape))
 
 
 @op("If", since=1)
@@ -80,7 +75,7 @@ class If(Op):
             raise ShapeInferenceError(f"If: then_branch has {len(then_types)} outputs, else_branch "
                                       f"{len(other_types)}")
         for position, (a, b) in enumerate(zip(then_types, other_types)):
-            if not _same_type(a, b):
+            if not a.matches(b):
                 raise ShapeInferenceError(f"If: output {position} is {a} in then_branch but {b} in else_branch "
                                           "(sdflow needs one type for both branches)")
         return then_types
@@ -141,7 +136,7 @@ class Loop(Op):
                                       f"per loop-carried value ({carried})")
         for k in range(carried):
             before, after = inputs[2 + k], outputs[1 + k]
-            if not _same_type(before, after):
+            if not before.matches(after):
                 raise ShapeInferenceError(f"Loop: loop-carried value {k} is {before} before the body and {after} "
                                           "after it (sdflow needs one type for every iteration)")
         scans = outputs[1 + carried:]
@@ -214,7 +209,7 @@ class Scan(Op):
         length = to_dim(lengths.pop())
         outputs = [body.tensor_type(t) for t in body.outputs]
         for k in range(states):
-            if not _same_type(own[k], outputs[k]):
+            if not own[k].matches(outputs[k]):
                 raise ShapeInferenceError(f"Scan: state {k} is {own[k]} before the body and {outputs[k]} after it")
         stacked = []
         for k, row in enumerate(outputs[states:]):
