@@ -327,6 +327,9 @@ def _length_bounds(graph: Graph) -> list[tuple[str, object, str]]:
             x_shape = graph.tensor_type(inputs[0]).shape
             found.append((inputs[4], x_shape[1] if node.attr("layout", 0) else x_shape[0],
                           f"{node.op_type} node {node.label!r}"))
+        if node.op_type == "ReverseSequence" and inputs[1] in graph.inputs:
+            found.append((inputs[1], graph.tensor_type(inputs[0]).shape[node.attr("time_axis", 0)],
+                          f"ReverseSequence node {node.label!r}"))
     return found
 
 

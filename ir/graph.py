@@ -20,7 +20,7 @@ from dace.sdfg import nodes as dnodes
 
 from .errors import VerificationError
 from .nodes import OpNode
-from .types import TensorType, dace_dtype
+from .types import TensorType, dace_dtype, element_dtype, is_storage_only, storage_dtype
 
 __all__ = ["Graph"]
 
@@ -81,6 +81,8 @@ class Graph:
                 if str(symbol) not in self.sdfg.symbols:
                     self.sdfg.add_symbol(str(symbol), dace.int64)
         self.sdfg.add_array(name, list(ttype.shape), dace_dtype(ttype.dtype), transient=transient)
+        if is_storage_only(ttype.dtype):
+            self.sdfg.arrays[name].location["element_type"] = ttype.dtype.name
         return name
 
     def add_input(self, onnx_name: str, ttype: TensorType) -> str:
@@ -98,22 +100,26 @@ class Graph:
     def add_constant(self, hint: str, value: np.ndarray) -> str:
         value = np.asarray(value, order="C")
         name = self.add_tensor(hint, TensorType(value.dtype, value.shape), transient=False)
-        self.sdfg.add_constant(name, value, self.sdfg.arrays[name])
+        # ml_dtypes values (bfloat16, float8, int4, ...) are kept as their bytes: DaCe and .npz files take those.
+        self.sdfg.add_constant(name, value.view(storage_dtype(value.dtype)), self.sdfg.arrays[name])
         return name
 
     def tensor_type(self, name: str) -> TensorType:
         desc = self.sdfg.arrays[name]
-        return TensorType(desc.dtype.as_numpy_dtype(), desc.shape)
+        element_type = desc.location.get("element_type")
+        return TensorType(element_dtype(element_type) if element_type else desc.dtype.as_numpy_dtype(), desc.shape)
 
     def is_constant(self, name: str) -> bool:
         return name in self.sdfg.constants_prop
 
     def constant(self, name: str) -> np.ndarray:
-        return self.sdfg.constants_prop[name][1]
+        value = self.sdfg.constants_prop[name][1]
+        dtype = self.tensor_type(name).dtype
+        return value if value.dtype == dtype else value.view(dtype)
 
     @property
     def constants(self) -> dict[str, np.ndarray]:
-        return {name: value for name, (_, value) in self.sdfg.constants_prop.items()}
+        return {name: self.constant(name) for name in self.sdfg.constants_prop}
 
     def onnx_name(self, name: str) -> str:
         return self.sdfg.arrays[name].location.get("onnx_name", name)

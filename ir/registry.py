@@ -61,14 +61,13 @@ REFUSED: dict[str, tuple[str, int | None]] = {  # op_type -> (reason, refused up
     **{op: (_RANDOM, None) for op in ("Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike",
                                        "RandomUniform", "RandomUniformLike")},
     **{op: (_DATA_DEPENDENT, None) for op in ("NonZero", "Unique", "NonMaxSuppression")},
-    **{op: (_SIGNAL, None) for op in ("DFT", "STFT", "BlackmanWindow", "HammingWindow", "HannWindow",
-                                       "MelWeightMatrix")},
+    **{op: (_SIGNAL, None) for op in ("DFT", "STFT", "MelWeightMatrix")},
     "ImageDecoder": ("encoded images are not tensors", None),
     "GroupNormalization": ("opset 18-20 scale and bias per group (deprecated by opset 21's per channel)", 20),
     "Scatter": ("deprecated since opset 11 (ScatterElements)", None),
     "Upsample": ("deprecated since opset 10 (Resize)", None),
-    **{op: (_NOT_YET, None) for op in ("BitCast", "Col2Im", "DeformConv", "Det", "LinearAttention",
-                                       "MaxRoiPool", "MaxUnpool", "ReverseSequence",
+    **{op: (_NOT_YET, None) for op in ("Col2Im", "DeformConv",
+                                       "MaxRoiPool", "MaxUnpool",
                                        "RoiAlign", "TensorScatter")},
 }
 

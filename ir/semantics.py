@@ -8,7 +8,7 @@ from .errors import ShapeInferenceError, VerificationError
 from .graph import Graph
 from .nodes import OpNode
 from .registry import lookup_op
-from .types import TensorType
+from .types import TensorType, dtype_name, is_storage_only
 
 __all__ = ["semantics_of", "infer_node", "known_values", "evaluate_node", "with_static_inputs", "interpret",
            "dim_assumptions"]
@@ -34,13 +34,27 @@ def infer_node(node: OpNode, inputs: list[TensorType | None], values: list) -> l
                 "compile time (a constant or derived from shapes); to compile once per value of a graph input, "
                 "use sdflow.compile(..., value_inputs='specialize')")
     try:
-        return semantics.infer(node, inputs, values)
+        outputs = semantics.infer(node, inputs, values)
     except ShapeInferenceError as error:
         raise ShapeInferenceError(f"node {node.label!r} ({node.op_type}, opset {node.opset}): {error}") from None
     except (TypeError, ValueError, KeyError, IndexError, ArithmeticError, AttributeError) as error:
         # An input combination the op's inference did not foresee: still an SdflowError that names the node.
         raise ShapeInferenceError(f"node {node.label!r} ({node.op_type}, opset {node.opset}): cannot infer the "
                                   f"output types ({type(error).__name__}: {error})") from None
+    narrow = sorted({dtype_name(t.dtype) for t in [*inputs, *outputs] if t is not None and is_storage_only(t.dtype)})
+    if narrow and node.op_type not in STORAGE_ONLY_OPS:
+        raise ShapeInferenceError(
+            f"node {node.label!r} ({node.op_type}, opset {node.opset}): {', '.join(narrow)} tensors are stored, not "
+            f"computed on: only {', '.join(sorted(STORAGE_ONLY_OPS))} take them (cast to a wider type first)")
+    return outputs
+
+
+# The ops that take storage-only element types (float8, float4, int4, int2; ir.types.STORAGE_ONLY): conversions,
+# which call codegen/kernels/lowp.h, and ops that only move or select whole elements (their bytes).
+STORAGE_ONLY_OPS = frozenset({
+    "Cast", "CastLike", "BitCast", "QuantizeLinear", "DequantizeLinear", "Identity", "Reshape", "Flatten", "Squeeze",
+    "Unsqueeze", "Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Expand", "Tile",
+    "Shape", "Size"})
 
 
 def with_static_inputs(node: OpNode, values: list, symbols: dict | None = None) -> list:

@@ -5,19 +5,50 @@ import dataclasses
 import re
 
 import dace
+import ml_dtypes
 import numpy as np
 import onnx
 import sympy
 
 __all__ = ["TensorType", "Dim", "numpy_dtype", "onnx_dtype", "dace_dtype", "dtype_name", "dim_str", "make_symbol",
-           "to_dim"]
+           "to_dim", "is_storage_only", "storage_dtype", "STORAGE_ONLY"]
 
 Dim = int | sympy.Expr
 
-_SUPPORTED = [np.float32, np.float64, np.float16, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
-              np.uint32, np.uint64, np.bool_]
-_SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "int8": "i8", "int16": "i16", "int32": "i32",
-          "int64": "i64", "uint8": "u8", "uint16": "u16", "uint32": "u32", "uint64": "u64", "bool": "bool"}
+# 8-bit and smaller element types (ml_dtypes scalars, one byte per element as numpy holds them): stored as their
+# bytes (DaCe uint8 arrays, the semantic type in the array's ``location["element_type"]``) and converted by the
+# functions of codegen/kernels/lowp.h. Only conversion and data-movement ops take them (ir.ops.STORAGE_ONLY_OPS).
+STORAGE_ONLY = {np.dtype(t) for t in (
+    ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz, ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz,
+    ml_dtypes.float8_e8m0fnu, ml_dtypes.float4_e2m1fn, ml_dtypes.int4, ml_dtypes.uint4, ml_dtypes.int2,
+    ml_dtypes.uint2)}
+# bfloat16 is a compute type like float16 (DaCe's dace::bfloat16: arithmetic in float, rounded once per op).
+_SUPPORTED = [np.float32, np.float64, np.float16, ml_dtypes.bfloat16, np.int8, np.int16, np.int32, np.int64, np.uint8,
+              np.uint16, np.uint32, np.uint64, np.bool_] + [t.type for t in STORAGE_ONLY]
+_SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16", "int8": "i8", "int16": "i16",
+          "int32": "i32", "int64": "i64", "uint8": "u8", "uint16": "u16", "uint32": "u32", "uint64": "u64",
+          "bool": "bool", "float8_e4m3fn": "f8e4m3fn", "float8_e4m3fnuz": "f8e4m3fnuz", "float8_e5m2": "f8e5m2",
+          "float8_e5m2fnuz": "f8e5m2fnuz", "float8_e8m0fnu": "f8e8m0", "float4_e2m1fn": "f4e2m1", "int4": "i4",
+          "uint4": "u4", "int2": "i2", "uint2": "u2"}
+_BY_NAME = {np.dtype(t).name: np.dtype(t) for t in _SUPPORTED}
+
+
+def is_storage_only(dtype) -> bool:
+    return np.dtype(dtype) in STORAGE_ONLY
+
+
+def storage_dtype(dtype) -> np.dtype:
+    """The numpy dtype that holds ``dtype``'s bytes where only standard numpy types go (DaCe arrays, saved
+    weights): the unsigned integer of the same size for ml_dtypes types, ``dtype`` itself otherwise."""
+    dtype = np.dtype(dtype)
+    if dtype in STORAGE_ONLY or dtype == np.dtype(ml_dtypes.bfloat16):
+        return np.dtype(f"uint{8 * dtype.itemsize}")
+    return dtype
+
+
+def element_dtype(name: str) -> np.dtype:
+    """The numpy dtype of a supported element type named as numpy names it (``float8_e4m3fn``)."""
+    return _BY_NAME[name]
 
 
 def numpy_dtype(onnx_elem_type: int) -> np.dtype:
@@ -37,6 +68,8 @@ def onnx_dtype(dtype: np.dtype) -> int:
 
 
 def dace_dtype(dtype: np.dtype) -> dace.typeclass:
+    if is_storage_only(dtype):
+        return dace.uint8
     return dace.dtypes.typeclass(np.dtype(dtype).type)
 
 

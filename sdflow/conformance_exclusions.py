@@ -12,14 +12,10 @@ __all__ = ["exclusion_reason", "CATEGORIES"]
 CATEGORIES = {
     "string tensors": "sdflow compiles numeric tensors; string tensors have no native representation",
     "sequence/optional/map types": "graph inputs or outputs that are not tensors (sequences, optionals, maps)",
-    "float8/float4/int4 types": "sub-byte and 8-bit float element types",
     "training-only ops": "ops of the ai.onnx.preview.training domain (optimizers, gradients)",
     "random outputs": "outputs drawn from a random generator; the expected values come from one particular one",
 }
 
-_NARROW_TYPES = {getattr(onnx.TensorProto, name) for name in (
-    "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT8E8M0", "FLOAT4E2M1", "INT4", "UINT4",
-    "INT2", "UINT2") if hasattr(onnx.TensorProto, name)}
 _RANDOM_OPS = {"Bernoulli", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial"}
 
 # Cases excluded by name: (regular expression, category).
@@ -40,8 +36,6 @@ def exclusion_reason(name: str, model: onnx.ModelProto) -> str | None:
     elem_types |= {i.data_type for i in model.graph.initializer}
     if onnx.TensorProto.STRING in elem_types:
         return "string tensors"
-    if elem_types & _NARROW_TYPES:
-        return "float8/float4/int4 types"
     nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
     if any(n.domain == "ai.onnx.preview.training" for n in nodes):
         return "training-only ops"

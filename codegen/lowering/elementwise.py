@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import re
 
+from sdflow.ir.types import is_storage_only
+
 from ._math import vectorizable
 from ._expansion import Ctx, add_map, expansion, index_ranges
+from .lowp import INCLUDE as LOWP_INCLUDE, convert_expression, element_type
 
 _BINARY = {"Add": "in0 + in1", "Sub": "in0 - in1", "Mul": "in0 * in1", "Div": "in0 / in1", "Equal": "in0 == in1",
            "Less": "in0 < in1", "LessOrEqual": "in0 <= in1", "Greater": "in0 > in1", "GreaterOrEqual": "in0 >= in1",
@@ -46,6 +49,8 @@ _UNARY = {
 _BINARY.update({"BitwiseAnd": "in0 & in1", "BitwiseOr": "in0 | in1", "BitwiseXor": "in0 ^ in1",
                 "PRelu": "(in0 < ({T})0 ? in0 * in1 : in0)"})
 
+
+_HALF_TYPES = ("dace::float16", "dace::bfloat16")
 
 # Pow with a known small exponent (x*x instead of a libm call; GPT-2's GELU cubes its input).
 _SMALL_POWERS = {1.0: "in0", 2.0: "in0 * in0", 3.0: "in0 * in0 * in0", 0.5: "std::sqrt(in0)"}
@@ -154,14 +159,24 @@ def broadcast_index(in_shape, out_shape) -> str:
     return ", ".join(parts) if parts else "0"
 
 
-def _elementwise_map(ctx: Ctx, in_indices: dict[str, str], code: str):
+def _elementwise_map(ctx: Ctx, in_indices: dict[str, str], code: str, includes: str = ""):
     out_connector = ctx.connector("out", 0)
     out_shape = ctx.shape(out_connector)
     sdfg, state = ctx.nested()
     inputs = {f"in{p}": f"{c}[{index}]" for p, (c, index) in enumerate(in_indices.items())}
     out_index = ", ".join(f"i{k}" for k in range(len(out_shape))) or "0"
-    add_map(state, ctx.node.op_type.lower(), index_ranges(out_shape), inputs, code, {"out": f"{out_connector}[{out_index}]"})
+    add_map(state, ctx.node.op_type.lower(), index_ranges(out_shape), inputs, code, {"out": f"{out_connector}[{out_index}]"},
+            includes=includes)
     return sdfg
+
+
+def _cast(ctx: Ctx, indices: dict[str, str]):
+    """Cast/CastLike to or from a storage-only type (float8, float4, int4, int2): lowp.h's conversions."""
+    source = element_type(ctx.desc(ctx.connector("in", 0)))
+    out = ctx.desc(ctx.connector("out", 0))
+    code = convert_expression("in0", source, element_type(out), out.dtype.ctype,
+                              saturate=bool(ctx.node.attr("saturate", 1)), round_mode=ctx.node.attr("round_mode", "up"))
+    return _elementwise_map(ctx, indices, f"out = {code};", includes=LOWP_INCLUDE)
 
 
 @expansion("Add", "Sub", "Mul", "Div", "Pow", "Equal", "Where", "Clip", "Sqrt", "Reciprocal", "Exp", "Log", "Tanh",
@@ -180,16 +195,19 @@ def elementwise(ctx: Ctx):
     # Renumber so that the code names present inputs in0, in1, ... by ONNX position.
     indices = {ctx.connector("in", p): broadcast_index(ctx.shape(ctx.connector("in", p)), out_shape)
                for p in positions}
+    if ctx.node.op_type in ("Cast", "CastLike") and any(
+            is_storage_only(element_type(ctx.desc(ctx.connector(kind, 0)))) for kind in ("in", "out")):
+        return _cast(ctx, indices)
     code = expression(ctx.node, positions, ctx.desc(ctx.connector("in", 0)).dtype.as_numpy_dtype().kind)
     for new, old in sorted(((f"in{k}", f"in{p}") for k, p in enumerate(positions)), key=lambda t: t[1]):
         if new != old:
             code = code.replace(old, new)
     out_type = ctx.desc(out_connector).dtype.ctype
-    if out_type == "dace::float16" and ctx.node.op_type not in ("Cast", "CastLike"):
-        # float16 math in float, rounded once per op (as numpy computes float16 ufuncs); dace::float16 has no
-        # overloads for most functions and mixes badly with float in ?: expressions.
+    if out_type in _HALF_TYPES and ctx.node.op_type not in ("Cast", "CastLike"):
+        # float16/bfloat16 math in float, rounded once per op (as numpy computes float16 ufuncs); DaCe's structs
+        # have no overloads for most functions and mix badly with float in ?: expressions.
         for k, p in enumerate(positions):
-            if ctx.desc(ctx.connector("in", p)).dtype.ctype == "dace::float16":
+            if ctx.desc(ctx.connector("in", p)).dtype.ctype in _HALF_TYPES:
                 code = re.sub(rf"\bin{k}\b", f"((float)in{k})", code)
         out_type = "float"
     return _elementwise_map(ctx, indices, vectorizable(f"out = {code.replace('{T}', out_type)};", out_type))

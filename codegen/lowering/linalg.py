@@ -24,7 +24,7 @@ def _gemm_call(ctype, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
     # Integer and float16 contractions have no BLAS; a plain loop nest (rare in models).
     a_at = f"({a})[p_ * {lda} + i_]" if trans_a else f"({a})[i_ * {lda} + p_]"
     b_at = f"({b})[j_ * {ldb} + p_]" if trans_b else f"({b})[p_ * {ldb} + j_]"
-    acc = "float" if ctype == "dace::float16" else ctype  # float16 accumulates in float, as numpy does
+    acc = "float" if ctype in ("dace::float16", "dace::bfloat16") else ctype  # accumulates in float, as numpy does
     return (f"for (int64_t i_ = 0; i_ < {m}; ++i_) for (int64_t j_ = 0; j_ < {n}; ++j_) {{ {acc} acc_ = 0; "
             f"for (int64_t p_ = 0; p_ < {k}; ++p_) acc_ += ({acc}){a_at} * ({acc}){b_at}; "
             f"({c})[i_ * {ldc} + j_] = ({ctype})(({acc}){alpha} * acc_ + ({acc}){beta} * ({acc})({c})[i_ * {ldc} + j_]); }}")
@@ -84,3 +84,34 @@ def gemm(ctx: Ctx):
     code += _gemm_call(ctype, trans_a, trans_b, m, n, k, alpha, a, m if trans_a else k, b, k if trans_b else n,
                        gemm_beta, y, n)
     return ctx.tasklet(code)
+
+
+@expansion("Det")
+def det(ctx: Ctx):
+    """LU decomposition with partial pivoting per matrix, in double: the product of the pivots, its sign flipped
+    per row exchange (as LAPACK's getrf, which numpy and ONNX Runtime's Eigen use)."""
+    x, y = ctx.ptr(ctx.connector("in", 0)), ctx.ptr(ctx.connector("out", 0))
+    shape = ctx.shape(ctx.connector("in", 0))
+    m, batches = cexpr(shape[-1]), cexpr(product(shape[:-2]))
+    ctype = ctx.desc(ctx.connector("out", 0)).dtype.ctype
+    return ctx.tasklet(f"""
+const int64_t m_ = {m};
+#pragma omp parallel for schedule(static)
+for (int64_t b_ = 0; b_ < {batches}; ++b_) {{
+    std::vector<double> a_(m_ * m_);
+    for (int64_t k_ = 0; k_ < m_ * m_; ++k_) a_[k_] = (double){x}[b_ * m_ * m_ + k_];
+    double det_ = 1.0;
+    for (int64_t c_ = 0; c_ < m_ && det_ != 0.0; ++c_) {{
+        int64_t p_ = c_;
+        for (int64_t r_ = c_ + 1; r_ < m_; ++r_) if (std::fabs(a_[r_ * m_ + c_]) > std::fabs(a_[p_ * m_ + c_])) p_ = r_;
+        if (a_[p_ * m_ + c_] == 0.0) {{ det_ = 0.0; break; }}
+        if (p_ != c_) {{ for (int64_t k_ = 0; k_ < m_; ++k_) std::swap(a_[p_ * m_ + k_], a_[c_ * m_ + k_]); det_ = -det_; }}
+        det_ *= a_[c_ * m_ + c_];
+        for (int64_t r_ = c_ + 1; r_ < m_; ++r_) {{
+            const double f_ = a_[r_ * m_ + c_] / a_[c_ * m_ + c_];
+            for (int64_t k_ = c_ + 1; k_ < m_; ++k_) a_[r_ * m_ + k_] -= f_ * a_[c_ * m_ + k_];
+        }}
+    }}
+    {y}[b_] = ({ctype})det_;
+}}
+""", includes="#include <vector>")

@@ -213,3 +213,36 @@ def cumsum(ctx: Ctx):
     add_map(state, ctx.node.op_type.lower(), index_ranges(shape, skip=[axis]), {"x": f"{source}[{subset}]"}, code,
             {"y": f"{target}[{subset}]"}, pointers=["x", "y"])
     return sdfg
+
+
+@expansion("ReverseSequence")
+def reverse_sequence(ctx: Ctx):
+    """y[t, b, ...] = x[len[b] - 1 - t, b, ...] for t < len[b], else x[t, b, ...] (time and batch swapped by the
+    attributes). Lengths of graph inputs outside 0..steps are refused at call time (runtime._length_bounds); others
+    are clamped here, to stay in bounds."""
+    source, lengths, target = ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("out", 0)
+    shape = ctx.shape(source)
+    time_axis, batch_axis = ctx.node.attr("time_axis", 0), ctx.node.attr("batch_axis", 1)
+    strides = contiguous_strides(shape)
+    t, b = f"i{time_axis}", f"i{batch_axis}"
+    offset = " + ".join(f"{'t_' if k == time_axis else f'i{k}'} * {cexpr(s)}" for k, s in enumerate(strides))
+    code = (f"int64_t n_ = (int64_t)lens[{b}]; n_ = n_ < 0 ? 0 : (n_ > {cexpr(shape[time_axis])} ? "
+            f"{cexpr(shape[time_axis])} : n_); const int64_t t_ = {t} < n_ ? n_ - 1 - {t} : {t}; y = x[{offset}];")
+    sdfg, state = ctx.nested()
+    out_index = ", ".join(f"i{k}" for k in range(len(shape)))
+    add_map(state, "reverse_sequence", index_ranges(shape),
+            {"x": f"{source}[{', '.join(f'0:{d}' for d in shape)}]", "lens": f"{lengths}[0:{shape[batch_axis]}]"},
+            code, {"y": f"{target}[{out_index}]"}, pointers=["x", "lens"])
+    return sdfg
+
+
+@expansion("BitCast")
+def bit_cast(ctx: Ctx):
+    """Each element's bytes copied into an element of the other type (storage-only types are their bytes)."""
+    source, target = ctx.connector("in", 0), ctx.connector("out", 0)
+    shape = ctx.shape(source)
+    index = ", ".join(f"i{k}" for k in range(len(shape))) or "0"
+    sdfg, state = ctx.nested()
+    add_map(state, "bit_cast", index_ranges(shape), {"x": f"{source}[{index}]"},
+            "std::memcpy(&y, &x, sizeof(y));", {"y": f"{target}[{index}]"}, includes="#include <cstring>")
+    return sdfg

@@ -3,10 +3,14 @@ block), DynamicQuantizeLinear as one tasklet (a min/max pass, then the quantizin
 ConvInteger as plain int32 loops (correct, not tuned: issue 18's VNNI kernels replace them)."""
 from __future__ import annotations
 
+import numpy as np
+
 from sdflow.ir.ops.linalg import matmul_shapes
 from sdflow.ir.ops.nn import Conv
 from sdflow.ir.ops.quantization import INTEGER_LIMITS, scale_index_axes
+from sdflow.ir.types import is_storage_only
 from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
+from .lowp import INCLUDE as LOWP_INCLUDE, convert_expression, element_type
 
 
 def _scale_subset(ctx: Ctx, x_shape, scale_connector) -> str:
@@ -27,21 +31,34 @@ def quantize(ctx: Ctx):
     subset = _scale_subset(ctx, shape, scale_conn)
     inputs = {"x": f"{x_conn}[{', '.join(f'i{k}' for k in range(len(shape))) or '0'}]",
               "s": f"{scale_conn}[{subset}]"}
+    # Quantized values of a storage-only type (int4, float8, ...) are decoded and encoded by lowp.h.
+    quantized = element_type(ctx.desc(y_conn if ctx.node.op_type == "QuantizeLinear" else x_conn))
+    narrow = is_storage_only(quantized)
     zero = "0"
     if zero_conn is not None:
         inputs["z"] = f"{zero_conn}[{subset}]"
-        zero = "(int64_t)z"
+        zero = f"(int64_t){convert_expression('z', quantized, np.dtype(np.float32), 'float')}" if narrow else "(int64_t)z"
     out_type = ctx.desc(y_conn).dtype
     if ctx.node.op_type == "QuantizeLinear":
-        low, high = INTEGER_LIMITS[out_type.as_numpy_dtype()]
         # The quotient rounded to the input type first, as the reference divides in it.
-        code = (f"const double v_ = std::nearbyint((double)(decltype(x))((double)x / (double)s)) + {zero}; "
-                f"y = ({out_type.ctype})std::min<double>({high}, std::max<double>({low}, v_));")
+        quotient = "(decltype(x))((double)x / (double)s)"
+        if quantized in INTEGER_LIMITS:
+            low, high = INTEGER_LIMITS[quantized]
+            value = f"std::min<double>({high}, std::max<double>({low}, std::nearbyint((double){quotient}) + {zero}))"
+            code = f"y = {convert_expression(f'(int64_t){value}', np.dtype(np.int64), quantized, out_type.ctype)};"
+        elif quantized.name.startswith("float8"):  # the zero point is 0 for float8; saturate applies
+            code = f"y = {convert_expression(quotient, np.dtype(np.float32), quantized, out_type.ctype, bool(ctx.node.attr('saturate', 1)))};"
+        else:  # float4: x / scale + zero point, cast
+            code = f"y = {convert_expression(f'((float){quotient} + (float){zero})', np.dtype(np.float32), quantized, out_type.ctype)};"
+    elif narrow:
+        zero = convert_expression("z", quantized, np.dtype(np.float32), "float") if zero_conn is not None else "0.0f"
+        code = f"y = ({out_type.ctype})(((double){convert_expression('x', quantized, np.dtype(np.float32), 'float')} - (double){zero}) * (double)s);"
     else:
         code = f"y = ({out_type.ctype})(((int64_t)x - {zero}) * (double)s);"
     sdfg, state = ctx.nested()
     add_map(state, ctx.node.op_type.lower(), index_ranges(shape), inputs, code,
-            {"y": f"{y_conn}[{', '.join(f'i{k}' for k in range(len(shape))) or '0'}]"})
+            {"y": f"{y_conn}[{', '.join(f'i{k}' for k in range(len(shape))) or '0'}]"},
+            includes=LOWP_INCLUDE if narrow else "")
     return sdfg
 
 

@@ -35,8 +35,8 @@ _REDUCERS = {
 
 
 def _accumulator(ctype: str) -> str:
-    """The C++ type kernels compute in: float for float16 (rounded once when stored, as numpy does)."""
-    return "float" if ctype == "dace::float16" else ctype
+    """The C++ type kernels compute in: float for float16 and bfloat16 (rounded once when stored, as numpy does)."""
+    return "float" if ctype in ("dace::float16", "dace::bfloat16") else ctype
 
 
 @expansion(*_REDUCERS, "ReduceLogSumExp")

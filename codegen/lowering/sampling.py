@@ -162,7 +162,7 @@ def resize(ctx: Ctx):
                  f"{cexpr(inner)}, {scale}, {_double(axis.roi[0])}, {_double(axis.roi[1])});\n")
         source = f"{target}.data()"
     total = cexpr(product(shape))
-    if x_desc.dtype.ctype in ("float", "double", "dace::float16"):
+    if x_desc.dtype.ctype in ("float", "double", "dace::float16", "dace::bfloat16"):
         store = f"{y_ptr}[e_] = ({out_type}){source}[e_];"
     else:
         store = (f"{y_ptr}[e_] = ({out_type})std::min<double>(std::max<double>(std::nearbyint({source}[e_]), "

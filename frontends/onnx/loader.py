@@ -7,6 +7,7 @@ import pathlib
 
 import onnx
 import onnx.external_data_helper
+import onnx.inliner
 from google.protobuf.message import DecodeError
 
 from sdflow.ir import MIN_OPSET, ModelLoadError
@@ -94,6 +95,73 @@ def load_model(model) -> onnx.ModelProto:
                 from None
     try:
         proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        proto = inline_schema_functions(proto)
     except onnx.shape_inference.InferenceError as error:
         raise ModelLoadError(f"{where}: ONNX shape inference failed: {error}") from None
     return proto
+
+
+_INLINED_DOMAIN = "sdflow.inlined"
+
+
+def _schema_function(node: onnx.NodeProto, opset: int, types: dict) -> onnx.FunctionProto | None:
+    """The function body ONNX defines for ``node``'s op at ``opset`` (context-dependent ones built for the
+    node's attributes and input types), or None."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return None
+    body = None
+    versions = [v for v in schema.function_opset_versions if v <= opset]
+    if schema.has_function and versions:
+        found = schema.get_function_with_opset_version(max(versions))
+        body = onnx.FunctionProto()
+        body.ParseFromString(found if isinstance(found, bytes) else found.SerializeToString())
+        return body
+    versions = [v for v in schema.context_dependent_function_opset_versions if v <= opset]
+    if schema.has_context_dependent_function and versions:
+        if any(name and name not in types for name in node.input):
+            return None
+        serialized = schema.get_context_dependent_function_with_opset_version(
+            max(versions), node.SerializeToString(),
+            [types[name].SerializeToString() if name else onnx.TypeProto().SerializeToString() for name in node.input])
+        if serialized:
+            body = onnx.FunctionProto()
+            body.ParseFromString(serialized)
+    return body
+
+
+def inline_schema_functions(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Nodes of the default domain that sdflow has no op for, but that ONNX defines as a function of other ops
+    (HannWindow, LinearAttention, ...), replaced by that function's nodes, as ONNX Runtime expands them."""
+    from sdflow.ir.registry import lookup_op
+    opset = default_opset(proto)
+    graph = proto.graph
+    types = {v.name: v.type for v in (*graph.input, *graph.value_info, *graph.output)}
+    for init in graph.initializer:
+        types.setdefault(init.name, onnx.helper.make_tensor_type_proto(init.data_type, list(init.dims)))
+    functions = []
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx") or lookup_op("", node.op_type, opset) is not None:
+            continue
+        body = _schema_function(node, opset, types)
+        if body is None or not body.node:
+            continue
+        # The body refers to attributes by name: unset ones take the schema's defaults first.
+        present = {a.name for a in node.attribute}
+        for name, attribute in onnx.defs.get_schema(node.op_type, opset, "").attributes.items():
+            if name not in present and attribute.default_value is not None and attribute.default_value.name:
+                node.attribute.append(attribute.default_value)
+        body.domain, body.name = _INLINED_DOMAIN, f"{node.op_type}_{len(functions)}"
+        node.domain, node.op_type = _INLINED_DOMAIN, body.name
+        functions.append(body)
+    if not functions:
+        return proto
+    proto.functions.extend(functions)
+    proto.opset_import.append(onnx.helper.make_opsetid(_INLINED_DOMAIN, 1))
+    proto = onnx.inliner.inline_local_functions(proto)
+    del proto.functions[:]
+    kept = [o for o in proto.opset_import if o.domain != _INLINED_DOMAIN]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
+    return onnx.shape_inference.infer_shapes(proto, data_prop=True)

@@ -130,7 +130,13 @@ def onnx_reference(node, *inputs) -> list[np.ndarray]:
     while names and not names[-1]:
         names.pop()
     attributes = {}
+    try:  # the node class carries the newest schema's attributes; the reference takes its opset's only
+        known = set(onnx.defs.get_schema(node.op_type, node.opset, node.domain_name).attributes)
+    except onnx.defs.SchemaError:
+        known = None
     for name, value in node.attributes.items():
+        if known is not None and name not in known:
+            continue
         if isinstance(value, str) and value.startswith('{"dtype"'):
             entry = json.loads(value)
             value = onnx.numpy_helper.from_array(np.array(entry["data"], entry["dtype"]).reshape(entry["shape"]))

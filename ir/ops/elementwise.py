@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from ..errors import ShapeInferenceError
-from ..types import TensorType, numpy_dtype
+from ..types import TensorType, numpy_dtype, onnx_dtype
 from ._base import Op, broadcast_shapes, op
 
 __all__ = ["Elementwise", "ELEMENTWISE_OPS"]
@@ -235,7 +235,9 @@ class CastLike(Elementwise):
 
     @classmethod
     def reference(cls, node, x, like):
-        return [x.copy() if x.dtype == object else x.astype(like.dtype)]
+        if x.dtype == object:
+            return [x.copy()]
+        return [onnx_cast(x, onnx_dtype(like.dtype), bool(node.attr("saturate", 1)), node.attr("round_mode", "up"))]
 
 
 def _variadic(op_type, func):
@@ -303,7 +305,14 @@ class Cast(Elementwise):
     def reference(cls, node, x):
         if x.dtype == object:
             return [x.copy()]
-        return [x.astype(numpy_dtype(node.attr("to")))]
+        return [onnx_cast(x, node.attr("to"), bool(node.attr("saturate", 1)), node.attr("round_mode", "up"))]
+
+
+def onnx_cast(x: np.ndarray, to: int, saturate: bool, round_mode: str) -> np.ndarray:
+    """ONNX's Cast as its reference implementation states it (float8 saturation, float8e8m0 rounding)."""
+    from onnx.reference.ops.op_cast import cast_to
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.asarray(cast_to(x, to, saturate, round_mode or "up"))
 
 
 @elementwise("Clip")
@@ -316,3 +325,32 @@ class Clip(Elementwise):
         if high is not None:
             result = np.minimum(result, high)
         return [result.astype(x.dtype)]
+
+
+def _bit_width(dtype: np.dtype) -> int:
+    name = np.dtype(dtype).name
+    if name in ("int4", "uint4", "float4_e2m1fn"):
+        return 4
+    if name in ("int2", "uint2"):
+        return 2
+    return 8 * np.dtype(dtype).itemsize
+
+
+@op("BitCast", since=26)
+class BitCast(Op):
+    """The same bits read as another element type of the same width."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        try:
+            dtype = numpy_dtype(node.attr("to"))
+        except ValueError as error:
+            raise ShapeInferenceError(f"BitCast: {error}") from None
+        if _bit_width(dtype) != _bit_width(inputs[0].dtype):
+            raise ShapeInferenceError(f"BitCast: {inputs[0].dtype} ({_bit_width(inputs[0].dtype)} bits) and {dtype} "
+                                      f"({_bit_width(dtype)} bits) differ in width")
+        return [TensorType(dtype, inputs[0].shape)]
+
+    @classmethod
+    def reference(cls, node, x):
+        return [np.ascontiguousarray(x).view(numpy_dtype(node.attr("to")))]

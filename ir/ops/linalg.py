@@ -58,3 +58,21 @@ class Gemm(Op):
         if c is not None:
             y = y + node.attr("beta", 1.0) * c
         return [y.astype(a.dtype)]
+
+
+@op("Det", since=11)
+class Det(Op):
+    """Determinants of the square matrices in the last two dims."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        x = inputs[0]
+        if x.rank < 2 or x.shape[-1] != x.shape[-2]:
+            raise ShapeInferenceError(f"Det needs [..., M, M] matrices, got {x}")
+        if x.dtype.kind != "f":
+            raise ShapeInferenceError(f"Det: {x.dtype} inputs are not supported (floating point only)")
+        return [TensorType(x.dtype, x.shape[:-2])]
+
+    @classmethod
+    def reference(cls, node, x):
+        return [np.asarray(np.linalg.det(x.astype(np.float64))).astype(x.dtype)]

@@ -475,3 +475,33 @@ class CumSum(Op):
 class CumProd(CumSum):
     scan = staticmethod(np.cumprod)
     identity = 1
+
+
+@op("ReverseSequence", since=10)
+class ReverseSequence(Op):
+    """The first ``sequence_lens[b]`` steps along ``time_axis`` of each batch entry ``b`` reversed, the rest kept."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        x, lengths = inputs
+        if x.rank < 2:
+            raise ShapeInferenceError(f"ReverseSequence needs rank >= 2, got {x.rank}")
+        time_axis, batch_axis = node.attr("time_axis", 0), node.attr("batch_axis", 1)
+        if {time_axis, batch_axis} != {0, 1}:
+            raise ShapeInferenceError(f"time_axis and batch_axis must be 0 and 1, got {time_axis} and {batch_axis}")
+        if lengths.rank != 1:
+            raise ShapeInferenceError(f"sequence_lens must be 1-D, got rank {lengths.rank}")
+        return [TensorType(x.dtype, x.shape)]
+
+    @classmethod
+    def reference(cls, node, x, lengths):
+        time_axis, batch_axis = node.attr("time_axis", 0), node.attr("batch_axis", 1)
+        y = x.copy()
+        for b, length in enumerate(np.asarray(lengths).ravel()):
+            length = int(length)
+            source = [slice(None)] * x.ndim
+            source[batch_axis], source[time_axis] = b, slice(length - 1, None, -1) if length else slice(0, 0)
+            target = [slice(None)] * x.ndim
+            target[batch_axis], target[time_axis] = b, slice(0, length)
+            y[tuple(target)] = x[tuple(source)]
+        return [y]

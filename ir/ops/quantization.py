@@ -3,11 +3,12 @@ DynamicQuantizeLinear (uint8 with scale and zero point from the input's range), 
 ONNX Runtime's dynamic quantizer writes: MatMulInteger and ConvInteger (int32 results)."""
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from ..errors import ShapeInferenceError
-from ..types import TensorType, numpy_dtype
-from ._base import Op, normalize_axis, op
+from ..types import TensorType, is_storage_only, numpy_dtype
+from ._base import Op, normalize_axis, onnx_reference, op
 from .linalg import matmul_shapes
 from .nn import Conv
 
@@ -15,6 +16,11 @@ __all__ = ["scale_index_axes", "INTEGER_LIMITS"]
 
 INTEGER_LIMITS = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8, np.uint8, np.int16, np.uint16,
                                                                               np.int32, np.uint32)}
+INTEGER_LIMITS.update({np.dtype(t): (int(ml_dtypes.iinfo(t).min), int(ml_dtypes.iinfo(t).max))
+                       for t in (ml_dtypes.int4, ml_dtypes.uint4, ml_dtypes.int2, ml_dtypes.uint2)})
+# Quantized types without an integer range: float8 (saturating cast of x / scale) and float4.
+FLOAT_QUANTIZED = {np.dtype(t) for t in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz, ml_dtypes.float8_e5m2,
+                                         ml_dtypes.float8_e5m2fnuz, ml_dtypes.float4_e2m1fn)}
 
 
 def scale_index_axes(node, x_rank: int, scale_shape) -> tuple[str, int | None, int]:
@@ -53,7 +59,7 @@ class QuantizeLinear(Op):
     @classmethod
     def infer(cls, node, inputs, values):
         dtype = _quantized_type(node, inputs[2].dtype if len(inputs) > 2 and inputs[2] is not None else None)
-        if dtype not in INTEGER_LIMITS:
+        if dtype not in INTEGER_LIMITS and dtype not in FLOAT_QUANTIZED:
             raise ShapeInferenceError(f"QuantizeLinear: {dtype} outputs are not supported")
         scale_index_axes(node, inputs[0].rank, inputs[1].shape)
         return [TensorType(dtype, inputs[0].shape)]
@@ -61,6 +67,8 @@ class QuantizeLinear(Op):
     @classmethod
     def reference(cls, node, x, scale, zero_point=None):
         dtype = _quantized_type(node, None if zero_point is None else zero_point.dtype)
+        if is_storage_only(dtype):
+            return onnx_reference(node, x, scale, zero_point)
         low, high = INTEGER_LIMITS[dtype]
         zp = 0 if zero_point is None else _expand_scale(node, x, zero_point).astype(np.int64)
         y = np.rint(x.astype(np.float64) / _expand_scale(node, x, scale).astype(np.float64)) + zp
@@ -77,6 +85,8 @@ class DequantizeLinear(Op):
 
     @classmethod
     def reference(cls, node, x, scale, zero_point=None):
+        if is_storage_only(x.dtype):
+            return onnx_reference(node, x, scale, zero_point)
         zp = 0 if zero_point is None else _expand_scale(node, x, zero_point).astype(np.int64)
         dtype = numpy_dtype(node.attr("output_dtype")) if node.attr("output_dtype") else scale.dtype
         return [((x.astype(np.int64) - zp) * _expand_scale(node, x, scale)).astype(dtype)]
