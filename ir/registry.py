@@ -49,7 +49,8 @@ _CONTROL_FLOW = "control flow over sequences is not lowered to SDFG states (If, 
 _SEQUENCE = "sequence and optional values are not IR tensors"
 _STRINGS = "string tensors have no native element type"
 _RANDOM = "random sampling has no reproducible reference (ONNX Runtime's generator is its own)"
-_DATA_DEPENDENT = "its output shape depends on input values"
+_DATA_DEPENDENT = ("its output shape depends on input values: no IR op, sdflow.compile runs it between compiled parts "
+                   "(sdflow.PartitionedModel)")
 _SIGNAL = "signal-processing ops are not implemented yet"
 REFUSED: dict[str, tuple[str, int | None]] = {  # op_type -> (reason, refused up to this opset; None = all)
     "SequenceMap": (_CONTROL_FLOW, None),

@@ -4,14 +4,16 @@ from sdflow.ir.errors import (CompileError, InputError, ModelLoadError, Pipeline
 
 __version__ = "0.1.0"
 DEFAULT_PASSES = "O2"  # the pipeline of sdflow.compile and of the CLI when -p is not given (O1 + fusion)
-__all__ = ["compile", "load", "optimize", "CompiledModel", "ValueSpecializedModel", "FallbackModel", "DEFAULT_PASSES",
+__all__ = ["compile", "load", "optimize", "CompiledModel", "ValueSpecializedModel", "PartitionedModel", "FallbackModel",
+           "DEFAULT_PASSES",
            "SdflowError", "ModelLoadError", "UnsupportedOpError",
            "ShapeInferenceError", "VerificationError", "PipelineError", "CompileError", "InputError"]
 
 
 def __getattr__(name):
     # The driver imports DaCe and every layer; load it on first use so `import sdflow` stays cheap.
-    if name in ("compile", "load", "optimize", "CompiledModel", "ValueSpecializedModel", "FallbackModel"):
+    if name in ("compile", "load", "optimize", "CompiledModel", "ValueSpecializedModel", "PartitionedModel",
+                "FallbackModel"):
         from sdflow import api
         return getattr(api, name)
     raise AttributeError(f"module 'sdflow' has no attribute {name!r}")

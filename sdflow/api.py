@@ -9,7 +9,8 @@ import onnx
 
 from sdflow import graph_cache
 from sdflow.codegen import CompiledModel, build
-from sdflow.fallback import FallbackModel
+from sdflow.codegen.host_kernels import HOST_OPS
+from sdflow.fallback import FallbackModel, PartitionedModel, host_node_indices
 from sdflow.frontends.onnx import import_model, load_model, unsupported_node_indices, value_dependent_inputs
 from sdflow.ir import Graph, verify
 from sdflow.passes import PassContext, parse_pipeline, run_pipeline
@@ -17,7 +18,8 @@ from sdflow.specialize import ValueSpecializedModel
 
 from sdflow import DEFAULT_PASSES
 
-__all__ = ["load", "optimize", "compile", "CompiledModel", "ValueSpecializedModel", "FallbackModel", "DEFAULT_PASSES"]
+__all__ = ["load", "optimize", "compile", "CompiledModel", "ValueSpecializedModel", "PartitionedModel", "FallbackModel",
+           "DEFAULT_PASSES"]
 
 
 def load(model, name: str | None = None, dace_validation: bool = True) -> Graph:
@@ -58,22 +60,29 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     starts, ...), whose values sdflow needs at compile time: ``"error"`` (the import names the node) or
     ``"specialize"`` (a :class:`ValueSpecializedModel` that compiles once per distinct set of their values).
     ``fallback``: ``"error"`` (unsupported ops are an :class:`UnsupportedOpError`) or ``"reference"``
-    (a :class:`FallbackModel` whose unsupported nodes ONNX Runtime runs; they are listed in ``fallback_nodes``
-    and reported)."""
+    (a :class:`PartitionedModel` whose unsupported nodes ONNX Runtime runs; they are listed in ``fallback_nodes``
+    and reported). A model with ops whose output shapes depend on input values (NonZero, NonMaxSuppression,
+    Unique, Compress with a run-time condition) is a :class:`PartitionedModel` too: sdflow's own kernels run those
+    nodes between compiled parts (``host_nodes``)."""
     if value_inputs not in ("error", "specialize"):
         raise ValueError(f"value_inputs must be 'error' or 'specialize', not {value_inputs!r}")
     if fallback not in ("error", "reference"):
         raise ValueError(f"fallback must be 'error' or 'reference', not {fallback!r}")
     options = dict(passes=passes, target=target, dump_dir=dump_dir, progress=progress, instrument=instrument)
     report = _stderr_progress if progress else None
-    if value_inputs == "specialize" or fallback == "reference":
+    if value_inputs == "specialize" or fallback == "reference" or _has_host_ops(model):
         proto = load_model(model)
-        if fallback == "reference" and unsupported_node_indices(proto):
-            fallback_model = FallbackModel(proto, lambda part: compile(part, value_inputs="specialize", **options))
-            if report:
-                report(f"ONNX Runtime runs {len(fallback_model.fallback_nodes)} node(s) sdflow has no op for: "
-                       + ", ".join(fallback_model.fallback_nodes))
-            return fallback_model
+        host = host_node_indices(proto)
+        if host or (fallback == "reference" and set(unsupported_node_indices(proto)) - set(host)):
+            partitioned = PartitionedModel(proto, lambda part: compile(part, value_inputs="specialize", **options),
+                                           fallback=fallback == "reference")
+            if report and partitioned.host_nodes:
+                report(f"sdflow's dynamic-shape kernels run {len(partitioned.host_nodes)} node(s) between compiled "
+                       "parts: " + ", ".join(partitioned.host_nodes))
+            if report and partitioned.fallback_nodes:
+                report(f"ONNX Runtime runs {len(partitioned.fallback_nodes)} node(s) sdflow has no op for: "
+                       + ", ".join(partitioned.fallback_nodes))
+            return partitioned
         names = value_dependent_inputs(proto) if value_inputs == "specialize" else []
         if names:
             return ValueSpecializedModel(proto, names, lambda specialized: compile(specialized, **options))
@@ -101,6 +110,25 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     compiled.pass_records = records
     compiled.graph_from_cache = cached is not None
     return compiled
+
+
+def _has_host_ops(model) -> bool:
+    """Whether the ONNX model's graph has a node of codegen.host_kernels.HOST_OPS (read without its weights)."""
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+    elif isinstance(model, (bytes, bytearray)):
+        try:
+            proto = onnx.load_from_string(bytes(model))
+        except Exception:  # noqa: BLE001  (load_model reports a broken model properly)
+            return False
+    elif isinstance(model, (str, os.PathLike)) and not str(model).endswith((".sdfg", ".sdfgz")):
+        try:
+            proto = onnx.load(str(model), load_external_data=False)
+        except Exception:  # noqa: BLE001
+            return False
+    else:
+        return False
+    return any(node.op_type in HOST_OPS and node.domain in ("", "ai.onnx") for node in proto.graph.node)
 
 
 def _describe(model) -> str:

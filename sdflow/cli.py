@@ -37,11 +37,16 @@ def cmd_compile(args) -> int:
     dump = pathlib.Path(args.dump_dir) if args.dump_dir else (out / "passes" if out else None)
     compiled = api.compile(args.model, passes=args.passes, target=args.target, dump_dir=dump, progress=True,
                            fallback=args.fallback)
-    if isinstance(compiled, api.FallbackModel):
-        print(f"compiled {compiled.model.graph.name} in {len(compiled.parts)} parts; ONNX Runtime runs "
-              f"{len(compiled.fallback_nodes)} node(s) sdflow has no op for:")
-        for label in compiled.fallback_nodes:
-            print(f"  {label}")
+    if isinstance(compiled, api.PartitionedModel):
+        print(f"compiled {compiled.model.graph.name} in {len(compiled.parts)} parts")
+        if compiled.host_nodes:
+            print(f"sdflow's dynamic-shape kernels run {len(compiled.host_nodes)} node(s) between them:")
+            for label in compiled.host_nodes:
+                print(f"  {label}")
+        if compiled.fallback_nodes:
+            print(f"ONNX Runtime runs {len(compiled.fallback_nodes)} node(s) sdflow has no op for:")
+            for label in compiled.fallback_nodes:
+                print(f"  {label}")
         return 0
     if out:
         compiled.graph.save(out / "model.sdfg")
@@ -145,10 +150,14 @@ def cmd_inspect(args) -> int:
           f"({sum(a.nbytes for a in sizes) / 2**20:.2f} MiB)")
     counts = collections.Counter((n.domain or "ai.onnx", n.op_type) for n in graph.node)
     print(f"ops: {sum(counts.values())} nodes, {len(counts)} op types")
-    missing = unsupported_nodes(model)
+    from sdflow.fallback import host_node_indices
+    host = host_node_indices(model)
+    missing = unsupported_nodes(model, skip=host)
     missing_types = {(d or "ai.onnx", t) for d, t, _ in missing}
+    host_types = {(graph.node[i].domain or "ai.onnx", graph.node[i].op_type) for i in host}
     for (domain, op_type), count in counts.most_common():
-        mark = "  UNSUPPORTED" if (domain, op_type) in missing_types else ""
+        mark = "  UNSUPPORTED" if (domain, op_type) in missing_types else (
+            "  (run between compiled parts)" if (domain, op_type) in host_types else "")
         print(f"  {count:5d}  {op_type}{'' if domain == 'ai.onnx' else f' ({domain})'}{mark}")
     if missing:
         print(f"unsupported: {len(missing)} op type(s):")
@@ -157,6 +166,10 @@ def cmd_inspect(args) -> int:
                   f"{' ...' if len(names) > 8 else ''}")
         print(f"  with --fallback reference, ONNX Runtime runs these {sum(map(len, missing.values()))} node(s) "
               "and sdflow compiles the rest")
+    if host:
+        print(f"data-dependent output shapes: {len(host)} node(s) run by sdflow's own kernels between compiled "
+              f"parts: {', '.join(graph.node[i].name or graph.node[i].op_type for i in host[:8])}"
+              f"{' ...' if len(host) > 8 else ''}")
     bad_types = unsupported_element_types(model)
     for type_name, tensors in sorted(bad_types.items()):
         print(f"unsupported element type {type_name}: {', '.join(tensors[:8])}{' ...' if len(tensors) > 8 else ''}")

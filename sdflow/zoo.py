@@ -59,6 +59,9 @@ def model_path(name: str, reduced: bool = False, out: pathlib.Path | None = None
     return (out or models_dir()) / f"{name}{'-reduced' if reduced else ''}.onnx"
 
 
+_TORCHVISION_LIBRARIES: list = []
+
+
 def _torchvision():
     import torch
     try:
@@ -69,6 +72,7 @@ def _torchvision():
         library = torch.library.Library("torchvision", "DEF")
         library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
         library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _TORCHVISION_LIBRARIES.append(library)  # a Library dropped by the garbage collector unregisters its ops
         import torchvision
     return torchvision
 

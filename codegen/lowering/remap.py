@@ -3,6 +3,7 @@ computed offset: Tile, Pad, Trilu, DepthToSpace, SpaceToDepth, OneHot, CenterCro
 without reading; Dropout (inference) copies; Scatter* loop over the indices; TopK sorts per row."""
 from __future__ import annotations
 
+from sdflow.ir.types import to_dim
 from sdflow.ir.ops._base import normalize_axis
 from sdflow.ir.ops.remap import OneHot as OneHotOp, center_crop_pad_offsets, compress_indices, pad_amounts
 from ._expansion import Ctx, add_map, cexpr, contiguous_strides, expansion, index_ranges, product
@@ -187,9 +188,11 @@ def top_k(ctx: Ctx):
     x_conn, values_conn, indices_conn = ctx.connector("in", 0), ctx.connector("out", 0), ctx.connector("out", 1)
     shape = ctx.shape(x_conn)
     axis = normalize_axis(ctx.node.attr("axis", -1), len(shape))
-    k = int(ctx.static(1).ravel()[0])
+    k_dim = to_dim(ctx.static(1).ravel()[0])
     n, stride = cexpr(shape[axis]), cexpr(contiguous_strides(shape)[axis])
-    out_stride = cexpr(contiguous_strides([k if a == axis else d for a, d in enumerate(shape)])[axis])
+    out_stride = cexpr(contiguous_strides([k_dim if a == axis else d for a, d in enumerate(shape)])[axis])
+    # (a symbolic k, min(count, 100) after a data-dependent op, is kept within the axis)
+    k = f"std::min<int64_t>({cexpr(k_dim)}, {n})"
     better = ">" if ctx.node.attr("largest", 1) else "<"
     outputs = {name: connector for name, connector in (("values", values_conn), ("indices", indices_conn))
                if connector is not None}  # an unread output may have been removed
@@ -205,7 +208,7 @@ std::partial_sort(order_.begin(), order_.begin() + {k}, order_.end(), [&](int64_
 for (int64_t j_ = 0; j_ < {k}; ++j_) {{ {writes} }}
 """
     x_subset = ", ".join(f"0:{d}" if a == axis else f"i{a}" for a, d in enumerate(shape))
-    out_subset = ", ".join(f"0:{k}" if a == axis else f"i{a}" for a in range(len(shape)))
+    out_subset = ", ".join(f"0:{k_dim}" if a == axis else f"i{a}" for a in range(len(shape)))
     sdfg, state = ctx.nested()
     add_map(state, "topk", index_ranges(shape, skip=[axis]), {"x": f"{x_conn}[{x_subset}]"}, code,
             {name: f"{connector}[{out_subset}]" for name, connector in outputs.items()},

@@ -101,12 +101,14 @@ def unsupported_element_types(model: onnx.ModelProto) -> dict[str, list[str]]:
     return found
 
 
-def unsupported_nodes(model: onnx.ModelProto) -> dict[tuple[str, str, int], list[str]]:
-    """(domain, op_type, opset) -> node names, for every node sdflow has no op for (inside subgraphs too)."""
+def unsupported_nodes(model: onnx.ModelProto, skip=()) -> dict[tuple[str, str, int], list[str]]:
+    """(domain, op_type, opset) -> node names, for every node sdflow has no op for (inside subgraphs too), but
+    the top-level nodes at the positions in ``skip``."""
     opsets = _opsets(model)
     missing: dict[tuple[str, str, int], list[str]] = {}
+    skip = set(skip)
     for index, node in enumerate(model.graph.node):
-        if _is_constant_node(node):
+        if _is_constant_node(node) or index in skip:
             continue
         if not _supported(node, opsets):
             found = [(node, _node_name(node, index))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import sympy
 
 from ..errors import ShapeInferenceError
 from ..types import TensorType, numpy_dtype, onnx_dtype
@@ -240,14 +241,20 @@ class CastLike(Elementwise):
         return [onnx_cast(x, onnx_dtype(like.dtype), bool(node.attr("saturate", 1)), node.attr("round_mode", "up"))]
 
 
+_SYMBOLIC = {"Max": np.frompyfunc(lambda a, b: sympy.Max(a, b), 2, 1),
+             "Min": np.frompyfunc(lambda a, b: sympy.Min(a, b), 2, 1)}
+
+
 def _variadic(op_type, func):
     @elementwise(op_type)
     class Variadic(Elementwise):
         @classmethod
         def reference(cls, node, *xs):
+            # Shape arithmetic (min(count, 3) for a TopK's k): symbolic dims through sympy's Min/Max.
+            symbolic = any(np.asarray(x).dtype == object for x in xs) and op_type in _SYMBOLIC
             result = xs[0]
             for x in xs[1:]:
-                result = func(result, x)
+                result = _SYMBOLIC[op_type](result, x) if symbolic else func(result, x)
             return [np.asarray(result).astype(xs[0].dtype) if xs[0].dtype != object else np.asarray(result)]
 
     Variadic.__name__ = Variadic.__qualname__ = op_type

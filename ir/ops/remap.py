@@ -230,7 +230,9 @@ class TopK(Op):
     def infer(cls, node, inputs, values):
         x = inputs[0]
         axis = normalize_axis(node.attr("axis", -1), x.rank)
-        k = int(static_int_list(values[1], "TopK k")[0])
+        k = static_int_list(values[1], "TopK k")[0]  # symbolic too: min(count, 100) after a data-dependent op
+        if isinstance(k, int) and isinstance(x.shape[axis], int) and not 0 <= k <= x.shape[axis]:
+            raise ShapeInferenceError(f"TopK: k = {k} is outside 0..{x.shape[axis]} (the size of axis {axis})")
         shape = [k if i == axis else d for i, d in enumerate(x.shape)]
         return [TensorType(x.dtype, shape), TensorType(np.int64, shape)]
 
