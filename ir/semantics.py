@@ -138,7 +138,7 @@ def dim_assumptions(graph: Graph) -> list[tuple[sympy.Expr, str, sympy.Expr, str
 
 def _slice_bounds(graph: Graph, node: OpNode, values: dict, where: str) -> list:
     """A Slice's int starts/ends on symbolic dims are taken as they are: each must lie inside the dim."""
-    from .ops.movement import BIG_INDEX
+    from .ops.movement import BIG_INDEX, is_data_dependent
     inputs = graph.node_inputs(node)
     given = with_static_inputs(node, [values.get(t) if t else None for t in inputs])
     shape = graph.tensor_type(inputs[0]).shape
@@ -152,7 +152,7 @@ def _slice_bounds(graph: Graph, node: OpNode, values: dict, where: str) -> list:
             if isinstance(bound, sympy.Basic) and not bound.is_number:
                 # A bound from another input's dims (BERT's position ids sliced to the sequence length).
                 found.append((dim, ">=", bound, where))
-            elif (not dim.is_number and isinstance(bound, (int, np.integer))
+            elif (not dim.is_number and isinstance(bound, (int, np.integer)) and not is_data_dependent(dim)
                   and -BIG_INDEX < int(bound) < BIG_INDEX and int(bound) != 0):
                 found.append((dim, ">=", sympy.Integer(abs(int(bound))), where))
     return found

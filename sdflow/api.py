@@ -9,8 +9,7 @@ import onnx
 
 from sdflow import graph_cache
 from sdflow.codegen import CompiledModel, build
-from sdflow.codegen.host_kernels import HOST_OPS
-from sdflow.fallback import FallbackModel, PartitionedModel, host_node_indices
+from sdflow.fallback import FallbackModel, PartitionedModel, has_host_op, host_node_indices
 from sdflow.frontends.onnx import import_model, load_model, unsupported_node_indices, value_dependent_inputs
 from sdflow.ir import Graph, verify
 from sdflow.passes import PassContext, parse_pipeline, run_pipeline
@@ -113,7 +112,8 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
 
 
 def _has_host_ops(model) -> bool:
-    """Whether the ONNX model's graph has a node of codegen.host_kernels.HOST_OPS (read without its weights)."""
+    """Whether the ONNX model's graph (or a subgraph) has a node of codegen.host_kernels.HOST_OPS (read without its
+    weights)."""
     if isinstance(model, onnx.ModelProto):
         proto = model
     elif isinstance(model, (bytes, bytearray)):
@@ -128,7 +128,7 @@ def _has_host_ops(model) -> bool:
             return False
     else:
         return False
-    return any(node.op_type in HOST_OPS and node.domain in ("", "ai.onnx") for node in proto.graph.node)
+    return has_host_op(proto.graph)
 
 
 def _describe(model) -> str:

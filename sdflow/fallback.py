@@ -15,10 +15,11 @@ import onnx
 
 from sdflow.codegen.host_kernels import HOST_OPS, host_op
 from sdflow.codegen.runtime import Outputs, bind_inputs
-from sdflow.frontends.onnx import node_reads, unsupported_node_indices, value_info_type
+from sdflow.frontends.onnx import node_reads, outer_names, unsupported_node_indices, value_info_type
 from sdflow.ir import CompileError, InputError, TensorType
+from sdflow.ir.ops.movement import DATA_DEPENDENT_PREFIX
 
-__all__ = ["PartitionedModel", "FallbackModel", "split_model", "host_node_indices"]
+__all__ = ["PartitionedModel", "FallbackModel", "split_model", "host_node_indices", "has_host_op"]
 
 
 @dataclasses.dataclass
@@ -35,13 +36,41 @@ def _node_label(node: onnx.NodeProto, index: int) -> str:
     return f"{node.name or f'{node.op_type}_{index}'} ({node.domain or 'ai.onnx'}::{node.op_type})"
 
 
+def has_host_op(graph: onnx.GraphProto) -> bool:
+    """Whether ``graph`` or one of its subgraphs has a node of HOST_OPS."""
+    return any((node.op_type in HOST_OPS and node.domain in ("", "ai.onnx")) or any(
+        has_host_op(a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH) for node in graph.node)
+
+
 def host_node_indices(model: onnx.ModelProto) -> list[int]:
-    """Positions of the nodes that sdflow's dynamic-shape kernels run between compiled parts: NonZero,
-    NonMaxSuppression and Unique, and Compress whose condition is not a constant (a constant one compiles)."""
+    """Positions of the nodes that run alone between compiled parts: NonZero, NonMaxSuppression and Unique, and
+    Compress whose condition is not a constant (a constant one compiles), by sdflow's dynamic-shape kernels; and
+    an If whose branches hold one of those (a detector's "no boxes?" test around its NMS), whose condition picks
+    the branch at run time, that branch then compiled (once) and run as a model of its own."""
     graph = model.graph
     constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    return [index for index, node in enumerate(graph.node) if node.domain in ("", "ai.onnx")
-            and node.op_type in HOST_OPS and not (node.op_type == "Compress" and node.input[1] in constants)]
+    found = []
+    for index, node in enumerate(graph.node):
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type in HOST_OPS and not (node.op_type == "Compress" and node.input[1] in constants):
+            found.append(index)
+        elif node.op_type == "If" and any(has_host_op(a.g) for a in node.attribute if a.name.endswith("_branch")):
+            found.append(index)
+    return found
+
+
+def _data_dependent_dims(value_info: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    renamed = onnx.ValueInfoProto()
+    renamed.CopyFrom(value_info)
+    for axis, dim in enumerate(renamed.type.tensor_type.shape.dim):
+        if dim.HasField("dim_value"):
+            continue
+        if not dim.dim_param:
+            dim.dim_param = f"{DATA_DEPENDENT_PREFIX}{value_info.name}_{axis}"
+        elif dim.dim_param.startswith("unk__"):
+            dim.dim_param = DATA_DEPENDENT_PREFIX + dim.dim_param.removeprefix("unk__")
+    return renamed
 
 
 def split_model(model: onnx.ModelProto, fallback: bool = True) -> tuple[list[Part], list[str]]:
@@ -59,6 +88,11 @@ def split_model(model: onnx.ModelProto, fallback: bool = True) -> tuple[list[Par
         else:
             groups.append((kind, [node]))
     types = {v.name: v for v in list(graph.input) + list(graph.value_info) + list(graph.output)}
+    # With host parts, the sizes ONNX shape inference could not give (unk__<k> or nothing: sizes produced at run
+    # time) are named dyn_<k> in the parts, where ONNX's Slice clamping applies in full
+    # (ir.ops.movement.is_data_dependent) instead of the assumption that a bound lies inside the dim.
+    if any(kind == "host" for kind, _ in groups):
+        types = {name: _data_dependent_dims(v) for name, v in types.items()}
     initializers = {i.name: i for i in graph.initializer}
     graph_outputs = [o.name for o in graph.output]
     parts = []
@@ -105,7 +139,8 @@ class PartitionedModel:
                 part.runner = compile_part(part.model)
                 continue
             if part.kind == "host":
-                part.runner = host_op(part.nodes[0])
+                part.runner = _BranchRunner(part, model, compile_part) if part.nodes[0].op_type == "If" \
+                    else host_op(part.nodes[0])
                 continue
             try:
                 part.runner = ort_session(part.model, threads=None)
@@ -136,7 +171,10 @@ class PartitionedModel:
             feeds = {name: np.asarray(values[name]) for name in part.inputs}
             if part.kind == "host":
                 node = part.nodes[0]
-                results = part.runner(*[np.asarray(values[name]) if name else None for name in node.input])
+                if isinstance(part.runner, _BranchRunner):
+                    results = part.runner.run(values)
+                else:
+                    results = part.runner(*[np.asarray(values[name]) if name else None for name in node.input])
                 results = [results[list(node.output).index(name)] for name in part.outputs]
             elif part.kind == "reference":
                 try:
@@ -149,6 +187,43 @@ class PartitionedModel:
                 results = [results[name] for name in part.outputs]
             values.update(zip(part.outputs, results))
         return Outputs(self.output_names, [values[name] for name in self.output_names])
+
+
+class _BranchRunner:
+    """An If whose branches hold data-dependent ops: the condition picks a branch at run time; each branch is a
+    model of its own (inputs: the outer values it reads), compiled on first use (as a PartitionedModel)."""
+
+    def __init__(self, part: Part, model: onnx.ModelProto, compile_part):
+        self.node, self.compile_part = part.nodes[0], compile_part
+        graph = model.graph
+        self.types = {v.name: v for v in (*graph.input, *graph.value_info, *graph.output)}
+        self.initializers = {i.name: i for i in graph.initializer}
+        self.model = model
+        self.branches = {}
+
+    def _branch_model(self, branch: onnx.GraphProto) -> onnx.ModelProto:
+        reads = outer_names(branch)
+        inputs = [self.types[name] for name in reads if name not in self.initializers]
+        graph = onnx.helper.make_graph(list(branch.node), f"{branch.name or 'branch'}", inputs, list(branch.output),
+                                       [*branch.initializer, *(self.initializers[n] for n in reads
+                                                               if n in self.initializers)])
+        graph.value_info.extend(branch.value_info)
+        proto = onnx.helper.make_model(graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
+        proto.functions.extend(self.model.functions)
+        return proto
+
+    def __call__(self, *inputs):
+        raise TypeError("call run(values)")
+
+    def run(self, values: dict) -> list:
+        take = bool(np.asarray(values[self.node.input[0]]).ravel()[0])
+        name = "then_branch" if take else "else_branch"
+        if name not in self.branches:
+            branch = next(a.g for a in self.node.attribute if a.name == name)
+            self.branches[name] = self.compile_part(self._branch_model(branch))
+        compiled = self.branches[name]
+        results = compiled(**{n: values[n] for n in compiled.input_names})
+        return [np.asarray(r) for r in results]
 
 
 FallbackModel = PartitionedModel  # the name of releases before dynamic-shape ops ran in parts

@@ -73,25 +73,26 @@ def test_run_profile_then_view_with_the_report(transformer_file, tmp_path):
 
 def test_inspect_lists_ops_parameters_and_unsupported(helpers, tmp_path):
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
-             helper.make_node("Det", ["m"], ["a"], name="det"), helper.make_node("Relu", ["a"], ["y"])]
+             helper.make_node("Unsqueeze", ["m", "last"], ["signal"]),
+             helper.make_node("DFT", ["signal"], ["a"], name="dft"), helper.make_node("Relu", ["a"], ["y"])]
     path = tmp_path / "partial.onnx"
-    onnx.save(helpers.make_model(nodes, [("x", np.float32, ["batch", 4])], [("y", np.float32, ["batch", 2])],
-                                 {"w": np.ones((4, 2), np.float32)}), path)
+    onnx.save(helpers.make_model(nodes, [("x", np.float32, ["batch", 4])], [("y", np.float32, ["batch", 2, 2])],
+                                 {"w": np.ones((4, 2), np.float32), "last": np.array([2])}), path)
     out = sdflow("inspect", path).stdout
-    assert "input  x: float[batch,4]" in out and "output y: float[batch,2]" in out
-    assert "parameters: 8 in 1 tensors" in out
-    assert "Det  UNSUPPORTED" in out and "ai.onnx::Det (opset 17): det" in out
+    assert "input  x: float[batch,4]" in out and "output y: float[batch,2,2]" in out
+    assert "parameters: 9 in 2 tensors" in out
+    assert "DFT  UNSUPPORTED" in out and "ai.onnx::DFT (opset 17): dft" in out
 
 
 def test_inspect_names_element_types_compile_refuses(tmp_path):
-    """A bfloat16 model: inspect must not say "unsupported: none" when compile refuses the element type."""
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "bf16",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.BFLOAT16, [2, 3])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.BFLOAT16, [2, 3])])
-    path = tmp_path / "bf16.onnx"
+    """A complex64 model: inspect must not say "unsupported: none" when compile refuses the element type."""
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "complex",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.COMPLEX64, [2, 3])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.COMPLEX64, [2, 3])])
+    path = tmp_path / "complex.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     out = sdflow("inspect", path).stdout
-    assert "unsupported element type BFLOAT16: x, y" in out and "unsupported: none" not in out
+    assert "unsupported element type COMPLEX64: x, y" in out and "unsupported: none" not in out
 
 
 def test_inspect_ir(transformer_file):

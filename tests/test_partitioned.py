@@ -103,3 +103,33 @@ def test_a_condition_longer_than_the_axis_is_an_input_error(helpers):
     np.testing.assert_array_equal(compiled(np.arange(4, dtype=F), np.array([1, 0, 1], bool))[0], [0, 2])
     with pytest.raises(sdflow.InputError, match="condition has 5 entries, more than the 4"):
         compiled(np.arange(4, dtype=F), np.ones(5, bool))
+
+
+def test_nms_inside_a_branch_and_slices_past_a_run_time_size(helpers, rng):
+    """torchvision's detectors wrap NMS in ``If boxes.numel() == 0`` and slice the kept boxes to at most N: the If
+    picks its branch at run time (each branch compiled once), and a Slice end beyond a size known only at run time
+    clamps as ONNX says (min(count, 5)) rather than being assumed inside it."""
+    n = helper.make_node
+    value = helper.make_tensor_value_info
+    nms = helper.make_graph(
+        [n("NonMaxSuppression", ["boxes", "scores", "max_per_class", "iou"], ["selected_nms"], name="nms"),
+         n("Gather", ["selected_nms", "two"], ["kept"], axis=1)], "then", [], [value("kept", onnx.TensorProto.INT64, ["k"])])
+    none = helper.make_graph([n("Constant", [], ["empty"], value=onnx.numpy_helper.from_array(np.zeros(0, I)))],
+                             "else", [], [value("empty", onnx.TensorProto.INT64, [0])])
+    nodes = [n("Size", ["boxes"], ["numel"]), n("Greater", ["numel", "zero"], ["any"]),
+             n("If", ["any"], ["kept_index"], then_branch=nms, else_branch=none, name="if_any"),
+             n("Slice", ["kept_index", "start", "five"], ["first_five"]),
+             n("Cast", ["first_five"], ["first_five_float"], to=onnx.TensorProto.FLOAT)]
+    model = helpers.make_model(
+        nodes, [("boxes", F, [1, "n", 4]), ("scores", F, [1, 1, "n"])], [("first_five_float", F, ["f"])],
+        {"max_per_class": np.array([8], I), "iou": np.array([0.3], F), "two": np.array(2, I),
+         "zero": np.array(0, I), "start": np.array([0], I), "five": np.array([5], I)}, opset=17)
+    compiled = sdflow.compile(model)
+    assert compiled.host_nodes == ["if_any (ai.onnx::If)"]
+    for count in (30, 3, 0):
+        feeds = _inputs(rng, count, 0.0)
+        feeds["scores"] = feeds.pop("logits")[:, :1]
+        want = run_onnxruntime(model, feeds)["first_five_float"]
+        got = compiled(**feeds)[0]
+        assert got.shape == want.shape == (min(count, 5) if count < 5 else want.shape[0], )
+        np.testing.assert_array_equal(got, want)

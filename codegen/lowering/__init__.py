@@ -5,6 +5,7 @@ import warnings
 
 import dace
 import numpy as np
+import sympy
 
 from sdflow.ir import Graph, OpNode
 from sdflow.passes import PassContext
@@ -130,10 +131,33 @@ def expand_op_nodes(sdfg: dace.SDFG) -> None:
         sdfg.expand_library_nodes(recursive=True)
 
 
+def _rebuilt(expr):
+    """``expr`` constructed anew from its parts, so that its terms are in SymPy's canonical order."""
+    if not isinstance(expr, sympy.Basic) or not expr.args or isinstance(expr, sympy.Symbol):
+        return expr
+    return expr.func(*(_rebuilt(arg) for arg in expr.args))
+
+
+def canonical_shapes(sdfg: dace.SDFG) -> None:
+    """Shapes with min/max of symbols (a TopK's k = min(count, 300) after a data-dependent op) rebuilt in canonical
+    order in every (nested) SDFG: DaCe compares a nested SDFG's descriptors with the outer ones structurally, and
+    an ``m + Min(3, n)`` whose terms came out in another order counts as a different shape (no inlining, then a
+    failed validation)."""
+    for nested in sdfg.all_sdfgs_recursive():
+        for desc in nested.arrays.values():
+            if not any(isinstance(d, sympy.Basic) and d.has(sympy.Min, sympy.Max) for d in desc.shape):
+                continue
+            desc.shape = tuple(_rebuilt(d) for d in desc.shape)
+            if hasattr(desc, "strides"):
+                desc.strides = tuple(_rebuilt(d) for d in desc.strides)
+                desc.total_size = _rebuilt(desc.total_size)
+
+
 def expand(sdfg: dace.SDFG, instrument: bool = False) -> None:
     """Expands every op node (recursively) and simplifies the result. With ``instrument``, every op stays its
     own nested SDFG (named after the op) whose states DaCe times, instead of being inlined."""
     expand_op_nodes(sdfg)
+    canonical_shapes(sdfg)
     if instrument:
         for node in sdfg.start_state.nodes():
             if isinstance(node, dace.nodes.NestedSDFG):

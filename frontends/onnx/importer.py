@@ -125,6 +125,11 @@ def node_reads(node: onnx.NodeProto) -> list[str]:
     return list(dict.fromkeys([n for n in node.input if n] + [n for g in _subgraphs(node) for n in _outer_names(g)]))
 
 
+def outer_names(graph: onnx.GraphProto) -> list[str]:
+    """The names a subgraph reads from its enclosing scope."""
+    return _outer_names(graph)
+
+
 def _outer_names(graph: onnx.GraphProto) -> list[str]:
     """The names ``graph`` (and its own subgraphs) read but do not define: values of the enclosing scope."""
     defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}

@@ -201,6 +201,13 @@ class Split(Op):
 BIG_INDEX = 2**30  # a Slice bound at least this large means "to the end"
 
 
+DATA_DEPENDENT_PREFIX = "dyn_"  # dims named so are sizes a data-dependent op produced (sdflow.fallback names them)
+
+
+def is_data_dependent(dim) -> bool:
+    return isinstance(dim, sympy.Basic) and any(str(s).startswith(DATA_DEPENDENT_PREFIX) for s in dim.free_symbols)
+
+
 def _clamp(value, dim, low, high_offset):
     """ONNX Slice clamping of one start/end against a (possibly symbolic) dimension."""
     if isinstance(value, int) and value >= BIG_INDEX:
@@ -211,6 +218,10 @@ def _clamp(value, dim, low, high_offset):
         value = dim + value
     if isinstance(dim, int) and isinstance(value, int):
         return min(max(value, low), dim + high_offset)
+    if isinstance(value, int) and is_data_dependent(dim):
+        # A size only known at run time (NonZero's count): ONNX's clamping in full; elsewhere a bound is assumed to
+        # lie inside a symbolic dim (checked at call time, ir.semantics.dim_assumptions), keeping shapes simple.
+        return to_dim(sympy.Max(sympy.Min(value, dim + high_offset), low))
     return to_dim(value)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import sympy
 
 from ..types import TensorType
 from ._base import Op, normalize_axis, op, same_as_input, static_int_list
@@ -63,10 +64,18 @@ class Reduce(Op):
         reduced = reduce_axes(node, x.ndim, axes)
         if not reduced:
             return [x.copy()]
+        if x.dtype == object and node.op_type in _SYMBOLIC_REDUCE:  # shape arithmetic: min(count, 300)
+            combine = np.frompyfunc(_SYMBOLIC_REDUCE[node.op_type], 2, 1)
+            result = x
+            for axis in sorted(reduced, reverse=True):
+                result = combine.reduce(result, axis=axis, keepdims=bool(node.attr("keepdims", 1)))
+            return [np.asarray(result, dtype=object)]
         with np.errstate(divide="ignore", invalid="ignore"):
             result = REDUCE_OPS[node.op_type](x, tuple(reduced), bool(node.attr("keepdims", 1)))
         return [np.asarray(result).astype(x.dtype)]
 
+
+_SYMBOLIC_REDUCE = {"ReduceMin": lambda a, b: sympy.Min(a, b), "ReduceMax": lambda a, b: sympy.Max(a, b)}
 
 for _name in REDUCE_OPS:
     globals()[_name] = op(_name, since=13)(type(_name, (Reduce, ), {}))
