@@ -279,7 +279,7 @@ class CompiledModel:
         return ", ".join(f"{n}: {t}" for n, t in self.input_types.items())
 
 
-_ASSUMED = {"==": lambda a, b: a == b, ">=": lambda a, b: a >= b}
+_ASSUMED = {"==": lambda a, b: a == b, "== or 1": lambda a, b: a == b or a == 1, ">=": lambda a, b: a >= b}
 
 
 def _physical_memory() -> int:

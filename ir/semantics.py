@@ -109,26 +109,42 @@ def interpret(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarr
 
 def dim_assumptions(graph: Graph) -> list[tuple[sympy.Expr, str, sympy.Expr, str]]:
     """Relations between a symbolic dim and another dim that type inference assumed, as (dim, relation, other,
-    where) with relation "==" (MatMul's inner dims, an element-wise input's dim and the output's) or ">=" (a Slice
-    bound inside a symbolic dim: ONNX would clamp it, the inferred size does not).
+    where) with relation "==" (MatMul's inner dims, an element-wise input's dim and the output's), "== or 1" (the
+    same for a size known only at run time, which may broadcast) or ">=" (a Slice bound inside a symbolic dim: ONNX
+    would clamp it, the inferred size does not).
     They hold for inputs the model can take; the runtime checks them before running native code."""
     from .ops.elementwise import ELEMENTWISE_OPS
+    from .ops.movement import is_data_dependent
     found = []
 
     def expect(a, relation, b, where):
         if a != b and not (isinstance(a, int) and isinstance(b, int)):
             found.append((sympy.sympify(a), relation, sympy.sympify(b), where))
 
+    def elementwise(shapes, out, where, run_time_broadcast=True):
+        for shape in shapes:
+            for dim, out_dim in zip(reversed(shape), reversed(out)):
+                if dim == 1:
+                    continue
+                # A symbolic dim indexes as itself: it broadcasts only where it is 1 statically, but a size known
+                # only at run time may be 1 there (its kernels index it min(i, dim - 1)).
+                relation = "== or 1" if run_time_broadcast and is_data_dependent(dim) else "=="
+                expect(dim, relation, out_dim, where)
+
     values = known_values(graph)
     for node in graph.op_nodes():
         shapes = [graph.tensor_type(t).shape for t in graph.node_inputs(node) if t]
         where = f"{node.op_type} node {node.label!r}"
         if node.op_type in ELEMENTWISE_OPS:
-            out = graph.tensor_type(graph.node_outputs(node)[0]).shape
-            for shape in shapes:
-                for dim, out_dim in zip(reversed(shape), reversed(out)):
-                    if dim != 1:  # a symbolic dim indexes as itself: it broadcasts only where it is 1 statically
-                        expect(dim, "==", out_dim, where)
+            elementwise(shapes, graph.tensor_type(graph.node_outputs(node)[0]).shape, where)
+        elif node.op_type == "Fused":
+            # The element-wise steps of a fused kernel keep their rule (fusion must not drop the check).
+            program = node.parsed
+            known = program.types([graph.tensor_type(t) if t else None for t in graph.node_inputs(node)])
+            for step in program.steps:
+                if step.op_type in ELEMENTWISE_OPS and step.results and step.results[0] in known:
+                    elementwise([known[a].shape for a in step.args if a in known], known[step.results[0]].shape,
+                                f"{step.op_type} in fused node {node.label!r}", program.kind == "elementwise")
         elif node.op_type == "MatMul" and all(len(s) >= 2 for s in shapes):
             expect(shapes[0][-1], "==", shapes[1][-2], where)
         elif node.op_type == "Slice":

@@ -87,6 +87,8 @@ def make_symbol(name: str) -> sympy.Symbol:
 
 
 _FUNCTIONS = {"floor", "ceiling", "Max", "Min", "Mod"}
+# DaCe's integer divisions (a Slice's count clamped to a size known only at run time), as DaCe prints them.
+_DACE_FUNCTIONS = {"int_floor": dace.symbolic.int_floor, "int_ceil": dace.symbolic.int_ceil}
 
 
 def to_dim(value) -> Dim:
@@ -98,7 +100,8 @@ def to_dim(value) -> Dim:
         return int(value) if value.is_Integer else value  # already canonical (the common case)
     if isinstance(value, str):
         # Names like N, S or E are symbols here, not sympy's builtins.
-        names = {n: sympy.Symbol(n) for n in re.findall(r"[A-Za-z_]\w*", value) if n not in _FUNCTIONS}
+        names = {n: _DACE_FUNCTIONS.get(n) or sympy.Symbol(n) for n in re.findall(r"[A-Za-z_]\w*", value)
+                 if n not in _FUNCTIONS}
         expr = sympy.sympify(value, locals=names)
     else:
         expr = sympy.sympify(value)

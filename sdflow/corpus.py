@@ -9,7 +9,8 @@ Entries (``source/name``):
   probabilities;
 - ``torchvision/*``: torchvision architectures (reduced widths or depths where the full one is hundreds of MB) at a
   small image size, batch-norm statistics re-estimated on random images, exported by the legacy exporter at opsets
-  11, 13 and 17 and by the dynamo exporter at 18;
+  11, 13 and 17 and by the dynamo exporter at 18; the detectors (SSDlite, RetinaNet, FCOS) with their
+  post-processing, by the legacy exporter at 17;
 - ``transformers/*``: Hugging Face architectures from small configs (random weights): encoders by the legacy
   exporter at opset 17, decoders by the dynamo exporter (the legacy one cannot export their mask code);
 - ``recurrent/*``: LSTM / GRU / RNN modules;
@@ -337,6 +338,102 @@ _VISION_OTHER = {
         tv.models.video.resnet.BasicBlock, [tv.models.video.resnet.Conv2Plus1D] * 4, [1, 1, 1, 1],
         tv.models.video.resnet.R2Plus1dStem, num_classes=10), (2, 3, 4, 32, 32)),
 }
+# ---- detection: torchvision's detectors with their post-processing (NMS, TopK over run-time counts) ------------
+
+_TRACING_LIBRARIES: list = []  # torch Library objects: dropped, they would unregister the kernels
+
+
+def _nms_kernel(boxes, scores, iou_threshold: float):
+    """Greedy NMS in PyTorch: the CPU kernel of torchvision::nms that tracing runs (PyPI's torchvision here links
+    CUDA-only ops); the export records the op itself, as ONNX NonMaxSuppression."""
+    torch, _ = _torch()
+    order = scores.argsort(descending=True)
+    x1, y1, x2, y2 = boxes.unbind(1)
+    area = (x2 - x1) * (y2 - y1)
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
+    keep = []
+    for i in order.tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        inter = ((torch.minimum(x2[i], x2) - torch.maximum(x1[i], x1)).clamp(min=0)
+                 * (torch.minimum(y2[i], y2) - torch.maximum(y1[i], y1)).clamp(min=0))
+        suppressed |= inter / (area[i] + area - inter) > iou_threshold
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+def _ops_available() -> bool:
+    return True
+
+
+def _no_op_check() -> None:
+    return None
+
+
+def _traceable_detection_ops() -> None:
+    """torchvision::nms gets a CPU kernel and torchvision's op checks pass (TorchScript compiles the functions it
+    scripts from this file's source, so they are plain module functions)."""
+    torch, torchvision = _torch()
+    if not _TRACING_LIBRARIES:
+        library = torch.library.Library("torchvision", "IMPL", "CPU")
+        library.impl("nms", _nms_kernel)
+        _TRACING_LIBRARIES.append(library)
+    import torchvision.extension
+    import torchvision.ops.boxes
+    torchvision.extension._has_ops = _ops_available
+    torchvision.ops.boxes._assert_has_ops = _no_op_check
+
+
+def _detection(factory):
+    """A torchvision detector over one random 128x128 image, exported with its post-processing (the image list
+    holds one [3, H, W] image; the outputs are boxes, scores and labels, their count known only at run time)."""
+    def make():
+        torch, torchvision = _torch()
+        _traceable_detection_ops()
+        torch.manual_seed(0)
+        model = _calibrated_detector(factory(torchvision))
+        return model, ([torch.rand(3, 128, 128)], ), ["image"], None
+    return make
+
+
+def _calibrated_detector(model):
+    torch, _ = _torch()
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None
+    backbone = model.backbone
+    with torch.no_grad():
+        for _ in range(3):
+            backbone(torch.randn(2, 3, 128, 128))
+    return model.eval()
+
+
+def _mobilenet_fpn(tv, maps_extra=True):
+    from torchvision.models.detection.backbone_utils import _mobilenet_extractor
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    return _mobilenet_extractor(tv.models.mobilenet_v3_small(weights=None), True, 6,
+                                extra_blocks=LastLevelP6P7(256, 256) if maps_extra else None)
+
+
+def _anchors(sizes, ratios):
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    return AnchorGenerator(tuple((s, ) for s in sizes), (ratios, ) * len(sizes))
+
+
+_DETECTION = {
+    "ssdlite320_mobilenet_v3_large": lambda tv: tv.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=5),
+    # RetinaNet's and FCOS's heads and post-processing on a MobileNetV3-small FPN (the ResNet-50 one is 130 MB).
+    "retinanet_mobilenet_fpn": lambda tv: tv.models.detection.RetinaNet(
+        _mobilenet_fpn(tv), 5, min_size=128, max_size=128,
+        anchor_generator=_anchors((32, 64, 128, 256), (0.5, 1.0, 2.0))),
+    "fcos_mobilenet_fpn": lambda tv: tv.models.detection.FCOS(
+        _mobilenet_fpn(tv), 5, min_size=128, max_size=128, score_thresh=0.01,
+        anchor_generator=_anchors((8, 16, 32, 64), (1.0, ))),
+}
+
 _TEXT = {
     "bert": _text(lambda t: t.BertConfig(**_SMALL), "BertModel"),
     "roberta": _text(lambda t: t.RobertaConfig(**_SMALL, pad_token_id=1), "RobertaModel"),
@@ -430,6 +527,9 @@ def _entries() -> dict[str, tuple]:
     for name, make in _VISION_OTHER.items():
         for setting in (13, "dynamo"):
             entries[f"torchvision/{name}@{setting}"] = ("torch", make, setting)
+    for name, factory in _DETECTION.items():
+        # (the dynamo exporter cannot export their post-processing: torch.export stops at its data-dependent sizes)
+        entries[f"torchvision/{name}@17"] = ("torch", _detection(factory), 17)
     for name, make in _TEXT.items():
         # The legacy exporter cannot export the decoders' mask code (aten::diff): they go through dynamo.
         settings = ("dynamo", ) if name in _DECODERS else (13, 15, 17) if name in ("bert", "distilbert") else (17, )
@@ -635,12 +735,48 @@ def _checked(name: str, path, passes: str, feeds: dict, reference: dict, result:
         outputs = compiled(**feeds).as_dict()
     except sdflow.SdflowError as error:
         return None, dataclasses.replace(result, status="runtime error", detail=_first_line(error))
+    if name.split("/")[-1].split("@")[0] in _DETECTION:
+        error, magnitude, mismatch = _detections_differ(outputs, reference, _tolerance(name))
+        result.max_error, result.magnitude = max(result.max_error, error), magnitude
+        if mismatch:
+            return None, dataclasses.replace(result, status="wrong result", detail=mismatch)
+        return compiled, None
     comparisons = compare_outputs(outputs, reference, _tolerance(name))
     result.max_error = max(result.max_error, max(c.max_abs_error for c in comparisons))
     result.magnitude = max(c.reference_magnitude for c in comparisons)
     if not all(c.ok for c in comparisons):
         return None, dataclasses.replace(result, status="wrong result", detail="; ".join(str(c) for c in comparisons))
     return compiled, None
+
+
+def _detections_differ(outputs: dict, reference: dict, tolerance: float) -> tuple[float, float, str]:
+    """A detector's (boxes, scores, labels) against ONNX Runtime's as a set: every reference detection pairs with
+    one of ours of the same label, its score within ``tolerance`` of the scores' magnitude (at least 1) and its box
+    within 10x that of the boxes' magnitude. Two detections whose
+    scores differ by less than the float error may come out in either order (random weights give many near-ties),
+    so the lists are not compared position by position. Returns (max error of the pairs, magnitude, mismatch)."""
+    names = list(reference)
+    boxes, scores, labels = (np.asarray(reference[n]) for n in names[:3])
+    our_boxes, our_scores, our_labels = (np.asarray(outputs[n]) for n in names[:3])
+    magnitude = float(max(np.abs(boxes).max(initial=0), np.abs(scores).max(initial=0)))
+    if our_scores.shape != scores.shape or our_boxes.shape != boxes.shape:
+        return 0.0, magnitude, f"{len(our_scores)} detections, ONNX Runtime {len(scores)}"
+    # Boxes are decoded from regression outputs times anchor sizes (up to several times the image, exp() of the
+    # size deltas): their float error is that of the network's outputs scaled up, so they get 10x the tolerance.
+    box_tolerance = 10 * tolerance * max(1.0, float(np.abs(boxes).max(initial=0)))
+    score_tolerance = tolerance * max(1.0, float(np.abs(scores).max(initial=0)))
+    free, worst = set(range(len(our_scores))), 0.0
+    for i in range(len(scores)):
+        found = [j for j in sorted(free) if our_labels[j] == labels[i]
+                 and abs(our_scores[j] - scores[i]) <= score_tolerance
+                 and np.abs(our_boxes[j] - boxes[i]).max(initial=0) <= box_tolerance]
+        if not found:
+            return worst, magnitude, (f"ONNX Runtime's detection {i} (label {labels[i]}, score {scores[i]:.6g}, box "
+                                      f"{np.round(boxes[i], 3).tolist()}) has no counterpart")
+        j = min(found, key=lambda k: abs(our_scores[k] - scores[i]) + np.abs(our_boxes[k] - boxes[i]).max(initial=0))
+        worst = max(worst, float(abs(our_scores[j] - scores[i])), float(np.abs(our_boxes[j] - boxes[i]).max(initial=0)))
+        free.discard(j)
+    return worst, magnitude, ""
 
 
 def _tolerance(name: str) -> float:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import re
 
-from sdflow.ir.types import is_storage_only
+from sdflow.ir.ops.movement import is_data_dependent
+from sdflow.ir.types import is_storage_only, to_dim
 
 from ._math import vectorizable
 from ._expansion import Ctx, add_map, expansion, index_ranges
@@ -153,9 +154,18 @@ def expression(node, present: list[int], input_kind: str) -> str:
 
 
 def broadcast_index(in_shape, out_shape) -> str:
-    """Memlet subset of an input broadcast (numpy rules) against the output's map indices."""
+    """Memlet subset of an input broadcast (numpy rules) against the output's map indices. A size known only at run
+    time that may be 1 there (ir.ops.movement.is_data_dependent) is indexed min(i, size - 1)."""
     offset = len(out_shape) - len(in_shape)
-    parts = ["0" if (d == 1 and out_shape[offset + k] != 1) else f"i{offset + k}" for k, d in enumerate(in_shape)]
+    parts = []
+    for k, d in enumerate(in_shape):
+        out_dim, index = out_shape[offset + k], f"i{offset + k}"
+        if d == 1 and out_dim != 1:
+            parts.append("0")
+        elif d != out_dim and is_data_dependent(to_dim(d)):
+            parts.append(f"min({index}, {to_dim(d)} - 1)")
+        else:
+            parts.append(index)
     return ", ".join(parts) if parts else "0"
 
 

@@ -82,12 +82,16 @@ def normalize_axis(axis: int, rank: int) -> int:
 
 
 def _broadcast_dim(a: Dim, b: Dim) -> Dim:
+    from .movement import is_data_dependent
     if a == b or b == 1:
         return a
     if a == 1:
         return b
     if isinstance(a, int) and isinstance(b, int):
         raise ShapeInferenceError(f"dimensions {a} and {b} do not broadcast")
+    if is_data_dependent(a) or is_data_dependent(b):
+        # A size known only at run time may be 1 there (ONNX broadcasts it): the larger of the two.
+        return a if isinstance(a, int) else b if isinstance(b, int) else to_dim(sympy.Max(a, b))
     # Two different symbolic sizes: the graph promises they agree at run time; keep the first.
     return a
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import sympy
+from dace.symbolic import int_floor
 
 from ..errors import ShapeInferenceError
 from ..nodes import decode_tensor_attribute
@@ -243,7 +244,12 @@ def slice_params(shape, starts, ends, axes, steps):
         if isinstance(first, int) and isinstance(last, int):
             count = len(range(first, last, step))
         else:
-            count = to_dim(sympy.floor((last - first + step - (1 if step > 0 else -1)) / step))
+            # An integer division that C++ prints as one (sympy's floor of a quotient prints as a float floor of
+            # C++'s integer quotients); not below 0 where a bound was clamped to a size known only at run time.
+            span = (last - first) if step > 0 else (first - last)
+            count = int_floor(span + abs(step) - 1, abs(step)) if abs(step) != 1 else span
+            clamped = sympy.sympify(span).has(sympy.Min, sympy.Max)
+            count = to_dim(sympy.Max(0, count) if clamped else count)
         params[axis] = (first, step, count)
     return [params[i] for i in range(rank)]
 

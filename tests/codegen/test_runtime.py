@@ -172,6 +172,33 @@ def test_assumed_equal_symbolic_dims_are_checked(helpers):
         compiled(np.ones((3, 4), F), np.ones((1, 4), F))
 
 
+def test_assumed_equal_symbolic_dims_are_checked_inside_fused_kernels(helpers):
+    """After fusion the element-wise ops live inside a fused node: their assumption is still checked. (It was not:
+    at O2 a y of width 1 against an x of width 3 ran, reading past y's row, and returned garbage.)"""
+    from onnx import helper
+    nodes = [helper.make_node("Add", ["x", "y"], ["a"]), helper.make_node("Relu", ["a"], ["z"]),
+             helper.make_node("Mul", ["z", "x"], ["out"])]
+    model = helpers.make_model(nodes, [("x", F, ["n", "s"]), ("y", F, ["n", "t"])], [("out", F, ["n", "s"])])
+    compiled = sdflow.compile(model, passes="O2")
+    assert any(n.op_type == "Fused" for n in compiled.graph.op_nodes())
+    x = np.arange(6, dtype=F).reshape(2, 3)
+    np.testing.assert_array_equal(compiled(x, x - 1)[0], np.maximum(2 * x - 1, 0) * x)
+    with pytest.raises(InputError, match=r"Add in fused node '.*' needs t == s, but the inputs give t = 1 and s = 3"):
+        compiled(x, np.ones((2, 1), F))
+
+
+def test_strided_slice_over_a_symbolic_dim(helpers):
+    """x[::4] over a symbolic length: ceil(n / 4) elements, an integer division in C++ (it did not build)."""
+    from onnx import helper
+    model = helpers.make_model([helper.make_node("Slice", ["x", "start", "end", "axes", "step"], ["y"])],
+                               [("x", F, ["n"])], [("y", F, ["k"])],
+                               {"start": np.array([0]), "end": np.array([2 ** 62]), "axes": np.array([0]),
+                                "step": np.array([4])})
+    compiled = sdflow.compile(model)
+    for n in (1, 4, 5, 9):
+        np.testing.assert_array_equal(compiled(np.arange(n, dtype=F))[0], np.arange(n, dtype=F)[::4])
+
+
 def test_dims_named_like_op_inputs_compile(helpers, rng):
     """A batch dim called B beside MatMul's input B and LayerNorm's bias B (and a dim called X beside LayerNorm's
     input X): connectors and symbols share the expansions' namespace, so lowering renames the connectors."""
