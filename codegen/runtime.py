@@ -339,6 +339,12 @@ def _index_bounds(graph: Graph) -> dict[str, list[tuple[int, str]]]:
     bounds: dict[str, list[tuple[int, str]]] = {}
     inputs = set(graph.inputs)
     for node in graph.op_nodes():
+        if node.op_type == "RoiAlign" and graph.node_inputs(node)[2] in inputs:
+            data_type = graph.tensor_type(graph.node_inputs(node)[0])
+            if isinstance(data_type.shape[0], int):
+                bounds.setdefault(graph.node_inputs(node)[2], []).append(
+                    (data_type.shape[0], f"the batch of RoiAlign node {node.label!r}"))
+            continue
         if node.op_type not in ("Gather", "GatherElements"):
             continue
         data, indices = graph.node_inputs(node)[:2]

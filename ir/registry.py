@@ -69,7 +69,7 @@ REFUSED: dict[str, tuple[str, int | None]] = {  # op_type -> (reason, refused up
     "Upsample": ("deprecated since opset 10 (Resize)", None),
     **{op: (_NOT_YET, None) for op in ("Col2Im", "DeformConv",
                                        "MaxRoiPool", "MaxUnpool",
-                                       "RoiAlign", "TensorScatter")},
+                                       "TensorScatter")},
 }
 
 

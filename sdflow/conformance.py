@@ -256,8 +256,10 @@ def format_markdown(results, command: str) -> str:
            "| class | cases | share |", "|---|---:|---:|"]
     out += [f"| {s} | {totals[s]} | {100 * totals[s] / max(1, len(results)):.1f}% |" for s in STATUSES]
     out += ["", f"**Pass rate: {100 * totals['pass'] / max(1, len(results)):.1f}%** (excluded cases count as not "
-            "passing). Tolerances: the case's rtol/atol (ONNX's defaults 1e-3/1e-7); integer and bool outputs "
-            "exact.", ""]
+            "passing). Tolerances: the case's rtol/atol (ONNX's defaults 1e-3/1e-7); integer and bool outputs (4- and "
+            "2-bit ones too) exact, float8/float4 ones by value; bfloat16 outputs within rtol 2^-6 (two bfloat16 "
+            "steps: ONNX's reference computes MatMul on bfloat16 arrays in float32, skipping the roundings the ops' "
+            "bfloat16 outputs require; sdflow's results are the closer to the same graph run in float32).", ""]
     excluded = collections.Counter(r.detail for r in results if r.status == "excluded")
     if excluded:
         out += ["Excluded (reasons in `sdflow/conformance_exclusions.py`): " + ", ".join(

@@ -9,7 +9,7 @@ Entries (``source/name``):
   probabilities;
 - ``torchvision/*``: torchvision architectures (reduced widths or depths where the full one is hundreds of MB) at a
   small image size, batch-norm statistics re-estimated on random images, exported by the legacy exporter at opsets
-  11, 13 and 17 and by the dynamo exporter at 18; the detectors (SSDlite, RetinaNet, FCOS) with their
+  11, 13 and 17 and by the dynamo exporter at 18; the detectors (SSDlite, RetinaNet, FCOS, Faster R-CNN) with their
   post-processing, by the legacy exporter at 17;
 - ``transformers/*``: Hugging Face architectures from small configs (random weights): encoders by the legacy
   exporter at opset 17, decoders by the dynamo exporter (the legacy one cannot export their mask code);
@@ -362,6 +362,14 @@ def _nms_kernel(boxes, scores, iou_threshold: float):
     return torch.tensor(keep, dtype=torch.int64)
 
 
+def _roi_align_kernel(input, rois, spatial_scale: float, pooled_height: int, pooled_width: int, sampling_ratio: int,
+                      aligned: bool):
+    """torchvision's own pure-PyTorch RoIAlign as the CPU kernel of torchvision::roi_align (exported as RoiAlign)."""
+    from torchvision.ops.roi_align import _roi_align
+    plain = getattr(_roi_align, "__wrapped__", _roi_align)  # not its torch.compile wrapper (tracing refuses that)
+    return plain(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+
+
 def _ops_available() -> bool:
     return True
 
@@ -375,13 +383,21 @@ def _traceable_detection_ops() -> None:
     scripts from this file's source, so they are plain module functions)."""
     torch, torchvision = _torch()
     if not _TRACING_LIBRARIES:
+        schemas = torch.library.Library("torchvision", "FRAGMENT")
+        if not hasattr(torch.ops.torchvision, "roi_align"):
+            schemas.define("roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+                           "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor")
         library = torch.library.Library("torchvision", "IMPL", "CPU")
         library.impl("nms", _nms_kernel)
-        _TRACING_LIBRARIES.append(library)
-    import torchvision.extension
-    import torchvision.ops.boxes
-    torchvision.extension._has_ops = _ops_available
-    torchvision.ops.boxes._assert_has_ops = _no_op_check
+        library.impl("roi_align", _roi_align_kernel)
+        _TRACING_LIBRARIES.extend([schemas, library])
+    import importlib
+    extension, boxes, roi_align = (importlib.import_module(f"torchvision.{m}")  # (the modules, not the functions
+                                   for m in ("extension", "ops.boxes", "ops.roi_align"))  # torchvision.ops exports)
+    extension._has_ops = _ops_available
+    boxes._assert_has_ops = _no_op_check
+    roi_align._has_ops = _ops_available
+    roi_align._assert_has_ops = _no_op_check
 
 
 def _detection(factory):
@@ -429,6 +445,9 @@ _DETECTION = {
     "retinanet_mobilenet_fpn": lambda tv: tv.models.detection.RetinaNet(
         _mobilenet_fpn(tv), 5, min_size=128, max_size=128,
         anchor_generator=_anchors((32, 64, 128, 256), (0.5, 1.0, 2.0))),
+    # Two stages: region proposals (NMS over the RPN's boxes), RoiAlign over the FPN levels, the box head.
+    "fasterrcnn_mobilenet_v3_large_320_fpn": lambda tv: tv.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=5, min_size=128, max_size=128, box_score_thresh=0.01),
     "fcos_mobilenet_fpn": lambda tv: tv.models.detection.FCOS(
         _mobilenet_fpn(tv), 5, min_size=128, max_size=128, score_thresh=0.01,
         anchor_generator=_anchors((8, 16, 32, 64), (1.0, ))),
@@ -755,9 +774,13 @@ def _detections_differ(outputs: dict, reference: dict, tolerance: float) -> tupl
     within 10x that of the boxes' magnitude. Two detections whose
     scores differ by less than the float error may come out in either order (random weights give many near-ties),
     so the lists are not compared position by position. Returns (max error of the pairs, magnitude, mismatch)."""
+    # Which output is which (torchvision orders them boxes, scores, labels or boxes, labels, scores): by type.
     names = list(reference)
-    boxes, scores, labels = (np.asarray(reference[n]) for n in names[:3])
-    our_boxes, our_scores, our_labels = (np.asarray(outputs[n]) for n in names[:3])
+    box_name = next(n for n in names if np.asarray(reference[n]).ndim == 2)
+    label_name = next(n for n in names if np.asarray(reference[n]).dtype.kind in "iu")
+    score_name = next(n for n in names if n not in (box_name, label_name))
+    boxes, scores, labels = (np.asarray(reference[n]) for n in (box_name, score_name, label_name))
+    our_boxes, our_scores, our_labels = (np.asarray(outputs[n]) for n in (box_name, score_name, label_name))
     magnitude = float(max(np.abs(boxes).max(initial=0), np.abs(scores).max(initial=0)))
     if our_scores.shape != scores.shape or our_boxes.shape != boxes.shape:
         return 0.0, magnitude, f"{len(our_scores)} detections, ONNX Runtime {len(scores)}"

@@ -293,3 +293,28 @@ def affine_grid(ctx: Ctx):
              f"out_[r_] = ({ctype})s_; }}\n")
     code = "\n".join(lines) + f"\n#pragma omp parallel for\nfor (int64_t n_ = 0; n_ < N_; ++n_) {loops}{{\n{body}}}\n"
     return ctx.tasklet(code)
+
+
+@expansion("RoiAlign")
+def roi_align(ctx: Ctx):
+    """One call of ``sdflow_kernels::roi_align`` (codegen/kernels/roi_align.h); batch indices outside the batch
+    are clamped into it (a graph input's are refused before the call: runtime._index_bounds)."""
+    from sdflow.ir.ops.sampling import RoiAlign
+    x, rois, indices, y = (ctx.connector(k, p) for k, p in (("in", 0), ("in", 1), ("in", 2), ("out", 0)))
+    n, channels, height, width = (cexpr(d) for d in ctx.shape(x))
+    num_rois = cexpr(ctx.shape(rois)[0])
+    node = ctx.node
+    geometry = (f"{num_rois}, {channels}, {height}, {width}, {int(node.attr('output_height', 1))}, "
+                f"{int(node.attr('output_width', 1))}, {int(node.attr('sampling_ratio', 0))}, "
+                f"{float(node.attr('spatial_scale', 1.0))!r}f, {'true' if RoiAlign.half_pixel(node) else 'false'}, "
+                f"{'true' if node.attr('mode', 'avg') == 'max' else 'false'}")
+    code = f"""
+std::vector<int64_t> batch_({num_rois});
+for (int64_t r_ = 0; r_ < {num_rois}; ++r_) {{
+    const int64_t b_ = (int64_t){ctx.ptr(indices)}[r_];
+    batch_[r_] = b_ < 0 ? 0 : (b_ >= {n} ? {n} - 1 : b_);
+}}
+const sdflow_kernels::RoiAlignGeometry geometry_{{{geometry}}};
+sdflow_kernels::roi_align({ctx.ptr(x)}, {ctx.ptr(rois)}, batch_.data(), geometry_, {ctx.ptr(y)});
+"""
+    return ctx.tasklet(code, includes='#include <vector>\n#include "roi_align.h"')

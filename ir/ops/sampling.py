@@ -168,3 +168,31 @@ class AffineGrid(Op):
         homogeneous = np.stack(list(coords) + [np.ones(spatial)], axis=-1)  # [spatial..., k + 1]
         grid = np.einsum("nij,...j->n...i", theta.astype(np.float64), homogeneous)
         return [grid.astype(theta.dtype)]
+
+
+@op("RoiAlign", since=10)
+class RoiAlign(Op):
+    """Regions of interest of a feature map pooled to a fixed grid (Faster R-CNN's box head): X [N, C, H, W],
+    rois [R, 4] as (x1, y1, x2, y2), batch_indices [R] -> [R, C, output_height, output_width]."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        x, rois, batch_indices = inputs[:3]
+        if x.rank != 4 or rois.rank != 2 or batch_indices.rank != 1:
+            raise ShapeInferenceError(f"RoiAlign needs X [N, C, H, W], rois [R, 4] and batch_indices [R], got {x}, "
+                                      f"{rois} and {batch_indices}")
+        if x.dtype != np.float32:
+            raise ShapeInferenceError(f"RoiAlign: {x.dtype} inputs are not supported (float32)")
+        shape = [rois.shape[0], x.shape[1], node.attr("output_height", 1), node.attr("output_width", 1)]
+        return [TensorType(x.dtype, shape)]
+
+    @classmethod
+    def reference(cls, node, x, rois, batch_indices):
+        return onnx_reference(node, x, rois, batch_indices)
+
+    @staticmethod
+    def half_pixel(node) -> bool:
+        """coordinate_transformation_mode: half_pixel by default from opset 16; opset 10 has output_half_pixel."""
+        default = "half_pixel" if node.opset >= 16 else "output_half_pixel"
+        mode = node.attr("coordinate_transformation_mode", None) if node.opset >= 16 else None
+        return (mode or default) == "half_pixel"

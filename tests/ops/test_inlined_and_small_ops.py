@@ -85,3 +85,24 @@ def test_window_functions_are_inlined_from_their_onnx_function(op):
     model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(10, np.int64), "size"))
     assert op not in {n.op_type for n in load_model(model).graph.node}
     np.testing.assert_allclose(sdflow.compile(model)()[0], ReferenceEvaluator(model).run(None, {})[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("opset, attrs", [(16, dict(mode="avg", sampling_ratio=2)),
+                                          (16, dict(mode="max", coordinate_transformation_mode="output_half_pixel")),
+                                          (10, dict(mode="avg", sampling_ratio=0))])
+def test_roi_align_matches_onnxruntime(opset, attrs):
+    """Regions partly outside the image, an adaptive sampling grid, both pooling modes and coordinate conventions;
+    the number of regions is symbolic (Faster R-CNN's proposals come from NMS)."""
+    model = _model(helper.make_node("RoiAlign", ["x", "rois", "batch"], ["y"], output_height=3, output_width=2,
+                                    spatial_scale=0.5, **attrs),
+                   [("x", TensorProto.FLOAT, [2, 3, 9, 7]), ("rois", TensorProto.FLOAT, ["r", 4]),
+                    ("batch", TensorProto.INT64, ["r"])], [("y", TensorProto.FLOAT, ["r", 3, 3, 2])], opset)
+    compiled = sdflow.compile(model)
+    x = RNG.standard_normal((2, 3, 9, 7)).astype(np.float32)
+    for count in (5, 1):
+        corners = RNG.uniform(-4, 14, (count, 2)).astype(np.float32)
+        feeds = {"x": x, "rois": np.concatenate([corners, corners + RNG.uniform(0.5, 8, (count, 2))], 1)
+                 .astype(np.float32), "batch": RNG.integers(0, 2, count).astype(np.int64)}
+        np.testing.assert_allclose(compiled(**feeds)[0], run_onnxruntime(model, feeds)["y"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError, match="'batch' holds index 2, out of range for the batch of RoiAlign"):
+        compiled(x=x, rois=feeds["rois"], batch=np.array([2], np.int64))
