@@ -900,7 +900,8 @@ def run(args) -> int:
             from sdflow.ir.errors import SdflowError
             raise SdflowError("--resume needs --json FILE (the results of the interrupted run)")
         kept = {r["name"]: CorpusResult(**r) for r in json.loads(args.json.read_text())} if args.json.is_file() else {}
-        done = [kept[n] for n in names if n in kept]
+        # Results outside -k stay in the file and the table: resuming with a pattern adds to a full run.
+        done = [result for name, result in kept.items() if name in ENTRIES]
         names = [n for n in names if n not in kept]
 
     order = {name: position for position, name in enumerate(ENTRIES)}

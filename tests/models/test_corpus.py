@@ -1,7 +1,9 @@
 """A representative slice of the model corpus (``sdflow corpus``; the full run writes docs/models.md): an old-opset
 ONNX light graph, a torchvision CNN, ConvNeXt (its Transpose maps once wrote into their own input's buffer), a
-transformer, its dynamically quantized variant, a two-layer bidirectional LSTM and a TorchScript loop over time
-steps (a Loop whose body reads the iteration number) match ONNX Runtime. Each model runs in its own process, as in the full run."""
+transformer, its dynamically quantized variant, a two-layer bidirectional LSTM, a TorchScript loop over time
+steps (a Loop whose body reads the iteration number) and a detector with its post-processing (FCOS: NonZero, TopK
+over run-time counts, NMS inside an If, run as a PartitionedModel) match ONNX Runtime. Each model runs in its own
+process, as in the full run."""
 from __future__ import annotations
 
 import pytest
@@ -12,7 +14,7 @@ pytest.importorskip("torch", reason="the corpus needs the 'models' extra (pip in
 from sdflow import corpus  # noqa: E402
 
 SLICE = ["light/squeezenet", "torchvision/squeezenet@11", "torchvision/convnext@17", "transformers/bert@17", "quantized/bert@17",
-         "recurrent/lstm_bidirectional@13", "control/recurrence-scripted@13"]
+         "recurrent/lstm_bidirectional@13", "control/recurrence-scripted@13", "torchvision/fcos_mobilenet_fpn@17"]
 
 
 def test_corpus_has_100_models_from_every_source():
