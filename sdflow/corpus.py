@@ -10,7 +10,7 @@ Entries (``source/name``):
 - ``torchvision/*``: torchvision architectures (reduced widths or depths where the full one is hundreds of MB) at a
   small image size, batch-norm statistics re-estimated on random images, exported by the legacy exporter at opsets
   11, 13 and 17 and by the dynamo exporter at 18; the detectors (SSDlite, RetinaNet, FCOS, Faster R-CNN) with their
-  post-processing, by the legacy exporter at 17;
+  post-processing and RAFT-small (optical flow), by the legacy exporter at 17;
 - ``transformers/*``: Hugging Face architectures from small configs (random weights): encoders by the legacy
   exporter at opset 17, decoders by the dynamo exporter (the legacy one cannot export their mask code);
 - ``recurrent/*``: LSTM / GRU / RNN modules;
@@ -453,6 +453,27 @@ _DETECTION = {
         anchor_generator=_anchors((8, 16, 32, 64), (1.0, ))),
 }
 
+def _optical_flow():
+    """RAFT-small (optical flow) on two random 128x128 frames (its correlation pyramid needs 128 pixels), three
+    refinement steps, the last flow field: GridSample over the correlation volume, a GRU of convolutions."""
+    def make():
+        torch, torchvision = _torch()
+        torch.manual_seed(0)
+        raft = torchvision.models.optical_flow.raft_small(weights=None).eval()
+
+        class LastFlow(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.raft = raft
+
+            def forward(self, image1, image2):
+                return self.raft(image1, image2, num_flow_updates=3)[-1]
+
+        frames = (torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128))
+        return LastFlow().eval(), frames, ["image1", "image2"], None
+    return make
+
+
 _TEXT = {
     "bert": _text(lambda t: t.BertConfig(**_SMALL), "BertModel"),
     "roberta": _text(lambda t: t.RobertaConfig(**_SMALL, pad_token_id=1), "RobertaModel"),
@@ -549,6 +570,7 @@ def _entries() -> dict[str, tuple]:
     for name, factory in _DETECTION.items():
         # (the dynamo exporter cannot export their post-processing: torch.export stops at its data-dependent sizes)
         entries[f"torchvision/{name}@17"] = ("torch", _detection(factory), 17)
+    entries["torchvision/raft_small@17"] = ("torch", _optical_flow(), 17)
     for name, make in _TEXT.items():
         # The legacy exporter cannot export the decoders' mask code (aten::diff): they go through dynamo.
         settings = ("dynamo", ) if name in _DECODERS else (13, 15, 17) if name in ("bert", "distilbert") else (17, )
