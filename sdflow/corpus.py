@@ -870,7 +870,9 @@ def format_markdown(results: list[CorpusResult], command: str, note: str = "") -
         counts[r.status] = counts.get(r.status, 0) + 1
     lines = [f"# Model corpus\n", f"Produced by `{command}`. Do not edit by hand.\n",
              "Max err: the largest absolute difference from ONNX Runtime over the outputs (NaN = NaN); a model passes "
-             "within 1e-4 of max(1, max |ref|) (5e-2 for quantized ones). sdflow ms / ORT ms: medians of 10 calls in "
+             "within 1e-4 of max(1, max |ref|) (5e-2 for quantized ones); a detector's detections pair up with ONNX "
+             "Runtime's as a set, scores within that tolerance and boxes within 10x it (max err: the largest "
+             "difference of a pair). sdflow ms / ORT ms: medians of 10 calls in "
              "one process, both at 2 threads; not the benchmark protocol of docs/performance.md.\n"
              + (f"\n{note}\n" if note else ""),
              f"{len(results)} models: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) +
