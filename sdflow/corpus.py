@@ -62,8 +62,9 @@ def _torch():
     return torch, _torchvision()
 
 
-def _calibrated(model, shape):
-    """Batch-norm statistics re-estimated on random inputs (random-init networks otherwise output ~0)."""
+def _calibrated(model, shape, part=None):
+    """Batch-norm statistics re-estimated on random inputs of ``shape`` run through ``part`` (the model itself, or
+    a detector's backbone, which takes plain batches): random-init networks otherwise output ~0."""
     torch, _ = _torch()
     model.train()
     for module in model.modules():
@@ -72,7 +73,7 @@ def _calibrated(model, shape):
             module.momentum = None
     with torch.no_grad():
         for _ in range(3):
-            model(torch.randn(4, *shape[1:]))
+            (part or model)(torch.randn(4, *shape[1:]))
     return model.eval()
 
 
@@ -407,23 +408,10 @@ def _detection(factory):
         torch, torchvision = _torch()
         _traceable_detection_ops()
         torch.manual_seed(0)
-        model = _calibrated_detector(factory(torchvision))
+        model = factory(torchvision)
+        model = _calibrated(model, (2, 3, 128, 128), part=model.backbone)
         return model, ([torch.rand(3, 128, 128)], ), ["image"], None
     return make
-
-
-def _calibrated_detector(model):
-    torch, _ = _torch()
-    model.train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None
-    backbone = model.backbone
-    with torch.no_grad():
-        for _ in range(3):
-            backbone(torch.randn(2, 3, 128, 128))
-    return model.eval()
 
 
 def _mobilenet_fpn(tv, maps_extra=True):

@@ -298,15 +298,19 @@ class Where(Elementwise):
         return [np.where(condition, x, y)]
 
 
+def target_dtype(node) -> np.dtype:
+    """The element type a Cast or BitCast node's ``to`` attribute names."""
+    try:
+        return numpy_dtype(node.attr("to"))
+    except ValueError as error:
+        raise ShapeInferenceError(f"{node.op_type}: {error}") from None
+
+
 @elementwise("Cast")
 class Cast(Elementwise):
     @classmethod
     def infer(cls, node, inputs, values):
-        try:
-            dtype = numpy_dtype(node.attr("to"))
-        except ValueError as error:
-            raise ShapeInferenceError(f"Cast: {error}") from None
-        return [TensorType(dtype, inputs[0].shape)]
+        return [TensorType(target_dtype(node), inputs[0].shape)]
 
     @classmethod
     def reference(cls, node, x):
@@ -349,10 +353,7 @@ class BitCast(Op):
 
     @classmethod
     def infer(cls, node, inputs, values):
-        try:
-            dtype = numpy_dtype(node.attr("to"))
-        except ValueError as error:
-            raise ShapeInferenceError(f"BitCast: {error}") from None
+        dtype = target_dtype(node)
         if _bit_width(dtype) != _bit_width(inputs[0].dtype):
             raise ShapeInferenceError(f"BitCast: {inputs[0].dtype} ({_bit_width(inputs[0].dtype)} bits) and {dtype} "
                                       f"({_bit_width(dtype)} bits) differ in width")

@@ -5,18 +5,11 @@
 #include <random>
 #include <vector>
 
+#include "check.h"
 #include "dynamic_ops.h"
 
 using namespace sdflow_kernels;
 
-static int failures = 0;
-#define CHECK(cond)                                                                                   \
-    do {                                                                                              \
-        if (!(cond)) {                                                                                \
-            std::printf("FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond);                             \
-            ++failures;                                                                               \
-        }                                                                                             \
-    } while (0)
 
 // The ONNX definition, written for clarity: repeatedly take the best remaining candidate, keep it if it does not
 // overlap a kept box too much.

@@ -5,19 +5,11 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "check.h"
 #include "lowp.h"
 
 using namespace sdflow::lowp;
 
-static int failures = 0;
-
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            std::printf("FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond);      \
-            ++failures;                                                        \
-        }                                                                      \
-    } while (0)
 
 template <class F>
 static void check_minifloat(const char* name, uint8_t one_bits, float max_value) {
