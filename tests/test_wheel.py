@@ -1,6 +1,6 @@
 """The built wheel holds every package of the tree and works without the source tree: it is built, installed into
 a fresh virtual environment (dependencies taken from this one's site-packages, nothing downloaded) and used there to
-compile and run a model."""
+compile and run a model (and one whose C++ kernels are built from the installed package's sources)."""
 from __future__ import annotations
 
 import pathlib
@@ -27,6 +27,12 @@ graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_n
 model = sdflow.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 x = np.arange(9, dtype=np.float32).reshape(3, 3) - 4
 np.testing.assert_allclose(model(x)[0], np.maximum(x, 0) @ x, rtol=1e-6)
+# A data-dependent op: its C++ (codegen/kernels/dynamic_ops.cpp) ships in the wheel and builds from there.
+graph = helper.make_graph([helper.make_node("NonZero", ["x"], ["y"])], "nonzero",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT64, [2, "k"])])
+model = sdflow.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+np.testing.assert_array_equal(model(x)[0], np.array(np.nonzero(x)))
 print("wheel ok", sdflow.__file__)
 """
 
