@@ -48,7 +48,10 @@ def library() -> ctypes.CDLL:
                                   text=True)
             if done.returncode != 0:
                 raise CompileError(f"building {sources[0].name} failed: {done.stderr.strip()[-2000:]}")
-    lib = ctypes.CDLL(str(target))
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as error:
+        raise CompileError(f"cannot load sdflow's dynamic-shape kernels ({target}): {error}") from None
     p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
     signatures = {
         "sdflow_nonzero_count": [i32, p, i64],
