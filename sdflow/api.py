@@ -9,9 +9,9 @@ import onnx
 
 from sdflow import graph_cache
 from sdflow.codegen import CompiledModel, build
-from sdflow.fallback import FallbackModel, PartitionedModel, has_host_op, host_node_indices
+from sdflow.fallback import FallbackModel, PartitionedModel, host_node_indices
 from sdflow.frontends.onnx import import_model, load_model, unsupported_node_indices, value_dependent_inputs
-from sdflow.ir import Graph, verify
+from sdflow.ir import Graph, ShapeInferenceError, UnsupportedOpError, verify
 from sdflow.passes import PassContext, parse_pipeline, run_pipeline
 from sdflow.specialize import ValueSpecializedModel
 
@@ -69,18 +69,10 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
         raise ValueError(f"fallback must be 'error' or 'reference', not {fallback!r}")
     options = dict(passes=passes, target=target, dump_dir=dump_dir, progress=progress, instrument=instrument)
     report = _stderr_progress if progress else None
-    if value_inputs == "specialize" or fallback == "reference" or _has_host_ops(model):
+    if value_inputs == "specialize" or fallback == "reference":
         proto = load_model(model)
-        host = host_node_indices(proto)
-        if host or (fallback == "reference" and set(unsupported_node_indices(proto)) - set(host)):
-            partitioned = PartitionedModel(proto, lambda part: compile(part, value_inputs="specialize", **options),
-                                           fallback=fallback == "reference")
-            if report and partitioned.host_nodes:
-                report(f"sdflow's dynamic-shape kernels run {len(partitioned.host_nodes)} node(s) between compiled "
-                       "parts: " + ", ".join(partitioned.host_nodes))
-            if report and partitioned.fallback_nodes:
-                report(f"ONNX Runtime runs {len(partitioned.fallback_nodes)} node(s) sdflow has no op for: "
-                       + ", ".join(partitioned.fallback_nodes))
+        partitioned = _partitioned(proto, fallback == "reference", options, report)
+        if partitioned is not None:
             return partitioned
         names = value_dependent_inputs(proto) if value_inputs == "specialize" else []
         if names:
@@ -96,7 +88,15 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
             report(f"optimised graph from the cache ({len(records)} passes, {len(graph.op_nodes())} ops)")
     else:
         # DaCe's validation runs once: after the last pass, or here when there is none.
-        graph = load(model, dace_validation=not pipeline)
+        try:
+            graph = load(model, dace_validation=not pipeline)
+        except (UnsupportedOpError, ShapeInferenceError):
+            # Ops whose output shapes depend on input values (no IR op; a Compress with a run-time condition cannot
+            # infer its output) make the model run in parts.
+            partitioned = _partitioned(load_model(model), False, options, report)
+            if partitioned is None:
+                raise
+            return partitioned
         # The freshly loaded graph is ours alone: run the pipeline in place rather than on a copy.
         records = run_pipeline(graph, pipeline, dump_dir=dump_dir, progress=report)
         if key:
@@ -111,24 +111,21 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     return compiled
 
 
-def _has_host_ops(model) -> bool:
-    """Whether the ONNX model's graph (or a subgraph) has a node of codegen.host_kernels.HOST_OPS (read without its
-    weights)."""
-    if isinstance(model, onnx.ModelProto):
-        proto = model
-    elif isinstance(model, (bytes, bytearray)):
-        try:
-            proto = onnx.load_from_string(bytes(model))
-        except Exception:  # noqa: BLE001  (load_model reports a broken model properly)
-            return False
-    elif isinstance(model, (str, os.PathLike)) and not str(model).endswith((".sdfg", ".sdfgz")):
-        try:
-            proto = onnx.load(str(model), load_external_data=False)
-        except Exception:  # noqa: BLE001
-            return False
-    else:
-        return False
-    return has_host_op(proto.graph)
+def _partitioned(proto: onnx.ModelProto, fallback: bool, options: dict, report) -> PartitionedModel | None:
+    """``proto`` as a PartitionedModel when it has nodes to run between compiled parts (data-dependent ops, and with
+    ``fallback`` the nodes sdflow has no op for), else None."""
+    host = host_node_indices(proto)
+    if not host and not (fallback and unsupported_node_indices(proto)):
+        return None
+    partitioned = PartitionedModel(proto, lambda part: compile(part, value_inputs="specialize", **options),
+                                   fallback=fallback)
+    if report and partitioned.host_nodes:
+        report(f"sdflow's dynamic-shape kernels run {len(partitioned.host_nodes)} node(s) between compiled parts: "
+               + ", ".join(partitioned.host_nodes))
+    if report and partitioned.fallback_nodes:
+        report(f"ONNX Runtime runs {len(partitioned.fallback_nodes)} node(s) sdflow has no op for: "
+               + ", ".join(partitioned.fallback_nodes))
+    return partitioned
 
 
 def _describe(model) -> str:

@@ -19,7 +19,7 @@ from sdflow.frontends.onnx import node_reads, outer_names, unsupported_node_indi
 from sdflow.ir import CompileError, InputError, TensorType
 from sdflow.ir.ops.movement import DATA_DEPENDENT_PREFIX
 
-__all__ = ["PartitionedModel", "FallbackModel", "split_model", "host_node_indices", "has_host_op"]
+__all__ = ["PartitionedModel", "FallbackModel", "split_model", "host_node_indices"]
 
 
 @dataclasses.dataclass
@@ -36,10 +36,10 @@ def _node_label(node: onnx.NodeProto, index: int) -> str:
     return f"{node.name or f'{node.op_type}_{index}'} ({node.domain or 'ai.onnx'}::{node.op_type})"
 
 
-def has_host_op(graph: onnx.GraphProto) -> bool:
+def _has_host_op(graph: onnx.GraphProto) -> bool:
     """Whether ``graph`` or one of its subgraphs has a node of HOST_OPS."""
     return any((node.op_type in HOST_OPS and node.domain in ("", "ai.onnx")) or any(
-        has_host_op(a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH) for node in graph.node)
+        _has_host_op(a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH) for node in graph.node)
 
 
 def host_node_indices(model: onnx.ModelProto) -> list[int]:
@@ -55,7 +55,7 @@ def host_node_indices(model: onnx.ModelProto) -> list[int]:
             continue
         if node.op_type in HOST_OPS and not (node.op_type == "Compress" and node.input[1] in constants):
             found.append(index)
-        elif node.op_type == "If" and any(has_host_op(a.g) for a in node.attribute if a.name.endswith("_branch")):
+        elif node.op_type == "If" and any(_has_host_op(a.g) for a in node.attribute if a.name.endswith("_branch")):
             found.append(index)
     return found
 
@@ -211,9 +211,6 @@ class _BranchRunner:
         proto = onnx.helper.make_model(graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
         proto.functions.extend(self.model.functions)
         return proto
-
-    def __call__(self, *inputs):
-        raise TypeError("call run(values)")
 
     def run(self, values: dict) -> list:
         take = bool(np.asarray(values[self.node.input[0]]).ravel()[0])
