@@ -29,7 +29,8 @@ class Part:
     inputs: list[str]
     outputs: list[str]
     model: onnx.ModelProto
-    runner: object = None  # a compiled sdflow model, or an ONNX Runtime session
+    label: str = ""  # a node run alone: its name and op, as reported
+    runner: object = None  # a compiled sdflow model, sdflow's kernel, or an ONNX Runtime session
 
 
 def _node_label(node: onnx.NodeProto, index: int) -> str:
@@ -81,12 +82,14 @@ def split_model(model: onnx.ModelProto, fallback: bool = True) -> tuple[list[Par
     host = set(host_node_indices(model))
     reference = set(unsupported_node_indices(model)) - host if fallback else set()
     groups: list[tuple[str, list[onnx.NodeProto]]] = []
+    labels = []
     for index, node in enumerate(graph.node):
         kind = "host" if index in host else "reference" if index in reference else "compiled"
         if groups and kind == "compiled" and groups[-1][0] == "compiled":
             groups[-1][1].append(node)
         else:
             groups.append((kind, [node]))
+            labels.append(_node_label(node, index) if kind != "compiled" else "")
     types = {v.name: v for v in list(graph.input) + list(graph.value_info) + list(graph.output)}
     # With host parts, the sizes ONNX shape inference could not give (unk__<k> or nothing: sizes produced at run
     # time) are named dyn_<k> in the parts, where ONNX's Slice clamping applies in full
@@ -111,9 +114,8 @@ def split_model(model: onnx.ModelProto, fallback: bool = True) -> tuple[list[Par
             [initializers[n] for n in used if n in initializers])
         part = onnx.helper.make_model(part_graph, opset_imports=model.opset_import, ir_version=model.ir_version)
         part.functions.extend(model.functions)
-        parts.append(Part(nodes, kind, inputs, outputs, part))
-    labels = [_node_label(graph.node[i], i) for i in sorted(host | reference)]
-    return parts, labels
+        parts.append(Part(nodes, kind, inputs, outputs, part, labels[position]))
+    return parts, [label for label in labels if label]
 
 
 class PartitionedModel:
@@ -127,10 +129,8 @@ class PartitionedModel:
         self.input_names = [i.name for i in model.graph.input if i.name not in initializers]
         self.output_names = [o.name for o in model.graph.output]
         self.parts = [part for part in self.parts if part.outputs]  # a part whose results nobody reads
-        index = {id(node): k for k, node in enumerate(model.graph.node)}
-        self.host_nodes = [_node_label(p.nodes[0], index[id(p.nodes[0])]) for p in self.parts if p.kind == "host"]
-        self.fallback_nodes = [_node_label(p.nodes[0], index[id(p.nodes[0])]) for p in self.parts
-                               if p.kind == "reference"]
+        self.host_nodes = [p.label for p in self.parts if p.kind == "host"]
+        self.fallback_nodes = [p.label for p in self.parts if p.kind == "reference"]
         # Weights the host kernels read (compiled and ONNX Runtime parts carry their own).
         read = {name for part in self.parts if part.kind == "host" for name in part.nodes[0].input}
         self._weights = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.name in read}
