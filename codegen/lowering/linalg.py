@@ -88,30 +88,8 @@ def gemm(ctx: Ctx):
 
 @expansion("Det")
 def det(ctx: Ctx):
-    """LU decomposition with partial pivoting per matrix, in double: the product of the pivots, its sign flipped
-    per row exchange (as LAPACK's getrf, which numpy and ONNX Runtime's Eigen use)."""
+    """One call of ``sdflow_kernels::det`` (codegen/kernels/det.h): LU with partial pivoting per matrix."""
     x, y = ctx.ptr(ctx.connector("in", 0)), ctx.ptr(ctx.connector("out", 0))
     shape = ctx.shape(ctx.connector("in", 0))
-    m, batches = cexpr(shape[-1]), cexpr(product(shape[:-2]))
-    ctype = ctx.desc(ctx.connector("out", 0)).dtype.ctype
-    return ctx.tasklet(f"""
-const int64_t m_ = {m};
-#pragma omp parallel for schedule(static)
-for (int64_t b_ = 0; b_ < {batches}; ++b_) {{
-    std::vector<double> a_(m_ * m_);
-    for (int64_t k_ = 0; k_ < m_ * m_; ++k_) a_[k_] = (double){x}[b_ * m_ * m_ + k_];
-    double det_ = 1.0;
-    for (int64_t c_ = 0; c_ < m_ && det_ != 0.0; ++c_) {{
-        int64_t p_ = c_;
-        for (int64_t r_ = c_ + 1; r_ < m_; ++r_) if (std::fabs(a_[r_ * m_ + c_]) > std::fabs(a_[p_ * m_ + c_])) p_ = r_;
-        if (a_[p_ * m_ + c_] == 0.0) {{ det_ = 0.0; break; }}
-        if (p_ != c_) {{ for (int64_t k_ = 0; k_ < m_; ++k_) std::swap(a_[p_ * m_ + k_], a_[c_ * m_ + k_]); det_ = -det_; }}
-        det_ *= a_[c_ * m_ + c_];
-        for (int64_t r_ = c_ + 1; r_ < m_; ++r_) {{
-            const double f_ = a_[r_ * m_ + c_] / a_[c_ * m_ + c_];
-            for (int64_t k_ = c_ + 1; k_ < m_; ++k_) a_[r_ * m_ + k_] -= f_ * a_[c_ * m_ + k_];
-        }}
-    }}
-    {y}[b_] = ({ctype})det_;
-}}
-""", includes="#include <vector>")
+    return ctx.tasklet(f"sdflow_kernels::det({x}, {cexpr(product(shape[:-2]))}, {cexpr(shape[-1])}, {y});",
+                       includes='#include "det.h"')
