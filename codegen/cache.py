@@ -60,9 +60,14 @@ def cpu_args() -> str:
     return " ".join(flags)
 
 
+def cxx_compiler() -> str | None:
+    """The C++ compiler's path: $CXX, else c++, else g++ (None when there is none)."""
+    return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
+
+
 @functools.cache
 def _compiler_accepts(flag: str) -> bool:
-    compiler = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
+    compiler = cxx_compiler()
     if compiler is None:
         return False
     result = subprocess.run([compiler, flag, "-x", "c++", "-fsyntax-only", "-"], input="int main() {}\n",

@@ -7,8 +7,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import os
-import shutil
 import subprocess
 
 import ml_dtypes
@@ -17,7 +15,7 @@ import onnx
 
 from sdflow.ir import CompileError, InputError
 
-from .cache import KERNELS_DIR, cache_root, cpu_args, exclusive_build
+from .cache import KERNELS_DIR, cache_root, cpu_args, cxx_compiler, exclusive_build
 
 __all__ = ["HOST_OPS", "host_op", "library"]
 
@@ -32,7 +30,7 @@ _I64 = ctypes.POINTER(ctypes.c_int64)
 def library() -> ctypes.CDLL:
     """The kernels' shared library, compiled on first use (and after any change of its sources or flags)."""
     sources = [KERNELS_DIR / "dynamic_ops.cpp", KERNELS_DIR / "dynamic_ops.h"]
-    compiler = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
+    compiler = cxx_compiler()
     if compiler is None:
         raise CompileError("no C++ compiler found (CXX, c++ or g++) to build sdflow's dynamic-shape kernels")
     flags = ["-O3", "-std=c++17", "-shared", "-fPIC", *cpu_args().split()]

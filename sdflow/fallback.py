@@ -74,9 +74,9 @@ def _data_dependent_dims(value_info: onnx.ValueInfoProto) -> onnx.ValueInfoProto
     return renamed
 
 
-def split_model(model: onnx.ModelProto, fallback: bool = True) -> tuple[list[Part], list[str]]:
-    """The parts in execution order and the labels of the nodes run alone (host and, with ``fallback``, ONNX
-    Runtime nodes). ``model`` is checked and shape-inferred (sdflow.frontends.onnx.load_model), so every tensor
+def split_model(model: onnx.ModelProto, fallback: bool = True) -> list[Part]:
+    """The parts in execution order; a node run alone (host and, with ``fallback``, ONNX Runtime nodes) is labelled
+    in its part. ``model`` is checked and shape-inferred (sdflow.frontends.onnx.load_model), so every tensor
     between parts has a type."""
     graph = model.graph
     host = set(host_node_indices(model))
@@ -115,7 +115,7 @@ def split_model(model: onnx.ModelProto, fallback: bool = True) -> tuple[list[Par
         part = onnx.helper.make_model(part_graph, opset_imports=model.opset_import, ir_version=model.ir_version)
         part.functions.extend(model.functions)
         parts.append(Part(nodes, kind, inputs, outputs, part, labels[position]))
-    return parts, [label for label in labels if label]
+    return parts
 
 
 class PartitionedModel:
@@ -124,7 +124,7 @@ class PartitionedModel:
     def __init__(self, model: onnx.ModelProto, compile_part, fallback: bool = True):
         from sdflow.ort import ort_session
         self.model = model
-        self.parts, _ = split_model(model, fallback)
+        self.parts = split_model(model, fallback)
         initializers = {i.name for i in model.graph.initializer}
         self.input_names = [i.name for i in model.graph.input if i.name not in initializers]
         self.output_names = [o.name for o in model.graph.output]
