@@ -49,7 +49,8 @@ def host_node_indices(model: onnx.ModelProto) -> list[int]:
     an If whose branches hold one of those (a detector's "no boxes?" test around its NMS), whose condition picks
     the branch at run time, that branch then compiled (once) and run as a model of its own."""
     graph = model.graph
-    constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    constants = {i.name for i in graph.initializer}
+    constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     found = []
     for index, node in enumerate(graph.node):
         if node.domain not in ("", "ai.onnx"):
