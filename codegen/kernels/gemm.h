@@ -1,0 +1,261 @@
+// Single-precision GEMM with packed B: C[m x n] (=|+=) alpha * A[m x k] . B[k x n] (+ bias[n]), row-major.
+//
+// B is packed into panels of PANEL (32) columns, [ceil(n / 32)][k][32], the last panel zero-padded, so that the
+// micro-kernel reads 32 consecutive floats per k step. Constant weights are packed once when the model loads
+// (codegen/lowering/linalg.py adds the packed copy as a weight); a B computed at run time (attention's K^T and V)
+// is packed per call into a thread-local buffer. A is read in place (rows lda apart); each micro-kernel call keeps
+// ROWS x 32 accumulators in registers over a KC-long slice of k.
+//
+// Work is split into tiles of up to MC rows x NC columns, handed out to the OpenMP threads one at a time
+// (schedule(dynamic)): a core that another process keeps busy takes fewer tiles instead of stalling the others at
+// the end of a static split. Batches of small products (attention heads) are one parallel loop over the items.
+//
+// Forms: AVX-512 intrinsics where the compiler targets AVX-512F, otherwise plain loops over a 32-float row that
+// the compiler vectorises for the target it has (AVX2, SSE, NEON).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace sdflow_kernels {
+namespace gemm {
+
+constexpr int64_t PANEL = 32;     // columns of a packed panel (two 16-float vectors)
+constexpr int64_t MAX_ROWS = 8;   // rows of one micro-kernel call
+constexpr int64_t KC = 384;       // k slice a micro-kernel call accumulates in registers
+constexpr int64_t MC = 64;        // rows of a tile (its A block stays in L2 across the tile's panels)
+
+inline int64_t panels(int64_t n) { return (n + PANEL - 1) / PANEL; }
+
+// Floats in the packed form of a k x n matrix.
+inline int64_t packed_size(int64_t k, int64_t n) { return panels(n) * k * PANEL; }
+
+// Packs B (k x n, row-major with rows ldb apart; with trans_b, B is given as its n x k transpose, rows ldb apart).
+inline void pack_b(const float* b, int64_t ldb, bool trans_b, int64_t k, int64_t n, float* packed) {
+    for (int64_t panel = 0; panel < panels(n); ++panel) {
+        const int64_t j0 = panel * PANEL, width = std::min(PANEL, n - j0);
+        float* out = packed + panel * k * PANEL;
+        for (int64_t p = 0; p < k; ++p) {
+            float* row = out + p * PANEL;
+            if (trans_b) {
+                for (int64_t j = 0; j < width; ++j) row[j] = b[(j0 + j) * ldb + p];
+            } else {
+                std::memcpy(row, b + p * ldb + j0, sizeof(float) * width);
+            }
+            for (int64_t j = width; j < PANEL; ++j) row[j] = 0.0f;
+        }
+    }
+}
+
+// The epilogue of a tile's last k slice: scale, add what C held (accumulate) and a per-column bias.
+struct Epilogue {
+    float alpha;
+    bool accumulate;     // C += product (else C = product)
+    const float* bias;   // n floats, or null
+};
+
+#if defined(__AVX512F__)
+// ROWS x 32 block of C from a k slice: a points at the block's first row and slice start, b at the packed panel's
+// slice start. Every slice's product is scaled by alpha; the first slice of k overwrites C or adds to it (per the
+// epilogue), later slices add to it; the last one adds the bias. `width` columns of the 32 are stored.
+template <int ROWS>
+inline void micro(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int64_t width,
+                  bool first, bool last, const Epilogue& e, const float* bias) {
+    __m512 acc0[ROWS], acc1[ROWS];
+    for (int r = 0; r < ROWS; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < kc; ++p) {
+        const __m512 b0 = _mm512_loadu_ps(b + p * PANEL), b1 = _mm512_loadu_ps(b + p * PANEL + 16);
+        for (int r = 0; r < ROWS; ++r) {
+            const __m512 ar = _mm512_set1_ps(a[r * lda + p]);
+            acc0[r] = _mm512_fmadd_ps(ar, b0, acc0[r]);
+            acc1[r] = _mm512_fmadd_ps(ar, b1, acc1[r]);
+        }
+    }
+    const __mmask16 m0 = width >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << width) - 1);
+    const __mmask16 m1 = width >= 32 ? __mmask16(0xFFFF) : width <= 16 ? __mmask16(0) : __mmask16((1u << (width - 16)) - 1);
+    const bool add_c = !first || e.accumulate;
+    const __m512 alpha = _mm512_set1_ps(e.alpha);
+    __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
+    if (last && bias) bias0 = _mm512_maskz_loadu_ps(m0, bias), bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+    for (int r = 0; r < ROWS; ++r) {
+        __m512 v0 = acc0[r], v1 = acc1[r];
+        if (e.alpha != 1.0f) v0 = _mm512_mul_ps(v0, alpha), v1 = _mm512_mul_ps(v1, alpha);
+        if (last) v0 = _mm512_add_ps(v0, bias0), v1 = _mm512_add_ps(v1, bias1);
+        float* row = c + r * ldc;
+        if (add_c) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
+        }
+        _mm512_mask_storeu_ps(row, m0, v0);
+        _mm512_mask_storeu_ps(row + 16, m1, v1);
+    }
+}
+#else
+template <int ROWS>
+inline void micro(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int64_t width,
+                  bool first, bool last, const Epilogue& e, const float* bias) {
+    float acc[ROWS][PANEL] = {};
+    for (int64_t p = 0; p < kc; ++p) {
+        const float* bp = b + p * PANEL;
+        for (int r = 0; r < ROWS; ++r) {
+            const float ar = a[r * lda + p];
+            for (int j = 0; j < PANEL; ++j) acc[r][j] += ar * bp[j];
+        }
+    }
+    const bool add_c = !first || e.accumulate;
+    for (int r = 0; r < ROWS; ++r) {
+        float* row = c + r * ldc;
+        for (int64_t j = 0; j < width; ++j) {
+            float v = acc[r][j] * e.alpha;
+            if (last && bias) v += bias[j];
+            row[j] = add_c ? row[j] + v : v;
+        }
+    }
+}
+#endif
+
+// rows (1..MAX_ROWS) x one panel, through the micro-kernel of that height.
+inline void micro_rows(int64_t rows, int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
+                       int64_t width, bool first, bool last, const Epilogue& e, const float* bias) {
+    switch (rows) {
+        case 8: micro<8>(kc, a, lda, b, c, ldc, width, first, last, e, bias); break;
+        case 7: micro<7>(kc, a, lda, b, c, ldc, width, first, last, e, bias); break;
+        case 6: micro<6>(kc, a, lda, b, c, ldc, width, first, last, e, bias); break;
+        case 5: micro<5>(kc, a, lda, b, c, ldc, width, first, last, e, bias); break;
+        case 4: micro<4>(kc, a, lda, b, c, ldc, width, first, last, e, bias); break;
+        case 3: micro<3>(kc, a, lda, b, c, ldc, width, first, last, e, bias); break;
+        case 2: micro<2>(kc, a, lda, b, c, ldc, width, first, last, e, bias); break;
+        default: micro<1>(kc, a, lda, b, c, ldc, width, first, last, e, bias); break;
+    }
+}
+
+// One tile: rows [i0, i1) x panels [p0, p1) of C, over all of k, in one thread.
+inline void tile(int64_t i0, int64_t i1, int64_t p0, int64_t p1, int64_t n, int64_t k, const float* a, int64_t lda,
+                 const float* packed, float* c, int64_t ldc, const Epilogue& e) {
+    for (int64_t k0 = 0; k0 < k || k0 == 0; k0 += KC) {
+        const int64_t kc = std::min(KC, k - k0);
+        const bool first = k0 == 0, last = k0 + KC >= k;
+        for (int64_t panel = p0; panel < p1; ++panel) {
+            const int64_t j0 = panel * PANEL, width = std::min(PANEL, n - j0);
+            const float* b = packed + panel * k * PANEL + k0 * PANEL;
+            const float* bias = e.bias ? e.bias + j0 : nullptr;
+            for (int64_t i = i0; i < i1; i += MAX_ROWS) {
+                micro_rows(std::min(MAX_ROWS, i1 - i), kc, a + i * lda + k0, lda, b, c + i * ldc + j0, ldc, width,
+                           first, last, e, bias);
+            }
+        }
+        if (k == 0) break;
+    }
+}
+
+inline int threads_available() {
+#if defined(_OPENMP)
+    return omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// Tiles of a product: rows in blocks of up to MC, panels in groups sized so that there are a few tiles per thread.
+struct Tiling {
+    int64_t row_blocks, rows_per_block, panel_groups, panels_per_group;
+};
+
+inline Tiling tiling(int64_t m, int64_t n, int64_t k, int threads) {
+    Tiling t;
+    t.rows_per_block = std::min(m, MC);
+    t.row_blocks = (m + t.rows_per_block - 1) / std::max<int64_t>(t.rows_per_block, 1);
+    const int64_t total_panels = panels(n);
+    // Aim for 4 tiles per thread (room for a dynamic schedule to even out a busy core), each at least ~64k flops.
+    int64_t groups = std::max<int64_t>(1, (4 * threads + t.row_blocks - 1) / std::max<int64_t>(t.row_blocks, 1));
+    const int64_t min_panels = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, 2 * t.rows_per_block * k * PANEL));
+    groups = std::min(groups, std::max<int64_t>(1, total_panels / min_panels));
+    t.panels_per_group = (total_panels + groups - 1) / groups;
+    t.panel_groups = (total_panels + t.panels_per_group - 1) / std::max<int64_t>(t.panels_per_group, 1);
+    return t;
+}
+
+// C = alpha * A . B (+ bias) (accumulate: C += ...), B packed by pack_b. Parallel over tiles when called outside a
+// parallel region.
+inline void gemm_packed(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* packed, float* c,
+                        int64_t ldc, Epilogue e = {1.0f, false, nullptr}) {
+    if (m <= 0 || n <= 0) return;
+    const int threads = threads_available();
+    const Tiling t = tiling(m, n, k, threads);
+    const int64_t tiles = t.row_blocks * t.panel_groups;
+    const int64_t total_panels = panels(n);
+#pragma omp parallel for schedule(dynamic, 1) if (threads > 1 && tiles > 1)
+    for (int64_t index = 0; index < tiles; ++index) {
+        const int64_t rb = index % t.row_blocks, pg = index / t.row_blocks;
+        const int64_t i0 = rb * t.rows_per_block, i1 = std::min(m, i0 + t.rows_per_block);
+        const int64_t p0 = pg * t.panels_per_group, p1 = std::min(total_panels, p0 + t.panels_per_group);
+        tile(i0, i1, p0, p1, n, k, a, lda, packed, c, ldc, e);
+    }
+}
+
+// A per-thread buffer for packing a B computed at run time.
+inline float* scratch(int64_t floats) {
+    static thread_local std::vector<float> buffer;
+    if (int64_t(buffer.size()) < floats) buffer.resize(floats);
+    return buffer.data();
+}
+
+// One product in one thread (the items of a batch).
+inline void gemm_serial(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                        bool trans_b, float* c, int64_t ldc, Epilogue e) {
+    if (m <= 0 || n <= 0) return;
+    float* packed = scratch(packed_size(k, n));
+    pack_b(b, ldb, trans_b, k, n, packed);
+    tile(0, m, 0, panels(n), n, k, a, lda, packed, c, ldc, e);
+}
+
+// C = alpha * A . B with B in row-major (or transposed) form: packed into a buffer first.
+inline void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                 bool trans_b, float* c, int64_t ldc, Epilogue e = {1.0f, false, nullptr}) {
+    if (m <= 0 || n <= 0) return;
+    if (threads_available() == 1) return gemm_serial(m, n, k, a, lda, b, ldb, trans_b, c, ldc, e);
+    std::vector<float> packed(packed_size(k, n));
+    const int64_t total_panels = panels(n);
+#pragma omp parallel for schedule(static)
+    for (int64_t panel = 0; panel < total_panels; ++panel) {
+        const int64_t j0 = panel * PANEL;
+        pack_b(trans_b ? b + j0 * ldb : b + j0, ldb, trans_b, k, std::min(PANEL, n - j0), packed.data() + panel * k * PANEL);
+    }
+    gemm_packed(m, n, k, a, lda, packed.data(), c, ldc, e);
+}
+
+// `batch` products of the same shape; offsets(t, a_offset, b_offset, c_offset) gives item t's operands (in floats
+// from a, b and c). Items run in parallel, each in one thread, when there are enough of them; otherwise one
+// after the other, each split into tiles.
+template <typename Offsets>
+inline void gemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                         int64_t ldb, bool trans_b, float* c, int64_t ldc, Offsets offsets,
+                         Epilogue e = {1.0f, false, nullptr}) {
+    const int threads = threads_available();
+    if (batch >= 2 * threads || threads == 1) {
+#pragma omp parallel for schedule(dynamic, 1) if (threads > 1)
+        for (int64_t t = 0; t < batch; ++t) {
+            int64_t ao = 0, bo = 0, co = 0;
+            offsets(t, ao, bo, co);
+            gemm_serial(m, n, k, a + ao, lda, b + bo, ldb, trans_b, c + co, ldc, e);
+        }
+        return;
+    }
+    for (int64_t t = 0; t < batch; ++t) {
+        int64_t ao = 0, bo = 0, co = 0;
+        offsets(t, ao, bo, co);
+        gemm(m, n, k, a + ao, lda, b + bo, ldb, trans_b, c + co, ldc, e);
+    }
+}
+
+}  // namespace gemm
+}  // namespace sdflow_kernels

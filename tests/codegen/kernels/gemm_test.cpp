@@ -1,0 +1,115 @@
+// Unit test of codegen/kernels/gemm.h against a plain triple loop in double: every micro-kernel height, panel
+// tails, k slices (k = 0, below and above KC), transposed and row-major B, alpha, accumulate, bias, the packed,
+// per-call-packed and batched entry points, with and without OpenMP threads.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "check.h"
+#include "gemm.h"
+
+namespace g = sdflow_kernels::gemm;
+
+static std::mt19937 random_engine(7);
+
+static std::vector<float> random_vector(int64_t size) {
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  std::vector<float> v(size);
+  for (auto& x : v) x = value(random_engine);
+  return v;
+}
+
+// C (m x n, ldc) expected from a (lda), b (k x n row-major with ldb, or its n x k transpose), and C's old values.
+static std::vector<double> reference(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                                     int64_t ldb, bool trans_b, const std::vector<float>& c_old, int64_t ldc,
+                                     const g::Epilogue& e) {
+  std::vector<double> c(m * ldc);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double sum = 0;
+      for (int64_t p = 0; p < k; ++p) sum += double(a[i * lda + p]) * (trans_b ? b[j * ldb + p] : b[p * ldb + j]);
+      sum = sum * e.alpha + (e.bias ? e.bias[j] : 0.0);
+      c[i * ldc + j] = e.accumulate ? c_old[i * ldc + j] + sum : sum;
+    }
+  return c;
+}
+
+static bool close(const std::vector<float>& got, const std::vector<double>& want, int64_t m, int64_t n, int64_t ldc,
+                  int64_t k, const std::vector<float>& c_old) {
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < ldc; ++j) {
+      const int64_t at = i * ldc + j;
+      if (j >= n) {  // columns past n (ldc > n) are not written
+        if (got[at] != c_old[at]) return false;
+        continue;
+      }
+      if (std::fabs(got[at] - want[at]) > 1e-5 * (k + 4)) {
+        std::printf("  C[%ld][%ld] = %g, expected %g (m %ld, n %ld, k %ld)\n", long(i), long(j), got[at], want[at],
+                    long(m), long(n), long(k));
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+static void one_case(int64_t m, int64_t n, int64_t k, bool trans_b, float alpha, bool accumulate, bool bias) {
+  const int64_t lda = k + 3, ldb = (trans_b ? k : n) + 5, ldc = n + 2;
+  const auto a = random_vector(m * lda), b = random_vector((trans_b ? n : k) * ldb), c_old = random_vector(m * ldc);
+  const auto bias_values = random_vector(n);
+  const g::Epilogue e{alpha, accumulate, bias ? bias_values.data() : nullptr};
+  const auto want = reference(m, n, k, a.data(), lda, b.data(), ldb, trans_b, c_old, ldc, e);
+
+  std::vector<float> packed(g::packed_size(k, n) + 1);
+  g::pack_b(b.data(), ldb, trans_b, k, n, packed.data());
+  auto c = c_old;
+  g::gemm_packed(m, n, k, a.data(), lda, packed.data(), c.data(), ldc, e);
+  CHECK(close(c, want, m, n, ldc, k, c_old));
+
+  c = c_old;
+  g::gemm(m, n, k, a.data(), lda, b.data(), ldb, trans_b, c.data(), ldc, e);
+  CHECK(close(c, want, m, n, ldc, k, c_old));
+
+  c = c_old;
+  g::gemm_serial(m, n, k, a.data(), lda, b.data(), ldb, trans_b, c.data(), ldc, e);
+  CHECK(close(c, want, m, n, ldc, k, c_old));
+}
+
+static void batched_case(int64_t batch, int64_t m, int64_t n, int64_t k, bool trans_b) {
+  // A is broadcast over pairs of items (item t reads A block t / 2), as MatMul's batch broadcasting does.
+  const int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
+  const auto a = random_vector(((batch + 1) / 2) * m * k), b = random_vector(batch * b_rows * b_cols);
+  const std::vector<float> c_old(batch * m * n, 0.0f);
+  std::vector<float> c(batch * m * n, 0.0f);
+  g::gemm_batched(batch, m, n, k, a.data(), k, b.data(), b_cols, trans_b, c.data(), n,
+                  [&](int64_t t, int64_t& ao, int64_t& bo, int64_t& co) {
+                    ao = (t / 2) * m * k, bo = t * b_rows * b_cols, co = t * m * n;
+                  });
+  for (int64_t t = 0; t < batch; ++t) {
+    const std::vector<float> old(m * n, 0.0f);
+    const auto want = reference(m, n, k, a.data() + (t / 2) * m * k, k, b.data() + t * b_rows * b_cols, b_cols,
+                                trans_b, old, n, g::Epilogue{1.0f, false, nullptr});
+    const std::vector<float> got(c.begin() + t * m * n, c.begin() + (t + 1) * m * n);
+    CHECK(close(got, want, m, n, n, k, old));
+  }
+}
+
+int main() {
+  for (int64_t m : {1, 2, 3, 5, 7, 8, 9, 16, 17, 64, 65, 130})
+    for (int64_t n : {1, 15, 16, 17, 31, 32, 33, 70})
+      for (int64_t k : {0, 1, 7, 64, 385, 800}) {
+        if (m * n * k > 3000000) continue;
+        one_case(m, n, k, (m + n) % 2 == 0, 1.0f, false, false);
+        one_case(m, n, k, (m + n) % 2 == 1, 0.5f, true, true);
+      }
+  one_case(200, 300, 500, false, 1.0f, true, false);
+  one_case(3, 1000, 40, true, -2.0f, false, true);
+  for (bool trans_b : {false, true}) {
+    batched_case(12, 17, 33, 64, trans_b);
+    batched_case(1, 40, 20, 10, trans_b);
+    batched_case(3, 1, 50, 70, trans_b);
+  }
+  std::printf("%s\n", failures ? "FAILED" : "ok");
+  return failures ? 1 : 0;
+}
