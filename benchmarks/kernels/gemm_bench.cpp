@@ -1,6 +1,6 @@
 // Microbenchmark of codegen/kernels/gemm.h: GFLOP/s of C = A . B with B packed once (a model's weights), on the
 // per-layer shapes of BERT-base / GPT-2 at sequence 128 (batch 1 and 8), batch-1 GEMV, square sizes, and
-// attention's batched per-head products (B packed per call). Median of repeated runs. Build and run:
+// a B packed by each call, and attention's batched per-head products. Median of repeated runs. Build and run:
 //   g++ -O3 -march=native -fopenmp -I codegen/kernels benchmarks/kernels/gemm_bench.cpp -o /tmp/gemm_bench
 //   OMP_NUM_THREADS=2 /tmp/gemm_bench [M K N ...]
 #include <algorithm>
@@ -41,6 +41,17 @@ static void packed_case(int64_t m, int64_t k, int64_t n) {
               flop / s * 1e-9);
 }
 
+// B packed by the call itself (a B computed at run time), row-major or given transposed.
+static void unpacked_case(int64_t m, int64_t k, int64_t n, bool trans_b) {
+  std::vector<float> a(m * k, 0.5f), b(k * n, 0.25f), c(m * n);
+  const double flop = 2.0 * m * n * k;
+  const double s = median_seconds([&] {
+    g::gemm(m, n, k, a.data(), k, b.data(), trans_b ? k : n, trans_b, c.data(), n);
+  }, flop);
+  std::printf("per-call %5ld x %5ld x %5ld%s %9.4f ms  %6.1f GFLOP/s\n", long(m), long(k), long(n),
+              trans_b ? " (B^T)" : "      ", s * 1e3, flop / s * 1e-9);
+}
+
 static void attention_case(int64_t heads, int64_t seq, int64_t dim) {
   std::vector<float> q(heads * seq * dim, 0.5f), kt(heads * seq * dim, 0.25f), s(heads * seq * seq);
   const double flop = 2.0 * heads * seq * seq * dim;
@@ -64,6 +75,10 @@ int main(int argc, char** argv) {
     for (auto& kn : shapes) packed_case(tokens, kn[0], kn[1]);
   }
   for (int64_t size : {int64_t(256), int64_t(1024), int64_t(2048)}) packed_case(size, size, size);
+  for (bool trans_b : {false, true}) {
+    unpacked_case(128, 384, 1152, trans_b);
+    unpacked_case(128, 768, 768, trans_b);
+  }
   attention_case(12, 128, 64);
   attention_case(96, 128, 64);
   return 0;

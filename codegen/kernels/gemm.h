@@ -202,7 +202,8 @@ inline void gemm_packed(int64_t m, int64_t n, int64_t k, const float* a, int64_t
     }
 }
 
-// A per-thread buffer for packing a B computed at run time.
+// A per-thread buffer for packing a B computed at run time, kept between calls: a fresh allocation of a few MB
+// per call would be fresh pages, each faulted in and zeroed by the kernel (about twice the GEMM's own time).
 inline float* scratch(int64_t floats) {
     static thread_local std::vector<float> buffer;
     if (int64_t(buffer.size()) < floats) buffer.resize(floats);
@@ -223,14 +224,14 @@ inline void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, c
                  bool trans_b, float* c, int64_t ldc, Epilogue e = {1.0f, false, nullptr}) {
     if (m <= 0 || n <= 0) return;
     if (threads_available() == 1) return gemm_serial(m, n, k, a, lda, b, ldb, trans_b, c, ldc, e);
-    std::vector<float> packed(packed_size(k, n));
+    float* packed = scratch(packed_size(k, n));  // (this thread's: the team below only reads it)
     const int64_t total_panels = panels(n);
 #pragma omp parallel for schedule(static)
     for (int64_t panel = 0; panel < total_panels; ++panel) {
         const int64_t j0 = panel * PANEL;
-        pack_b(trans_b ? b + j0 * ldb : b + j0, ldb, trans_b, k, std::min(PANEL, n - j0), packed.data() + panel * k * PANEL);
+        pack_b(trans_b ? b + j0 * ldb : b + j0, ldb, trans_b, k, std::min(PANEL, n - j0), packed + panel * k * PANEL);
     }
-    gemm_packed(m, n, k, a, lda, packed.data(), c, ldc, e);
+    gemm_packed(m, n, k, a, lda, packed, c, ldc, e);
 }
 
 // `batch` products of the same shape; offsets(t, a_offset, b_offset, c_offset) gives item t's operands (in floats

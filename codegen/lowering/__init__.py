@@ -12,7 +12,7 @@ from sdflow.passes import PassContext
 from sdflow.passes.cleanup.eliminate_dead_nodes import EliminateDeadNodes
 from sdflow.passes.cleanup.fold_shape_inputs import FoldShapeInputs
 from ._expansion import bind_static_inputs, nested_label, scalars_as_vectors
-from .conv_direct import prepack, weight_value
+from .packing import prepack, weight_value
 from . import (attention, control, einsum, elementwise, fused, linalg, loss, movement, nn, quantization,  # noqa: F401
                recurrent, reduction, remap, sampling)  # (register the expansions)
 from .control import hoist_branch_constants

@@ -5,9 +5,9 @@ local, so the values between steps live in registers:
 - ``rows``: one parallel map over the rows; the prologue writes the row op's input into the output row, then
   LayerNorm/Softmax runs on that row in place (one read of each input, one write of the output).
 - ``conv``: the convolution (``nn.conv_code``) with the epilogue applied to each output plane in place.
-- ``matmul``: a BLAS GEMM into the output (before a Split: one call per output, each on its column block of the
-  concatenated weight), then one parallel map over the rows applies the epilogue in place while the row is in
-  cache.
+- ``matmul``: a GEMM (``codegen/kernels/gemm.h``; BLAS for double) into the output (before a Split: one call per
+  output, each on its column block of the concatenated weight, packed as its own block when the weight is a
+  constant), then one parallel map over the rows applies the epilogue in place while the row is in cache.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from sdflow.ir.types import TensorType, dace_dtype
 from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 from ._math import vectorizable
 from .elementwise import broadcast_index, expression
-from .linalg import _gemm_call
+from .linalg import GEMM_INCLUDES, PACKED, _gemm_call, sgemm_call
 from .nn import conv_code, conv_depthwise_code, conv_includes, packed_input
 from .reduction import layer_norm_row_code, softmax_row_code
 
@@ -134,11 +134,27 @@ def _rows(ctx: Ctx, program: Program, types) -> dace.SDFG:
     return sdfg
 
 
-def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
-    """GEMM into each output (a Split's outputs are column blocks of the product: one BLAS call per block of the
-    concatenated weight, straight into that output), then the epilogue on each output row in place."""
-    matmul, steps = program.steps[0], list(program.steps[1:])
+def matmul_blocks(program: Program, types) -> list[tuple[int, object, object]]:
+    """(output index, first column, width) of each output of a fused MatMul: the whole product, or each of the
+    final Split's column blocks."""
+    steps = list(program.steps[1:])
     split = steps.pop() if steps and steps[-1].op_type == "Split" else None
+    final = steps[-1].results[0] if steps else program.steps[0].results[0]
+    blocks, low = [], 0
+    for result in (split.results if split is not None else [final]):
+        width = types[result].shape[-1]
+        blocks.append((program.outputs.index(result), low, width))
+        low = low + width
+    return blocks
+
+
+def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
+    """GEMM into each output (a Split's outputs are column blocks of the product: one GEMM call per block of the
+    concatenated weight, straight into that output), then the epilogue on each output row in place."""
+    from .packing import packed_offsets  # (packing imports this module)
+    matmul, steps = program.steps[0], list(program.steps[1:])
+    if steps and steps[-1].op_type == "Split":
+        steps.pop()
     a_type, b_type = types[matmul.args[0]], types[matmul.args[1]]
     if b_type.rank != 2 or a_type.rank < 2:
         raise CompileError("Fused: a MatMul epilogue needs a 2-D weight and an operand of rank >= 2")
@@ -146,21 +162,27 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     rows, k, n = cexpr(product(a_type.shape[:-1])), cexpr(a_type.shape[-1]), cexpr(b_type.shape[-1])
     ctype = dace_dtype(a_type.dtype).ctype
     final = steps[-1].results[0] if steps else matmul.results[0]
-    # (output index, first column, width) of each output
-    blocks, low = [], 0
-    for result in (split.results if split is not None else [final]):
-        width = types[result].shape[-1]
-        blocks.append((program.outputs.index(result), low, width))
-        low = low + width
+    blocks = matmul_blocks(program, types)
     sdfg, gemm_state = ctx.nested()
     a_in, b_in = matmul.args[0], matmul.args[1]
-    calls = [_gemm_call(ctype, False, False, rows, cexpr(w), k, 1, "_a", k, f"_b + {cexpr(lo)}", n, 0, f"_c{o}",
-                        cexpr(w)) for o, lo, w in blocks]
+    packed = ctype == "float" and PACKED in ctx.inputs
+    if packed:
+        offsets = packed_offsets(int(b_type.shape[0]), [int(w) for _, _, w in blocks])
+        calls = [sgemm_call(rows, cexpr(w), k, "_a", k, None, None, f"_c{o}", cexpr(w), packed=f"_p + {offset}")
+                 for (o, _, w), offset in zip(blocks, offsets)]
+    elif ctype == "float":
+        calls = [sgemm_call(rows, cexpr(w), k, "_a", k, f"_b + {cexpr(lo)}", n, f"_c{o}", cexpr(w))
+                 for o, lo, w in blocks]
+    else:
+        calls = [_gemm_call(ctype, False, False, rows, cexpr(w), k, 1, "_a", k, f"_b + {cexpr(lo)}", n, 0, f"_c{o}",
+                            cexpr(w)) for o, lo, w in blocks]
     pointer = dace.pointer(dace_dtype(a_type.dtype))
-    tasklet = gemm_state.add_tasklet("gemm", {"_a": pointer, "_b": pointer}, {f"_c{o}": pointer for o, _, _ in blocks},
-                                     "\n".join(calls), language=dace.Language.CPP)
+    operands = [("_a", a_in), ("_p", PACKED) if packed else ("_b", b_in)]
+    tasklet = gemm_state.add_tasklet("gemm", {c: pointer for c, _ in operands},
+                                     {f"_c{o}": pointer for o, _, _ in blocks}, "\n".join(calls),
+                                     language=dace.Language.CPP, code_global=GEMM_INCLUDES if ctype == "float" else "")
     tasklet.environments = {OpenBLAS.full_class_path()}
-    for connector, array in (("_a", a_in), ("_b", b_in)):
+    for connector, array in operands:
         gemm_state.add_edge(gemm_state.add_read(array), None, tasklet, connector,
                             dace.Memlet.from_array(array, sdfg.arrays[array]))
     for o, _, _ in blocks:

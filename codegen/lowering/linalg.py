@@ -1,10 +1,26 @@
-"""MatMul and Gemm through BLAS (OpenBLAS cblas_?gemm), with numpy batch broadcasting."""
+"""MatMul and Gemm, with numpy batch broadcasting: float32 through ``codegen/kernels/gemm.h`` (constant weights
+packed once by ``packing.prepack_gemm``, others packed per call), double through BLAS (OpenBLAS cblas_dgemm),
+integer and 16-bit types through a plain loop nest."""
 from __future__ import annotations
 
 from dace.libraries.blas.environments.openblas import OpenBLAS
 
 from sdflow.ir.ops.linalg import matmul_shapes
 from ._expansion import Ctx, cexpr, contiguous_strides, expansion, product
+
+GEMM_INCLUDES = '#include "gemm.h"'
+PACKED = "packed_gemm"  # (packing.GEMM_PACKED: the connector of a node's packed constant B)
+
+
+def sgemm_call(m, n, k, a, lda, b, ldb, c, ldc, trans_b=False, packed=None, alpha=1.0, accumulate=False) -> str:
+    """One call of gemm.h for float32: C (ldc) = alpha * A (lda) . B (+ C when ``accumulate``); B from its packed
+    copy ``packed`` when given (then ``b``/``ldb`` are unused), else packed per call from ``b`` (ldb; ``trans_b``:
+    given as its transpose)."""
+    epilogue = f"sdflow_kernels::gemm::Epilogue{{{float(alpha)!r}f, {'true' if accumulate else 'false'}, nullptr}}"
+    if packed is not None:
+        return f"sdflow_kernels::gemm::gemm_packed({m}, {n}, {k}, {a}, {lda}, {packed}, {c}, {ldc}, {epilogue});"
+    return (f"sdflow_kernels::gemm::gemm({m}, {n}, {k}, {a}, {lda}, {b}, {ldb}, {'true' if trans_b else 'false'}, "
+            f"{c}, {ldc}, {epilogue});")
 
 _GEMV = {"float": "cblas_sgemv", "double": "cblas_dgemv"}
 _GEMM = {"float": "cblas_sgemm", "double": "cblas_dgemm"}
@@ -32,21 +48,43 @@ def _gemm_call(ctype, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
 
 @expansion("MatMul", environments=[OpenBLAS])
 def matmul(ctx: Ctx):
-    a, b, y = ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("out", 0)
-    a_shape, b_shape = ctx.shape(a), ctx.shape(b)
+    a_in, b_in, y = ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("out", 0)
+    a_shape, b_shape = ctx.shape(a_in), ctx.shape(b_in)
     ctype = ctx.desc(y).dtype.ctype
-    a, b, y = ctx.ptr(a), ctx.ptr(b), ctx.ptr(y)
+    a, b, y = ctx.ptr(a_in), ctx.ptr(b_in), ctx.ptr(y)
     batch, m, k, n, _ = matmul_shapes(a_shape, b_shape)
     m_c, k_c, n_c = cexpr(m), cexpr(k), cexpr(n)
     if len(b_shape) <= 2:
         # B is one matrix: every batch of A is one tall GEMM.
         rows = cexpr(product(list(a_shape[:-1])) if len(a_shape) > 1 else 1)
+        if ctype == "float" and PACKED in ctx.inputs:
+            return ctx.tasklet(sgemm_call(rows, n_c, k_c, a, k_c, None, None, y, n_c, packed=ctx.ptr(PACKED)),
+                               includes=GEMM_INCLUDES, unread=(b_in,))
+        if ctype == "float":
+            return ctx.tasklet(sgemm_call(rows, n_c, k_c, a, k_c, b, n_c, y, n_c), includes=GEMM_INCLUDES)
         return ctx.tasklet(_gemm_call(ctype, False, False, rows, n_c, k_c, 1, a, k_c, b, n_c, 0, y, n_c))
+    offsets = _batch_offsets(batch, a_shape, b_shape)
+    if ctype == "float":
+        # Items in parallel (attention's heads), each packing its B in its thread.
+        return ctx.tasklet(f"sdflow_kernels::gemm::gemm_batched({cexpr(product(batch))}, {m_c}, {n_c}, {k_c}, {a}, "
+                           f"{k_c}, {b}, {n_c}, false, {y}, {n_c}, [&](int64_t t_, int64_t& ao_, int64_t& bo_, "
+                           f"int64_t& co_) {{\n{offsets}\nao_ *= {m_c} * {k_c}; bo_ *= {k_c} * {n_c}; "
+                           f"co_ = t_ * {m_c} * {n_c};\n}});", includes=GEMM_INCLUDES)
+    lines = [f"for (int64_t t_ = 0; t_ < {cexpr(product(batch))}; ++t_) {{", "int64_t ao_ = 0, bo_ = 0;", offsets]
+    lines.append(_gemm_call(ctype, False, False, m_c, n_c, k_c, 1, f"{a} + ao_ * {m_c} * {k_c}", k_c,
+                            f"{b} + bo_ * {k_c} * {n_c}", n_c, 0, f"{y} + t_ * {m_c} * {n_c}", n_c))
+    lines.append("}")
+    return ctx.tasklet("\n".join(lines))
+
+
+def _batch_offsets(batch, a_shape, b_shape) -> str:
+    """C++ that sets ao_ and bo_ (declared by the caller, zero) to the matrix indices of A and B that batch item t_
+    reads, broadcasting as numpy does."""
     a_batch = [1] * (len(batch) - max(len(a_shape) - 2, 0)) + list(a_shape[:-2])
     b_batch = [1] * (len(batch) - (len(b_shape) - 2)) + list(b_shape[:-2])
     a_strides, b_strides = contiguous_strides(a_batch), contiguous_strides(b_batch)
     # Every C++ local ends with '_': symbol names never do (ir.types.make_symbol).
-    lines = [f"for (int64_t t_ = 0; t_ < {cexpr(product(batch))}; ++t_) {{", "int64_t rest_ = t_, ao_ = 0, bo_ = 0;"]
+    lines = ["int64_t rest_ = t_;"]
     for axis in reversed(range(len(batch))):
         lines.append(f"{{ int64_t index_ = rest_ % {cexpr(batch[axis])}; rest_ /= {cexpr(batch[axis])};")
         if a_batch[axis] != 1:
@@ -54,10 +92,7 @@ def matmul(ctx: Ctx):
         if b_batch[axis] != 1:
             lines.append(f"bo_ += index_ * {cexpr(b_strides[axis])};")
         lines.append("}")
-    lines.append(_gemm_call(ctype, False, False, m_c, n_c, k_c, 1, f"{a} + ao_ * {m_c} * {k_c}", k_c,
-                            f"{b} + bo_ * {k_c} * {n_c}", n_c, 0, f"{y} + t_ * {m_c} * {n_c}", n_c))
-    lines.append("}")
-    return ctx.tasklet("\n".join(lines))
+    return "\n".join(lines)
 
 
 @expansion("Gemm", environments=[OpenBLAS])
@@ -70,6 +105,7 @@ def gemm(ctx: Ctx):
     k = cexpr(a_shape[0] if trans_a else a_shape[1])
     ctype = ctx.desc(y).dtype.ctype
     c_shape = [1] * (2 - len(ctx.shape(c))) + ctx.shape(c) if c is not None else None
+    b_in = b
     a, b, y = ctx.ptr(a), ctx.ptr(b), ctx.ptr(y)
     c = ctx.ptr(c) if c is not None else None
     alpha, beta = repr(float(ctx.node.attr("alpha", 1.0))), repr(float(ctx.node.attr("beta", 1.0)))
@@ -81,6 +117,11 @@ def gemm(ctx: Ctx):
         code = (f"for (int64_t i_ = 0; i_ < {m}; ++i_) for (int64_t j_ = 0; j_ < {n}; ++j_) "
                 f"{y}[i_ * {n} + j_] = ({ctype}){beta} * {c}[{rows} * {cexpr(c_shape[1])} + {cols}];\n")
         gemm_beta = 1
+    if ctype == "float" and not trans_a:
+        packed = ctx.ptr(PACKED) if PACKED in ctx.inputs else None
+        code += sgemm_call(m, n, k, a, k, b, k if trans_b else n, y, n, trans_b=trans_b, packed=packed,
+                           alpha=float(ctx.node.attr("alpha", 1.0)), accumulate=bool(gemm_beta))
+        return ctx.tasklet(code, includes=GEMM_INCLUDES, unread=(b_in,) if packed else ())
     code += _gemm_call(ctype, trans_a, trans_b, m, n, k, alpha, a, m if trans_a else k, b, k if trans_b else n,
                        gemm_beta, y, n)
     return ctx.tasklet(code)

@@ -409,9 +409,10 @@ def test_lp_normalization_of_a_zero_vector_is_zero(helpers):
 
 
 @pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (0, 1), (1, 0), (1, 1)])
-def test_one_row_gemm_runs_as_gemv(helpers, rng, trans_a, trans_b):
-    """A one-row Gemm (a batch-1 classifier head) calls BLAS's GEMV, other row counts GEMM, in one build: both
-    against ONNX Runtime, every transpose combination, with alpha, beta and a bias."""
+def test_gemm_kernels_for_every_transpose(helpers, rng, trans_a, trans_b):
+    """A float32 Gemm with a constant B runs gemm.h on B packed at load (transposed or not); a transposed A goes to
+    BLAS, whose one-row case (a batch-1 classifier head) calls GEMV, other row counts GEMM, in one build. Against
+    ONNX Runtime, every transpose combination, with alpha, beta and a bias, one row and three."""
     a_dims = [7, "N"] if trans_a else ["N", 7]
     weights = {"b": rng.standard_normal((5, 7) if trans_b else (7, 5)).astype(F),
                "c": rng.standard_normal(5).astype(F)}
@@ -421,7 +422,10 @@ def test_one_row_gemm_runs_as_gemv(helpers, rng, trans_a, trans_b):
     feeds = [{"a": rng.standard_normal([d if d != "N" else n for d in a_dims]).astype(F)} for n in (1, 3)]
     compiled = helpers.check_against_ort(model, feeds)
     code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
-    assert "cblas_sgemv" in code and "cblas_sgemm" in code
+    if trans_a:
+        assert "cblas_sgemv" in code and "cblas_sgemm" in code
+    else:
+        assert "gemm_packed" in code and "cblas_s" not in code
 
 
 def test_float_max_pool_runs_over_padded_phase_planes(helpers, rng):

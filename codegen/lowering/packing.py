@@ -1,0 +1,123 @@
+"""Weights re-laid once, when a model is lowered, for the kernels that read them: convolution weights for the
+direct kernels (``conv_direct.prepack``) and GEMM weights in the panels of ``codegen/kernels/gemm.h``
+(``prepack_gemm``). A packed weight is an extra program argument named after its source constant
+(``<W>__packed8``, ``<W>__gemm32n_768``, ...), so that ``weight_value`` can compute it again from the constant when a
+cached build is loaded without lowering."""
+from __future__ import annotations
+
+import re
+
+import dace
+import numpy as np
+
+from sdflow.ir.types import TensorType
+from . import conv_direct
+from .fused import matmul_blocks
+
+__all__ = ["prepack", "weight_value", "pack_gemm", "gemm_packed_name", "packed_offsets", "GEMM_PACKED", "PANEL"]
+
+GEMM_PACKED = "packed_gemm"  # the op node's input that ``prepack_gemm`` adds
+PANEL = 32  # gemm.h's PANEL
+_GEMM_NAME = re.compile(r"(.+)__gemm32([nt])((?:_\d+)+)")
+
+
+def gemm_packed_name(weight: str, transposed: bool, widths) -> str:
+    return f"{weight}__gemm32{'t' if transposed else 'n'}" + "".join(f"_{int(w)}" for w in widths)
+
+
+def pack_gemm(weight: np.ndarray, transposed: bool, widths) -> np.ndarray:
+    """B (k x n; ``transposed``: given as n x k) as gemm.h's ``pack_b`` lays it out, one packed block per column
+    block of ``widths`` (a fused MatMul + Split writes each block to its own output), blocks one after another:
+    [ceil(w / 32)][k][32] each, columns past w zero."""
+    b = np.asarray(weight, np.float32)
+    b = b.T if transposed else b
+    parts, low = [], 0
+    for width in widths:
+        block = np.pad(b[:, low:low + width], ((0, 0), (0, (-width) % PANEL)))
+        parts.append(block.reshape(b.shape[0], -1, PANEL).transpose(1, 0, 2).ravel())
+        low += width
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def packed_offsets(k: int, widths) -> list[int]:
+    """Where each column block starts in ``pack_gemm``'s array (floats)."""
+    offsets, at = [], 0
+    for width in widths:
+        offsets.append(at)
+        at += -(-int(width) // PANEL) * int(k) * PANEL
+    return offsets
+
+
+def _concrete(dims) -> bool:
+    return all(isinstance(d, (int, np.integer)) or getattr(d, "is_Integer", False) for d in dims)
+
+
+def _gemm_candidate(graph, node) -> tuple[int, bool, list[int]] | None:
+    """(input position of B, whether B is given transposed, column block widths) of a float32 product whose B the
+    packed kernel can take: MatMul and Gemm (transA = 0) with a 2-D B, and fused MatMul epilogues."""
+    sdfg = graph.sdfg
+    names = graph.node_inputs(node)
+    if node.op_type == "MatMul" and not node.domain_name:
+        position, transposed = 1, False
+    elif node.op_type == "Gemm" and not node.domain_name and not node.attr("transA", 0):
+        position, transposed = 1, bool(node.attr("transB", 0))
+    elif node.op_type == "Fused" and node.parsed.kind == "matmul":
+        step = node.parsed.steps[0]
+        position, transposed = int(step.args[1][2:]), False
+        a_position = int(step.args[0][2:])
+        if sdfg.arrays[names[a_position]].dtype != dace.float32:
+            return None
+        inputs = [TensorType(sdfg.arrays[n].dtype.as_numpy_dtype(), list(sdfg.arrays[n].shape)) if n else None
+                  for n in names]
+        types = node.parsed.types(inputs)
+        if types[step.args[1]].rank != 2 or not _concrete(types[step.args[1]].shape):
+            return None
+        return position, transposed, [int(w) for _, _, w in matmul_blocks(node.parsed, types)]
+    else:
+        return None
+    if len(names) < 2 or not names[0] or not names[1]:
+        return None
+    a, b = sdfg.arrays[names[0]], sdfg.arrays[names[position]]
+    if a.dtype != dace.float32 or b.dtype != dace.float32 or len(b.shape) != 2 or not _concrete(b.shape):
+        return None
+    return position, transposed, [int(b.shape[0 if transposed else 1])]
+
+
+def prepack_gemm(graph, weights: dict) -> int:
+    """Gives every float32 product whose B is a constant its packed copy (``pack_gemm``, added to ``weights``) on
+    the node's ``packed_gemm`` connector. Returns how many nodes got one."""
+    sdfg, state = graph.sdfg, graph.state
+    count = 0
+    for node in graph.op_nodes():
+        candidate = _gemm_candidate(graph, node)
+        if candidate is None or GEMM_PACKED in node.in_connectors:
+            continue
+        position, transposed, widths = candidate
+        w = graph.node_inputs(node)[position]
+        if w not in weights or 0 in weights[w].shape:
+            continue
+        name = gemm_packed_name(w, transposed, widths)
+        if name not in weights:
+            weights[name] = pack_gemm(weights[w], transposed, widths)
+            sdfg.add_array(name, weights[name].shape, dace.float32)
+        node.add_in_connector(GEMM_PACKED)
+        state.add_edge(state.add_read(name), None, node, GEMM_PACKED, dace.Memlet.from_array(name, sdfg.arrays[name]))
+        count += 1
+    return count
+
+
+def prepack(graph, weights: dict) -> int:
+    return conv_direct.prepack(graph, weights) + prepack_gemm(graph, weights)
+
+
+def weight_value(constant, name: str) -> np.ndarray:
+    """The array passed as weight ``name``: the graph constant itself, or the packed form of one
+    (``constant(name)`` looks up a graph constant)."""
+    match = _GEMM_NAME.fullmatch(name)
+    if match is None:
+        return conv_direct.weight_value(constant, name)
+    try:
+        return np.asarray(constant(name), order="C")
+    except KeyError:
+        pass
+    return pack_gemm(np.asarray(constant(match[1])), match[2] == "t", [int(w) for w in match[3][1:].split("_")])
