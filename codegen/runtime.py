@@ -17,6 +17,7 @@ import sympy
 from sdflow.ir import CompileError, Graph, InputError, TensorType, dim_assumptions
 from sdflow.ir.ops import normalize_axis
 from .lowering import nested_label
+from .threads import ThreadPolicy
 
 __all__ = ["CompiledModel", "Outputs", "OpTime", "op_milliseconds", "bind_inputs"]
 
@@ -95,6 +96,8 @@ class CompiledModel:
         self.target = target
         self._instrumented = instrumented
         self._program = program
+        # Instrumented builds time their ops: a fixed thread count, so that every run measures the same program.
+        self.thread_policy = ThreadPolicy(adaptive=not instrumented)
         self._weights = weights  # kept alive: the native code reads them through raw pointers
         self._weight_args = {n: ctypes.c_void_p(w.ctypes.data) for n, w in weights.items()}
         self._inputs = [(graph.onnx_name(n), n, graph.tensor_type(n)) for n in graph.inputs]
@@ -110,6 +113,17 @@ class CompiledModel:
         typedict = program._typedict
         self._signature = [(name, typedict[name]) for name in program._sig]
         self._init_symbols = set(program._free_symbols)
+
+    def set_threads(self, threads: int | None = None, adaptive: bool = True) -> None:
+        """At most ``threads`` OpenMP threads per call (None: OMP_NUM_THREADS, else the cores this process may use);
+        ``adaptive``: fewer when fewer measure faster (a busy machine, a small model; see
+        ``codegen.threads.ThreadPolicy``), else always ``threads``. Results do not depend on it."""
+        self.thread_policy = ThreadPolicy(threads, adaptive=adaptive and not self._instrumented)
+
+    @property
+    def threads(self) -> int:
+        """The thread count calls run with now."""
+        return self.thread_policy.current if self.thread_policy.adaptive else self.thread_policy.limit
 
     @property
     def weight_names(self) -> list[str]:
@@ -177,7 +191,7 @@ class CompiledModel:
     # ---- calling -------------------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs) -> Outputs:
         call_args, init_args, outputs = self.prepare(*args, **kwargs)
-        self._program.fast_call(call_args, init_args)
+        self.thread_policy.run(self._program.fast_call, call_args, init_args)
         return outputs
 
     def prepare(self, *args, **kwargs) -> tuple[tuple, tuple, Outputs]:
@@ -208,7 +222,7 @@ class CompiledModel:
 
     def run_prepared(self, call_args: tuple, init_args: tuple) -> None:
         """Runs the native code on arguments from ``prepare`` (writes into that call's outputs again)."""
-        self._program.fast_call(call_args, init_args)
+        self.thread_policy.run(self._program.fast_call, call_args, init_args)
 
     def _collect(self, args, kwargs) -> dict[str, np.ndarray]:
         """Inputs by IR name, checked for presence, element type, rank and static dims."""

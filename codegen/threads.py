@@ -18,10 +18,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import statistics
 import subprocess
 import sys
+import time
 
-__all__ = ["configure_native_runtime", "configure_openblas", "load_openmp_openblas", "has_avx512"]
+__all__ = ["configure_native_runtime", "configure_openblas", "load_openmp_openblas", "has_avx512", "ThreadPolicy",
+           "default_threads"]
 
 _GENERIC = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Katmai", "Banias"}
 _PROBE = ("import ctypes, ctypes.util\n"
@@ -93,3 +96,103 @@ def configure_native_runtime() -> None:
         os.environ["GOMP_SPINCOUNT"] = "20000"
     configure_openblas()
     load_openmp_openblas()
+
+
+@functools.cache
+def _openmp():
+    """The OpenMP runtime the compiled models use (gcc's libgomp, one copy per process), or None."""
+    try:
+        return ctypes.CDLL("libgomp.so.1")
+    except OSError:
+        return None
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS when set, else the cores this process may run on."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0]))
+    except ValueError:
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class ThreadPolicy:
+    """How many OpenMP threads each call of a compiled model gets: at most ``limit``; with ``adaptive``, fewer when
+    fewer measure faster.
+
+    A model is a sequence of parallel regions, each ending at a barrier that waits for every thread of the team.
+    When another process takes one of the cores, the thread on it arrives late at every barrier, and a model of
+    many short ops (a small transformer: ~100 regions per call) slows down far more than its share of the machine
+    (see docs/performance.md). Small models also run faster on one thread on a quiet machine (a region's start
+    and end cost more than their work). So the policy times every call (``time.perf_counter`` around the native
+    call) and compares thread counts on the model itself: after a warm-up it tries ``limit`` and then 1 thread
+    (and the halvings between on bigger machines), keeps the fastest, and probes another count again when the
+    current one's recent calls turn 30% slower than its best (a machine that got busy), or after a number of calls
+    that doubles each time a probe confirms the choice (up to 256: a machine that got quiet again). Thread counts
+    do not change results: every kernel splits work over outputs, never a sum over threads (checked by
+    tests/codegen/test_threads.py)."""
+
+    WARMUP = 2  # calls at the limit before any timing counts (first touches of buffers, page faults)
+    SAMPLES = 3  # calls per count when probing
+    SLOWER = 1.3  # a count whose recent median is this much above its best is re-examined
+    MAX_INTERVAL = 256
+
+    def __init__(self, limit: int | None = None, adaptive: bool = True):
+        self.limit = max(1, int(limit)) if limit else default_threads()
+        self.adaptive = adaptive and _openmp() is not None and self.limit > 1
+        levels, level = [], self.limit
+        while level > 1:
+            levels.append(level)
+            level //= 2
+        self.levels = levels + [1]
+        self.current = self.limit
+        self.calls = 0
+        self._recent: dict[int, list[float]] = {n: [] for n in self.levels}
+        self._best: dict[int, float] = {}
+        self._queue: list[int] = []  # thread counts of the probe in progress, one per call
+        self._interval = 16
+        self._next_probe = self.WARMUP
+
+    def run(self, function, *args) -> None:
+        """Calls ``function(*args)`` (the native program) on the chosen number of threads, timing it."""
+        threads = self._choose()
+        openmp = _openmp()
+        if openmp is not None:
+            openmp.omp_set_num_threads(threads)  # the calling thread's next parallel regions
+        start = time.perf_counter()
+        try:
+            function(*args)
+        finally:
+            self._record(threads, time.perf_counter() - start)
+
+    def _choose(self) -> int:
+        if not self.adaptive or self.calls < self.WARMUP:
+            return self.limit if not self.adaptive else self.current
+        if not self._queue and self.calls >= self._next_probe:
+            others = [n for n in self.levels if n != self.current]
+            self._queue = [n for n in others for _ in range(self.SAMPLES)] + [self.current] * self.SAMPLES
+            for n in self.levels:
+                self._recent[n] = []
+        return self._queue[0] if self._queue else self.current
+
+    def _record(self, threads: int, seconds: float) -> None:
+        self.calls += 1
+        if not self.adaptive or self.calls <= self.WARMUP:
+            return
+        recent = self._recent[threads]
+        recent.append(seconds)
+        del recent[:-5]
+        median = statistics.median(recent)
+        if len(recent) >= self.SAMPLES:
+            self._best[threads] = min(self._best.get(threads, median), median)
+        if self._queue:
+            self._queue.pop(0)
+            if not self._queue:  # a probe finished: keep the fastest count
+                previous = self.current
+                measured = {n: statistics.median(r) for n, r in self._recent.items() if r}
+                self.current = min(measured, key=measured.get)
+                self._interval = min(self._interval * 2, self.MAX_INTERVAL) if self.current == previous else 16
+                self._next_probe = self.calls + self._interval
+            return
+        if len(recent) >= self.SAMPLES and median > self.SLOWER * self._best[threads]:
+            self._next_probe = self.calls  # slower than it was: the machine changed, measure again
+            self._best.pop(threads)

@@ -52,7 +52,7 @@ def _stderr_progress(message: str) -> None:
 
 def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=None, progress: bool = False,
             instrument: bool = False, value_inputs: str = "error",
-            fallback: str = "error"):  # noqa: A001  (the natural name, as in torch.compile)
+            fallback: str = "error", threads: int | None = None):  # noqa: A001  (the natural name, as in torch.compile)
     """Loads, optimises and builds ``model``; the result is a callable (numpy in, :class:`Outputs` out).
     ``instrument=True`` builds a variant that times every op (``CompiledModel.profile``).
     ``value_inputs``: what to do when graph inputs feed shape-like op inputs (a Reshape's shape, a Slice's
@@ -62,12 +62,17 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     (a :class:`PartitionedModel` whose unsupported nodes ONNX Runtime runs; they are listed in ``fallback_nodes``
     and reported). A model with ops whose output shapes depend on input values (NonZero, NonMaxSuppression,
     Unique, Compress with a run-time condition) is a :class:`PartitionedModel` too: sdflow's own kernels run those
-    nodes between compiled parts (``host_nodes``)."""
+    nodes between compiled parts (``host_nodes``).
+    ``threads``: at most this many threads per call (default: OMP_NUM_THREADS, else the cores this process may
+    use); each call takes fewer when fewer measure faster (``CompiledModel.set_threads``)."""
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer, not {threads!r}")
     if value_inputs not in ("error", "specialize"):
         raise ValueError(f"value_inputs must be 'error' or 'specialize', not {value_inputs!r}")
     if fallback not in ("error", "reference"):
         raise ValueError(f"fallback must be 'error' or 'reference', not {fallback!r}")
-    options = dict(passes=passes, target=target, dump_dir=dump_dir, progress=progress, instrument=instrument)
+    options = dict(passes=passes, target=target, dump_dir=dump_dir, progress=progress, instrument=instrument,
+                   threads=threads)
     report = _stderr_progress if progress else None
     if value_inputs == "specialize" or fallback == "reference":
         proto = load_model(model)
@@ -108,6 +113,8 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
         graph_cache.store_build(key, build_name, compiled.build_record)
     compiled.pass_records = records
     compiled.graph_from_cache = cached is not None
+    if threads is not None:
+        compiled.set_threads(threads)
     return compiled
 
 

@@ -89,11 +89,21 @@ def _inputs_for(compiled, args) -> dict[str, np.ndarray]:
     return feeds
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
 def cmd_run(args) -> int:
     from sdflow import api
     from sdflow.ort import compare_outputs, run_onnxruntime
     compiled = api.compile(args.model, passes=args.passes, progress=True, instrument=bool(args.profile),
-                           fallback=args.fallback)
+                           fallback=args.fallback, threads=args.threads)
     feeds = _inputs_for(compiled, args)
     outputs = compiled(**feeds)
     out_dir = pathlib.Path(args.output_dir) if args.output_dir else None
@@ -315,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", metavar="DIR", help="build with DaCe's per-op timers and write DIR/report.json "
                    "(a trace DaCe's viewers load) and DIR/program.sdfgz (the graph it times)")
     p.add_argument("--runs", type=int, default=10, help="calls timed by --profile")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="at most N threads per call (default: OMP_NUM_THREADS, else every core this process may use)")
     _add_fallback_option(p)
     p.set_defaults(func=cmd_run)
 
@@ -349,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="latency against ONNX Runtime, compile times, memory, slowest ops")
     p.add_argument("model", help="an ONNX file or a zoo name (resnet18, mobilenet_v2, bert, gpt2, minilm)")
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...", help="an input's shape")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=_positive_int, default=2, help="threads of both runtimes (default 2)")
     p.add_argument("--runs", type=int, default=20)
     _add_passes_option(p)
     p.add_argument("--reduced", action="store_true", help="zoo models: the 2-layer variants")
