@@ -1,5 +1,5 @@
 """Convolution layers one by one: sdflow's direct kernel (Winograd F(2x2, 3x3) for 3x3 stride-1 layers, as
-compiled by default), sdflow's im2col + BLAS kernel (``SDFLOW_DIRECT_CONV=0``)
+compiled by default), sdflow's im2col + BLAS kernel (the option ``direct_conv=false``)
 and ONNX Runtime, interleaved in one process on the same thread count (so that the machine's drift hits all three
 alike). Each layer is a single-Conv + Relu model with random weights.
 
@@ -82,10 +82,8 @@ def main(argv=None) -> int:
             path = pathlib.Path(folder) / f"conv_{c}_{m}_{size}_{k}_{stride}_{group}.onnx"
             onnx.save(model, path)
             compiled = []
-            for direct in ("1", "0"):
-                os.environ["SDFLOW_DIRECT_CONV"] = direct
-                compiled.append(sdflow.compile(str(path), passes="O2"))
-            os.environ.pop("SDFLOW_DIRECT_CONV")
+            for direct in (True, False):
+                compiled.append(sdflow.compile(str(path), passes="O2", options={"direct_conv": direct}))
             session = ort_session(str(path), args.threads)
             x = np.random.default_rng(1).standard_normal((1, c, size, size)).astype(np.float32)
             reference = session.run(["y"], {"x": x})[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import os
 import pathlib
 import threading
 import time
@@ -17,6 +16,8 @@ from sdflow.ir.ops.control import SUBGRAPHS
 from . import cache
 from .threads import configure_native_runtime
 from .lowering import expand, hoist_branch_constants, lower, weight_value
+from .lowering.select import select_kernels
+from .options import KernelOptions
 from .memory import reuse_transients
 from .runtime import CompiledModel
 
@@ -104,7 +105,7 @@ class BuildRecord:
 
 
 def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = False,
-          known: BuildRecord | None = None) -> CompiledModel:
+          known: BuildRecord | None = None, options: KernelOptions | None = None) -> CompiledModel:
     """Compiles ``graph`` for ``target`` (cached on disk by content); ``progress(str)`` hears each stage.
     ``instrument``: a separate build whose every op is timed (see ``CompiledModel.profile``). ``known``: the
     record of an earlier build of this very graph (``CompiledModel.build_record``), loaded without lowering when
@@ -112,6 +113,10 @@ def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = F
     global _NATIVE_BUILDS
     if target not in TARGETS:
         raise CompileError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
+    options = options or KernelOptions()
+    chosen = select_kernels(graph, options)  # (on the caller's graph: the compiled model shows the choices)
+    _report(progress, "kernels: " + (", ".join(f"{n} {name}" for name, n in sorted(chosen.items())) or "generic")
+            + f" (options: {options.describe()})")
     if known is not None and known.usable():
         start = time.perf_counter()
         _report(progress, f"loading cached build {cache.cache_root() / known.folder}")
@@ -125,7 +130,7 @@ def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = F
         return compiled
     sdfg, weights = lower(graph)
     sdfg.name = "model"  # the cache key must not depend on the model's name
-    key = cache.build_key(sdfg.hash_sdfg(), target, instrument)
+    key = cache.build_key(sdfg.hash_sdfg(), target, instrument, options.key())
     sdfg.name = f"{graph.name}_{key[:12]}"
     folder = cache.cache_root() / sdfg.name
     start = time.perf_counter()
@@ -134,7 +139,7 @@ def build(graph: Graph, target: str = "cpu", progress=None, instrument: bool = F
             if built:
                 _report(progress, f"expanding {len(graph.op_nodes())} ops into maps, tasklets and BLAS calls")
                 expand(sdfg, instrument)
-                if os.environ.get(cache.MEMORY_REUSE_SWITCH, "1") != "0":
+                if options.memory_reuse:
                     plan = reuse_transients(sdfg)
                     verify_buffer_sharing(sdfg, plan.tenants)
                 _report(progress, f"generating C++ and building with cmake in {folder}")

@@ -17,10 +17,6 @@ import dace
 from sdflow import ir
 from . import threads
 
-# Switches that change what expansion emits for the same lowered SDFG (its hash cannot see them).
-MEMORY_REUSE_SWITCH = "SDFLOW_MEMORY_REUSE"  # buffers are planned after expansion, so the hash cannot see it
-EXPANSION_SWITCHES = ("SDFLOW_DEPTHWISE_ROWS", MEMORY_REUSE_SWITCH)
-
 __all__ = ["cache_root", "build_key", "codegen_digest", "exclusive_build", "is_complete", "CACHE_ENV", "KERNELS_DIR"]
 
 CACHE_ENV = "SDFLOW_CACHE_DIR"
@@ -75,7 +71,9 @@ def _compiler_accepts(flag: str) -> bool:
     return result.returncode == 0
 
 
-def build_key(sdfg_hash: str, target: str, instrument: bool = False) -> str:
+def build_key(sdfg_hash: str, target: str, instrument: bool = False, options: str = "") -> str:
+    """``options``: ``KernelOptions.key()`` (the kernels chosen are in the SDFG as the nodes' implementations; the
+    memory plan, made after expansion, is not, so every option is hashed here too)."""
     parts = {
         "sdfg": sdfg_hash,
         "target": target,
@@ -84,7 +82,7 @@ def build_key(sdfg_hash: str, target: str, instrument: bool = False) -> str:
         "codegen": codegen_digest(),
         "cpu_args": cpu_args(),
         "avx512": threads.has_avx512(),
-        "switches": {name: os.environ.get(name) for name in EXPANSION_SWITCHES},
+        "options": options,
         "machine": platform.machine(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]

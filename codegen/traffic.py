@@ -12,6 +12,8 @@ from dace.sdfg import nodes as dnodes
 
 from sdflow.ir import Graph
 from .lowering import expand_op_nodes, lower, nested_label
+from .lowering.select import select_kernels
+from .options import KernelOptions
 
 __all__ = ["KernelTraffic", "LoweredTraffic", "lowered_traffic"]
 
@@ -38,8 +40,11 @@ class LoweredTraffic:
         return sum((k.bytes_written for k in self.kernels), sympy.Integer(0))
 
 
-def lowered_traffic(graph: Graph) -> list[LoweredTraffic]:
-    """One record per op node of ``graph`` (topological order), from its expansion."""
+def lowered_traffic(graph: Graph, options: KernelOptions | None = None) -> list[LoweredTraffic]:
+    """One record per op node of ``graph`` (topological order), from its expansion with the kernels ``options``
+    select (as ``codegen.build`` does)."""
+    graph = graph.copy()
+    select_kernels(graph, options or KernelOptions())
     ops = graph.op_nodes()
     sdfg, _ = lower(graph)
     expand_op_nodes(sdfg)

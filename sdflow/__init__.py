@@ -5,7 +5,7 @@ from sdflow.ir.errors import (CompileError, InputError, ModelLoadError, Pipeline
 __version__ = "0.1.0"
 DEFAULT_PASSES = "O2"  # the pipeline of sdflow.compile and of the CLI when -p is not given (O1 + fusion)
 __all__ = ["compile", "load", "optimize", "CompiledModel", "ValueSpecializedModel", "PartitionedModel", "FallbackModel",
-           "DEFAULT_PASSES",
+           "KernelOptions", "DEFAULT_PASSES",
            "SdflowError", "ModelLoadError", "UnsupportedOpError",
            "ShapeInferenceError", "VerificationError", "PipelineError", "CompileError", "InputError"]
 
@@ -16,4 +16,7 @@ def __getattr__(name):
                 "FallbackModel"):
         from sdflow import api
         return getattr(api, name)
+    if name == "KernelOptions":
+        from sdflow.codegen.options import KernelOptions
+        return KernelOptions
     raise AttributeError(f"module 'sdflow' has no attribute {name!r}")

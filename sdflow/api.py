@@ -1,6 +1,7 @@
 """The Python API: load a model into the IR, optimise it with a pass pipeline, compile it to a callable."""
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import sys
@@ -9,6 +10,7 @@ import onnx
 
 from sdflow import graph_cache
 from sdflow.codegen import CompiledModel, build
+from sdflow.codegen.options import KernelOptions, parse_options
 from sdflow.fallback import FallbackModel, PartitionedModel, host_node_indices
 from sdflow.frontends.onnx import import_model, load_model, unsupported_node_indices, value_dependent_inputs
 from sdflow.ir import Graph, ShapeInferenceError, UnsupportedOpError, verify
@@ -52,7 +54,8 @@ def _stderr_progress(message: str) -> None:
 
 def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=None, progress: bool = False,
             instrument: bool = False, value_inputs: str = "error",
-            fallback: str = "error", threads: int | None = None):  # noqa: A001  (the natural name, as in torch.compile)
+            fallback: str = "error", threads: int | None = None,
+            options=None):  # noqa: A001  (the natural name, as in torch.compile)
     """Loads, optimises and builds ``model``; the result is a callable (numpy in, :class:`Outputs` out).
     ``instrument=True`` builds a variant that times every op (``CompiledModel.profile``).
     ``value_inputs``: what to do when graph inputs feed shape-like op inputs (a Reshape's shape, a Slice's
@@ -64,7 +67,11 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     Unique, Compress with a run-time condition) is a :class:`PartitionedModel` too: sdflow's own kernels run those
     nodes between compiled parts (``host_nodes``).
     ``threads``: at most this many threads per call (default: OMP_NUM_THREADS, else the cores this process may
-    use); each call takes fewer when fewer measure faster (``CompiledModel.set_threads``)."""
+    use); each call takes fewer when fewer measure faster (``CompiledModel.set_threads``).
+    ``options``: kernel choices (a dict, ``NAME=VALUE`` strings or a :class:`KernelOptions`: ``direct_conv``,
+    ``winograd``, ``channel_vectors``, ``depthwise_rows``, ``gemm`` = packed | blas, ``memory_reuse``); each op
+    node's chosen kernel is its ``implementation`` in ``compiled.graph``, and builds are cached per options."""
+    kernel_options = parse_options(options)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer, not {threads!r}")
     if value_inputs not in ("error", "specialize"):
@@ -72,7 +79,7 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     if fallback not in ("error", "reference"):
         raise ValueError(f"fallback must be 'error' or 'reference', not {fallback!r}")
     options = dict(passes=passes, target=target, dump_dir=dump_dir, progress=progress, instrument=instrument,
-                   threads=threads)
+                   threads=threads, options=kernel_options)
     report = _stderr_progress if progress else None
     if value_inputs == "specialize" or fallback == "reference":
         proto = load_model(model)
@@ -107,8 +114,10 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
         if key:
             graph_cache.store_graph(key, graph, records)
     build_name = f"{target}/{'instrumented' if instrument else 'plain'}"
+    if kernel_options != KernelOptions():
+        build_name += "/" + hashlib.sha256(kernel_options.key().encode()).hexdigest()[:16]
     known = graph_cache.load_builds(key).get(build_name) if cached else None
-    compiled = build(graph, target, progress=report, instrument=instrument, known=known)
+    compiled = build(graph, target, progress=report, instrument=instrument, known=known, options=kernel_options)
     if key and compiled.build_record != known:
         graph_cache.store_build(key, build_name, compiled.build_record)
     compiled.pass_records = records

@@ -75,7 +75,8 @@ def _rss_mib() -> float:
 
 
 def benchmark(model: str, shapes: dict | None = None, threads: int = 2, runs: int = 20, warmup: int = 3,
-              passes: str = DEFAULT_PASSES, reduced: bool = False, top: int = 10, progress=None) -> BenchResult:
+              passes: str = DEFAULT_PASSES, reduced: bool = False, top: int = 10, progress=None,
+              options=None) -> BenchResult:
     from sdflow import api
     from sdflow.ort import compare_outputs, ort_session
 
@@ -86,10 +87,10 @@ def benchmark(model: str, shapes: dict | None = None, threads: int = 2, runs: in
         os.environ["SDFLOW_CACHE_DIR"] = cold_cache
         try:
             start = time.perf_counter()
-            api.compile(path, passes=passes, progress=progress)
+            api.compile(path, passes=passes, progress=progress, options=options)
             cold = time.perf_counter() - start
             start = time.perf_counter()
-            compiled = api.compile(path, passes=passes)
+            compiled = api.compile(path, passes=passes, options=options)
             cached = time.perf_counter() - start
         finally:
             if saved is None:

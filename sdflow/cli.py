@@ -36,7 +36,7 @@ def cmd_compile(args) -> int:
     out = pathlib.Path(args.output) if args.output else None
     dump = pathlib.Path(args.dump_dir) if args.dump_dir else (out / "passes" if out else None)
     compiled = api.compile(args.model, passes=args.passes, target=args.target, dump_dir=dump, progress=True,
-                           fallback=args.fallback)
+                           fallback=args.fallback, options=args.option)
     if isinstance(compiled, api.PartitionedModel):
         print(f"compiled {compiled.model.graph.name} in {len(compiled.parts)} parts")
         if compiled.host_nodes:
@@ -103,7 +103,7 @@ def cmd_run(args) -> int:
     from sdflow import api
     from sdflow.ort import compare_outputs, run_onnxruntime
     compiled = api.compile(args.model, passes=args.passes, progress=True, instrument=bool(args.profile),
-                           fallback=args.fallback, threads=args.threads)
+                           fallback=args.fallback, threads=args.threads, options=args.option)
     feeds = _inputs_for(compiled, args)
     outputs = compiled(**feeds)
     out_dir = pathlib.Path(args.output_dir) if args.output_dir else None
@@ -250,7 +250,7 @@ def cmd_bench(args) -> int:
     from sdflow import bench
     bench.pin_threads(args.threads)  # before anything loads OpenMP or OpenBLAS
     result = bench.benchmark(args.model, bench.parse_shapes(args.shape), threads=args.threads, runs=args.runs,
-                             passes=args.passes, reduced=args.reduced, progress=_progress)
+                             passes=args.passes, reduced=args.reduced, progress=_progress, options=args.option)
     print(bench.format_result(result))
     if args.json:
         import dataclasses
@@ -294,6 +294,12 @@ def _add_passes_option(parser, default: str = DEFAULT_PASSES, what: str = "") ->
                         f"(default: {what or default})")
 
 
+def _add_kernel_options(parser) -> None:
+    parser.add_argument("--option", action="append", metavar="NAME=VALUE",
+                        help="a kernel choice (repeat per option): direct_conv, winograd, channel_vectors, "
+                        "depthwise_rows, memory_reuse = true|false; gemm = packed|blas")
+
+
 def _add_fallback_option(parser) -> None:
     parser.add_argument("--fallback", choices=["error", "reference"], default="error",
                         help="reference: ONNX Runtime runs the nodes sdflow has no op for (named in the output)")
@@ -311,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-dir", help="write the IR after every pass here (NN-<pass>.sdfg); overrides -o's")
     p.add_argument("--target", default="cpu")
     _add_fallback_option(p)
+    _add_kernel_options(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="compile and run a model on .npy inputs")
@@ -328,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="at most N threads per call (default: OMP_NUM_THREADS, else every core this process may use)")
     _add_fallback_option(p)
+    _add_kernel_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("view", help="write one self-contained HTML page with the graph after every pass")
@@ -366,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_passes_option(p)
     p.add_argument("--reduced", action="store_true", help="zoo models: the 2-layer variants")
     p.add_argument("--json", help="also write the result as JSON here")
+    _add_kernel_options(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="bytes moved per op and per pass (operator boundaries, and after lowering)")

@@ -721,7 +721,7 @@ def _feeds(model, rng) -> dict[str, np.ndarray]:
     return feeds
 
 
-def run_entry(name: str, levels: tuple[str, ...] = ("O2", )) -> CorpusResult:
+def run_entry(name: str, levels: tuple[str, ...] = ("O2", ), options=None) -> CorpusResult:
     """Builds one entry, compiles it at every pipeline of ``levels`` and compares each with ONNX Runtime (in this
     process); the first level that fails gives the result, the last one is timed."""
     import onnx
@@ -737,24 +737,25 @@ def run_entry(name: str, levels: tuple[str, ...] = ("O2", )) -> CorpusResult:
     session = ort_session(str(path), 2)
     reference = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     for level in levels:
-        compiled, failed = _checked(name, path, level, feeds, reference, result)
+        compiled, failed = _checked(name, path, level, feeds, reference, result, options)
         if failed is not None:
             prefix = f"[{level}] " if len(levels) > 1 else ""
             return dataclasses.replace(failed, detail=prefix + failed.detail)
-    result.sdflow_ms = round(1e3 * median_seconds(lambda: compiled(**feeds), repeats=10), 3)
+    # (warm-up enough for the thread policy's first comparison of thread counts to finish)
+    result.sdflow_ms = round(1e3 * median_seconds(lambda: compiled(**feeds), repeats=10, warmup=10), 3)
     time.sleep(0.2)  # ONNX Runtime's spinning threads are not to steal from the next measurement
     result.onnxruntime_ms = round(1e3 * median_seconds(lambda: session.run(None, feeds), repeats=10), 3)
     return result
 
 
-def _checked(name: str, path, passes: str, feeds: dict, reference: dict, result: CorpusResult):
+def _checked(name: str, path, passes: str, feeds: dict, reference: dict, result: CorpusResult, options=None):
     """(the model compiled with ``passes``, None) when its outputs match ``reference`` (``result`` gets the
     compile time and errors), else (None, the failed result)."""
     import sdflow
     from sdflow.ort import compare_outputs
     start = time.perf_counter()
     try:
-        compiled = sdflow.compile(str(path), passes=passes)
+        compiled = sdflow.compile(str(path), passes=passes, options=options)
     except sdflow.UnsupportedOpError as error:
         return None, dataclasses.replace(result, status="unsupported", detail=_first_line(error))
     except sdflow.SdflowError as error:
@@ -827,17 +828,16 @@ def _first_line(error, limit: int = 200) -> str:
 def run_corpus(names: list[str], timeout: float = 900.0, progress=None, levels=("O2", ),
                memory_reuse: bool = True) -> list[CorpusResult]:
     """Each entry in its own process; a crash, a hang or a stray exception is recorded as that entry's failure.
-    ``memory_reuse=False``: every tensor its own buffer (the memory plan's debugging switch, part of the build
-    key), for differential runs."""
-    environment = dict(os.environ, **({} if memory_reuse else {"SDFLOW_MEMORY_REUSE": "0"}))
+    ``memory_reuse=False``: every tensor its own buffer (the option memory_reuse=false, part of the build key),
+    for differential runs."""
     results = []
     for index, name in enumerate(names):
         with tempfile.TemporaryDirectory() as folder:
             out = pathlib.Path(folder) / "result.json"
             command = [sys.executable, "-m", "sdflow.corpus", "--one", name, "--result", str(out), "--levels",
-                       ",".join(levels)]
+                       ",".join(levels)] + ([] if memory_reuse else ["--no-memory-reuse"])
             try:
-                finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
+                finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
             except subprocess.TimeoutExpired:
                 result = CorpusResult(name, "crashed", f"timed out after {timeout:.0f} s")
             else:
@@ -945,8 +945,11 @@ def _main() -> None:
     parser.add_argument("--one", required=True)
     parser.add_argument("--result", type=pathlib.Path, required=True)
     parser.add_argument("--levels", default="O2")
+    parser.add_argument("--no-memory-reuse", action="store_true")
     args = parser.parse_args()
-    args.result.write_text(json.dumps(dataclasses.asdict(run_entry(args.one, tuple(args.levels.split(","))))))
+    options = {"memory_reuse": False} if args.no_memory_reuse else None
+    result = run_entry(args.one, tuple(args.levels.split(",")), options)
+    args.result.write_text(json.dumps(dataclasses.asdict(result)))
 
 
 if __name__ == "__main__":

@@ -40,10 +40,10 @@ def random_array(rng, dtype, shape, positive=False):
     return np.abs(values) + np.asarray(0.1, dtype) if positive else values
 
 
-def check_against_ort(model, feeds_list, passes="O1", tolerance=1e-4):
+def check_against_ort(model, feeds_list, passes="O1", tolerance=1e-4, options=None):
     """Compiles ``model`` once, runs every feed dict, compares each output with ONNX Runtime; returns the
     compiled model. Integer and bool outputs must match exactly. No feed may trigger a new native build."""
-    compiled = sdflow.compile(model, passes=passes)
+    compiled = sdflow.compile(model, passes=passes, options=options)
     builds = native_builds()
     for feeds in feeds_list:
         outputs = compiled(**feeds).as_dict()

@@ -31,14 +31,16 @@ Where BLAS measured faster (strided 1x1, strided with few taps, 1x1 projections 
 ``uses_direct`` keeps it."""
 from __future__ import annotations
 
-import os
 import re
 
 import dace
 import numpy as np
 
 from sdflow.ir.ops.nn import window_geometry
+from ..options import KernelOptions
 from ..threads import has_avx512
+
+DEFAULTS = KernelOptions()
 
 __all__ = ["uses_direct", "uses_winograd", "kernel_kind", "pack", "winograd_pack", "channels_pack", "packed_name",
            "weight_value", "direct_code", "prepack", "DIRECT_INCLUDES", "PACKED_CONNECTOR"]
@@ -48,11 +50,11 @@ PACKED_CONNECTOR = "packed_weight"  # the op node's input that ``prepack`` adds
 _PACKED = re.compile(r"(.+)__(packed|winograd|channels)(?:8|16)")
 
 
-def uses_direct(node, x_shape, w_shape, dtype) -> bool:
+def uses_direct(node, x_shape, w_shape, dtype, options: KernelOptions = DEFAULTS) -> bool:
     """Whether this Conv runs the direct kernel; it keeps its other kernels for other types, groups, 3-D, weights
     computed at run time (no shape), CPUs without AVX-512 (the kernel is written for its 32 vector registers),
-    ``SDFLOW_DIRECT_CONV=0``, and shapes where those measured faster."""
-    if os.environ.get("SDFLOW_DIRECT_CONV", "1") == "0":
+    the option ``direct_conv=false``, and shapes where those measured faster."""
+    if not options.direct_conv:
         return False
     kernel = node.attr("kernel_shape") or list(w_shape[2:])
     if dtype != np.float32 or node.attr("group", 1) != 1 or len(kernel) not in (1, 2) or \
@@ -74,11 +76,12 @@ def uses_direct(node, x_shape, w_shape, dtype) -> bool:
     return not (all(k == 1 for k in kernel) and int(w_shape[0]) <= 24 and FEW_TAPS < int(w_shape[1]) <= 96)
 
 
-def uses_winograd(node, x_shape, w_shape, dtype) -> bool:
+def uses_winograd(node, x_shape, w_shape, dtype, options: KernelOptions = DEFAULTS) -> bool:
     """Whether a Conv that ``uses_direct`` (the caller, ``kernel_kind``, checked) runs as Winograd F(2x2, 3x3)
     instead: 3x3, stride 1, no dilation, on images of at least 8 x 8 (ResNet's 3x3 convolutions but the strided
-    ones). 16 multiplications per 2x2 outputs instead of 36; ``SDFLOW_WINOGRAD=0`` keeps the direct kernel."""
-    if os.environ.get("SDFLOW_WINOGRAD", "1") == "0":
+    ones). 16 multiplications per 2x2 outputs instead of 36; the option ``winograd=false`` keeps the direct
+    kernel."""
+    if not options.winograd:
         return False
     kernel = node.attr("kernel_shape") or list(w_shape[2:])
     size = [_known(d) for d in x_shape[2:]]
@@ -88,26 +91,33 @@ def uses_winograd(node, x_shape, w_shape, dtype) -> bool:
     return all(s == 1 for s in geo.strides) and all(d == 1 for d in geo.dilations) and min(geo.out) >= 8
 
 
-def kernel_kind(node, x_shape, w_shape, dtype) -> str | None:
+def kernel_kind(node, x_shape, w_shape, dtype, implementation: str = "",
+                options: KernelOptions = DEFAULTS) -> str | None:
     """Which form of the direct kernel a Conv runs, None for none: 'winograd' (``uses_winograd``), 'channels'
     (vectors over output channels, for output rows of at most 14 and at least 2048 taps: a vector of positions
     fills 49 of 64 lanes on a 7x7 image; with fewer taps its per-tile stores cost more than that) or 'packed'
     (vectors over positions). Measured against each other (benchmarks/conv_layers.py): ResNet-18's 512-channel 7x7
     layers 1.79 -> 1.44 ms, its 14x14 stride-2 one 0.95 -> 0.79 ms; 1x1 layers of 96-960 taps on 7x7 and 14x14
-    equal or (96 taps) 3.5x slower."""
-    if not uses_direct(node, x_shape, w_shape, dtype):
+    equal or (96 taps) 3.5x slower. ``implementation``: the op node's, where ``select.select_kernels`` chose the
+    form already (its first ``+`` part names it)."""
+    chosen = implementation.split("+")[0]
+    if chosen in IMPLEMENTATION_KINDS:
+        return IMPLEMENTATION_KINDS[chosen]
+    if not uses_direct(node, x_shape, w_shape, dtype, options):
         return None
-    if uses_winograd(node, x_shape, w_shape, dtype):
+    if uses_winograd(node, x_shape, w_shape, dtype, options):
         return "winograd"
     kernel = node.attr("kernel_shape") or list(w_shape[2:])
     size = [_known(d) for d in x_shape[2:]]
-    if None not in size and os.environ.get("SDFLOW_CHANNEL_VECTORS", "1") != "0":
+    if None not in size and options.channel_vectors:
         width = window_geometry(node, size, kernel).out[-1]
         if width <= CHANNEL_ROWS and int(np.prod(w_shape[1:])) >= CHANNEL_TAPS:
             return "channels"
     return "packed"
 
 
+# Implementation names (an op node's ``implementation``, set by select.select_kernels) -> kernel_kind's forms.
+IMPLEMENTATION_KINDS = {"winograd": "winograd", "direct-channels": "channels", "direct": "packed", "im2col": None}
 FEW_TAPS = 64  # convolutions with at most this many taps loop over channel blocks outermost (see _DIRECT)
 CHANNEL_ROWS, CHANNEL_TAPS = 14, 2048  # the channel-vector form: output rows up to 14 wide, at least 2048 taps
 
@@ -648,7 +658,8 @@ def prepack(graph, weights: dict) -> int:
         if w not in weights or PACKED_CONNECTOR in node.in_connectors:
             continue
         x_desc = sdfg.arrays[x]
-        kind = kernel_kind(conv, list(x_desc.shape), list(weights[w].shape), x_desc.dtype.as_numpy_dtype())
+        kind = kernel_kind(conv, list(x_desc.shape), list(weights[w].shape), x_desc.dtype.as_numpy_dtype(),
+                           node.implementation or "")
         if kind is None:
             continue
         name = packed_name(w, kind)

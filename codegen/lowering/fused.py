@@ -22,7 +22,7 @@ from sdflow.ir.types import TensorType, dace_dtype
 from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 from ._math import vectorizable
 from .elementwise import broadcast_index, expression
-from .linalg import GEMM_INCLUDES, PACKED, _gemm_call, sgemm_call
+from .linalg import GEMM_INCLUDES, PACKED, _gemm_call, sgemm_call, uses_gemm_h
 from .nn import conv_code, conv_depthwise_code, conv_includes, packed_input
 from .reduction import layer_norm_row_code, softmax_row_code
 
@@ -165,12 +165,13 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     blocks = matmul_blocks(program, types)
     sdfg, gemm_state = ctx.nested()
     a_in, b_in = matmul.args[0], matmul.args[1]
-    packed = ctype == "float" and PACKED in ctx.inputs
+    ours = uses_gemm_h(ctx, ctype)
+    packed = ours and PACKED in ctx.inputs
     if packed:
         offsets = packed_offsets(int(b_type.shape[0]), [int(w) for _, _, w in blocks])
         calls = [sgemm_call(rows, cexpr(w), k, "_a", k, None, None, f"_c{o}", cexpr(w), packed=f"_p + {offset}")
                  for (o, _, w), offset in zip(blocks, offsets)]
-    elif ctype == "float":
+    elif ours:
         calls = [sgemm_call(rows, cexpr(w), k, "_a", k, f"_b + {cexpr(lo)}", n, f"_c{o}", cexpr(w))
                  for o, lo, w in blocks]
     else:
@@ -180,7 +181,7 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     operands = [("_a", a_in), ("_p", PACKED) if packed else ("_b", b_in)]
     tasklet = gemm_state.add_tasklet("gemm", {c: pointer for c, _ in operands},
                                      {f"_c{o}": pointer for o, _, _ in blocks}, "\n".join(calls),
-                                     language=dace.Language.CPP, code_global=GEMM_INCLUDES if ctype == "float" else "")
+                                     language=dace.Language.CPP, code_global=GEMM_INCLUDES if ours else "")
     tasklet.environments = {OpenBLAS.full_class_path()}
     for connector, array in operands:
         gemm_state.add_edge(gemm_state.add_read(array), None, tasklet, connector,
@@ -235,7 +236,7 @@ def _conv(ctx: Ctx, program: Program, types) -> dace.SDFG:
     epilogue = _conv_epilogue(ctx, types, conv, steps)
     packed = packed_input(ctx)
     code = conv_code(conv.node(), types[x].shape, types[w].shape, ctx.ptr(x), ctx.ptr(w), ctx.ptr("out0"),
-                     ctx.ptr(bias) if bias else None, epilogue, packed)
+                     ctx.ptr(bias) if bias else None, epilogue, packed, implementation=ctx.node.implementation or "")
     return ctx.tasklet(vectorizable(code, "float"), includes=conv_includes(packed),
                        unread=(w,) if packed else ())  # the direct kernel reads the packed copy only
 
@@ -253,7 +254,7 @@ def _conv_depthwise(ctx: Ctx, program: Program, types) -> dace.SDFG:
                                types[conv1.results[0]].shape, types[w2].shape, ctx.ptr(x), ctx.ptr(w1), ctx.ptr(w2),
                                ctx.ptr("out0"), ctx.ptr(bias1) if bias1 else None, ctx.ptr(bias2) if bias2 else None,
                                _conv_epilogue(ctx, types, conv1, steps1), _conv_epilogue(ctx, types, conv2, steps2),
-                               packed)
+                               packed, implementation=ctx.node.implementation or "")
     return ctx.tasklet(vectorizable(code, "float"), includes=conv_includes(packed),
                        unread=(w1,) if packed else ())  # the direct kernel reads the packed copy only
 

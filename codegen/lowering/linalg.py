@@ -12,6 +12,11 @@ GEMM_INCLUDES = '#include "gemm.h"'
 PACKED = "packed_gemm"  # (packing.GEMM_PACKED: the connector of a node's packed constant B)
 
 
+def uses_gemm_h(ctx: Ctx, ctype: str) -> bool:
+    """float32 products run gemm.h unless the selection step chose BLAS for the node (the option gemm=blas)."""
+    return ctype == "float" and ctx.node.implementation != "blas"
+
+
 def sgemm_call(m, n, k, a, lda, b, ldb, c, ldc, trans_b=False, packed=None, alpha=1.0, accumulate=False) -> str:
     """One call of gemm.h for float32: C (ldc) = alpha * A (lda) . B (+ C when ``accumulate``); B from its packed
     copy ``packed`` when given (then ``b``/``ldb`` are unused), else packed per call from ``b`` (ldb; ``trans_b``:
@@ -54,17 +59,18 @@ def matmul(ctx: Ctx):
     a, b, y = ctx.ptr(a_in), ctx.ptr(b_in), ctx.ptr(y)
     batch, m, k, n, _ = matmul_shapes(a_shape, b_shape)
     m_c, k_c, n_c = cexpr(m), cexpr(k), cexpr(n)
+    ours = uses_gemm_h(ctx, ctype)
     if len(b_shape) <= 2:
         # B is one matrix: every batch of A is one tall GEMM.
         rows = cexpr(product(list(a_shape[:-1])) if len(a_shape) > 1 else 1)
-        if ctype == "float" and PACKED in ctx.inputs:
+        if ours and PACKED in ctx.inputs:
             return ctx.tasklet(sgemm_call(rows, n_c, k_c, a, k_c, None, None, y, n_c, packed=ctx.ptr(PACKED)),
                                includes=GEMM_INCLUDES, unread=(b_in,))
-        if ctype == "float":
+        if ours:
             return ctx.tasklet(sgemm_call(rows, n_c, k_c, a, k_c, b, n_c, y, n_c), includes=GEMM_INCLUDES)
         return ctx.tasklet(_gemm_call(ctype, False, False, rows, n_c, k_c, 1, a, k_c, b, n_c, 0, y, n_c))
     offsets = _batch_offsets(batch, a_shape, b_shape)
-    if ctype == "float":
+    if ours:
         # Items in parallel (attention's heads), each packing its B in its thread.
         return ctx.tasklet(f"sdflow_kernels::gemm::gemm_batched({cexpr(product(batch))}, {m_c}, {n_c}, {k_c}, {a}, "
                            f"{k_c}, {b}, {n_c}, false, {y}, {n_c}, [&](int64_t t_, int64_t& ao_, int64_t& bo_, "
@@ -117,7 +123,7 @@ def gemm(ctx: Ctx):
         code = (f"for (int64_t i_ = 0; i_ < {m}; ++i_) for (int64_t j_ = 0; j_ < {n}; ++j_) "
                 f"{y}[i_ * {n} + j_] = ({ctype}){beta} * {c}[{rows} * {cexpr(c_shape[1])} + {cols}];\n")
         gemm_beta = 1
-    if ctype == "float" and not trans_a:
+    if uses_gemm_h(ctx, ctype) and not trans_a:
         packed = ctx.ptr(PACKED) if PACKED in ctx.inputs else None
         code += sgemm_call(m, n, k, a, k, b, k if trans_b else n, y, n, trans_b=trans_b, packed=packed,
                            alpha=float(ctx.node.attr("alpha", 1.0)), accumulate=bool(gemm_beta))

@@ -3,13 +3,12 @@ GEMM in per-thread tiles; depthwise planes); MaxPool, AveragePool and LpPool (1-
 planes)."""
 from __future__ import annotations
 
-import os
-
 from dace.libraries.blas.environments.openblas import OpenBLAS
 
 from sdflow.ir.errors import CompileError
 from sdflow.ir.ops.nn import DEPTHWISE_ROW_WIDTH, Conv, conv_transpose_geometry, is_pointwise, window_geometry
 from .. import threads
+from ..options import KernelOptions
 from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 from .conv_direct import DIRECT_INCLUDES, PACKED_CONNECTOR, direct_code
 
@@ -214,13 +213,15 @@ _DEPTHWISE_ROWS = """
 """
 
 
-def uses_depthwise_rows(out_width, column_stride) -> bool:
+def uses_depthwise_rows(out_width, column_stride, implementation: str = "",
+                        options: KernelOptions = KernelOptions()) -> bool:
     """Whether a float32 depthwise convolution runs as _DEPTHWISE_ROWS: on AVX-512, with a column stride of 2, or
-    of 1 and output rows of at most DEPTHWISE_ROW_WIDTH (``SDFLOW_DEPTHWISE_ROWS=0`` keeps the padded-plane
-    kernel). Wider stride-1 rows run as fast as the padded plane's flat range (every lane a position; measured
+    of 1 and output rows of at most DEPTHWISE_ROW_WIDTH (the option ``depthwise_rows=false``, or an op node's
+    ``implementation`` naming ``depthwise-planes``, keeps the padded-plane kernel). Wider stride-1 rows run as fast as the padded plane's flat range (every lane a position; measured
     equal on MobileNetV2's 56x56 and 112x112 layers), narrow ones lost most of their time there to copying and
     looping per plane (7x7 and 14x14 planes: 2.8-3.2x faster this way, 28x28: 1.3x)."""
-    if not threads.has_avx512() or column_stride > 2 or os.environ.get("SDFLOW_DEPTHWISE_ROWS", "1") == "0":
+    if not threads.has_avx512() or column_stride > 2 or not options.depthwise_rows \
+            or "depthwise-planes" in implementation.split("+"):
         return False
     return column_stride == 2 or (getattr(out_width, "is_number", True) and int(out_width) <= DEPTHWISE_ROW_WIDTH)
 
@@ -454,7 +455,8 @@ def _store_epilogue(bias: str | None, epilogue: tuple[str, str] | None) -> str:
 
 
 def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None = None,
-              epilogue: tuple[str, str] | None = None, packed: tuple[str, str] | None = None) -> str:
+              epilogue: tuple[str, str] | None = None, packed: tuple[str, str] | None = None,
+              implementation: str = "") -> str:
     """C++ of a float32 Conv from pointers ``x``, ``w`` (and ``bias``) into ``y``. ``epilogue`` = (statements,
     final expression) applied to every output element while its plane or tile is in cache: the statements read
     ``a_`` (the convolution plus bias) and may index other tensors by sample ``n_``, channel ``m_`` and position
@@ -475,7 +477,7 @@ def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None =
         return code + direct_code(*packed).replace("TILE_EPILOGUE", tile).replace("STORE_EPILOGUE", store)
     code += _INSIDE
     if depthwise and uses_depthwise_rows(window_geometry(node, list(x_shape[2:]), kernel).out[-1],
-                                         (node.attr("strides") or [1])[-1]):
+                                         (node.attr("strides") or [1])[-1], implementation):
         return code + _DEPTHWISE_ROWS.replace("PLANE_ROWS", _PLANE_ROWS).replace("STORE_EPILOGUE", store)
     if depthwise:
         return code + (_DEPTHWISE.replace("TILE_EPILOGUE", _plane_epilogue(bias, epilogue, "p0_", "p0_ + OW_"))
@@ -537,7 +539,7 @@ const int64_t MB_ = (C_ + 7) / 8, TILE_ = sdflow_direct::TILE, tiles_ = std::max
 
 def conv_depthwise_code(conv1, conv2, x_shape, w1_shape, mid_shape, w2_shape, x: str, w1: str, w2: str, y: str,
                         bias1: str | None, bias2: str | None, epilogue1: tuple[str, str], epilogue2: tuple[str, str],
-                        packed: tuple[str, str] | None) -> str:
+                        packed: tuple[str, str] | None, implementation: str = "") -> str:
     """C++ of a 1x1 convolution (``conv1``: x -> the expanded tensor of ``mid_shape``, then ``epilogue1``) and a
     depthwise one of its result (``conv2``, then ``epilogue2``) into ``y``; epilogues as in ``conv_code``. With
     the direct kernel's packed weights (``packed``), a 1x1 ``conv1``, a depthwise ``conv2`` and a column stride of
@@ -553,7 +555,8 @@ def conv_depthwise_code(conv1, conv2, x_shape, w1_shape, mid_shape, w2_shape, x:
                    "if (mid_buffer_.size() < mid_size_) mid_buffer_.resize(mid_size_);\n"
                    "float* mid_ = mid_buffer_.data();\n")
         return (scratch + "{\n" + conv_code(conv1, x_shape, w1_shape, x, w1, "mid_", bias1, epilogue1, packed)
-                + "}\n{\n" + conv_code(conv2, mid_shape, w2_shape, "mid_", w2, y, bias2, epilogue2) + "}\n")
+                + "}\n{\n" + conv_code(conv2, mid_shape, w2_shape, "mid_", w2, y, bias2, epilogue2,
+                                        implementation=implementation) + "}\n")
     code = _geometry_constants(conv2, mid_shape, kernel2)
     code += (f"const int64_t CX_ = {cexpr(x_shape[1])}, M2_ = {cexpr(w2_shape[0])}, MG_ = M2_ / C_, P1_ = H_ * W_, "
              "P_ = OH_ * OW_;\n")
@@ -572,7 +575,7 @@ def conv(ctx: Ctx):
     packed = packed_input(ctx)
     # The direct kernel reads the packed copy only.
     return ctx.tasklet(conv_code(ctx.node, ctx.shape(x), ctx.shape(w), ctx.ptr(x), ctx.ptr(w), ctx.ptr(y),
-                                 ctx.ptr(b) if b else None, packed=packed),
+                                 ctx.ptr(b) if b else None, packed=packed, implementation=ctx.node.implementation or ""),
                        includes=conv_includes(packed), unread=(w,) if packed else ())
 
 

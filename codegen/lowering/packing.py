@@ -89,6 +89,8 @@ def prepack_gemm(graph, weights: dict) -> int:
     sdfg, state = graph.sdfg, graph.state
     count = 0
     for node in graph.op_nodes():
+        if node.implementation in ("blas", "gemm"):  # (select.select_kernels chose another kernel)
+            continue
         candidate = _gemm_candidate(graph, node)
         if candidate is None or GEMM_PACKED in node.in_connectors:
             continue

@@ -1,7 +1,7 @@
 """The direct convolution kernel and its Winograd form (``codegen/lowering/conv_direct.py``): which convolutions
 get pre-packed (or transformed) weights, and their numbers against ONNX Runtime — padded, dilated, 1x1, 1-D, output
 channels that do not fill a block, fused epilogues, dynamic batch and image sizes, a cached build that re-packs its
-weights, and the ``SDFLOW_DIRECT_CONV=0`` / ``SDFLOW_WINOGRAD=0`` switches.
+weights, and the options ``direct_conv=false`` / ``winograd=false``.
 
 The kernels are written for AVX-512; elsewhere lowering keeps im2col + BLAS. These tests force them on
 (``has_avx512``), so a CPU without AVX-512 runs their portable C++ form and still checks the numbers."""
@@ -22,9 +22,6 @@ F = np.float32
 @pytest.fixture(autouse=True)
 def direct_kernels(monkeypatch):
     monkeypatch.setattr(conv_direct, "has_avx512", lambda: True)
-    monkeypatch.delenv("SDFLOW_DIRECT_CONV", raising=False)
-    monkeypatch.delenv("SDFLOW_WINOGRAD", raising=False)
-    monkeypatch.delenv("SDFLOW_CHANNEL_VECTORS", raising=False)
     monkeypatch.setenv("SDFLOW_GRAPH_CACHE", "0")
 
 
@@ -90,14 +87,13 @@ def _zoo_feeds(rng, n, length):
 
 @pytest.mark.parametrize("winograd", ["0", "1"])
 def test_direct_kernels_match_onnxruntime(conv_zoo, helpers, rng, monkeypatch, winograd):
-    """Every tiling of the direct kernel's position vectors (SDFLOW_CHANNEL_VECTORS=0: i, 3x3 over 7x7 with 2304
-    taps, would take the channel vectors); with SDFLOW_WINOGRAD=1 a (3x3, stride 1, 50x50) runs as Winograd
+    """Every tiling of the direct kernel's position vectors (channel_vectors=false: i, 3x3 over 7x7 with 2304
+    taps, would take the channel vectors); with winograd=true a (3x3, stride 1, 50x50) runs as Winograd
     F(2x2, 3x3)."""
-    monkeypatch.setenv("SDFLOW_WINOGRAD", winograd)
-    monkeypatch.setenv("SDFLOW_CHANNEL_VECTORS", "0")
+    options = {"winograd": winograd, "channel_vectors": False}
     feeds = [_zoo_feeds(rng, 1, 40), _zoo_feeds(rng, 2, 23)]
     for passes in ("O1", "O2"):  # plain Conv nodes, and convolutions fused with their epilogues
-        compiled = helpers.check_against_ort(conv_zoo, feeds, passes=passes)
+        compiled = helpers.check_against_ort(conv_zoo, feeds, passes=passes, options=options)
         assert _packed(compiled) == ["wa/" + ("winograd" if winograd == "1" else "packed"), "wb/packed",
                                      "wc/packed", "wd/packed", "we/packed", "wf/packed", "wi/packed", "wj/packed"]
 
@@ -198,9 +194,11 @@ def test_a_cached_build_packs_its_weights_again(conv_zoo, rng, monkeypatch):
 
 
 def test_direct_kernels_can_be_switched_off(conv_zoo, helpers, rng, monkeypatch):
-    monkeypatch.setenv("SDFLOW_DIRECT_CONV", "0")
-    compiled = helpers.check_against_ort(conv_zoo, [_zoo_feeds(rng, 1, 9)], passes="O2")
+    compiled = helpers.check_against_ort(conv_zoo, [_zoo_feeds(rng, 1, 9)], passes="O2",
+                                         options={"direct_conv": False})
     assert not _packed(compiled)
+    assert {n.implementation for n in compiled.graph.op_nodes() if n.op_type in ("Conv", "Fused")} <= {
+        "im2col", "depthwise-rows", "depthwise-planes"}
 
 
 def test_direct_kernels_over_dynamic_image_sizes(helpers, rng):
@@ -251,13 +249,13 @@ def test_strided_convolutions_read_phase_planes(helpers, rng):
 def test_lowered_traffic_counts_the_packed_weights_once(helpers, rng, monkeypatch, winograd):
     """The direct kernel reads the packed (or Winograd-transformed) copy of its weight, not the original: the
     lowered data-movement report (``sdflow report --lowered``) claims those bytes only."""
+    from sdflow.codegen.options import KernelOptions
     from sdflow.codegen.traffic import lowered_traffic
     from sdflow.frontends.onnx import import_model
-    monkeypatch.setenv("SDFLOW_WINOGRAD", winograd)
     model = helpers.make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])],
                                [("x", F, [1, 16, 10, 10])], [("y", F, [1, 12, 10, 10])],
                                {"w": _w(rng, 12, 16, 3, 3), "b": rng.standard_normal(12).astype(F)})
-    (record, ) = lowered_traffic(import_model(model))
+    (record, ) = lowered_traffic(import_model(model), KernelOptions(winograd=winograd == "1"))
     # two blocks of 8 output channels (the second holds 4) x 144 taps, or x 16 transformed elements x 16 channels
     packed = 2 * 16 * 16 * 8 if winograd == "1" else 2 * 16 * 9 * 8
     assert int(record.bytes_read) == 4 * (16 * 10 * 10 + packed + 12)

@@ -86,3 +86,26 @@ def test_pack_gemm_layout(rng):
     offsets = packed_offsets(5, [30, 40])
     assert offsets == [0, 5 * 32] and blocks.size == 5 * 32 + 2 * 5 * 32
     np.testing.assert_array_equal(blocks[offsets[1]:].reshape(2, 5, 32)[0], w[:, 30:62])
+
+
+def test_kernel_options_choose_the_kernel_and_key_the_build(helpers, rng, tmp_path, monkeypatch):
+    """``options={"gemm": "blas"}`` runs the products on OpenBLAS: the nodes' ``implementation`` says so, the build is
+    another one (never the cached default build), and a second compile with the same options is served from the
+    cache. Unknown options and values are CompileErrors naming the choices."""
+    monkeypatch.setenv("SDFLOW_CACHE_DIR", str(tmp_path))
+    model = _products_model(helpers, rng)
+    feeds = [{"x": rng.standard_normal((2, 5, 40)).astype(F)}]
+    packed = helpers.check_against_ort(model, feeds, passes="O2")
+    blas = helpers.check_against_ort(model, feeds, passes="O2", options={"gemm": "blas"})
+    assert blas.build_folder != packed.build_folder
+    kinds = {n.implementation for n in blas.graph.op_nodes() if n.op_type in ("MatMul", "Gemm", "Fused")}
+    assert kinds == {"blas"}
+    assert {n.implementation for n in packed.graph.op_nodes() if n.op_type == "Gemm"} == {"gemm-packed"}
+    code = "".join(p.read_text() for p in blas.build_folder.glob("src/cpu/*.cpp"))
+    assert "cblas_sgemm" in code and "gemm_packed" not in code
+    again = sdflow.compile(model, passes="O2", options=["gemm=blas"])
+    assert again.build_folder == blas.build_folder and not again.built
+    with pytest.raises(sdflow.CompileError, match="gemm.*packed, blas"):
+        sdflow.compile(model, options={"gemm": "mkl"})
+    with pytest.raises(sdflow.CompileError, match="unknown option.*winograd"):
+        sdflow.compile(model, options={"winogard": False})

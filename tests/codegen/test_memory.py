@@ -47,8 +47,8 @@ def test_models_with_shared_buffers_match_onnxruntime(helpers, rng, monkeypatch)
     model = _chain(helpers, rng)
     feeds = [{"x": rng.standard_normal((n, 16)).astype(F)} for n in (1, 5)]
     helpers.check_against_ort(model, feeds, passes="O1")
-    monkeypatch.setenv("SDFLOW_MEMORY_REUSE", "0")  # the switch: every tensor its own buffer, same numbers
-    helpers.check_against_ort(model, feeds, passes="O1")
+    # The option: every tensor its own buffer, same numbers (its own build: the option is in the build key).
+    helpers.check_against_ort(model, feeds, passes="O1", options={"memory_reuse": False})
 
 
 def _random_state(rng, ops: int) -> dace.SDFG:

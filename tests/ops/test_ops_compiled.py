@@ -461,8 +461,7 @@ def test_float_depthwise_runs_as_masked_rows(helpers, rng, monkeypatch, avx512):
     AVX-512 (``has_avx512`` False) every depthwise layer keeps the padded-plane kernel."""
     from sdflow.codegen import threads
     monkeypatch.setattr(threads, "has_avx512", lambda: avx512)  # the build cache's key asks it too
-    monkeypatch.delenv("SDFLOW_DEPTHWISE_ROWS", raising=False)
-    monkeypatch.setenv("SDFLOW_GRAPH_CACHE", "0")  # lowered graphs are cached by model, not by this switch
+    monkeypatch.setenv("SDFLOW_GRAPH_CACHE", "0")  # builds are found by the graph cache's record, not by this patch
     nodes = [helper.make_node("Conv", ["s", "wa", "ba"], ["a0"], pads=[1, 1, 1, 1], group=16),
              helper.make_node("Clip", ["a0", "lo", "hi"], ["a"]),
              helper.make_node("Conv", ["u", "wb"], ["b"], pads=[1, 1, 1, 1], strides=[2, 2], group=4),

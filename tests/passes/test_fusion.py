@@ -177,7 +177,7 @@ def inverted_residuals(helpers, rng):
 def test_fuse_conv_depthwise_keeps_the_expanded_tensor_in_the_kernel(inverted_residuals, rng, helpers, monkeypatch):
     """Both 1x1 -> depthwise pairs become one kernel each; the expanded tensors are gone from the graph. With the
     direct kernel's packed weights (AVX-512) they compute 8 expanded planes at a time into a per-thread buffer;
-    without (SDFLOW_DIRECT_CONV=0) the two convolutions run one after the other through a scratch tensor."""
+    without (the option direct_conv=false) the two convolutions run one after the other through a scratch tensor."""
     graph, result = _optimized(inverted_residuals, "fuse-elementwise,fuse-conv-epilogue,fuse-conv-depthwise")
     assert _ops(graph) == ["Conv+Clip+Conv+Clip", "Conv+Add", "Conv+Conv"]
     assert result.stats == {"fused_blocks": 2}
@@ -185,11 +185,10 @@ def test_fuse_conv_depthwise_keeps_the_expanded_tensor_in_the_kernel(inverted_re
     _assert_meaning(graph, inverted_residuals, _feeds(rng, [{"x": (2, 16, 13, 19)}])[0])
     _assert_idempotent(graph, "fuse-conv-depthwise")
     from sdflow.codegen import threads
-    monkeypatch.setenv("SDFLOW_GRAPH_CACHE", "0")
     for direct in ("1", "0"):
-        monkeypatch.setenv("SDFLOW_DIRECT_CONV", direct)
         compiled = helpers.check_against_ort(
-            inverted_residuals, _feeds(rng, [{"x": (1, 16, 13, 19)}, {"x": (3, 16, 13, 19)}]), passes="O2")
+            inverted_residuals, _feeds(rng, [{"x": (1, 16, 13, 19)}, {"x": (3, 16, 13, 19)}]), passes="O2",
+            options={"direct_conv": direct})
         code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
         buffered = 2 if direct == "1" and threads.has_avx512() else 0
         assert (code.count("planes_buffer_.data()"), code.count("mid_buffer_.data()")) == (buffered, 2 - buffered)
