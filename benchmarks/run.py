@@ -4,7 +4,8 @@ per process), and writes JSON, a Markdown table and a PNG chart.
     python benchmarks/run.py [NAME ...] [--threads 2] [--runs 20] [-p PIPELINE] [--baseline PIPELINE] [--reduced]
                              [--out docs]
 
-Writes OUT/performance.json, OUT/performance.md and OUT/performance.png (default OUT: docs/). ``--baseline O0``
+Writes OUT/performance.json, OUT/performance.md and OUT/performance.png (default OUT: docs/zoo/; docs/performance.md
+holds the corpus-wide figures and quotes these). ``--baseline O0``
 also times every model with that pipeline (same backend) and tabulates the pipeline's speedup over it.
 """
 from __future__ import annotations
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("-p", "--passes", default=DEFAULT_PASSES, help=f"pipeline (default {DEFAULT_PASSES})")
     parser.add_argument("--baseline", help="also time this pipeline (e.g. O0) and tabulate the speedup")
     parser.add_argument("--reduced", action="store_true")
-    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs")
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs" / "zoo")
     args = parser.parse_args(argv)
     results = [run_one(name, args, args.passes) for name in args.names]
     baseline = [run_one(name, args, args.baseline) for name in args.names] if args.baseline else None
