@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "bench.h"
 #include "conv3d.h"
 
 int main() {
@@ -18,16 +19,10 @@ int main() {
     Conv3dGeometry g{1, l[0], l[1], l[2], l[3], l[4], 1, l[5], l[6], l[7], 1, 1, 1, 1, 1, 1,
                      l[5] / 2, l[6] / 2, l[7] / 2, l[1], l[2], l[3]};
     std::vector<float> x(g.c * g.d * g.h * g.w, 1.0f), w(g.m * g.c * g.kd * g.kh * g.kw, 0.5f), y(g.m * g.d * g.h * g.w);
-    std::vector<double> times;
-    for (int run = 0; run < 10; ++run) {
-      const auto start = std::chrono::steady_clock::now();
-      sdflow_kernels::conv3d(x.data(), w.data(), nullptr, y.data(), g);
-      times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-    }
-    std::sort(times.begin(), times.end());
+    const double ms = median_ms([&] { sdflow_kernels::conv3d(x.data(), w.data(), nullptr, y.data(), g); });
     const double flop = 2.0 * g.m * g.od * g.oh * g.ow * g.c * g.kd * g.kh * g.kw;
     std::printf("c=%ld m=%ld kernel %ldx%ldx%ld over %ldx%ldx%ld: %.2f ms, %.1f GFLOP/s\n", (long)g.c, (long)g.m,
-                (long)g.kd, (long)g.kh, (long)g.kw, (long)g.d, (long)g.h, (long)g.w, times[5], flop / times[5] / 1e6);
+                (long)g.kd, (long)g.kh, (long)g.kw, (long)g.d, (long)g.h, (long)g.w, ms, flop / ms / 1e6);
   }
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "bench.h"
 #include "det.h"
 
 int main() {
@@ -17,14 +18,8 @@ int main() {
   for (const auto& s : sizes) {
     std::vector<float> x(s[0] * s[1] * s[1]), y(s[0]);
     for (float& v : x) v = uniform(random);
-    std::vector<double> times;
-    for (int run = 0; run < 10; ++run) {
-      const auto start = std::chrono::steady_clock::now();
-      sdflow_kernels::det(x.data(), s[0], s[1], y.data());
-      times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-    }
-    std::sort(times.begin(), times.end());
-    std::printf("%ld matrices of %ldx%ld: %.2f ms\n", (long)s[0], (long)s[1], (long)s[1], times[5]);
+    const double ms = median_ms([&] { sdflow_kernels::det(x.data(), s[0], s[1], y.data()); });
+    std::printf("%ld matrices of %ldx%ld: %.2f ms\n", (long)s[0], (long)s[1], (long)s[1], ms);
   }
   return 0;
 }

@@ -9,18 +9,8 @@
 #include <random>
 #include <vector>
 
+#include "bench.h"
 #include "dynamic_ops.h"
-
-static double median_ms(const std::function<void()>& run) {
-  std::vector<double> times;
-  for (int k = 0; k < 10; ++k) {
-    const auto start = std::chrono::steady_clock::now();
-    run();
-    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(times.begin(), times.end());
-  return times[5];
-}
 
 int main() {
   std::mt19937 random(0);

@@ -10,22 +10,16 @@
 #include <random>
 #include <vector>
 
+#include "bench.h"
 #include "gemm.h"
 
 namespace g = sdflow_kernels::gemm;
 
+// Seconds per call: the median of 7 blocks of calls worth ~3 GFLOP each, after 3 warm-up calls.
 template <typename F>
 static double median_seconds(F run, double flop) {
-  const int reps = std::max(3, std::min(2000, int(3e9 / std::max(flop, 1.0))));
-  for (int i = 0; i < 3; ++i) run();
-  std::vector<double> times;
-  for (int block = 0; block < 7; ++block) {
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < reps; ++i) run();
-    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / reps);
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  const int calls = std::max(3, std::min(2000, int(3e9 / std::max(flop, 1.0))));
+  return median_ms(run, 7, calls, 3) * 1e-3;
 }
 
 static void packed_case(int64_t m, int64_t k, int64_t n) {

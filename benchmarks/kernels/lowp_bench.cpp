@@ -8,20 +8,12 @@
 #include <random>
 #include <vector>
 
+#include "bench.h"
 #include "lowp.h"
 
 using namespace sdflow::lowp;
 
-static double ns_per_element(const std::function<void()>& run, size_t n) {
-  std::vector<double> times;
-  for (int k = 0; k < 10; ++k) {
-    const auto start = std::chrono::steady_clock::now();
-    run();
-    times.push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(times.begin(), times.end());
-  return times[5] / double(n);
-}
+static double ns_per_element(const std::function<void()>& run, size_t n) { return median_ms(run) * 1e6 / double(n); }
 
 int main() {
   const size_t n = size_t(1) << 24;

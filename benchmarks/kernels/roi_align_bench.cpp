@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "bench.h"
 #include "roi_align.h"
 
 int main() {
@@ -22,14 +23,8 @@ int main() {
   std::vector<int64_t> batch(rois, 0);
   for (int64_t ratio : {int64_t(2), int64_t(0)}) {
     const sdflow_kernels::RoiAlignGeometry g{rois, channels, h, w, 7, 7, ratio, 0.25f, false, false};
-    std::vector<double> times;
-    for (int run = 0; run < 10; ++run) {
-      const auto start = std::chrono::steady_clock::now();
-      sdflow_kernels::roi_align(x.data(), boxes.data(), batch.data(), g, y.data());
-      times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-    }
-    std::sort(times.begin(), times.end());
-    std::printf("1000 rois x 256 channels, 7x7 bins, sampling ratio %ld: %.2f ms\n", (long)ratio, times[5]);
+    const double ms = median_ms([&] { sdflow_kernels::roi_align(x.data(), boxes.data(), batch.data(), g, y.data()); });
+    std::printf("1000 rois x 256 channels, 7x7 bins, sampling ratio %ld: %.2f ms\n", (long)ratio, ms);
   }
   return 0;
 }
