@@ -9,7 +9,7 @@ from sdflow.ir.ops.linalg import matmul_shapes
 from ._expansion import Ctx, cexpr, contiguous_strides, expansion, product
 
 GEMM_INCLUDES = '#include "gemm.h"'
-PACKED = "packed_gemm"  # (packing.GEMM_PACKED: the connector of a node's packed constant B)
+PACKED = "packed_gemm"  # the connector of a node's packed constant B (added by packing.prepack_gemm)
 
 
 def uses_gemm_h(ctx: Ctx, ctype: str) -> bool:

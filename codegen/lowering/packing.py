@@ -13,10 +13,11 @@ import numpy as np
 from sdflow.ir.types import TensorType
 from . import conv_direct
 from .fused import matmul_blocks
+from .linalg import PACKED as GEMM_PACKED  # the op node's input that ``prepack_gemm`` adds
 
-__all__ = ["prepack", "weight_value", "pack_gemm", "gemm_packed_name", "packed_offsets", "GEMM_PACKED", "PANEL"]
+__all__ = ["prepack", "weight_value", "pack_gemm", "gemm_packed_name", "packed_offsets", "gemm_candidate",
+           "GEMM_PACKED", "PANEL"]
 
-GEMM_PACKED = "packed_gemm"  # the op node's input that ``prepack_gemm`` adds
 PANEL = 32  # gemm.h's PANEL
 _GEMM_NAME = re.compile(r"(.+)__gemm32([nt])((?:_\d+)+)")
 
@@ -52,7 +53,7 @@ def _concrete(dims) -> bool:
     return all(isinstance(d, (int, np.integer)) or getattr(d, "is_Integer", False) for d in dims)
 
 
-def _gemm_candidate(graph, node) -> tuple[int, bool, list[int]] | None:
+def gemm_candidate(graph, node) -> tuple[int, bool, list[int]] | None:
     """(input position of B, whether B is given transposed, column block widths) of a float32 product whose B the
     packed kernel can take: MatMul and Gemm (transA = 0) with a 2-D B, and fused MatMul epilogues."""
     sdfg = graph.sdfg
@@ -91,7 +92,7 @@ def prepack_gemm(graph, weights: dict) -> int:
     for node in graph.op_nodes():
         if node.implementation in ("blas", "gemm"):  # (select.select_kernels chose another kernel)
             continue
-        candidate = _gemm_candidate(graph, node)
+        candidate = gemm_candidate(graph, node)
         if candidate is None or GEMM_PACKED in node.in_connectors:
             continue
         position, transposed, widths = candidate

@@ -51,7 +51,7 @@ def _product_name(graph, node, a: str, options: KernelOptions, packable: bool) -
 
 def select_kernels(graph, options: KernelOptions) -> dict[str, int]:
     """Sets ``implementation`` on every Conv, MatMul, Gemm and fused op of those; returns how many of each name."""
-    from .packing import _gemm_candidate  # (packing imports the lowering modules this one does)
+    from .packing import gemm_candidate  # (packing imports the lowering modules this one does)
     counts: dict[str, int] = {}
     for node in graph.op_nodes():
         names = graph.node_inputs(node)
@@ -69,11 +69,11 @@ def select_kernels(graph, options: KernelOptions) -> dict[str, int]:
                     parts.append(_conv_name(graph, step.node(), x, w, options))
             name = "+".join(parts)
         elif node.op_type in ("MatMul", "Gemm") and not node.domain_name and names and names[0]:
-            candidate = _gemm_candidate(graph, node)
+            candidate = gemm_candidate(graph, node)
             packable = candidate is not None and names[candidate[0]] in graph.sdfg.constants_prop
             name = _product_name(graph, node, names[0], options, packable)
         elif node.op_type == "Fused" and node.parsed.kind == "matmul":
-            candidate = _gemm_candidate(graph, node)
+            candidate = gemm_candidate(graph, node)
             a = names[int(node.parsed.steps[0].args[0][2:])]
             packable = candidate is not None and names[candidate[0]] in graph.sdfg.constants_prop
             name = _product_name(graph, node, a, options, packable) if a else None
