@@ -10,7 +10,6 @@ load), ``gemm`` (gemm.h, operands packed per call) or ``blas``."""
 from __future__ import annotations
 
 import dace
-import numpy as np
 
 from sdflow.ir.ops.nn import window_geometry
 from ..options import KernelOptions
@@ -23,10 +22,8 @@ __all__ = ["select_kernels"]
 _CONV_NAMES = {"winograd": "winograd", "channels": "direct-channels", "packed": "direct", None: "im2col"}
 
 
-def _conv_name(graph, conv, x: str, w: str, options: KernelOptions) -> str:
+def _conv_name(graph, conv, x_shape: list, x_dtype, w: str, options: KernelOptions) -> str:
     sdfg = graph.sdfg
-    x_desc = sdfg.arrays[x]
-    x_shape = list(x_desc.shape)
     constant = w in sdfg.constants_prop
     w_shape = list(graph.constant(w).shape) if constant else list(sdfg.arrays[w].shape)
     group = conv.attr("group", 1)
@@ -37,8 +34,7 @@ def _conv_name(graph, conv, x: str, w: str, options: KernelOptions) -> str:
         return "depthwise-rows" if rows else "depthwise-planes"
     if not constant:  # a weight computed at run time: nothing to pack
         return "im2col"
-    kind = kernel_kind(conv, x_shape, w_shape, x_desc.dtype.as_numpy_dtype(), options=options)
-    return _CONV_NAMES[kind]
+    return _CONV_NAMES[kernel_kind(conv, x_shape, w_shape, x_dtype, options=options)]
 
 
 def _product_name(graph, node, a: str, options: KernelOptions, packable: bool) -> str | None:
@@ -56,25 +52,20 @@ def select_kernels(graph, options: KernelOptions) -> dict[str, int]:
     for node in graph.op_nodes():
         names = graph.node_inputs(node)
         name = None
+        fused = node.parsed.kind if node.op_type == "Fused" else None
         if node.op_type == "Conv" and not node.domain_name and len(names) > 1 and names[0] and names[1] \
                 and len(graph.sdfg.arrays[names[0]].shape) in (3, 4):
-            name = _conv_name(graph, node, names[0], names[1], options)
-        elif node.op_type == "Fused" and node.parsed.kind in ("conv", "conv_depthwise"):
-            parts = []
-            for step in [s for s in node.parsed.steps if s.op_type == "Conv"]:
-                x, w = (names[int(a[2:])] if a.startswith("in") else None for a in step.args[:2])
-                if x is None or w is None:  # the second convolution reads the first one's result
-                    parts.append("depthwise-rows" if options.depthwise_rows else "depthwise-planes")
-                else:
-                    parts.append(_conv_name(graph, step.node(), x, w, options))
-            name = "+".join(parts)
-        elif node.op_type in ("MatMul", "Gemm") and not node.domain_name and names and names[0]:
+            x = graph.sdfg.arrays[names[0]]
+            name = _conv_name(graph, node, list(x.shape), x.dtype.as_numpy_dtype(), names[1], options)
+        elif fused in ("conv", "conv_depthwise"):
+            types = node.parsed.types([graph.tensor_type(n) if n else None for n in names])
+            # (the second convolution of a pair reads the first one's result, a value inside the kernel)
+            name = "+".join(_conv_name(graph, step.node(), list(types[step.args[0]].shape), types[step.args[0]].dtype,
+                                       names[int(step.args[1][2:])], options)
+                            for step in node.parsed.steps if step.op_type == "Conv")
+        elif (node.op_type in ("MatMul", "Gemm") and not node.domain_name) or fused == "matmul":
+            a = names[int(node.parsed.steps[0].args[0][2:])] if fused else names[0]
             candidate = gemm_candidate(graph, node)
-            packable = candidate is not None and names[candidate[0]] in graph.sdfg.constants_prop
-            name = _product_name(graph, node, names[0], options, packable)
-        elif node.op_type == "Fused" and node.parsed.kind == "matmul":
-            candidate = gemm_candidate(graph, node)
-            a = names[int(node.parsed.steps[0].args[0][2:])]
             packable = candidate is not None and names[candidate[0]] in graph.sdfg.constants_prop
             name = _product_name(graph, node, a, options, packable) if a else None
         if not name:
