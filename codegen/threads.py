@@ -125,7 +125,7 @@ class ThreadPolicy:
     (see docs/performance.md). Small models also run faster on one thread on a quiet machine (a region's start
     and end cost more than their work). So the policy times every call (``time.perf_counter`` around the native
     call) and compares thread counts on the model itself: after a warm-up it tries ``limit`` and then 1 thread
-    (and the halvings between on bigger machines), keeps the fastest, and probes another count again when the
+    (and the halvings between on bigger machines), moves to the fastest when it is at least 10% faster, and probes another count again when the
     current one's recent calls turn 30% slower than its best (a machine that got busy), or after a number of calls
     that doubles each time a probe confirms the choice (up to 256: a machine that got quiet again). Thread counts
     do not change results: every kernel splits work over outputs, never a sum over threads (checked by
@@ -134,6 +134,7 @@ class ThreadPolicy:
     WARMUP = 2  # calls at the limit before any timing counts (first touches of buffers, page faults)
     SAMPLES = 3  # calls per count when probing
     SLOWER = 1.3  # a count whose recent median is this much above its best is re-examined
+    SWITCH = 0.9  # a probe moves to another count when its median is below this fraction of the current one's
     MAX_INTERVAL = 256
 
     def __init__(self, limit: int | None = None, adaptive: bool = True):
@@ -189,7 +190,9 @@ class ThreadPolicy:
             if not self._queue:  # a probe finished: keep the fastest count
                 previous = self.current
                 measured = {n: statistics.median(r) for n, r in self._recent.items() if r}
-                self.current = min(measured, key=measured.get)
+                fastest = min(measured, key=measured.get)
+                if measured[fastest] < self.SWITCH * measured.get(previous, float("inf")):
+                    self.current = fastest  # (a clear win only: a noisy probe does not move the count)
                 self._interval = min(self._interval * 2, self.MAX_INTERVAL) if self.current == previous else 16
                 self._next_probe = self.calls + self._interval
             return
