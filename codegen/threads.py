@@ -125,9 +125,10 @@ class ThreadPolicy:
     (see docs/performance.md). Small models also run faster on one thread on a quiet machine (a region's start
     and end cost more than their work). So the policy times every call (``time.perf_counter`` around the native
     call) and compares thread counts on the model itself: after a warm-up it tries ``limit`` and then 1 thread
-    (and the halvings between on bigger machines), moves to the fastest when it is at least 10% faster, and probes another count again when the
-    current one's recent calls turn 30% slower than its best (a machine that got busy), or after a number of calls
-    that doubles each time a probe confirms the choice (up to 256: a machine that got quiet again). Thread counts
+    (and the halvings between on bigger machines), moves to the fastest when it is at least 10% faster, and probes
+    again when the current count's recent calls turn 30% slower than its best (a machine that got busy), or after
+    a number of calls that doubles each time a probe confirms the choice (up to 256: a machine that got quiet
+    again). Thread counts
     do not change results: every kernel splits work over outputs, never a sum over threads (checked by
     tests/codegen/test_threads.py)."""
 
