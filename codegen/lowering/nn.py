@@ -217,7 +217,8 @@ def uses_depthwise_rows(out_width, column_stride, implementation: str = "",
                         options: KernelOptions = KernelOptions()) -> bool:
     """Whether a float32 depthwise convolution runs as _DEPTHWISE_ROWS: on AVX-512, with a column stride of 2, or
     of 1 and output rows of at most DEPTHWISE_ROW_WIDTH (the option ``depthwise_rows=false``, or an op node's
-    ``implementation`` naming ``depthwise-planes``, keeps the padded-plane kernel). Wider stride-1 rows run as fast as the padded plane's flat range (every lane a position; measured
+    ``implementation`` naming ``depthwise-planes``, keeps the padded-plane kernel).
+    Wider stride-1 rows run as fast as the padded plane's flat range (every lane a position; measured
     equal on MobileNetV2's 56x56 and 112x112 layers), narrow ones lost most of their time there to copying and
     looping per plane (7x7 and 14x14 planes: 2.8-3.2x faster this way, 28x28: 1.3x)."""
     if not threads.has_avx512() or column_stride > 2 or not options.depthwise_rows \
@@ -575,7 +576,8 @@ def conv(ctx: Ctx):
     packed = packed_input(ctx)
     # The direct kernel reads the packed copy only.
     return ctx.tasklet(conv_code(ctx.node, ctx.shape(x), ctx.shape(w), ctx.ptr(x), ctx.ptr(w), ctx.ptr(y),
-                                 ctx.ptr(b) if b else None, packed=packed, implementation=ctx.node.implementation or ""),
+                                 ctx.ptr(b) if b else None, packed=packed,
+                                 implementation=ctx.node.implementation or ""),
                        includes=conv_includes(packed), unread=(w,) if packed else ())
 
 
