@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -108,6 +110,7 @@ class CompiledModel:
         self._assumptions = [(_shape_function([a]), relation, _shape_function([b]), a, b, where)
                              for a, relation, b, where in dim_assumptions(graph)]
         self._output_shapes = {name: _shape_function(ttype.shape) for _, name, ttype in self._outputs}
+        self._output_itemsizes = [np.dtype(ttype.dtype).itemsize for _, _, ttype in self._outputs]
         _check_outputs_are_determined(self._inputs, self._outputs)
         self._input_shapes = {name: _shape_function(ttype.shape) for _, name, ttype in self._inputs}
         typedict = program._typedict
@@ -278,11 +281,11 @@ class CompiledModel:
         or all of them together would not fit in this machine's memory."""
         shapes = [self._output_shapes[name](symbols) for _, name, _ in self._outputs]
         total = 0
-        for (onnx_name, _, ttype), shape in zip(self._outputs, shapes):
+        for (onnx_name, _, ttype), shape, itemsize in zip(self._outputs, shapes, self._output_itemsizes):
             if any(size < 0 for size in shape):
                 raise InputError(f"output {onnx_name!r} {ttype} would have shape {shape} for these inputs "
                                  f"({self._describe_inputs()})")
-            total += int(np.prod(shape, dtype=np.float64)) * np.dtype(ttype.dtype).itemsize
+            total += math.prod(shape) * itemsize
         if total > _physical_memory():
             listed = ", ".join(f"{o} {t} = {s}" for (o, _, t), s in zip(self._outputs, shapes))
             raise InputError(f"the outputs would take {total / 2**30:,.1f} GiB, more than this machine's "
@@ -296,6 +299,7 @@ class CompiledModel:
 _ASSUMED = {"==": lambda a, b: a == b, "== or 1": lambda a, b: a == b or a == 1, ">=": lambda a, b: a >= b}
 
 
+@functools.cache
 def _physical_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 

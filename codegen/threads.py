@@ -21,6 +21,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 __all__ = ["configure_native_runtime", "configure_openblas", "load_openmp_openblas", "has_avx512", "ThreadPolicy",
@@ -107,6 +108,20 @@ def _openmp():
         return None
 
 
+_SET = threading.local()  # the count this module last gave OpenMP in each thread (a per-thread setting)
+
+
+def _set_openmp_threads(count: int) -> None:
+    """``omp_set_num_threads(count)`` for the calling thread's next parallel regions, skipped when this module set
+    that count last (the ctypes call is a few microseconds of a small model's call)."""
+    if getattr(_SET, "count", None) == count:
+        return
+    openmp = _openmp()
+    if openmp is not None:
+        openmp.omp_set_num_threads(count)
+        _SET.count = count
+
+
 def default_threads() -> int:
     """OMP_NUM_THREADS when set, else the cores this process may run on."""
     try:
@@ -157,9 +172,7 @@ class ThreadPolicy:
     def run(self, function, *args) -> None:
         """Calls ``function(*args)`` (the native program) on the chosen number of threads, timing it."""
         threads = self._choose()
-        openmp = _openmp()
-        if openmp is not None:
-            openmp.omp_set_num_threads(threads)  # the calling thread's next parallel regions
+        _set_openmp_threads(threads)
         start = time.perf_counter()
         try:
             function(*args)
