@@ -136,7 +136,7 @@ def _match_scores(graph: Graph, topology: Topology, context_matmul):
             return "the scores are read by other ops too"
         inputs = graph.node_inputs(producer)
         if producer.op_type == "Add" and mask is None:
-            mask = next((t for t in inputs if topology.producer.get(t) is None or _is_input_side(topology, t)), None)
+            mask = next((t for t in inputs if not _from_a_product(graph, topology, t)), None)
             scores = [t for t in inputs if t != mask]
             if mask is None or len(scores) != 1:
                 return "the scores are added to something that is not a mask"
@@ -164,10 +164,20 @@ def _match_scores(graph: Graph, topology: Topology, context_matmul):
             "out": graph.node_outputs(context_matmul)[0], "label": scores_matmul.label}
 
 
-def _is_input_side(topology: Topology, tensor: str) -> bool:
-    """A mask is made from graph inputs and constants, never from the scores themselves; the scores come from a
-    MatMul or a scaling of one."""
-    return topology.producer[tensor].op_type not in ("MatMul", "Mul", "Div")
+def _from_a_product(graph: Graph, topology: Topology, tensor: str) -> bool:
+    """Whether ``tensor`` is a MatMul's result, or one scaled by constants (Mul/Div by a scalar): the scores side of
+    the Add before the softmax. The other side is the additive mask, however the exporter built it: a graph input,
+    a Where over a boolean mask, or Hugging Face's (1 - mask) * -10000 (a Mul by a scalar, but of no product)."""
+    while True:
+        producer = topology.producer.get(tensor)
+        if producer is None:
+            return False
+        if producer.op_type == "MatMul":
+            return True
+        inputs = graph.node_inputs(producer)
+        if producer.op_type not in ("Mul", "Div") or scalar_value(graph.constants, inputs[1]) is None:
+            return False
+        tensor = inputs[0]
 
 
 def _replace_attention(graph: Graph, match: dict) -> None:

@@ -8,7 +8,8 @@ import re
 
 import numpy as np
 import pytest
-from onnx import helper
+import onnx
+from onnx import helper, numpy_helper
 
 from sdflow.frontends.onnx import import_model
 from sdflow.ir import interpret, print_graph, verify
@@ -318,6 +319,53 @@ def test_fuse_attention_then_fold_layout_reads_and_writes_heads_in_place(helpers
     _assert_idempotent(graph, "fold-layout")
     helpers.check_against_ort(model, [_attention_feeds(rng, 2, 5), _attention_feeds(rng, 1, 11)],
                               passes="O1,fuse-attention,fold-layout")
+
+
+def _hf_mask_attention(helpers, rng, scores_side_mask=False):
+    """The block as Hugging Face's legacy BERT export writes the mask: an int64 attention_mask [batch, seq] turned
+    into (1 - mask) * -10000 ([batch, 1, 1, seq]: Unsqueeze, Cast, Sub, Mul by a scalar) and added to the scaled
+    scores. ``scores_side_mask``: the scores get a second product added instead (Q . Q^T, not a mask)."""
+    model = _bert_like_attention(helpers, rng)
+    graph = model.graph
+    graph.input.pop()  # the float mask input
+    graph.input.append(helper.make_tensor_value_info("mask_ids", onnx.TensorProto.INT64, ["batch", "seq"]))
+    if scores_side_mask:
+        extra = [helper.make_node("Transpose", ["qh"], ["qt2"], perm=[0, 2, 3, 1]),
+                 helper.make_node("MatMul", ["qt", "qt2"], ["qq"]), helper.make_node("Mul", ["qq", "scale"], ["mask"]),
+                 helper.make_node("Cast", ["mask_ids"], ["unused"], to=onnx.TensorProto.FLOAT)]
+    else:
+        extra = [helper.make_node("Unsqueeze", ["mask_ids", "mask_axes"], ["mu"]),
+                 helper.make_node("Cast", ["mu"], ["mf"], to=onnx.TensorProto.FLOAT),
+                 helper.make_node("Sub", ["one", "mf"], ["inverted"]),
+                 helper.make_node("Mul", ["inverted", "large_negative"], ["mask"])]
+        graph.initializer.extend([numpy_helper.from_array(np.array([1, 2], np.int64), "mask_axes"),
+                                  numpy_helper.from_array(np.array(1.0, F), "one"),
+                                  numpy_helper.from_array(np.array(-10000.0, F), "large_negative")])
+    position = [n.output[0] for n in graph.node].index("s")
+    for node in reversed(extra):
+        graph.node.insert(position, node)
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_fuse_attention_takes_hugging_face_masks(helpers, rng):
+    """(1 - mask) * -10000 is a Mul by a scalar, but of no product: it is the mask side of the Add (the pattern
+    used to decline it as "added to something that is not a mask"). Structure, meaning and ONNX Runtime."""
+    model = _hf_mask_attention(helpers, rng)
+    graph, result = _optimized(model, "fuse-attention")
+    assert result.stats["attentions"] == 1
+    assert "Attention" in _ops(graph)
+    feeds = [{"x": rng.standard_normal((b, s, 16)).astype(F), "mask_ids": (rng.random((b, s)) < 0.8).astype(np.int64)}
+             for b, s in ((2, 5), (1, 11))]
+    _assert_meaning(graph, model, feeds[0])
+    helpers.check_against_ort(model, feeds, passes="O2")
+
+
+def test_fuse_attention_declines_a_second_product_added_to_the_scores(helpers, rng):
+    """Both sides of the Add are scaled products: neither is a mask."""
+    graph, result = _optimized(_hf_mask_attention(helpers, rng, scores_side_mask=True), "fuse-attention")
+    assert result.stats["attentions"] == 0
+    assert any("not a mask" in note for note in result.notes)
 
 
 def test_fuse_attention_declines_a_where_masked_softmax(helpers):
