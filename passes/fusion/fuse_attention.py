@@ -153,15 +153,35 @@ def _match_scores(graph: Graph, topology: Topology, context_matmul):
         removed.append(producer)
     scores_matmul = producer
     q, key_t = graph.node_inputs(scores_matmul)
+    # PyTorch's scaled_dot_product_attention export scales Q and Kᵀ each by sqrt(scale) before the product.
+    scale = 1.0 if scale is None else scale
+    q, q_factor, q_scaling = _unscaled(graph, topology, q, scores_matmul)
+    key_t, k_factor, k_scaling = _unscaled(graph, topology, key_t, scores_matmul)
+    scale *= q_factor * k_factor
+    removed += [n for n in (q_scaling, k_scaling) if n is not None]
+    key_reader = k_scaling or scores_matmul
     transpose = topology.producer.get(key_t)
     perm = tuple(transpose.attr("perm") or ()) if transpose is not None and transpose.op_type == "Transpose" else ()
-    if perm not in _KEY_LAYOUTS or topology.only_consumer(key_t) is not scores_matmul:
+    if perm not in _KEY_LAYOUTS or topology.only_consumer(key_t) is not key_reader:
         return "Kᵀ is not a transpose of the keys read only by the scores"
     if mask is not None and graph.tensor_type(mask).dtype.name != "float32":
         return "the mask is not an additive float32 mask"
     return {"q": q, "key_source": graph.node_inputs(transpose)[0], "key_perm": _KEY_LAYOUTS[perm], "v": v,
-            "mask": mask, "scale": 1.0 if scale is None else scale, "remove": [*removed, scores_matmul, transpose],
+            "mask": mask, "scale": scale, "remove": [*removed, scores_matmul, transpose],
             "out": graph.node_outputs(context_matmul)[0], "label": scores_matmul.label}
+
+
+def _unscaled(graph: Graph, topology: Topology, tensor: str, reader):
+    """(the tensor before a scaling, the factor, the scaling node) when ``tensor`` is a Mul/Div by a scalar constant
+    read only by ``reader``; else (tensor, 1.0, None)."""
+    producer = topology.producer.get(tensor)
+    if producer is None or producer.op_type not in ("Mul", "Div") or topology.only_consumer(tensor) is not reader:
+        return tensor, 1.0, None
+    inputs = graph.node_inputs(producer)
+    factor = scalar_value(graph.constants, inputs[1])
+    if factor is None:
+        return tensor, 1.0, None
+    return inputs[0], (factor if producer.op_type == "Mul" else 1.0 / factor), producer
 
 
 def _from_a_product(graph: Graph, topology: Topology, tensor: str) -> bool:

@@ -368,6 +368,45 @@ def test_fuse_attention_declines_a_second_product_added_to_the_scores(helpers, r
     assert any("not a mask" in note for note in result.notes)
 
 
+def _sdpa_attention(helpers, rng, k_read_twice=False):
+    """The block as PyTorch exports scaled_dot_product_attention: Q and Kᵀ each multiplied by sqrt(scale) before
+    the product, no scaling after it. ``k_read_twice``: the scaled Kᵀ is also an output (cannot be folded)."""
+    model = _bert_like_attention(helpers, rng)
+    graph = model.graph
+    nodes = list(graph.node)
+    index = next(i for i, n in enumerate(nodes) if list(n.input) == ["qt", "kt"])
+    nodes[index].input[:] = ["qs", "ks"]
+    nodes[index:index] = [helper.make_node("Mul", ["qt", "root_scale"], ["qs"]),
+                          helper.make_node("Mul", ["kt", "root_scale"], ["ks"])]
+    nodes = [n for n in nodes if list(n.input) != ["s", "scale"]]
+    for node in nodes:
+        if list(node.input) == ["ss", "mask"]:
+            node.input[0] = "s"
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.append(numpy_helper.from_array(np.array(8 ** -0.25, F), "root_scale"))
+    if k_read_twice:
+        graph.output.append(helper.make_tensor_value_info("ks", onnx.TensorProto.FLOAT, ["batch", 2, 8, "seq"]))
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_fuse_attention_takes_pytorch_sdpa_scaling(helpers, rng):
+    """Both scalings fold into the Attention op's scale (1/sqrt(8)); structure, meaning and ONNX Runtime."""
+    model = _sdpa_attention(helpers, rng)
+    graph, result = _optimized(model, "fuse-attention")
+    assert result.stats["attentions"] == 1
+    assert "Mul" not in _ops(graph) and "scale=0.35355" in print_graph(graph)
+    _assert_meaning(graph, model, _attention_feeds(rng, 2, 5))
+    helpers.check_against_ort(model, [_attention_feeds(rng, 2, 5), _attention_feeds(rng, 1, 11)], passes="O2")
+
+
+def test_fuse_attention_declines_a_scaled_key_read_elsewhere(helpers, rng):
+    graph, result = _optimized(_sdpa_attention(helpers, rng, k_read_twice=True), "fuse-attention")
+    assert result.stats["attentions"] == 0
+    assert any("Kᵀ" in note for note in result.notes)
+
+
 def test_fuse_attention_declines_a_where_masked_softmax(helpers):
     """The example block masks with Where(mask, -1e4, scores): not an additive mask, so no Attention op."""
     graph, result = _optimized(helpers.load_example("transformer").build_model(), "fuse-attention")
