@@ -10,6 +10,7 @@ from dace.transformation.transformation import ExpandTransformation
 
 from sdflow.ir import Graph, known_values, semantics_of
 from sdflow.ir.registry import registered_ops
+from ._math import math_includes
 
 __all__ = ["expansion", "nested_label", "bind_static_inputs", "scalars_as_vectors", "Ctx", "cexpr", "ctype",
            "add_map", "index_ranges", "product", "contiguous_strides",
@@ -139,6 +140,7 @@ class Ctx:
         passed (the kernel does not read them: no memlet claims their bytes).
         (DaCe's code cleaner drops label-like lines such as ``default:``: write if/else chains, not switch.)"""
         sdfg, state = self.nested()
+        includes = math_includes(code) + includes
         inputs = {c: d for c, d in self.inputs.items() if c not in unread}
         tasklet = state.add_tasklet(label or self.node.op_type.lower(),
                                     {self.ptr(c): dace.pointer(d.dtype) for c, d in inputs.items()},
@@ -237,6 +239,7 @@ def add_map(state: dace.SDFGState, label: str, ranges: dict, inputs: dict, code:
                                                      code, memlets_out, language=dace.Language.CPP,
                                                      external_edges=True, schedule=schedule)
         entry.map.collapse = len(ranges) if pointers else max(1, len(ranges) - 1)
+    includes = math_includes(code) + includes
     if includes:
         tasklet.code_global = dace.properties.CodeBlock(includes, dace.Language.CPP)
     for connector, memlet in {**memlets_in, **memlets_out}.items():

@@ -441,19 +441,19 @@ def test_float_max_pool_runs_over_padded_phase_planes(helpers, rng):
     feeds = [{"x": -np.abs(rng.standard_normal((n, 3, 11, 9))).astype(F) - 1} for n in (1, 2)]
     compiled = helpers.check_against_ort(model, feeds)
     code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
-    assert code.count("sdflow_conv::pad_phase(") >= 3 and "lowest_);" in code
+    assert code.count("sdflow_kernels::max_pool_plane(") >= 3
     indices = helpers.make_model([helper.make_node("MaxPool", ["x"], ["a", "i"], kernel_shape=[3, 3], strides=[2, 2],
                                                    pads=[1, 1, 1, 1])],
                                  [("x", F, ["N", 3, 11, 9])], [("a", F, ["N", 3, 6, 5]), ("i", np.int64, ["N", 3, 6, 5])])
     compiled = helpers.check_against_ort(indices, feeds)
     code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
-    assert "pad_phase" not in code
+    assert "max_pool_plane" not in code
 
 
 @pytest.mark.parametrize("avx512", [True, False])
 def test_float_depthwise_runs_as_masked_rows(helpers, rng, monkeypatch, avx512):
     """A float32 depthwise convolution with a column stride of 2, or of 1 and output rows of at most 32, sums
-    rows straight from the image (``sdflow_conv::depthwise_rows``: masked loads, rows of zeros above and below);
+    rows straight from the image (``sdflow_kernels::conv_depthwise_rows``: masked loads, rows of zeros above and below);
     wider stride-1 rows keep the padded-plane kernel. Against ONNX Runtime at batch 1 and 2 from one build, plain
     and fused with bias and Clip: 3x3 over 7x7 (one chunk, 7 of 8 rows); stride 2 over 23x37 (two chunks, the
     second partial, pairs of loads crossing the row's end); 5x5 dilation 2, uneven pads, a channel multiplier of 2;
@@ -480,5 +480,5 @@ def test_float_depthwise_runs_as_masked_rows(helpers, rng, monkeypatch, avx512):
     for passes in ("O1", "O2"):
         compiled = helpers.check_against_ort(model, feeds, passes=passes)
         code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
-        assert code.count("sdflow_conv::depthwise_rows(image_") == (5 if avx512 else 0)
-        assert code.count("sdflow_conv::pad_phase(image_") == (1 if avx512 else 6)
+        assert code.count("sdflow_kernels::conv_depthwise_rows(") == (5 if avx512 else 0)
+        assert code.count("sdflow_kernels::conv_depthwise_planes(") == (1 if avx512 else 6)

@@ -192,7 +192,8 @@ def test_fuse_conv_depthwise_keeps_the_expanded_tensor_in_the_kernel(inverted_re
             options={"direct_conv": direct})
         code = "".join(p.read_text() for p in compiled.build_folder.glob("src/cpu/*.cpp"))
         buffered = 2 if direct == "1" and threads.has_avx512() else 0
-        assert (code.count("planes_buffer_.data()"), code.count("mid_buffer_.data()")) == (buffered, 2 - buffered)
+        assert (code.count("sdflow_kernels::conv_pointwise_depthwise("),
+                code.count("sdflow_kernels::scratch_floats(")) == (buffered, 2 - buffered)
         pairs = [n.implementation.split("+") for n in compiled.graph.op_nodes()
                  if n.op_type == "Fused" and n.parsed.kind == "conv_depthwise"]
         assert len(pairs) == 2 and all(len(p) == 2 and p[1].startswith("depthwise-") for p in pairs)

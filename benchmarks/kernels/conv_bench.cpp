@@ -1,0 +1,38 @@
+// Microbenchmark of codegen/kernels/conv.h: both depthwise forms on MobileNetV2's depthwise layers (batch 1, 3x3,
+// bias), and max_pool_plane on ResNet-18's 3x3 stride-2 MaxPool; medians of 20 runs in ms. Build and run:
+//   g++ -O3 -march=native -fopenmp -I codegen/kernels benchmarks/kernels/conv_bench.cpp -o /tmp/conv_bench
+//   OMP_NUM_THREADS=2 /tmp/conv_bench
+#include <cstdio>
+#include <vector>
+
+#include "bench.h"
+#include "conv.h"
+
+int main() {
+  using sdflow_kernels::ConvGeometry;
+  using sdflow_kernels::NoEpilogue;
+  // channels, size, stride
+  const int64_t layers[][3] = {{32, 112, 1}, {96, 112, 2}, {144, 56, 1}, {144, 56, 2}, {192, 28, 1},
+                               {384, 14, 1}, {576, 14, 2}, {960, 7, 1}};
+  for (const auto& l : layers) {
+    const int64_t c = l[0], size = l[1], s = l[2], out = (size + 2 - 3) / s + 1;
+    const ConvGeometry g{1, c, size, size, c, c, 3, 3, s, s, 1, 1, 1, 1, 1, 1, out, out};
+    std::vector<float> x(c * size * size, 0.5f), w(c * 9, 0.25f), b(c, 0.1f), y(c * out * out);
+    const double rows = median_ms([&] {
+      sdflow_kernels::conv_depthwise_rows(x.data(), w.data(), b.data(), y.data(), g, NoEpilogue{});
+    }, 20, 1, 3);
+    const double planes = median_ms([&] {
+      sdflow_kernels::conv_depthwise_planes(x.data(), w.data(), b.data(), y.data(), g, NoEpilogue{});
+    }, 20, 1, 3);
+    std::printf("depthwise 3x3 stride %ld, %ld channels over %ldx%ld: rows %.3f ms, planes %.3f ms\n", (long)s,
+                (long)c, (long)size, (long)size, rows, planes);
+  }
+  const ConvGeometry pool{1, 64, 112, 112, 64, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 56, 56};
+  std::vector<float> x(64 * 112 * 112, 1.0f), y(64 * 56 * 56);
+  const double ms = median_ms([&] {
+#pragma omp parallel for
+    for (int64_t c = 0; c < 64; ++c) sdflow_kernels::max_pool_plane(x.data() + c * 112 * 112, y.data() + c * 56 * 56, pool);
+  }, 20, 1, 3);
+  std::printf("max pool 3x3 stride 2, 64 planes of 112x112: %.3f ms\n", ms);
+  return 0;
+}

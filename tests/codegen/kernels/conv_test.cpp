@@ -1,0 +1,76 @@
+// Unit test of codegen/kernels/conv.h against conv_reference.h's double-precision convolution: both depthwise
+// kernels (rows straight from the image, and over zero-padded planes) on stride 1 and 2, dilation, uneven pads,
+// pads wider than the image, channel multipliers, 1-D, batch 2, with no bias, a bias, and a bias plus an epilogue
+// that reads every index; and max_pool_plane against a plain window loop (-inf padding, NaN in a window).
+#include <limits>
+
+#include "conv_reference.h"
+
+using sdflow_kernels::NoEpilogue;
+
+template <class Kernel>
+static void depthwise_case(const char* what, Kernel kernel, const ConvGeometry& g) {
+  const auto x = random_vector(g.n * g.c * g.h * g.w), w = random_vector(g.m * g.kh * g.kw), b = random_vector(g.m);
+  std::vector<double> scale;
+  for (int form = 0; form < 3; ++form) {  // no bias, bias, bias + epilogue
+    const std::vector<float> bias = form ? b : std::vector<float>{};
+    const auto want = reference(x, w, bias, g, form == 2, scale);
+    std::vector<float> y(want.size(), NAN);
+    if (form == 2)
+      kernel(x.data(), w.data(), bias.data(), y.data(), g, TestEpilogue{});
+    else
+      kernel(x.data(), w.data(), form ? bias.data() : nullptr, y.data(), g, NoEpilogue{});
+    CHECK(close(y, want, scale, what, g));
+  }
+}
+
+static void max_pool_case(int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t s, int64_t d, int64_t pt,
+                          int64_t pl, int64_t pb, int64_t pr, bool nan) {
+  ConvGeometry g = geometry(1, 1, h, w, 1, 1, kh, kw, s, s, d, d, pt, pl, pb, pr);
+  auto x = random_vector(h * w);
+  for (auto& v : x) v = -std::fabs(v) - 1.0f;  // all below 0: a padding value of 0 would win
+  if (nan) x[(h / 2) * w + w / 2] = NAN;
+  std::vector<float> y(g.oh * g.ow);
+  sdflow_kernels::max_pool_plane(x.data(), y.data(), g);
+  for (int64_t oh = 0; oh < g.oh; ++oh)
+    for (int64_t ow = 0; ow < g.ow; ++ow) {
+      float best = -std::numeric_limits<float>::infinity();
+      bool any_nan = false;
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j) {
+          const int64_t ih = oh * s - pt + i * d, iw = ow * s - pl + j * d;
+          if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;
+          const float v = x[ih * w + iw];
+          any_nan |= v != v;
+          best = std::max(best, v);
+        }
+      const float got = y[oh * g.ow + ow];
+      CHECK(any_nan ? got != got : got == best);
+    }
+}
+
+int main() {
+  using namespace sdflow_kernels;
+  auto rows = [](auto... a) { conv_depthwise_rows(a...); };
+  auto planes = [](auto... a) { conv_depthwise_planes(a...); };
+  const ConvGeometry cases[] = {
+      geometry(1, 16, 7, 7, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),    // one chunk, 7 of 8 rows
+      geometry(2, 4, 23, 37, 4, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1),     // stride 2: pairs of loads past the row's end
+      geometry(1, 3, 11, 20, 6, 3, 5, 5, 1, 1, 2, 2, 2, 3, 1, 0),     // dilation 2, uneven pads, multiplier 2
+      geometry(2, 2, 5, 5, 2, 2, 3, 3, 1, 1, 1, 1, 3, 3, 3, 3),       // whole output rows in the padding
+      geometry(1, 5, 1, 30, 5, 5, 1, 3, 1, 1, 1, 1, 0, 1, 0, 1),      // 1-D
+      geometry(1, 2, 6, 40, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),      // a 40-wide stride-1 output
+      geometry(1, 8, 112, 112, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),   // MobileNet's first depthwise layer
+      geometry(1, 3, 9, 10, 3, 3, 3, 3, 2, 1, 1, 1, 0, 1, 2, 1),      // row stride 2, column stride 1
+  };
+  for (const auto& g : cases) {
+    depthwise_case("conv_depthwise_rows", rows, g);
+    depthwise_case("conv_depthwise_planes", planes, g);
+  }
+  max_pool_case(11, 9, 3, 3, 2, 1, 1, 1, 1, 1, false);
+  max_pool_case(11, 9, 2, 3, 2, 1, 0, 1, 2, 1, false);  // ceil mode: a trailing pad past ONNX's
+  max_pool_case(11, 9, 3, 3, 1, 2, 2, 2, 2, 2, false);  // dilation 2
+  max_pool_case(12, 12, 3, 3, 2, 1, 1, 1, 1, 1, true);
+  std::printf(failures ? "%d failures\n" : "ok\n", failures);
+  return failures ? 1 : 0;
+}
