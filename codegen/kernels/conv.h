@@ -81,13 +81,14 @@ inline std::pair<int64_t, int64_t> inside(int64_t offset, int64_t stride, int64_
 
 // Phase (a, b) of an h x w image padded by pt rows and pl columns before it, at strides (sh, sw):
 // to[i * w2 + j] = image[i * sh + a - pt][j * sw + b - pl], `fill` outside the image (0 for a convolution, -inf
-// for MaxPool); `to` is h2 x w2. Not inlined: gcc 12 at -O3 miscompiled the copy inlined into a MaxPool whose
-// sizes were all constants (dilation 2, pads 2: the rows after the top padding were left unwritten; correct at -O2
-// or with -fno-tree-loop-vectorize); it runs once per plane, so the call costs nothing.
-__attribute__((noinline)) inline void pad_phase(const float* from, int64_t h, int64_t w, int64_t pt, int64_t pl,
-                                                int64_t sh, int64_t sw, int64_t a, int64_t b, int64_t h2, int64_t w2,
-                                                float* to, float fill = 0.0f) {
-  const auto [lo, hi] = inside(b - pl, sw, w2, w);
+// for MaxPool); `to` is h2 x w2. SW: the column stride when known at compile time (1 and 2 are: the row copy
+// vectorises; with a run-time stride it is a scalar gather, 2x slower for a stride-2 MaxPool), 0 for `sw`.
+template <int SW>
+__attribute__((noinline)) void pad_phase_rows(const float* from, int64_t h, int64_t w, int64_t pt, int64_t pl,
+                                              int64_t sh, int64_t sw, int64_t a, int64_t b, int64_t h2, int64_t w2,
+                                              float* to, float fill) {
+  const int64_t stride = SW > 0 ? SW : sw;
+  const auto [lo, hi] = inside(b - pl, stride, w2, w);
   for (int64_t i = 0; i < h2; ++i) {
     float* row = to + i * w2;
     const int64_t r = i * sh + a - pt;
@@ -97,9 +98,20 @@ __attribute__((noinline)) inline void pad_phase(const float* from, int64_t h, in
     }
     const float* in = from + r * w;
     for (int64_t j = 0; j < lo; ++j) row[j] = fill;
-    for (int64_t j = lo; j < hi; ++j) row[j] = in[j * sw + b - pl];
+    for (int64_t j = lo; j < hi; ++j) row[j] = in[j * stride + b - pl];
     for (int64_t j = hi; j < w2; ++j) row[j] = fill;
   }
+}
+
+// Not inlined (nor its rows): gcc 12 at -O3 miscompiled the copy inlined into a MaxPool whose sizes were all
+// constants (dilation 2, pads 2: the rows after the top padding were left unwritten; correct at -O2 or with
+// -fno-tree-loop-vectorize); it runs once per plane, so the call costs nothing.
+__attribute__((noinline)) inline void pad_phase(const float* from, int64_t h, int64_t w, int64_t pt, int64_t pl,
+                                                int64_t sh, int64_t sw, int64_t a, int64_t b, int64_t h2, int64_t w2,
+                                                float* to, float fill = 0.0f) {
+  if (sw == 1) pad_phase_rows<1>(from, h, w, pt, pl, sh, sw, a, b, h2, w2, to, fill);
+  else if (sw == 2) pad_phase_rows<2>(from, h, w, pt, pl, sh, sw, a, b, h2, w2, to, fill);
+  else pad_phase_rows<0>(from, h, w, pt, pl, sh, sw, a, b, h2, w2, to, fill);
 }
 
 // Where padded pixel (r, t) relative to a window's corner lies in the phase planes of pad_phase (each h2 x w2,
@@ -121,10 +133,11 @@ inline __mmask16 row_lanes(int64_t c, int64_t w) {
 // and no position is computed twice. Output columns in chunks of 16, 8 rows at a time: 8 independent sums in
 // flight per tap (an FMA's latency times its rate), one load per FMA and one mask per tap. Column stride 1, or 2:
 // two loads per tap and their even lanes picked by one permute.
+template <int KH = 0, int KW = 0, int SW = 0>
 inline void depthwise_rows(const float* __restrict image, const float* __restrict kernel, float* __restrict acc,
                            int64_t oh0, int64_t oh1, const ConvGeometry& g) {
   constexpr int R = 8;
-  const int64_t h = g.h, w = g.w, ow = g.ow, sw = g.sw;
+  const int64_t h = g.h, w = g.w, ow = g.ow, sw = SW ? SW : g.sw, kh = KH ? KH : g.kh, kw = KW ? KW : g.kw;
   static thread_local std::vector<float> zeros;
   if (zeros.size() < (size_t)(w + g.pl + 64)) zeros.assign(w + g.pl + 64, 0.0f);
   const float* zero_row = zeros.data() + g.pl + 16;  // any lane of a load at column >= -pl - 16 not masked off
@@ -136,16 +149,16 @@ inline void depthwise_rows(const float* __restrict image, const float* __restric
       __m512 s[R];
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) s[r] = _mm512_setzero_ps();
-      for (int64_t i = 0; i < g.kh; ++i) {
+      for (int64_t i = 0; i < kh; ++i) {
         const float* from[R];
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
           const int64_t ih = (oh + r) * g.sh - g.pt + i * g.dh;
           from[r] = r < rows && ih >= 0 && ih < h ? image + ih * w : zero_row;
         }
-        for (int64_t j = 0; j < g.kw; ++j) {
+        for (int64_t j = 0; j < kw; ++j) {
           const int64_t c = ow0 * sw - g.pl + j * g.dw;  // the column lane 0 reads
-          const __m512 k = _mm512_set1_ps(kernel[i * g.kw + j]);
+          const __m512 k = _mm512_set1_ps(kernel[i * kw + j]);
           if (sw == 1) {
             const __mmask16 m = row_lanes(c, w) & out;
 #pragma GCC unroll 8
@@ -161,7 +174,11 @@ inline void depthwise_rows(const float* __restrict image, const float* __restric
           }
         }
       }
-      for (int64_t r = 0; r < rows; ++r) _mm512_mask_storeu_ps(acc + (oh - oh0 + r) * ow + ow0, out, s[r]);
+      // (A constant bound: s indexed by constants stays in registers; up to a run-time `rows` gcc 12 keeps it on
+      // the stack, a store per sum and tap.)
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r)
+        if (r < rows) _mm512_mask_storeu_ps(acc + (oh - oh0 + r) * ow + ow0, out, s[r]);
     }
   }
 }
@@ -210,6 +227,7 @@ inline void flat_taps(const float* __restrict in, const float* __restrict kernel
 
 // The same sums as the AVX-512 form in plain C++ (lowering picks conv_depthwise_rows on AVX-512 CPUs; a build
 // without AVX-512 still compiles and computes them).
+template <int KH = 0, int KW = 0, int SW = 0>
 inline void depthwise_rows(const float* __restrict image, const float* __restrict kernel, float* __restrict acc,
                            int64_t oh0, int64_t oh1, const ConvGeometry& g) {
   for (int64_t oh = oh0; oh < oh1; ++oh) {
@@ -229,6 +247,24 @@ inline void depthwise_rows(const float* __restrict image, const float* __restric
 }
 #endif
 
+// A depthwise window known at compile time (kh, kw, column stride; 0: read from the geometry at run time).
+template <int KH, int KW, int SW>
+struct DepthwiseWindow {
+  static constexpr int kh = KH, kw = KW, sw = SW;
+};
+
+// Calls f(DepthwiseWindow<...>{}) with the window of g as constants where it is a common one (3x3 and 5x5, column
+// stride 1 or 2: the tap loops unroll, as they did when each layer's code was generated with its sizes), else
+// with zeros.
+template <class F>
+inline void with_depthwise_window(const ConvGeometry& g, F&& f) {
+  if (g.kh == 3 && g.kw == 3 && g.sw == 1) f(DepthwiseWindow<3, 3, 1>{});
+  else if (g.kh == 3 && g.kw == 3 && g.sw == 2) f(DepthwiseWindow<3, 3, 2>{});
+  else if (g.kh == 5 && g.kw == 5 && g.sw == 1) f(DepthwiseWindow<5, 5, 1>{});
+  else if (g.kh == 5 && g.kw == 5 && g.sw == 2) f(DepthwiseWindow<5, 5, 2>{});
+  else f(DepthwiseWindow<0, 0, 0>{});
+}
+
 // Output rows per block of a depthwise plane summed through a buffer (~4096 outputs: the sums stay in L1/L2).
 inline int64_t depthwise_block_rows(const ConvGeometry& g) {
   return std::max<int64_t>(1, std::min<int64_t>(g.oh, 4096 / std::max<int64_t>(g.ow, 1)));
@@ -237,12 +273,12 @@ inline int64_t depthwise_block_rows(const ConvGeometry& g) {
 // One depthwise plane: image (one input channel) -> out (output channel m of sample n) with its KH x KW kernel,
 // in blocks of `rows` output rows summed by depthwise_rows into acc (rows * ow floats), then stored with bias
 // and epilogue in one flat pass.
-template <class E>
+template <class Window, class E>
 inline void depthwise_plane_rows(const float* image, const float* kernel, float* acc, float* out, int64_t rows,
                                  int64_t n, int64_t m, const float* bias, const ConvGeometry& g, const E& e) {
   for (int64_t oh0 = 0; oh0 < g.oh; oh0 += rows) {
     const int64_t oh1 = std::min(g.oh, oh0 + rows);
-    depthwise_rows(image, kernel, acc, oh0, oh1, g);
+    depthwise_rows<Window::kh, Window::kw, Window::sw>(image, kernel, acc, oh0, oh1, g);
     store_run(out, oh0 * g.ow, acc, 1, (oh1 - oh0) * g.ow, n, m, bias, e);
   }
 }
@@ -255,19 +291,22 @@ template <class E>
 void conv_depthwise_rows(const float* x, const float* w, const float* bias, float* y, const ConvGeometry& g,
                          const E& e) {
   const int64_t mg = g.m / g.groups, planes = g.n * g.m;
+  with_depthwise_window(g, [&](auto window) {
+    using Window = decltype(window);
 #pragma omp parallel
-  {
-    const int64_t rows = depthwise_block_rows(g);
-    static thread_local std::vector<float> buffer;
-    if (buffer.size() < (size_t)(rows * g.ow)) buffer.resize(rows * g.ow);
-    const int64_t run = std::max<int64_t>(1, planes / (8 * omp_get_num_threads()));
+    {
+      const int64_t rows = depthwise_block_rows(g);
+      static thread_local std::vector<float> buffer;
+      if (buffer.size() < (size_t)(rows * g.ow)) buffer.resize(rows * g.ow);
+      const int64_t run = std::max<int64_t>(1, planes / (8 * omp_get_num_threads()));
 #pragma omp for schedule(dynamic, run)
-    for (int64_t plane = 0; plane < planes; ++plane) {
-      const int64_t n = plane / g.m, m = plane % g.m, c = m / mg;
-      depthwise_plane_rows(x + (n * g.c + c) * g.h * g.w, w + m * g.kh * g.kw, buffer.data(),
-                           y + plane * g.plane(), rows, n, m, bias, g, e);
+      for (int64_t plane = 0; plane < planes; ++plane) {
+        const int64_t n = plane / g.m, m = plane % g.m, c = m / mg;
+        depthwise_plane_rows<Window>(x + (n * g.c + c) * g.h * g.w, w + m * g.kh * g.kw, buffer.data(),
+                                     y + plane * g.plane(), rows, n, m, bias, g, e);
+      }
     }
-  }
+  });
 }
 
 // Depthwise convolution over zero-padded planes: one output plane per task, its input channel first copied,
@@ -319,6 +358,42 @@ void conv_depthwise_planes(const float* x, const float* w, const float* bias, fl
   }
 }
 
+// The output rows of max_pool_plane from its phase planes: per output the taps' largest value (the first NaN
+// wins). TAPS: the window's size when known at compile time (3x3, 2x2: the window loop unrolls into the
+// vectorised position loop), 0 for `count` taps tap by tap over the row.
+template <int TAPS>
+inline void max_pool_rows(const float* planes, const int64_t* tap, int64_t count, int64_t w2, float* y, int64_t oh,
+                          int64_t ow) {
+  const float lowest = -std::numeric_limits<float>::infinity();
+  for (int64_t r = 0; r < oh; ++r) {
+    const float* __restrict in = planes + r * w2;
+    float* __restrict out = y + r * ow;
+    if constexpr (TAPS > 0) {
+      int64_t offsets[TAPS];
+      for (int k = 0; k < TAPS; ++k) offsets[k] = tap[k];
+#pragma omp simd
+      for (int64_t q = 0; q < ow; ++q) {
+        float best = lowest;
+        for (int k = 0; k < TAPS; ++k) {
+          const float v = in[q + offsets[k]];
+          best = (v > best || v != v) ? v : best;
+        }
+        out[q] = best;
+      }
+    } else {
+      for (int64_t q = 0; q < ow; ++q) out[q] = lowest;
+      for (int64_t k = 0; k < count; ++k) {
+        const float* __restrict from = in + tap[k];
+#pragma omp simd
+        for (int64_t q = 0; q < ow; ++q) {
+          const float v = from[q], best = out[q];
+          out[q] = (v > best || v != v) ? v : best;
+        }
+      }
+    }
+  }
+}
+
 // A float32 2-D MaxPool of one plane (x: h x w, y: oh x ow; g.n, g.c, g.m and g.groups are not read): the plane
 // copied into a per-thread buffer as sh x sw phase planes padded with -inf (phase (a, b) holds the padded pixels
 // (i * sh + a, j * sw + b)), then the outputs as a flat range over the phase planes' rows (the columns past each
@@ -341,19 +416,9 @@ inline void max_pool_plane(const float* x, float* y, const ConvGeometry& g) {
     for (int64_t j = 0; j < g.kw; ++j) taps[i * g.kw + j] = phase_offset(i * g.dh, j * g.dw, g.sh, g.sw, h2, w2);
   const int64_t* tap = taps.data();
   const int64_t count = g.kh * g.kw;
-  for (int64_t r = 0; r < g.oh; ++r) {
-    const float* __restrict in = planes + r * w2;
-    float* __restrict out = y + r * g.ow;
-#pragma omp simd
-    for (int64_t q = 0; q < g.ow; ++q) {
-      float best = lowest;
-      for (int64_t k = 0; k < count; ++k) {
-        const float v = in[q + tap[k]];
-        best = (v > best || v != v) ? v : best;
-      }
-      out[q] = best;
-    }
-  }
+  if (count == 9) max_pool_rows<9>(planes, tap, count, w2, y, g.oh, g.ow);
+  else if (count == 4) max_pool_rows<4>(planes, tap, count, w2, y, g.oh, g.ow);
+  else max_pool_rows<0>(planes, tap, count, w2, y, g.oh, g.ow);
 }
 
 }  // namespace sdflow_kernels

@@ -513,7 +513,8 @@ void conv_pointwise_depthwise(const float* x, int64_t cx, const float* packed, c
         store_run(image, 0, image, 1, p1, n, mb * 8 + i, bias1, e1);  // the 1x1 convolution's bias and epilogue
         for (int64_t j = 0; j < mg; ++j) {
           const int64_t m = (mb * 8 + i) * mg + j;
-          depthwise_plane_rows(image, w2 + m * g.kh * g.kw, acc, y + (n * g.m + m) * p, rows, n, m, bias2, g, e2);
+          depthwise_plane_rows<DepthwiseWindow<0, 0, 0>>(image, w2 + m * g.kh * g.kw, acc, y + (n * g.m + m) * p,
+                                                         rows, n, m, bias2, g, e2);
         }
       }
     }

@@ -1,6 +1,6 @@
-"""Conv (float32: the direct kernel of ``conv_direct`` where lowering packed the weights; otherwise im2col + BLAS
-GEMM in per-thread tiles; depthwise planes); MaxPool, AveragePool and LpPool (1-3 spatial dims, parallel over
-planes)."""
+"""Conv (float32: codegen/kernels/conv_direct.h where lowering packed the weights, else conv_gemm.h's im2col +
+BLAS or conv.h's depthwise kernels; 3-D: conv3d.h), ConvTranspose and CausalConvWithState (conv_general.h),
+MaxPool, AveragePool, LpPool and LRN (pool.h): each one call of a kernel with its geometry."""
 from __future__ import annotations
 
 from dace.libraries.blas.environments.openblas import OpenBLAS
@@ -151,214 +151,97 @@ def _conv3d_call(ctx: Ctx, x: str, w: str, b: str | None, y: str) -> str:
     return f"sdflow_kernels::conv3d({ctx.ptr(x)}, {ctx.ptr(w)}, {bias}, {ctx.ptr(y)}, {{{geometry}}});"
 
 
-def _window_values(x_shape, geo) -> dict:
-    """Per-axis window values for 3-D loops (D H W; 1-D and 2-D inputs get leading size-1 axes): sizes D H W,
-    kernel KD KH KW, strides SD SH SW, dilations DD DH DW, leading pads PD PH PW, trailing pads QD QH QW,
-    outputs OD OH OW."""
+def _window_fields(x_shape, geo) -> list:
+    """The window fields of ``sdflow_kernels::PoolGeometry`` (codegen/kernels/pool.h) in its order: sizes D H W,
+    kernel, strides, dilations, leading pads, trailing pads, outputs (1-D and 2-D inputs get leading size-1 axes)."""
     lead = 3 - len(geo.kernel)
-    fields = dict(zip(("", "K", "S", "D", "P", "Q", "O"),
-                      ([1] * lead + list(x_shape[2:]), [1] * lead + list(geo.kernel), [1] * lead + geo.strides,
-                       [1] * lead + geo.dilations, [0] * lead + geo.pads_begin, [0] * lead + geo.pads_end,
-                       [1] * lead + geo.out)))
-    return {f"{prefix}{axis}": value[i] for prefix, value in fields.items() for i, axis in enumerate("DHW")}
+    return [*([1] * lead + list(x_shape[2:])), *([1] * lead + list(geo.kernel)), *([1] * lead + geo.strides),
+            *([1] * lead + geo.dilations), *([0] * lead + geo.pads_begin), *([0] * lead + geo.pads_end),
+            *([1] * lead + geo.out)]
 
 
-def _constants(values: dict) -> str:
-    return "const int64_t " + ", ".join(f"{k}_ = {cexpr(v)}" for k, v in values.items()) + ";\n"
-
-
-def _pool_constants(ctx: Ctx, x_shape) -> str:
-    """C++ constants of the pool's window (``_window_values``) and the channel count C."""
-    geo = window_geometry(ctx.node, list(x_shape[2:]), ctx.node.attr("kernel_shape"),
-                          bool(ctx.node.attr("ceil_mode", 0)), max_rank=3)
-    return _constants({**_window_values(x_shape, geo), "C": x_shape[1]})
-
-
-def _pool_code(ctx: Ctx, x_shape) -> str:
-    """The window loop of one (n, c) plane: ``x`` and ``y`` (and ``ind``, MaxPool's indices) point at it."""
-    op_type = ctx.node.op_type
-    ctype = ctx.desc(ctx.connector("in", 0)).dtype.ctype
-    acc_type = "double" if ctype == "double" else "float"
-    p = ctx.node.attr("p", 2) if op_type == "LpPool" else None
-    if op_type == "MaxPool":
-        init = f"std::numeric_limits<{ctype}>::lowest()"
-        update = "if (v_ > acc_ || (v_ != v_ && acc_ == acc_)) { acc_ = v_; best_ = (id_ * H_ + ih_) * W_ + iw_; "\
-                 "best_cm_ = (iw_ * H_ + ih_) * D_ + id_; }"
-    elif op_type == "AveragePool":
-        init, update = "0", "acc_ += v_; ++count_;"
-    else:  # LpPool
-        init = "0"
-        update = {1: "acc_ += std::abs(v_);", 2: "acc_ += v_ * v_;"}.get(
-            p, f"acc_ += std::pow(std::abs(({acc_type})v_), ({acc_type}){p});")
-    if op_type == "MaxPool":
-        finish = "y[out_] = acc_;"
-        if ctx.connector("out", 1):
-            column_major = ctx.node.attr("storage_order", 0) == 1
-            finish += f" ind[out_] = plane_ * D_ * H_ * W_ + {'best_cm_' if column_major else 'best_'};"
-    elif op_type == "LpPool":
-        root = {1: "acc_", 2: "std::sqrt(acc_)"}.get(p, f"std::pow(acc_, ({acc_type})1 / ({acc_type}){p})")
-        finish = f"y[out_] = ({ctype})({root});"
-    elif ctx.node.attr("count_include_pad", 0):
-        # Padded positions count, positions past the padding (ceil_mode) do not.
-        counts = [f"((std::min({o}s_ + (K{a}_ - 1) * D{a}_, {a}_ + Q{a}_ - 1) - {o}s_) / D{a}_ + 1)"
-                  for a, o in (("D", "od"), ("H", "oh"), ("W", "ow"))]
-        finish = f"y[out_] = ({ctype})(acc_ / ({acc_type})({' * '.join(counts)}));"
-    else:
-        finish = f"y[out_] = ({ctype})(acc_ / ({acc_type})count_);"
-    return _pool_constants(ctx, x_shape) + f"""
-const int64_t plane_ = i0 * C_ + i1; (void)plane_;
-for (int64_t od_ = 0; od_ < OD_; ++od_)
- for (int64_t oh_ = 0; oh_ < OH_; ++oh_)
-  for (int64_t ow_ = 0; ow_ < OW_; ++ow_) {{
-    const int64_t ods_ = od_ * SD_ - PD_, ohs_ = oh_ * SH_ - PH_, ows_ = ow_ * SW_ - PW_;
-    const int64_t out_ = (od_ * OH_ + oh_) * OW_ + ow_;
-    {acc_type if op_type != "MaxPool" else ctype} acc_ = {init}; int64_t count_ = 0, best_ = -1, best_cm_ = -1;
-    for (int64_t kd_ = 0; kd_ < KD_; ++kd_) {{
-     const int64_t id_ = ods_ + kd_ * DD_;
-     if (id_ < 0 || id_ >= D_) continue;
-     for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {{
-      const int64_t ih_ = ohs_ + kh_ * DH_;
-      if (ih_ < 0 || ih_ >= H_) continue;
-      for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {{
-        const int64_t iw_ = ows_ + kw_ * DW_;
-        if (iw_ < 0 || iw_ >= W_) continue;
-        const {ctype} v_ = x[(id_ * H_ + ih_) * W_ + iw_];
-        {update}
-      }}
-     }}
-    }}
-    (void)count_; (void)best_; (void)best_cm_;
-    {finish}
-  }}
-"""
+def _pool_geometry(fields: list, kind: int = 0, count_include_pad: bool = False, p: float = 2.0,
+                   column_major: bool = False) -> str:
+    """A C++ ``sdflow_kernels::PoolGeometry geometry_`` from ``_window_fields`` and the pooling's kind."""
+    values = ", ".join(f"(int64_t)({cexpr(v)})" for v in fields)
+    flags = f"{kind}, {'true' if count_include_pad else 'false'}, {float(p)!r}, {'true' if column_major else 'false'}"
+    return f"const sdflow_kernels::PoolGeometry geometry_{{{values}, {flags}}};\n"
 
 
 @expansion("MaxPool", "AveragePool", "LpPool")
 def pool(ctx: Ctx):
+    """A map over (sample, channel) planes, each one call of ``sdflow_kernels::pool_plane`` (codegen/kernels/pool.h)
+    or, for a float32 2-D MaxPool without indices, ``sdflow_kernels::max_pool_plane`` (conv.h)."""
     x, y, ind = ctx.connector("in", 0), ctx.connector("out", 0), ctx.connector("out", 1)
     x_shape, y_shape = ctx.shape(x), ctx.shape(y)
-    if ctx.node.op_type == "MaxPool" and not ind and len(x_shape) == 4 and ctx.desc(x).dtype.ctype == "float":
-        # sdflow_kernels::max_pool_plane (codegen/kernels/conv.h): over -inf padded phase planes, vectorised.
-        geometry = _conv_geometry(ctx.node, x_shape, ctx.node.attr("kernel_shape"), 1, 1,
-                                  bool(ctx.node.attr("ceil_mode", 0)))
+    node = ctx.node
+    if node.op_type == "MaxPool" and not ind and len(x_shape) == 4 and ctx.desc(x).dtype.ctype == "float":
+        # Over -inf padded phase planes, vectorised.
+        geometry = _conv_geometry(node, x_shape, node.attr("kernel_shape"), 1, 1, bool(node.attr("ceil_mode", 0)))
         code, includes = geometry + "sdflow_kernels::max_pool_plane(x, y, g_);\n", '#include "conv.h"\n'
     else:
-        code, includes = _pool_code(ctx, x_shape), ""
+        geo = window_geometry(node, list(x_shape[2:]), node.attr("kernel_shape"), bool(node.attr("ceil_mode", 0)),
+                              max_rank=3)
+        kind = {"MaxPool": 0, "AveragePool": 1, "LpPool": 2}[node.op_type]
+        geometry = _pool_geometry(_window_fields(x_shape, geo), kind,
+                                  kind == 1 and bool(node.attr("count_include_pad", 0)),
+                                  node.attr("p", 2) if kind == 2 else 2.0, kind == 0 and node.attr("storage_order", 0) == 1)
+        indices = "ind" if ind else "static_cast<int64_t*>(nullptr)"
+        code = geometry + f"sdflow_kernels::pool_plane(x, y, {indices}, i0 * (int64_t)({cexpr(x_shape[1])}) + i1, geometry_);\n"
+        includes = '#include "pool.h"\n'
     spatial = ", ".join(f"0:{d}" for d in x_shape[2:])
     out_spatial = ", ".join(f"0:{d}" for d in y_shape[2:])
     sdfg, state = ctx.nested()
     outputs = {"y": f"{y}[i0, i1, {out_spatial}]"}
     if ind:
         outputs["ind"] = f"{ind}[i0, i1, {out_spatial}]"
-    add_map(state, ctx.node.op_type.lower(), index_ranges(x_shape[:2]), {"x": f"{x}[i0, i1, {spatial}]"},
+    add_map(state, node.op_type.lower(), index_ranges(x_shape[:2]), {"x": f"{x}[i0, i1, {spatial}]"},
             code, outputs, pointers=["x", *outputs], includes=includes)
     return sdfg
 
 
+def _null(ctx: Ctx, connector, ctype: str) -> str:
+    """The connector's pointer, or a null pointer of type ``ctype`` (template arguments are deduced from it)."""
+    return ctx.ptr(connector) if connector else f"static_cast<{ctype}*>(nullptr)"
+
+
 @expansion("CausalConvWithState")
 def causal_conv_with_state(ctx: Ctx):
+    """One call of ``sdflow_kernels::causal_conv_with_state`` (codegen/kernels/conv_general.h)."""
     x, w, bias, past = (ctx.connector("in", p) for p in range(4))
     y, present = ctx.connector("out", 0), ctx.connector("out", 1)
     batch, channels, length = ctx.shape(x)
-    k = ctx.shape(w)[2]
     ctype = ctx.desc(x).dtype.ctype
-    acc = "double" if ctype == "double" else "float"
-    inputs = {"x": f"{x}[i0, i1, 0:{length}]", "w": f"{w}[i1, 0, 0:{k}]"}
-    if bias:
-        inputs["b"] = f"{bias}[i1]"
-    if past:
-        inputs["past"] = f"{past}[i0, i1, 0:{cexpr(k - 1)}]"
-    outputs = {"y": f"{y}[i0, i1, 0:{length}]"}
-    if present and k != 1:
-        outputs["present"] = f"{present}[i0, i1, 0:{cexpr(k - 1)}]"
-    at = "(p_ < K_ - 1 ? " + ("past[p_]" if past else f"({ctype})0") + " : x[p_ - (K_ - 1)])"
-    activation = "v_ = v_ / (1 + std::exp(-v_));" if ctx.node.attr("activation", "none") in ("silu", "swish") else ""
-    code = f"""
-const int64_t L_ = {cexpr(length)}, K_ = {cexpr(k)};
-for (int64_t t_ = 0; t_ < L_; ++t_) {{
-  {acc} sum_ = {"b" if bias else "0"};
-  for (int64_t j_ = 0; j_ < K_; ++j_) {{ const int64_t p_ = t_ + j_; sum_ += ({acc})w[j_] * ({acc}){at}; }}
-  {acc} v_ = ({acc})({ctype})sum_;
-  {activation}
-  y[t_] = ({ctype})v_;
-}}
-"""
-    if "present" in outputs:
-        code += f"for (int64_t i_ = 0; i_ < K_ - 1; ++i_) {{ const int64_t p_ = L_ + i_; present[i_] = {at}; }}\n"
-    sdfg, state = ctx.nested()
-    add_map(state, "causal_conv", index_ranges([batch, channels]), inputs, code, outputs,
-            pointers=[n for n in (*inputs, *outputs) if n != "b"])
-    return sdfg
+    silu = ctx.node.attr("activation", "none") in ("silu", "swish")
+    sizes = ", ".join(f"(int64_t)({cexpr(v)})" for v in (batch, channels, length, ctx.shape(w)[2]))
+    code = (f"sdflow_kernels::causal_conv_with_state({ctx.ptr(x)}, {ctx.ptr(w)}, {_null(ctx, bias, f'const {ctype}')}, "
+            f"{_null(ctx, past, f'const {ctype}')}, {ctx.ptr(y)}, {_null(ctx, present, ctype)}, {sizes}, "
+            f"{'true' if silu else 'false'});\n")
+    return ctx.tasklet(code, includes='#include "conv_general.h"\n')
 
 
 @expansion("ConvTranspose")
 def conv_transpose(ctx: Ctx):
-    """Parallel over output planes (sample, output channel): each scatters its group's input channels."""
+    """One call of ``sdflow_kernels::conv_transpose`` (codegen/kernels/conv_general.h)."""
     x, w, b, y = (ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("in", 2), ctx.connector("out", 0))
     x_shape, w_shape = ctx.shape(x), ctx.shape(w)
     geo = conv_transpose_geometry(ctx.node, x_shape, w_shape)
     group = ctx.node.attr("group", 1)
-    values = {**_window_values(x_shape, geo), "N": x_shape[0], "C": x_shape[1], "G": group, "MG": w_shape[1]}
     ctype = ctx.desc(y).dtype.ctype
-    acc = "double" if ctype == "double" else "float"
-    code = _constants(values) + f"""
-const int64_t M_ = MG_ * G_, CG_ = C_ / G_, PLANE_ = OD_ * OH_ * OW_, KK_ = KD_ * KH_ * KW_;
-const {ctype}* X_ = {ctx.ptr(x)}; const {ctype}* Wt_ = {ctx.ptr(w)}; {ctype}* Y_ = {ctx.ptr(y)};
-#pragma omp parallel for collapse(2)
-for (int64_t n_ = 0; n_ < N_; ++n_)
-  for (int64_t m_ = 0; m_ < M_; ++m_) {{
-    const int64_t g_ = m_ / MG_, ml_ = m_ % MG_;
-    std::vector<{acc}> out_(PLANE_, ({acc}){f"{ctx.ptr(b)}[m_]" if b else "0"});
-    for (int64_t c_ = g_ * CG_; c_ < (g_ + 1) * CG_; ++c_) {{
-      const {ctype}* in_ = X_ + (n_ * C_ + c_) * D_ * H_ * W_;
-      const {ctype}* k_ = Wt_ + (c_ * MG_ + ml_) * KK_;
-      for (int64_t id_ = 0; id_ < D_; ++id_) for (int64_t ih_ = 0; ih_ < H_; ++ih_) for (int64_t iw_ = 0; iw_ < W_; ++iw_) {{
-        const {acc} v_ = in_[(id_ * H_ + ih_) * W_ + iw_];
-        for (int64_t kd_ = 0; kd_ < KD_; ++kd_) {{
-          const int64_t od_ = id_ * SD_ + kd_ * DD_ - PD_;
-          if (od_ < 0 || od_ >= OD_) continue;
-          for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {{
-            const int64_t oh_ = ih_ * SH_ + kh_ * DH_ - PH_;
-            if (oh_ < 0 || oh_ >= OH_) continue;
-            for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {{
-              const int64_t ow_ = iw_ * SW_ + kw_ * DW_ - PW_;
-              if (ow_ < 0 || ow_ >= OW_) continue;
-              out_[(od_ * OH_ + oh_) * OW_ + ow_] += v_ * ({acc})k_[(kd_ * KH_ + kh_) * KW_ + kw_];
-            }}
-          }}
-        }}
-      }}
-    }}
-    {ctype}* plane_ = Y_ + (n_ * M_ + m_) * PLANE_;
-    for (int64_t p_ = 0; p_ < PLANE_; ++p_) plane_[p_] = ({ctype})out_[p_];
-  }}
-"""
-    return ctx.tasklet(code)
+    sizes = ", ".join(f"(int64_t)({cexpr(v)})" for v in (x_shape[0], x_shape[1], w_shape[1] * group, group))
+    code = _pool_geometry(_window_fields(x_shape, geo)) + (
+        f"sdflow_kernels::conv_transpose({ctx.ptr(x)}, {ctx.ptr(w)}, {_null(ctx, b, f'const {ctype}')}, "
+        f"{ctx.ptr(y)}, {sizes}, geometry_);\n")
+    return ctx.tasklet(code, includes='#include "conv_general.h"\n')
 
 
 @expansion("LRN")
 def lrn(ctx: Ctx):
-    """Parallel over (sample, channel) planes; the window's squares are summed per pixel."""
+    """One call of ``sdflow_kernels::lrn`` (codegen/kernels/pool.h)."""
     x, y = ctx.connector("in", 0), ctx.connector("out", 0)
     shape = ctx.shape(x)
-    size = ctx.node.attr("size")
     alpha, beta, bias = (float(ctx.node.attr(a, d)) for a, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
-    ctype = ctx.desc(x).dtype.ctype
-    acc = "double" if ctype == "double" else "float"
-    code = f"""
-const int64_t N_ = {cexpr(shape[0])}, C_ = {cexpr(shape[1])}, P_ = {cexpr(product(shape[2:]))};
-const {ctype}* X_ = {ctx.ptr(x)}; {ctype}* Y_ = {ctx.ptr(y)};
-#pragma omp parallel for collapse(2)
-for (int64_t n_ = 0; n_ < N_; ++n_)
-  for (int64_t c_ = 0; c_ < C_; ++c_) {{
-    const int64_t low_ = std::max<int64_t>(0, c_ - {(size - 1) // 2});
-    const int64_t high_ = std::min<int64_t>(C_, c_ + {(size - 1) - (size - 1) // 2 + 1});
-    for (int64_t p_ = 0; p_ < P_; ++p_) {{
-      {acc} sum_ = 0;
-      for (int64_t k_ = low_; k_ < high_; ++k_) {{ const {acc} v_ = X_[(n_ * C_ + k_) * P_ + p_]; sum_ += v_ * v_; }}
-      const {acc} v_ = X_[(n_ * C_ + c_) * P_ + p_];
-      Y_[(n_ * C_ + c_) * P_ + p_] = ({ctype})(v_ / std::pow(({acc}){bias!r} + ({acc}){alpha / size!r} * sum_, ({acc}){beta!r}));
-    }}
-  }}
-"""
-    return ctx.tasklet(code)
+    sizes = ", ".join(f"(int64_t)({cexpr(v)})" for v in (shape[0], shape[1], product(shape[2:])))
+    code = (f"sdflow_kernels::lrn({ctx.ptr(x)}, {ctx.ptr(y)}, {sizes}, (int64_t){ctx.node.attr('size')}, "
+            f"{alpha!r}, {beta!r}, {bias!r});\n")
+    return ctx.tasklet(code, includes='#include "pool.h"\n')
