@@ -24,7 +24,7 @@ from ._math import vectorizable
 from .elementwise import broadcast_index, expression
 from .linalg import GEMM_INCLUDES, PACKED, _gemm_call, sgemm_call, uses_gemm_h
 from .nn import conv_code, conv_depthwise_code, conv_includes, packed_input
-from .reduction import layer_norm_row_code, softmax_row_code
+from .reduction import REDUCE_INCLUDE, layer_norm_row_code, softmax_row_code
 
 
 def _local(value: str) -> str:
@@ -120,17 +120,17 @@ def _rows(ctx: Ctx, program: Program, types) -> dace.SDFG:
     if row_step.op_type == "LayerNormalization":
         if node.attr("axis", -1) not in (-1, len(shape) - 1):
             raise CompileError("Fused: LayerNormalization over more than the last axis")
-        # Scale and bias, element k_ of the row (LayerNorm's loop index), when given.
-        scale, bias = ([elements[a].replace("[j_]", "[k_]") if a else None for a in row_step.args[1:3]]
-                       + [None, None])[:2]
-        row = layer_norm_row_code(node, n, ctype, scale, bias)
+        # Scale and bias when given: (pointer, step along the row: 1, or 0 for one value).
+        terms = [elements[a] if a else None for a in row_step.args[1:3]] + [None, None]
+        scale, bias = [(term.split("[")[0], 1 if term.endswith("[j_]") else 0) if term else None for term in terms[:2]]
+        row = layer_norm_row_code(node, n, scale, bias)
     else:
         row = softmax_row_code("Softmax", n, 1, ctype)
     code = (f"for (int64_t j_ = 0; j_ < {n}; ++j_) {{\n{prologue}\n{' '.join(stores)}\n}}\n"
             f"{{\nconst {ctype}* x = y;\n{row}\n}}")
     sdfg, state = ctx.nested()
     add_map(state, row_step.op_type.lower(), index_ranges(shape[:-1]), memlets, vectorizable(code, _math_type(types)),
-            outputs, pointers=pointers + list(outputs))
+            outputs, pointers=pointers + list(outputs), includes=REDUCE_INCLUDE)
     return sdfg
 
 
