@@ -258,5 +258,30 @@ inline void gemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k, const f
     }
 }
 
+// C = alpha A B + beta C in plain loops, for element types with no BLAS and no packed kernel (integers, float16,
+// bfloat16), accumulating in Acc (float for the 16-bit floats, as numpy does). A is m x k (lda; trans_a: given as
+// its k x m transpose), B k x n (ldb; trans_b: its n x k transpose). With beta 0, C is not read (a buffer that
+// held NaN or inf before must not leak into 0 * C).
+template <class T, class Acc>
+void gemm_loops(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, Acc alpha, const T* a, int64_t lda,
+                const T* b, int64_t ldb, Acc beta, T* c, int64_t ldc) {
+    for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+            Acc acc = 0;
+            for (int64_t p = 0; p < k; ++p)
+                acc += (Acc)(trans_a ? a[p * lda + i] : a[i * lda + p]) * (Acc)(trans_b ? b[j * ldb + p] : b[p * ldb + j]);
+            T& out = c[i * ldc + j];
+            out = beta == (Acc)0 ? (T)(alpha * acc) : (T)(alpha * acc + beta * (Acc)out);
+        }
+}
+
+// y [m][n] = beta * C, C broadcast from [c_rows][c_cols] (each 1 or the full size): Gemm's C term, before the
+// product is added.
+template <class T>
+void fill_scaled(T* y, int64_t m, int64_t n, const T* c, int64_t c_rows, int64_t c_cols, T beta) {
+    for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) y[i * n + j] = beta * c[(c_rows == 1 ? 0 : i) * c_cols + (c_cols == 1 ? 0 : j)];
+}
+
 }  // namespace gemm
 }  // namespace sdflow_kernels

@@ -5,7 +5,8 @@
 // - arg_reduce: ArgMax/ArgMin along one axis (first or last of equal values);
 // - softmax_row (Softmax, LogSoftmax; float16 rounded where ONNX's reference rounds), hardmax_row;
 // - layer_norm_row (LayerNormalization, RMSNormalization), lp_normalize_row, global_pool,
-//   group_norm (InstanceNormalization, GroupNormalization), mean_variance_normalization.
+//   group_norm (InstanceNormalization, GroupNormalization), mean_variance_normalization;
+// - cumulative_row: CumSum and CumProd.
 #pragma once
 
 #include <omp.h>
@@ -268,6 +269,19 @@ void mean_variance_normalization(const T* x, T* y, int rank, const int64_t* shap
     const int64_t g = key(e);
     const double mean = sum[g] / count;
     y[e] = (T)((x[e] - mean) / (std::sqrt(squares[g] / count - mean * mean) + 1e-9));
+  }
+}
+
+// CumSum / CumProd of one row (n elements `stride` apart): inclusive or exclusive (each output the combination of
+// the elements before it), forward or reverse, accumulated in the element type.
+template <class T>
+void cumulative_row(const T* x, T* y, int64_t n, int64_t stride, bool product, bool exclusive, bool reverse) {
+  T acc = product ? (T)1 : (T)0;
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t at = (reverse ? n - 1 - k : k) * stride;
+    if (exclusive) y[at] = acc;
+    acc = product ? acc * x[at] : acc + x[at];
+    if (!exclusive) y[at] = acc;
   }
 }
 

@@ -108,4 +108,17 @@ void roi_align(const T* x, const T* rois, const int64_t* batch_indices, const Ro
     }
 }
 
+// Batch indices of any integer type, clamped into [0, batch) first (lowering's entry point: a graph input's
+// indices are refused before the call, runtime._index_bounds; computed ones are kept inside the batch).
+template <class T, class I>
+void roi_align_clamped(const T* x, const T* rois, const I* batch_indices, int64_t batch, const RoiAlignGeometry& g,
+                       T* y) {
+  std::vector<int64_t> clamped(g.num_rois);
+  for (int64_t r = 0; r < g.num_rois; ++r) {
+    const int64_t b = (int64_t)batch_indices[r];
+    clamped[r] = b < 0 ? 0 : (b >= batch ? batch - 1 : b);
+  }
+  roi_align(x, rois, clamped.data(), g, y);
+}
+
 }  // namespace sdflow_kernels

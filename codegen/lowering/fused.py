@@ -181,7 +181,7 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     operands = [("_a", a_in), ("_p", PACKED) if packed else ("_b", b_in)]
     tasklet = gemm_state.add_tasklet("gemm", {c: pointer for c, _ in operands},
                                      {f"_c{o}": pointer for o, _, _ in blocks}, "\n".join(calls),
-                                     language=dace.Language.CPP, code_global=GEMM_INCLUDES if ours else "")
+                                     language=dace.Language.CPP, code_global=GEMM_INCLUDES)
     tasklet.environments = {OpenBLAS.full_class_path()}
     for connector, array in operands:
         gemm_state.add_edge(gemm_state.add_read(array), None, tasklet, connector,

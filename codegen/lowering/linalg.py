@@ -42,13 +42,12 @@ def _gemm_call(ctype, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
         gemv = (f"{_GEMV[ctype]}(CblasRowMajor, {flag[not trans_b]}, {rows}, {cols}, ({ctype}){alpha}, {b}, {ldb}, "
                 f"{a}, {lda if trans_a else 1}, ({ctype}){beta}, {c}, 1);")
         return f"if (({m}) == 1 && ({n}) > 0 && ({k}) > 0) {{ {gemv} }} else {{ {gemm} }}"
-    # Integer and float16 contractions have no BLAS; a plain loop nest (rare in models).
-    a_at = f"({a})[p_ * {lda} + i_]" if trans_a else f"({a})[i_ * {lda} + p_]"
-    b_at = f"({b})[j_ * {ldb} + p_]" if trans_b else f"({b})[p_ * {ldb} + j_]"
-    acc = "float" if ctype in ("dace::float16", "dace::bfloat16") else ctype  # accumulates in float, as numpy does
-    return (f"for (int64_t i_ = 0; i_ < {m}; ++i_) for (int64_t j_ = 0; j_ < {n}; ++j_) {{ {acc} acc_ = 0; "
-            f"for (int64_t p_ = 0; p_ < {k}; ++p_) acc_ += ({acc}){a_at} * ({acc}){b_at}; "
-            f"({c})[i_ * {ldc} + j_] = ({ctype})(({acc}){alpha} * acc_ + ({acc}){beta} * ({acc})({c})[i_ * {ldc} + j_]); }}")
+    # Integer and float16 contractions have no BLAS: gemm.h's plain loops (rare in models); float16 and bfloat16
+    # accumulate in float, as numpy does.
+    acc = "float" if ctype in ("dace::float16", "dace::bfloat16") else ctype
+    return (f"sdflow_kernels::gemm::gemm_loops<{ctype}, {acc}>({'true' if trans_a else 'false'}, "
+            f"{'true' if trans_b else 'false'}, {m}, {n}, {k}, ({acc}){alpha}, {a}, {lda}, {b}, {ldb}, ({acc}){beta}, "
+            f"{c}, {ldc});")
 
 
 @expansion("MatMul", environments=[OpenBLAS])
@@ -68,7 +67,8 @@ def matmul(ctx: Ctx):
                                includes=GEMM_INCLUDES, unread=(b_in,))
         if ours:
             return ctx.tasklet(sgemm_call(rows, n_c, k_c, a, k_c, b, n_c, y, n_c), includes=GEMM_INCLUDES)
-        return ctx.tasklet(_gemm_call(ctype, False, False, rows, n_c, k_c, 1, a, k_c, b, n_c, 0, y, n_c))
+        return ctx.tasklet(_gemm_call(ctype, False, False, rows, n_c, k_c, 1, a, k_c, b, n_c, 0, y, n_c),
+                           includes=GEMM_INCLUDES)
     offsets = _batch_offsets(batch, a_shape, b_shape)
     if ours:
         # Items in parallel (attention's heads), each packing its B in its thread.
@@ -80,7 +80,7 @@ def matmul(ctx: Ctx):
     lines.append(_gemm_call(ctype, False, False, m_c, n_c, k_c, 1, f"{a} + ao_ * {m_c} * {k_c}", k_c,
                             f"{b} + bo_ * {k_c} * {n_c}", n_c, 0, f"{y} + t_ * {m_c} * {n_c}", n_c))
     lines.append("}")
-    return ctx.tasklet("\n".join(lines))
+    return ctx.tasklet("\n".join(lines), includes=GEMM_INCLUDES)
 
 
 def _batch_offsets(batch, a_shape, b_shape) -> str:
@@ -118,10 +118,8 @@ def gemm(ctx: Ctx):
     code = ""
     gemm_beta = 0
     if c is not None:
-        rows = "i_" if c_shape[0] != 1 else "0"
-        cols = "j_" if c_shape[1] != 1 else "0"
-        code = (f"for (int64_t i_ = 0; i_ < {m}; ++i_) for (int64_t j_ = 0; j_ < {n}; ++j_) "
-                f"{y}[i_ * {n} + j_] = ({ctype}){beta} * {c}[{rows} * {cexpr(c_shape[1])} + {cols}];\n")
+        code = (f"sdflow_kernels::gemm::fill_scaled({y}, (int64_t)({m}), (int64_t)({n}), {c}, "
+                f"(int64_t)({cexpr(c_shape[0])}), (int64_t)({cexpr(c_shape[1])}), ({ctype}){beta});\n")
         gemm_beta = 1
     if uses_gemm_h(ctx, ctype) and not trans_a:
         packed = ctx.ptr(PACKED) if PACKED in ctx.inputs else None
@@ -130,7 +128,7 @@ def gemm(ctx: Ctx):
         return ctx.tasklet(code, includes=GEMM_INCLUDES, unread=(b_in,) if packed else ())
     code += _gemm_call(ctype, trans_a, trans_b, m, n, k, alpha, a, m if trans_a else k, b, k if trans_b else n,
                        gemm_beta, y, n)
-    return ctx.tasklet(code)
+    return ctx.tasklet(code, includes=GEMM_INCLUDES)
 
 
 @expansion("Det")

@@ -200,18 +200,13 @@ def cumsum(ctx: Ctx):
     shape = ctx.shape(source)
     axis = normalize_axis(int(ctx.static(1)[0]), len(shape))
     n, stride = cexpr(shape[axis]), cexpr(contiguous_strides(shape)[axis])
-    dtype = ctx.desc(source).dtype.ctype
     exclusive, reverse = bool(ctx.node.attr("exclusive", 0)), bool(ctx.node.attr("reverse", 0))
-    step = "(n_ - 1 - k_)" if reverse else "k_"
-    combine, identity = ("*=", 1) if ctx.node.op_type == "CumProd" else ("+=", 0)
-    update = (f"y[{step} * s_] = acc_; acc_ {combine} x[{step} * s_];" if exclusive
-              else f"acc_ {combine} x[{step} * s_]; y[{step} * s_] = acc_;")
-    code = (f"const int64_t n_ = {n}, s_ = {stride}; {dtype} acc_ = {identity}; "
-            f"for (int64_t k_ = 0; k_ < n_; ++k_) {{ {update} }}")
+    flags = ", ".join("true" if f else "false" for f in (ctx.node.op_type == "CumProd", exclusive, reverse))
+    code = f"sdflow_kernels::cumulative_row(x, y, (int64_t)({n}), (int64_t)({stride}), {flags});"
     subset = ", ".join(f"0:{d}" if k == axis else f"i{k}" for k, d in enumerate(shape)) or "0"
     sdfg, state = ctx.nested()
     add_map(state, ctx.node.op_type.lower(), index_ranges(shape, skip=[axis]), {"x": f"{source}[{subset}]"}, code,
-            {"y": f"{target}[{subset}]"}, pointers=["x", "y"])
+            {"y": f"{target}[{subset}]"}, pointers=["x", "y"], includes='#include "reduce.h"\n')
     return sdfg
 
 

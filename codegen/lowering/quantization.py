@@ -1,6 +1,5 @@
 """QuantizeLinear / DequantizeLinear as one parallel element-wise map (the scale found per tensor, per axis or per
-block), DynamicQuantizeLinear as one tasklet (a min/max pass, then the quantizing pass); MatMulInteger and
-ConvInteger as plain int32 loops (correct, not tuned: issue 18's VNNI kernels replace them)."""
+block), DynamicQuantizeLinear, MatMulInteger and ConvInteger as calls of codegen/kernels/quant.h."""
 from __future__ import annotations
 
 import numpy as np
@@ -62,96 +61,57 @@ def quantize(ctx: Ctx):
     return sdfg
 
 
+QUANT_INCLUDE = '#include "quant.h"\n'
+
+
 @expansion("DynamicQuantizeLinear")
 def dynamic_quantize(ctx: Ctx):
+    """One call of ``sdflow_kernels::dynamic_quantize_linear`` (codegen/kernels/quant.h)."""
     x, y, scale, zero = (ctx.ptr(c) for c in (ctx.connector("in", 0), ctx.connector("out", 0),
                                               ctx.connector("out", 1), ctx.connector("out", 2)))
     n = cexpr(product(ctx.shape(ctx.connector("in", 0))))
-    return ctx.tasklet(f"""
-float low_ = 0, high_ = 0;
-for (int64_t k_ = 0; k_ < {n}; ++k_) {{ low_ = std::min(low_, {x}[k_]); high_ = std::max(high_, {x}[k_]); }}
-const float scale_ = (high_ - low_) / 255.0f;
-const float zero_ = scale_ == 0 ? 0.0f : std::min(255.0f, std::max(0.0f, std::nearbyint(-low_ / scale_)));
-for (int64_t k_ = 0; k_ < {n}; ++k_)
-    {y}[k_] = scale_ == 0 ? 0 : (uint8_t)std::min(255.0f, std::max(0.0f, std::nearbyint({x}[k_] / scale_) + zero_));
-{scale}[0] = scale_;
-{zero}[0] = (uint8_t)zero_;
-""")
+    return ctx.tasklet(f"sdflow_kernels::dynamic_quantize_linear({x}, (int64_t)({n}), {y}, {scale}, {zero});\n",
+                       includes=QUANT_INCLUDE)
 
 
-def _zero_point_code(ctx: Ctx, position: int, index: str) -> str:
-    """C++ for an int32 zero point: 0 when absent, the scalar, or element ``index`` of a per-row/column one."""
+def _zero_point(ctx: Ctx, position: int) -> tuple[str, str]:
+    """(pointer, per-element flag) of a zero point input: a typed null pointer when absent."""
     connector = ctx.connector("in", position)
     if connector is None:
-        return "0"
-    per_element = product(ctx.shape(connector)) != 1
-    return f"(int32_t){ctx.ptr(connector)}[{index if per_element else '0'}]"
+        return "static_cast<const uint8_t*>(nullptr)", "false"
+    return ctx.ptr(connector), "true" if product(ctx.shape(connector)) != 1 else "false"
 
 
 @expansion("MatMulInteger")
 def matmul_integer(ctx: Ctx):
+    """One call of ``sdflow_kernels::matmul_integer`` (codegen/kernels/quant.h)."""
     a_shape, b_shape = ctx.shape(ctx.connector("in", 0)), ctx.shape(ctx.connector("in", 1))
     _, m, k, n, _ = matmul_shapes(a_shape, b_shape)
     a, b, y = (ctx.ptr(ctx.connector(kind, p)) for kind, p in (("in", 0), ("in", 1), ("out", 0)))
-    rows = cexpr(product(a_shape[:-1]) if len(a_shape) > 1 else 1)
-    k_c, n_c = cexpr(k), cexpr(n)
-    # A batched B pairs with A's batch (the op's inference allows only that): row r_ is in batch r_ / m.
-    b_batch = f"(r_ / {cexpr(m)}) * {k_c} * {n_c}" if len(b_shape) > 2 else "0"
-    # Rows in parallel; over k, one row of B scaled into the output row (vectorised over its n columns).
-    return ctx.tasklet(f"""
-#pragma omp parallel for schedule(static)
-for (int64_t r_ = 0; r_ < {rows}; ++r_) {{
-  int32_t* __restrict out_ = {y} + r_ * {n_c};
-  for (int64_t j_ = 0; j_ < {n_c}; ++j_) out_[j_] = 0;
-  const int32_t a_zero_ = {_zero_point_code(ctx, 2, f"r_ % {cexpr(m)}")};
-  for (int64_t k_ = 0; k_ < {k_c}; ++k_) {{
-    const int32_t a_ = (int32_t){a}[r_ * {k_c} + k_] - a_zero_;
-    const auto* __restrict b_row_ = {b} + {b_batch} + k_ * {n_c};
-    for (int64_t j_ = 0; j_ < {n_c}; ++j_) out_[j_] += a_ * ((int32_t)b_row_[j_] - {_zero_point_code(ctx, 3, "j_")});
-  }}
-}}
-""")
+    rows = product(a_shape[:-1]) if len(a_shape) > 1 else 1
+    (a_zero, a_per), (b_zero, b_per) = _zero_point(ctx, 2), _zero_point(ctx, 3)
+    # A batched B pairs with A's batch (the op's inference allows only that).
+    sizes = ", ".join(f"(int64_t)({cexpr(v)})" for v in (rows, m, k, n))
+    return ctx.tasklet(f"sdflow_kernels::matmul_integer({a}, {b}, {a_zero}, {a_per}, {b_zero}, {b_per}, {y}, {sizes}, "
+                       f"{'true' if len(b_shape) > 2 else 'false'});\n", includes=QUANT_INCLUDE)
 
 
 @expansion("ConvInteger")
 def conv_integer(ctx: Ctx):
+    """One call of ``sdflow_kernels::conv_integer`` (codegen/kernels/quant.h); a 1-D convolution runs as 2-D with
+    one row."""
     x_shape, w_shape = ctx.shape(ctx.connector("in", 0)), ctx.shape(ctx.connector("in", 1))
     geo = Conv.geometry(ctx.node, x_shape, w_shape)
-    two_d = len(x_shape) == 4  # a 1-D convolution runs as 2-D with one row
+    two_d = len(x_shape) == 4
     pick = (lambda values, one: [one] + list(values)) if not two_d else (lambda values, one: list(values))
     (kh, kw), (sh, sw), (dh, dw) = pick(geo.kernel, 1), pick(geo.strides, 1), pick(geo.dilations, 1)
     (ph, pw), (oh, ow) = pick(geo.pads_begin, 0), pick(geo.out, 1)
     h, w = pick(x_shape[2:], 1)
-    group = ctx.node.attr("group", 1)
     x, wt, y = (ctx.ptr(ctx.connector(kind, p)) for kind, p in (("in", 0), ("in", 1), ("out", 0)))
-    c = ", ".join(f"{name} = {cexpr(value)}" for name, value in (
-        ("N_", x_shape[0]), ("C_", x_shape[1]), ("H_", h), ("W_", w), ("M_", w_shape[0]), ("CG_", w_shape[1]),
-        ("KH_", kh), ("KW_", kw), ("SH_", sh), ("SW_", sw), ("DH_", dh), ("DW_", dw), ("PH_", ph), ("PW_", pw),
-        ("OH_", oh), ("OW_", ow)))
-    return ctx.tasklet(f"""
-const int64_t {c};
-const int64_t MG_ = M_ / {group};
-const int32_t x_zero_ = {_zero_point_code(ctx, 2, "0")};
-#pragma omp parallel for collapse(2) schedule(static)
-for (int64_t n_ = 0; n_ < N_; ++n_)
- for (int64_t m_ = 0; m_ < M_; ++m_) {{
-  const int32_t w_zero_ = {_zero_point_code(ctx, 3, "m_")};
-  const int64_t c0_ = (m_ / MG_) * CG_;
-  for (int64_t oh_ = 0; oh_ < OH_; ++oh_)
-   for (int64_t ow_ = 0; ow_ < OW_; ++ow_) {{
-    int32_t acc_ = 0;
-    for (int64_t c_ = 0; c_ < CG_; ++c_)
-     for (int64_t kh_ = 0; kh_ < KH_; ++kh_) {{
-      const int64_t ih_ = oh_ * SH_ - PH_ + kh_ * DH_;
-      if (ih_ < 0 || ih_ >= H_) continue;
-      for (int64_t kw_ = 0; kw_ < KW_; ++kw_) {{
-        const int64_t iw_ = ow_ * SW_ - PW_ + kw_ * DW_;
-        if (iw_ < 0 || iw_ >= W_) continue;
-        acc_ += ((int32_t){x}[((n_ * C_ + c0_ + c_) * H_ + ih_) * W_ + iw_] - x_zero_)
-              * ((int32_t){wt}[((m_ * CG_ + c_) * KH_ + kh_) * KW_ + kw_] - w_zero_);
-      }}
-     }}
-    {y}[((n_ * M_ + m_) * OH_ + oh_) * OW_ + ow_] = acc_;
-   }}
- }}
-""")
+    fields = [x_shape[0], x_shape[1], h, w, w_shape[0], ctx.node.attr("group", 1), kh, kw, sh, sw, dh, dw, ph, pw, 0,
+              0, oh, ow]
+    geometry = ", ".join(f"(int64_t)({cexpr(v)})" for v in fields)
+    (x_zero, _), (w_zero, w_per) = _zero_point(ctx, 2), _zero_point(ctx, 3)
+    return ctx.tasklet(f"const sdflow_kernels::ConvGeometry g_{{{geometry}}};\n"
+                       f"sdflow_kernels::conv_integer({x}, {wt}, {x_zero}, {w_zero}, {w_per}, {y}, g_);\n",
+                       includes=QUANT_INCLUDE)

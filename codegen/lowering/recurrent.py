@@ -27,7 +27,7 @@ def _activations(node, direction: int) -> str:
 def recurrence(ctx: Ctx):
     """One call of ``sdflow_kernels::recurrence`` (codegen/kernels/recurrent.h)."""
     node = ctx.node
-    x_shape, w_shape = ctx.shape(ctx.connector("in", 0)), ctx.shape(ctx.connector("in", 1))
+    x_shape = ctx.shape(ctx.connector("in", 0))
     layout = node.attr("layout", 0)
     steps, batch = (x_shape[0], x_shape[1]) if layout == 0 else (x_shape[1], x_shape[0])
     hidden = ctx.shape(ctx.connector("in", 2))[-1]

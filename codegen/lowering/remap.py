@@ -140,47 +140,25 @@ def dropout(ctx: Ctx):
     return ctx.tasklet(code)
 
 
-_COMBINE = {"none": "{t} = {u};", "add": "{t} += {u};", "mul": "{t} *= {u};", "max": "{t} = std::max({t}, {u});",
-            "min": "{t} = std::min({t}, {u});"}
-
-
 @expansion("ScatterElements", "ScatterND")
 def scatter(ctx: Ctx):
-    """A copy of the data, then the updates in index order (sequential: later duplicates win)."""
+    """One call of ``sdflow_kernels::scatter_elements`` / ``scatter_nd`` (codegen/kernels/remap.h): a copy of the
+    data, then the updates in index order (sequential: later duplicates win)."""
     data, indices, updates, out = (ctx.connector("in", 0), ctx.connector("in", 1), ctx.connector("in", 2),
                                    ctx.connector("out", 0))
     shape, index_shape = ctx.shape(data), ctx.shape(indices)
-    ctype = ctx.desc(data).dtype.ctype
     d, i, u, y = (ctx.ptr(c) for c in (data, indices, updates, out))
-    combine = _COMBINE[ctx.node.attr("reduction", "none")]
-    copy = f"std::memcpy({y}, {d}, sizeof({ctype}) * {cexpr(product(shape))});\n"
+    reduction = f"sdflow_kernels::ScatterReduction::{ctx.node.attr('reduction', 'none')}"
+    code = f"const int64_t shape_[] = {{{', '.join(f'(int64_t)({cexpr(v)})' for v in shape) or '1'}}};\n"
     if ctx.node.op_type == "ScatterElements":
         axis = normalize_axis(ctx.node.attr("axis", 0), len(shape))
-        strides = contiguous_strides(shape)
-        position = []
-        for k, dim in enumerate(index_shape):
-            position.append(f"int64_t p{k}_ = rest_ % {cexpr(dim)}; rest_ /= {cexpr(dim)};")
-        target = " + ".join(f"(p{k}_) * {cexpr(s)}" if k != axis else f"(h_) * {cexpr(s)}"
-                            for k, s in enumerate(strides)) or "0"
-        code = copy + f"""
-for (int64_t n_ = 0; n_ < {cexpr(product(index_shape))}; ++n_) {{
-    int64_t rest_ = n_;
-    {" ".join(reversed(position))}
-    int64_t h_ = (int64_t){i}[n_]; if (h_ < 0) h_ += {cexpr(shape[axis])};
-    {combine.format(t=f"{y}[{target}]", u=f"{u}[n_]")}
-}}"""
+        code += (f"const int64_t index_shape_[] = {{{', '.join(f'(int64_t)({cexpr(v)})' for v in index_shape) or '1'}}};\n"
+                 f"sdflow_kernels::scatter_elements({d}, {i}, {u}, {y}, {len(shape)}, shape_, index_shape_, {axis}, "
+                 f"{reduction});\n")
     else:
-        depth = int(index_shape[-1])
-        slice_size = cexpr(product(shape[depth:]))
-        strides = contiguous_strides(shape)
-        offset = " + ".join(f"(({i}[n_ * {depth} + {k}] < 0 ? {i}[n_ * {depth} + {k}] + {cexpr(shape[k])} : "
-                            f"{i}[n_ * {depth} + {k}]) * {cexpr(strides[k])})" for k in range(depth)) or "0"
-        code = copy + f"""
-for (int64_t n_ = 0; n_ < {cexpr(product(index_shape[:-1]))}; ++n_) {{
-    const int64_t base_ = {offset};
-    for (int64_t e_ = 0; e_ < {slice_size}; ++e_) {{ {combine.format(t=f"{y}[base_ + e_]", u=f"{u}[n_ * {slice_size} + e_]")} }}
-}}"""
-    return ctx.tasklet(code)
+        code += (f"sdflow_kernels::scatter_nd({d}, {i}, {u}, {y}, {len(shape)}, shape_, {int(index_shape[-1])}, "
+                 f"(int64_t)({cexpr(product(index_shape[:-1]))}), {reduction});\n")
+    return ctx.tasklet(code, includes='#include "remap.h"\n')
 
 
 @expansion("TopK")
@@ -193,26 +171,19 @@ def top_k(ctx: Ctx):
     out_stride = cexpr(contiguous_strides([k_dim if a == axis else d for a, d in enumerate(shape)])[axis])
     # (a symbolic k, min(count, 100) after a data-dependent op, is kept within the axis)
     k = f"std::min<int64_t>({cexpr(k_dim)}, {n})"
-    better = ">" if ctx.node.attr("largest", 1) else "<"
+    largest = "true" if ctx.node.attr("largest", 1) else "false"
     outputs = {name: connector for name, connector in (("values", values_conn), ("indices", indices_conn))
                if connector is not None}  # an unread output may have been removed
-    writes = " ".join({"values": f"values[j_ * {out_stride}] = x[order_[j_] * {stride}];",
-                       "indices": f"indices[j_ * {out_stride}] = order_[j_];"}[name] for name in outputs)
-    code = f"""
-std::vector<int64_t> order_({n});
-for (int64_t j_ = 0; j_ < {n}; ++j_) order_[j_] = j_;
-std::partial_sort(order_.begin(), order_.begin() + {k}, order_.end(), [&](int64_t a_, int64_t b_) {{
-    const auto va_ = x[a_ * {stride}], vb_ = x[b_ * {stride}];
-    return va_ {better} vb_ || (va_ == vb_ && a_ < b_);
-}});
-for (int64_t j_ = 0; j_ < {k}; ++j_) {{ {writes} }}
-"""
+    values = "values" if "values" in outputs else f"static_cast<{ctx.desc(x_conn).dtype.ctype}*>(nullptr)"
+    indices = "indices" if "indices" in outputs else "static_cast<int64_t*>(nullptr)"
+    code = (f"sdflow_kernels::top_k_row(x, (int64_t)({n}), (int64_t)({stride}), (int64_t)({k}), {largest}, {values}, "
+            f"{indices}, (int64_t)({out_stride}));")
     x_subset = ", ".join(f"0:{d}" if a == axis else f"i{a}" for a, d in enumerate(shape))
     out_subset = ", ".join(f"0:{k_dim}" if a == axis else f"i{a}" for a in range(len(shape)))
     sdfg, state = ctx.nested()
     add_map(state, "topk", index_ranges(shape, skip=[axis]), {"x": f"{x_conn}[{x_subset}]"}, code,
             {name: f"{connector}[{out_subset}]" for name, connector in outputs.items()},
-            pointers=["x", *outputs])
+            pointers=["x", *outputs], includes='#include "remap.h"\n')
     return sdfg
 
 

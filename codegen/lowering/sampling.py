@@ -92,13 +92,7 @@ def roi_align(ctx: Ctx):
                 f"{int(node.attr('output_width', 1))}, {int(node.attr('sampling_ratio', 0))}, "
                 f"{float(node.attr('spatial_scale', 1.0))!r}f, {'true' if RoiAlign.half_pixel(node) else 'false'}, "
                 f"{'true' if node.attr('mode', 'avg') == 'max' else 'false'}")
-    code = f"""
-std::vector<int64_t> batch_({num_rois});
-for (int64_t r_ = 0; r_ < {num_rois}; ++r_) {{
-    const int64_t b_ = (int64_t){ctx.ptr(indices)}[r_];
-    batch_[r_] = b_ < 0 ? 0 : (b_ >= {n} ? {n} - 1 : b_);
-}}
-const sdflow_kernels::RoiAlignGeometry geometry_{{{geometry}}};
-sdflow_kernels::roi_align({ctx.ptr(x)}, {ctx.ptr(rois)}, batch_.data(), geometry_, {ctx.ptr(y)});
-"""
-    return ctx.tasklet(code, includes='#include <vector>\n#include "roi_align.h"')
+    code = (f"const sdflow_kernels::RoiAlignGeometry geometry_{{{geometry}}};\n"
+            f"sdflow_kernels::roi_align_clamped({ctx.ptr(x)}, {ctx.ptr(rois)}, {ctx.ptr(indices)}, (int64_t)({n}), "
+            f"geometry_, {ctx.ptr(y)});\n")
+    return ctx.tasklet(code, includes='#include "roi_align.h"\n')

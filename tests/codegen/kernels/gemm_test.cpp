@@ -110,6 +110,39 @@ int main() {
     batched_case(1, 40, 20, 10, trans_b);
     batched_case(3, 1, 50, 70, trans_b);
   }
+  {  // gemm_loops (integer and 16-bit types): every transposition, alpha and beta; with beta 0, C is not read
+    const int64_t m = 3, n = 4, k = 5;
+    std::vector<int32_t> a(m * k), b(k * n);
+    for (int64_t i = 0; i < m * k; ++i) a[i] = int32_t(i % 7) - 3;
+    for (int64_t i = 0; i < k * n; ++i) b[i] = int32_t(i % 5) - 2;
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        std::vector<int32_t> at(a), bt(b);  // the transposes, laid out as the flags say
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t p = 0; p < k; ++p) at[ta ? p * m + i : i * k + p] = a[i * k + p];
+        for (int64_t p = 0; p < k; ++p)
+          for (int64_t j = 0; j < n; ++j) bt[tb ? j * k + p : p * n + j] = b[p * n + j];
+        std::vector<int32_t> c(m * n, 5);
+        g::gemm_loops<int32_t, int32_t>(ta, tb, m, n, k, 2, at.data(), ta ? m : k, bt.data(), tb ? k : n, 3, c.data(), n);
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) {
+            int32_t sum = 0;
+            for (int64_t p = 0; p < k; ++p) sum += a[i * k + p] * b[p * n + j];
+            CHECK(c[i * n + j] == 2 * sum + 15);
+          }
+      }
+    std::vector<float> fa(m * k, 1.0f), fb(k * n, 2.0f), fc(m * n, NAN);
+    g::gemm_loops<float, float>(false, false, m, n, k, 1.0f, fa.data(), k, fb.data(), n, 0.0f, fc.data(), n);
+    for (float v : fc) CHECK(v == 10.0f);
+    std::vector<float> bias = {1, 2, 3, 4}, y(m * n);  // fill_scaled: C broadcast along rows
+    g::fill_scaled(y.data(), m, n, bias.data(), 1, n, 0.5f);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) CHECK(y[i * n + j] == 0.5f * bias[j]);
+    const std::vector<float> column = {1, 2, 3};
+    g::fill_scaled(y.data(), m, n, column.data(), m, 1, 2.0f);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) CHECK(y[i * n + j] == 2.0f * column[i]);
+  }
   std::printf("%s\n", failures ? "FAILED" : "ok");
   return failures ? 1 : 0;
 }

@@ -191,6 +191,18 @@ int main() {
         for (int64_t p = 0; p < 4; ++p) CHECK(near(y[(n * 3 + c) * 4 + p], (x[(n * 3 + c) * 4 + p] - mean) / (sd + 1e-9), 1e-4));
     }
   }
+  {  // CumSum / CumProd: inclusive, exclusive, reverse, strided
+    const float x[8] = {1, 9, 2, 9, 3, 9, 4, 9};
+    float y[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    cumulative_row(x, y, 4, 2, false, false, false);
+    CHECK(y[0] == 1 && y[2] == 3 && y[4] == 6 && y[6] == 10 && y[1] == 0);
+    cumulative_row(x, y, 4, 2, false, true, false);
+    CHECK(y[0] == 0 && y[2] == 1 && y[4] == 3 && y[6] == 6);
+    cumulative_row(x, y, 4, 2, true, false, true);
+    CHECK(y[6] == 4 && y[4] == 12 && y[2] == 24 && y[0] == 24);
+    cumulative_row(x, y, 4, 2, true, true, true);
+    CHECK(y[6] == 1 && y[4] == 4 && y[2] == 12 && y[0] == 24);
+  }
   std::printf(failures ? "%d failures\n" : "ok\n", failures);
   return failures ? 1 : 0;
 }

@@ -78,6 +78,18 @@ int main() {
                     }
                 }
             }
+    {  // roi_align_clamped: int32 indices outside the batch clamp to its ends (-3 -> 0, 7 -> 1)
+        const RoiAlignGeometry g{4, c, h, w, 3, 2, 2, 0.5f, true, false};
+        const std::vector<int32_t> wild = {-3, 1, 7, 0};
+        const std::vector<int64_t> clamped = {0, 1, 1, 0};
+        std::vector<float> a(4 * c * 6), b(4 * c * 6);
+        roi_align_clamped(x.data(), rois.data(), wild.data(), n, g, a.data());
+        roi_align(x.data(), rois.data(), clamped.data(), g, b.data());
+        if (a != b) {
+            std::printf("roi_align_clamped differs from roi_align on the clamped indices\n");
+            ++failures;
+        }
+    }
     if (failures) return EXIT_FAILURE;
     std::printf("ok\n");
     return 0;
