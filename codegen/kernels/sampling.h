@@ -1,7 +1,8 @@
 // ONNX Resize, GridSample and AffineGrid.
 // - resize: separable passes, one per resampled axis; each computes its taps (source index and weight of every
 //   output position, per ONNX's coordinate transformation and interpolation kernel) once, then streams
-//   [outer, length, inner] rows in parallel, accumulating in double precision as ONNX's reference does. Nearest
+//   [outer, length, inner] rows in parallel, accumulating in double precision as ONNX's reference does (the
+//   last pass stores the element type directly). Nearest
 //   mode (no extrapolation, no excluded outside) copies rows of the input's own type instead: each output row is
 //   one input row, so no arithmetic is needed and no value is rounded.
 // - grid_sample: one parallel loop over (sample, output point), per-dimension taps, every channel.
@@ -121,29 +122,72 @@ inline int64_t resize_taps(const ResizeMode& m, const ResizeAxis& a, std::vector
   return n;
 }
 
-// One weighted pass over axis a, src -> dst (double).
-template <class T>
-void resize_pass(const T* src, double* dst, const ResizeMode& m, const ResizeAxis& a) {
+// A pass's double result stored as D: integers rounded to nearest and saturated.
+template <class D>
+inline D resize_store(double v) {
+  if constexpr (std::is_integral_v<D>) {
+    return (D)std::min<double>(std::max<double>(std::nearbyint(v), (double)std::numeric_limits<D>::lowest()),
+                               (double)std::numeric_limits<D>::max());
+  } else {
+    return (D)v;
+  }
+}
+
+// One weighted pass over axis a, src -> dst, summed in double (dst double between passes, the element type for
+// the last one). Along the last axis (inner 1) each output sums its taps directly; otherwise rows of `inner`
+// elements are weighted and added, through a per-thread double row when dst is not double.
+template <class S, class D>
+void resize_pass(const S* src, D* dst, const ResizeMode& m, const ResizeAxis& a) {
   std::vector<int64_t> idx;
   std::vector<double> wt;
   std::vector<char> ext;
   const int64_t n = resize_taps(m, a, idx, wt, ext), inner = a.inner;
-#pragma omp parallel for collapse(2)
-  for (int64_t o = 0; o < a.outer; ++o)
-    for (int64_t j = 0; j < a.len_out; ++j) {
-      double* row = dst + (o * a.len_out + j) * inner;
-      if (ext[j]) {
-        for (int64_t e = 0; e < inner; ++e) row[e] = m.extrapolation;
-        continue;
-      }
-      for (int64_t e = 0; e < inner; ++e) row[e] = 0;
-      for (int64_t k = 0; k < n; ++k) {
-        const double w = wt[j * n + k];
-        if (w == 0) continue;
-        const T* from = src + (o * a.len_in + idx[j * n + k]) * inner;
-        for (int64_t e = 0; e < inner; ++e) row[e] += w * (double)from[e];
+  if (inner == 1) {
+#pragma omp parallel for
+    for (int64_t o = 0; o < a.outer; ++o) {
+      const S* in = src + o * a.len_in;
+      D* out = dst + o * a.len_out;
+      for (int64_t j = 0; j < a.len_out; ++j) {
+        double acc = 0;
+        if (ext[j]) {
+          acc = m.extrapolation;
+        } else {
+          for (int64_t k = 0; k < n; ++k) {
+            const double w = wt[j * n + k];
+            if (w != 0) acc += w * (double)in[idx[j * n + k]];
+          }
+        }
+        out[j] = resize_store<D>(acc);
       }
     }
+    return;
+  }
+#pragma omp parallel
+  {
+    static thread_local std::vector<double> scratch;
+    if constexpr (!std::is_same_v<D, double>) scratch.resize(inner);
+#pragma omp for collapse(2)
+    for (int64_t o = 0; o < a.outer; ++o)
+      for (int64_t j = 0; j < a.len_out; ++j) {
+        D* target = dst + (o * a.len_out + j) * inner;
+        double* row;
+        if constexpr (std::is_same_v<D, double>) row = target;
+        else row = scratch.data();
+        if (ext[j]) {
+          for (int64_t e = 0; e < inner; ++e) row[e] = m.extrapolation;
+        } else {
+          for (int64_t e = 0; e < inner; ++e) row[e] = 0;
+          for (int64_t k = 0; k < n; ++k) {
+            const double w = wt[j * n + k];
+            if (w == 0) continue;
+            const S* from = src + (o * a.len_in + idx[j * n + k]) * inner;
+            for (int64_t e = 0; e < inner; ++e) row[e] += w * (double)from[e];
+          }
+        }
+        if constexpr (!std::is_same_v<D, double>)
+          for (int64_t e = 0; e < inner; ++e) target[e] = resize_store<D>(row[e]);
+      }
+  }
 }
 
 // One nearest pass over axis a: each output row is a copy of the input row its weight of 1 selects.
@@ -194,24 +238,21 @@ void resize(const T* x, T* y, const ResizeMode& m, const ResizeAxis* axes, int c
     }
     return;
   }
+  // Passes in double; the last one stores the element type straight into y.
   static thread_local std::vector<double> buffers[2];
   const double* source = nullptr;
   for (int pass = 0; pass < count; ++pass) {
-    std::vector<double>& target = buffers[pass % 2];
-    target.assign(size_after(pass), 0.0);
-    if (pass == 0) resize_pass(x, target.data(), m, axes[pass]);
-    else resize_pass(source, target.data(), m, axes[pass]);
-    source = target.data();
-  }
-  const int64_t total = size_after(count - 1);
-#pragma omp parallel for
-  for (int64_t e = 0; e < total; ++e) {
-    if constexpr (std::is_integral_v<T>) {
-      y[e] = (T)std::min<double>(std::max<double>(std::nearbyint(source[e]), (double)std::numeric_limits<T>::lowest()),
-                                 (double)std::numeric_limits<T>::max());
-    } else {
-      y[e] = (T)source[e];
+    const bool last = pass == count - 1;
+    double* target = nullptr;
+    if (!last) {
+      buffers[pass % 2].resize(size_after(pass));  // every element is written by the pass
+      target = buffers[pass % 2].data();
     }
+    if (pass == 0 && last) resize_pass(x, y, m, axes[pass]);
+    else if (pass == 0) resize_pass(x, target, m, axes[pass]);
+    else if (last) resize_pass(source, y, m, axes[pass]);
+    else resize_pass(source, target, m, axes[pass]);
+    source = target;
   }
 }
 
