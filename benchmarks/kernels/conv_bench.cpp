@@ -1,5 +1,6 @@
 // Microbenchmark of codegen/kernels/conv.h: both depthwise forms on MobileNetV2's depthwise layers (batch 1, 3x3,
-// bias), and max_pool_plane on ResNet-18's 3x3 stride-2 MaxPool; medians of 20 runs in ms. Build and run:
+// bias), max_pool_plane on ResNet-18's 3x3 stride-2 MaxPool and average_pool_plane on a 3x3 stride-1 one (the
+// window loop of pool.h: benchmarks/kernels/pool_bench.cpp); medians of 20 runs in ms. Build and run:
 //   g++ -O3 -march=native -fopenmp -I codegen/kernels benchmarks/kernels/conv_bench.cpp -o /tmp/conv_bench
 //   OMP_NUM_THREADS=2 /tmp/conv_bench
 #include <cstdio>
@@ -34,5 +35,12 @@ int main() {
     for (int64_t c = 0; c < 64; ++c) sdflow_kernels::max_pool_plane(x.data() + c * 112 * 112, y.data() + c * 56 * 56, pool);
   }, 20, 1, 3);
   std::printf("max pool 3x3 stride 2, 64 planes of 112x112: %.3f ms\n", ms);
+  const ConvGeometry average{1, 64, 56, 56, 64, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 56, 56};
+  std::vector<float> a(64 * 56 * 56, 1.0f), b(64 * 56 * 56);
+  std::printf("average pool 3x3 stride 1 pads 1, 64 planes of 56x56: %.3f ms\n", median_ms([&] {
+#pragma omp parallel for
+    for (int64_t c = 0; c < 64; ++c)
+      sdflow_kernels::average_pool_plane(a.data() + c * 56 * 56, b.data() + c * 56 * 56, average, false);
+  }, 20, 1, 3));
   return 0;
 }

@@ -6,7 +6,7 @@
 // - zero-padded phase planes (pad_phase, phase_offset) that turn a strided window into runs of consecutive floats;
 // - depthwise convolution in two forms: conv_depthwise_planes (each plane copied zero-padded, then a flat range of
 //   positions) and conv_depthwise_rows (AVX-512: rows summed straight from the image with masked loads);
-// - max_pool_plane: a 2-D MaxPool of one plane over -inf padded phase planes.
+// - max_pool_plane / average_pool_plane: a 2-D MaxPool / AveragePool of one plane over padded phase planes.
 // The kernels that need BLAS (conv_gemm.h) and the direct kernels on packed weights (conv_direct.h) build on this.
 #pragma once
 
@@ -419,6 +419,55 @@ inline void max_pool_plane(const float* x, float* y, const ConvGeometry& g) {
   if (count == 9) max_pool_rows<9>(planes, tap, count, w2, y, g.oh, g.ow);
   else if (count == 4) max_pool_rows<4>(planes, tap, count, w2, y, g.oh, g.ow);
   else max_pool_rows<0>(planes, tap, count, w2, y, g.oh, g.ow);
+}
+
+// Taps of a window along one axis that count for AveragePool: inside the image, or (count_include_pad) inside the
+// padding too; positions past the trailing padding (ceil mode) never count.
+inline int64_t average_taps(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t dilation, int64_t size,
+                            int64_t trailing, bool count_include_pad) {
+  const int64_t start = o * stride - pad;
+  if (count_include_pad) return (std::min(start + (k - 1) * dilation, size + trailing - 1) - start) / dilation + 1;
+  int64_t count = 0;
+  for (int64_t i = 0; i < k; ++i) count += start + i * dilation >= 0 && start + i * dilation < size;
+  return count;
+}
+
+// A float32 2-D AveragePool of one plane (as max_pool_plane: g.n, g.c, g.m and g.groups are not read), over
+// zero-padded phase planes: the taps summed in window order, tap by tap over each output row (vectorised; the
+// padding adds zeros, which leave a sum unchanged), then divided by the taps counted, a product of per-axis counts.
+// The same sums, in the same order, as pool.h's window loop.
+inline void average_pool_plane(const float* x, float* y, const ConvGeometry& g, bool count_include_pad) {
+  const int64_t hp = std::max<int64_t>(g.h + g.pt + g.pb, (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
+  const int64_t wp = std::max<int64_t>(g.w + g.pl + g.pr, (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
+  const int64_t h2 = (hp + g.sh - 1) / g.sh, w2 = (wp + g.sw - 1) / g.sw, plane2 = h2 * w2;
+  static thread_local std::vector<float> buffer;
+  if (buffer.size() < (size_t)(g.sh * g.sw * plane2 + w2 + 16)) buffer.resize(g.sh * g.sw * plane2 + w2 + 16);
+  float* __restrict planes = buffer.data();
+  for (int64_t phase = 0; phase < g.sh * g.sw; ++phase)
+    pad_phase(x, g.h, g.w, g.pt, g.pl, g.sh, g.sw, phase / g.sw, phase % g.sw, h2, w2, planes + phase * plane2, 0.0f);
+  static thread_local std::vector<int64_t> taps;
+  static thread_local std::vector<float> column_counts;
+  taps.resize(g.kh * g.kw);
+  column_counts.resize(g.ow);
+  for (int64_t i = 0; i < g.kh; ++i)
+    for (int64_t j = 0; j < g.kw; ++j) taps[i * g.kw + j] = phase_offset(i * g.dh, j * g.dw, g.sh, g.sw, h2, w2);
+  for (int64_t q = 0; q < g.ow; ++q)
+    column_counts[q] = (float)average_taps(q, g.sw, g.pl, g.kw, g.dw, g.w, g.pr, count_include_pad);
+  const int64_t count = g.kh * g.kw, ow = g.ow;
+  const float* columns = column_counts.data();
+  for (int64_t r = 0; r < g.oh; ++r) {
+    const float* __restrict in = planes + r * w2;
+    float* __restrict out = y + r * ow;
+    const float rows = (float)average_taps(r, g.sh, g.pt, g.kh, g.dh, g.h, g.pb, count_include_pad);
+    for (int64_t q = 0; q < ow; ++q) out[q] = 0.0f;
+    for (int64_t k = 0; k < count; ++k) {
+      const float* __restrict from = in + taps[k];
+#pragma omp simd
+      for (int64_t q = 0; q < ow; ++q) out[q] += from[q];
+    }
+#pragma omp simd
+    for (int64_t q = 0; q < ow; ++q) out[q] = out[q] / (rows * columns[q]);
+  }
 }
 
 }  // namespace sdflow_kernels

@@ -171,14 +171,18 @@ def _pool_geometry(fields: list, kind: int = 0, count_include_pad: bool = False,
 @expansion("MaxPool", "AveragePool", "LpPool")
 def pool(ctx: Ctx):
     """A map over (sample, channel) planes, each one call of ``sdflow_kernels::pool_plane`` (codegen/kernels/pool.h)
-    or, for a float32 2-D MaxPool without indices, ``sdflow_kernels::max_pool_plane`` (conv.h)."""
+    or, for a float32 2-D MaxPool without indices or AveragePool, ``max_pool_plane`` / ``average_pool_plane``
+    (conv.h)."""
     x, y, ind = ctx.connector("in", 0), ctx.connector("out", 0), ctx.connector("out", 1)
     x_shape, y_shape = ctx.shape(x), ctx.shape(y)
     node = ctx.node
-    if node.op_type == "MaxPool" and not ind and len(x_shape) == 4 and ctx.desc(x).dtype.ctype == "float":
-        # Over -inf padded phase planes, vectorised.
+    if node.op_type in ("MaxPool", "AveragePool") and not ind and len(x_shape) == 4 \
+            and ctx.desc(x).dtype.ctype == "float":
+        # Over padded phase planes, vectorised.
         geometry = _conv_geometry(node, x_shape, node.attr("kernel_shape"), 1, 1, bool(node.attr("ceil_mode", 0)))
-        code, includes = geometry + "sdflow_kernels::max_pool_plane(x, y, g_);\n", '#include "conv.h"\n'
+        call = "sdflow_kernels::max_pool_plane(x, y, g_);" if node.op_type == "MaxPool" else \
+            f"sdflow_kernels::average_pool_plane(x, y, g_, {'true' if node.attr('count_include_pad', 0) else 'false'});"
+        code, includes = geometry + call + "\n", '#include "conv.h"\n'
     else:
         geo = window_geometry(node, list(x_shape[2:]), node.attr("kernel_shape"), bool(node.attr("ceil_mode", 0)),
                               max_rank=3)

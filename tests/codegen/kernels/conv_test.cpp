@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "conv_reference.h"
+#include "pool.h"
 
 using sdflow_kernels::NoEpilogue;
 
@@ -49,7 +50,26 @@ static void max_pool_case(int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t 
     }
 }
 
+// average_pool_plane against pool.h's window loop (the same sums in the same order: equal to the bit), counting
+// the padding or not, ceil mode's trailing pads, dilation.
+static void average_pool_case(int64_t h, int64_t w, int64_t k, int64_t s, int64_t d, int64_t pad, int64_t trailing) {
+  ConvGeometry g = geometry(1, 1, h, w, 1, 1, k, k, s, s, d, d, pad, pad, trailing, trailing);
+  const auto x = random_vector(h * w);
+  for (bool include : {false, true}) {
+    std::vector<float> fast(g.oh * g.ow), loop(g.oh * g.ow);
+    sdflow_kernels::average_pool_plane(x.data(), fast.data(), g, include);
+    const sdflow_kernels::PoolGeometry p{1, h, w, 1, k, k, 1, s, s, 1, d, d, 0, pad, pad, 0, trailing, trailing,
+                                         1, g.oh, g.ow, 1, include, 2.0, false};
+    sdflow_kernels::pool_plane(x.data(), loop.data(), (int64_t*)nullptr, 0, p);
+    CHECK(fast == loop);
+  }
+}
+
 int main() {
+  average_pool_case(8, 8, 2, 2, 1, 0, 0);    // DenseNet's transition: 2x2 stride 2
+  average_pool_case(13, 11, 3, 1, 1, 1, 1);  // 3x3 stride 1 pads 1
+  average_pool_case(11, 9, 3, 2, 1, 1, 2);   // a trailing pad past the image (ceil mode)
+  average_pool_case(12, 12, 3, 1, 2, 2, 2);  // dilation 2
   using namespace sdflow_kernels;
   auto rows = [](auto... a) { conv_depthwise_rows(a...); };
   auto planes = [](auto... a) { conv_depthwise_planes(a...); };
