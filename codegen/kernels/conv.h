@@ -394,31 +394,40 @@ inline void max_pool_rows(const float* planes, const int64_t* tap, int64_t count
   }
 }
 
-// A float32 2-D MaxPool of one plane (x: h x w, y: oh x ow; g.n, g.c, g.m and g.groups are not read): the plane
-// copied into a per-thread buffer as sh x sw phase planes padded with -inf (phase (a, b) holds the padded pixels
-// (i * sh + a, j * sw + b)), then the outputs as a flat range over the phase planes' rows (the columns past each
-// row's end are computed and dropped), vectorised: each tap is a run of consecutive floats. A NaN in the window
-// is the result (as ReduceMax).
-inline void max_pool_plane(const float* x, float* y, const ConvGeometry& g) {
+// A pooled plane (x: h x w) copied into a per-thread buffer as sh x sw phase planes padded with `fill` (phase
+// (a, b) holds the padded pixels (i * sh + a, j * sw + b)), large enough for every window of the output (ceil
+// mode's too), and each tap's offset in them: a window's tap k at output (r, q) is planes[r * w2 + q + taps[k]].
+struct PoolPlanes {
+  const float* planes;
+  const int64_t* taps;
+  int64_t w2;
+};
+
+inline PoolPlanes pool_phase_planes(const float* x, const ConvGeometry& g, float fill) {
   const int64_t hp = std::max<int64_t>(g.h + g.pt + g.pb, (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
   const int64_t wp = std::max<int64_t>(g.w + g.pl + g.pr, (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
   const int64_t h2 = (hp + g.sh - 1) / g.sh, w2 = (wp + g.sw - 1) / g.sw, plane2 = h2 * w2;
   static thread_local std::vector<float> buffer;
   if (buffer.size() < (size_t)(g.sh * g.sw * plane2 + w2 + 16)) buffer.resize(g.sh * g.sw * plane2 + w2 + 16);
-  float* __restrict planes = buffer.data();
-  const float lowest = -std::numeric_limits<float>::infinity();
+  float* planes = buffer.data();
   for (int64_t phase = 0; phase < g.sh * g.sw; ++phase)
-    pad_phase(x, g.h, g.w, g.pt, g.pl, g.sh, g.sw, phase / g.sw, phase % g.sw, h2, w2, planes + phase * plane2,
-              lowest);
+    pad_phase(x, g.h, g.w, g.pt, g.pl, g.sh, g.sw, phase / g.sw, phase % g.sw, h2, w2, planes + phase * plane2, fill);
   static thread_local std::vector<int64_t> taps;
   taps.resize(g.kh * g.kw);
   for (int64_t i = 0; i < g.kh; ++i)
     for (int64_t j = 0; j < g.kw; ++j) taps[i * g.kw + j] = phase_offset(i * g.dh, j * g.dw, g.sh, g.sw, h2, w2);
-  const int64_t* tap = taps.data();
+  return {planes, taps.data(), w2};
+}
+
+// A float32 2-D MaxPool of one plane (x: h x w, y: oh x ow; g.n, g.c, g.m and g.groups are not read) over its
+// -inf padded phase planes, the outputs vectorised along each row: each tap is a run of consecutive floats. A NaN
+// in the window is the result (as ReduceMax).
+inline void max_pool_plane(const float* x, float* y, const ConvGeometry& g) {
+  const PoolPlanes p = pool_phase_planes(x, g, -std::numeric_limits<float>::infinity());
   const int64_t count = g.kh * g.kw;
-  if (count == 9) max_pool_rows<9>(planes, tap, count, w2, y, g.oh, g.ow);
-  else if (count == 4) max_pool_rows<4>(planes, tap, count, w2, y, g.oh, g.ow);
-  else max_pool_rows<0>(planes, tap, count, w2, y, g.oh, g.ow);
+  if (count == 9) max_pool_rows<9>(p.planes, p.taps, count, p.w2, y, g.oh, g.ow);
+  else if (count == 4) max_pool_rows<4>(p.planes, p.taps, count, p.w2, y, g.oh, g.ow);
+  else max_pool_rows<0>(p.planes, p.taps, count, p.w2, y, g.oh, g.ow);
 }
 
 // Taps of a window along one axis that count for AveragePool: inside the image, or (count_include_pad) inside the
@@ -437,31 +446,20 @@ inline int64_t average_taps(int64_t o, int64_t stride, int64_t pad, int64_t k, i
 // padding adds zeros, which leave a sum unchanged), then divided by the taps counted, a product of per-axis counts.
 // The same sums, in the same order, as pool.h's window loop.
 inline void average_pool_plane(const float* x, float* y, const ConvGeometry& g, bool count_include_pad) {
-  const int64_t hp = std::max<int64_t>(g.h + g.pt + g.pb, (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
-  const int64_t wp = std::max<int64_t>(g.w + g.pl + g.pr, (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
-  const int64_t h2 = (hp + g.sh - 1) / g.sh, w2 = (wp + g.sw - 1) / g.sw, plane2 = h2 * w2;
-  static thread_local std::vector<float> buffer;
-  if (buffer.size() < (size_t)(g.sh * g.sw * plane2 + w2 + 16)) buffer.resize(g.sh * g.sw * plane2 + w2 + 16);
-  float* __restrict planes = buffer.data();
-  for (int64_t phase = 0; phase < g.sh * g.sw; ++phase)
-    pad_phase(x, g.h, g.w, g.pt, g.pl, g.sh, g.sw, phase / g.sw, phase % g.sw, h2, w2, planes + phase * plane2, 0.0f);
-  static thread_local std::vector<int64_t> taps;
+  const PoolPlanes p = pool_phase_planes(x, g, 0.0f);
   static thread_local std::vector<float> column_counts;
-  taps.resize(g.kh * g.kw);
   column_counts.resize(g.ow);
-  for (int64_t i = 0; i < g.kh; ++i)
-    for (int64_t j = 0; j < g.kw; ++j) taps[i * g.kw + j] = phase_offset(i * g.dh, j * g.dw, g.sh, g.sw, h2, w2);
   for (int64_t q = 0; q < g.ow; ++q)
     column_counts[q] = (float)average_taps(q, g.sw, g.pl, g.kw, g.dw, g.w, g.pr, count_include_pad);
   const int64_t count = g.kh * g.kw, ow = g.ow;
   const float* columns = column_counts.data();
   for (int64_t r = 0; r < g.oh; ++r) {
-    const float* __restrict in = planes + r * w2;
+    const float* __restrict in = p.planes + r * p.w2;
     float* __restrict out = y + r * ow;
     const float rows = (float)average_taps(r, g.sh, g.pt, g.kh, g.dh, g.h, g.pb, count_include_pad);
     for (int64_t q = 0; q < ow; ++q) out[q] = 0.0f;
     for (int64_t k = 0; k < count; ++k) {
-      const float* __restrict from = in + taps[k];
+      const float* __restrict from = in + p.taps[k];
 #pragma omp simd
       for (int64_t q = 0; q < ow; ++q) out[q] += from[q];
     }

@@ -12,17 +12,9 @@
 
 #include "attention.h"
 #include "check.h"
+#include "test_data.h"
 
 using sdflow_kernels::AttentionGeometry;
-
-static std::mt19937 random_engine(3);
-
-static std::vector<float> random_vector(int64_t size) {
-  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
-  std::vector<float> v(size);
-  for (auto& x : v) x = value(random_engine);
-  return v;
-}
 
 struct Case {
   AttentionGeometry g;

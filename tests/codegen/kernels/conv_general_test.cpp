@@ -9,11 +9,10 @@
 #include <vector>
 
 #include "check.h"
+#include "test_data.h"
 #include "conv_general.h"
 
 using sdflow_kernels::PoolGeometry;
-
-static std::mt19937 random_engine(13);
 
 template <class T>
 static std::vector<T> random_vector(int64_t size) {

@@ -11,18 +11,10 @@
 #include <vector>
 
 #include "check.h"
+#include "test_data.h"
 #include "conv.h"
 
 using sdflow_kernels::ConvGeometry;
-
-static std::mt19937 random_engine(11);
-
-inline std::vector<float> random_vector(int64_t size) {
-  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
-  std::vector<float> v(size);
-  for (auto& x : v) x = value(random_engine);
-  return v;
-}
 
 // A geometry with the output size ONNX gives (floor).
 inline ConvGeometry geometry(int64_t n, int64_t c, int64_t h, int64_t w, int64_t m, int64_t groups, int64_t kh,

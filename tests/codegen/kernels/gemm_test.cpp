@@ -7,18 +7,10 @@
 #include <vector>
 
 #include "check.h"
+#include "test_data.h"
 #include "gemm.h"
 
 namespace g = sdflow_kernels::gemm;
-
-static std::mt19937 random_engine(7);
-
-static std::vector<float> random_vector(int64_t size) {
-  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
-  std::vector<float> v(size);
-  for (auto& x : v) x = value(random_engine);
-  return v;
-}
 
 // C (m x n, ldc) expected from a (lda), b (k x n row-major with ldb, or its n x k transpose), and C's old values.
 static std::vector<double> reference(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,

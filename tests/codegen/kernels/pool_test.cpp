@@ -10,11 +10,10 @@
 #include <vector>
 
 #include "check.h"
+#include "test_data.h"
 #include "pool.h"
 
 using sdflow_kernels::PoolGeometry;
-
-static std::mt19937 random_engine(9);
 
 static PoolGeometry window(int64_t d, int64_t h, int64_t w, int64_t kd, int64_t kh, int64_t kw, int64_t s,
                            int64_t dil, int64_t pad, int64_t trailing, bool ceil) {

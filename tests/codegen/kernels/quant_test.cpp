@@ -9,11 +9,10 @@
 #include <vector>
 
 #include "check.h"
+#include "test_data.h"
 #include "quant.h"
 
 using namespace sdflow_kernels;
-
-static std::mt19937 random_engine(23);
 
 template <class T>
 static std::vector<T> random_ints(int64_t size, int lo, int hi) {

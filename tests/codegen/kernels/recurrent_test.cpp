@@ -9,18 +9,10 @@
 #include <vector>
 
 #include "check.h"
+#include "test_data.h"
 #include "recurrent.h"
 
 using namespace sdflow_kernels;
-
-static std::mt19937 random_engine(17);
-
-static std::vector<float> random_vector(int64_t size) {
-  std::uniform_real_distribution<float> value(-0.8f, 0.8f);
-  std::vector<float> v(size);
-  for (auto& x : v) x = value(random_engine);
-  return v;
-}
 
 static double sigmoid(double v) { return 1.0 / (1.0 + std::exp(-v)); }
 

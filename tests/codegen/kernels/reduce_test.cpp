@@ -12,18 +12,10 @@
 #include <vector>
 
 #include "check.h"
+#include "test_data.h"
 #include "reduce.h"
 
 using namespace sdflow_kernels;
-
-static std::mt19937 random_engine(21);
-
-static std::vector<float> random_vector(int64_t size, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> value(lo, hi);
-  std::vector<float> v(size);
-  for (auto& x : v) x = value(random_engine);
-  return v;
-}
 
 static bool near(double got, double want, double tolerance = 1e-5) {
   return got == want || std::fabs(got - want) <= tolerance * (1 + std::fabs(want));

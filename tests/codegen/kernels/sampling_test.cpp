@@ -11,18 +11,10 @@
 #include <vector>
 
 #include "check.h"
+#include "test_data.h"
 #include "sampling.h"
 
 using namespace sdflow_kernels;
-
-static std::mt19937 random_engine(5);
-
-static std::vector<float> random_vector(int64_t size) {
-  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
-  std::vector<float> v(size);
-  for (auto& x : v) x = value(random_engine);
-  return v;
-}
 
 static ResizeMode mode(int m, int transform, int nearest = 0, bool exclude = false, double extrapolation = 0.0) {
   return ResizeMode{m, transform, nearest, false, exclude, -0.75, extrapolation};
