@@ -134,6 +134,11 @@ class Ctx:
         """The C++ name under which a ``tasklet`` sees ``connector`` (a pointer to the whole array)."""
         return f"_{connector}"
 
+    def ptr_or_null(self, connector, ctype: str) -> str:
+        """The connector's pointer, or (an absent optional input or output) a null pointer of type ``ctype``: the
+        kernels' templates deduce their element types from it."""
+        return self.ptr(connector) if connector is not None else f"static_cast<{ctype}*>(nullptr)"
+
     def tasklet(self, code: str, label: str | None = None, includes: str = "", unread=()) -> dace.SDFG:
         """One C++ tasklet that sees every connector ``c`` as ``ptr(c)``, a pointer to its whole array;
         ``includes`` goes to the top of the generated file (``#include <omp.h>``); inputs in ``unread`` are not
@@ -200,6 +205,16 @@ def product(dims) -> sympy.Expr:
     for d in dims:
         result = result * d
     return result
+
+
+def int_args(values) -> str:
+    """C++ int64 arguments of a kernel call: each value (an int or a symbolic dim) as ``(int64_t)(expr)``."""
+    return ", ".join(f"(int64_t)({cexpr(v)})" for v in values)
+
+
+def int_array(name: str, values) -> str:
+    """A C++ ``const int64_t name[]`` holding ``values`` (one 0 when there are none: C++ has no empty arrays)."""
+    return f"const int64_t {name}[] = {{{int_args(values) or '0'}}};\n"
 
 
 def contiguous_strides(shape) -> list:

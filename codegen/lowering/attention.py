@@ -5,7 +5,7 @@ import math
 
 from sdflow.ir.ops.attention import attention_dims
 from sdflow.ir.types import TensorType
-from ._expansion import Ctx, cexpr, expansion
+from ._expansion import Ctx, cexpr, expansion, int_args
 
 
 def _ttype(ctx: Ctx, connector) -> TensorType | None:
@@ -23,11 +23,6 @@ def _mask_strides(mask_shape) -> list[str]:
         strides.append("0" if dim == 1 else stride)
         stride = f"({stride} * {cexpr(dim)})"
     return strides[::-1]
-
-
-def _null(ctx: Ctx, connector, ctype: str) -> str:
-    """The connector's pointer, or a null pointer of type ``ctype`` (template arguments are deduced from it)."""
-    return ctx.ptr(connector) if connector is not None else f"static_cast<{ctype}*>(nullptr)"
 
 
 @expansion("Attention")
@@ -49,10 +44,11 @@ def attention(ctx: Ctx):
                                                          d.past_len, d.head_size, d.v_head_size))
     fields = [dims, "true" if d.three_d else "false", repr(float(scale)), repr(softcap),
               "true" if node.attr("is_causal", 0) else "false",
-              str(left if left is not None and left >= 0 else -1), str(right if right is not None and right >= 0 else -1),
+              str(left if left is not None and left >= 0 else -1),
+              str(right if right is not None and right >= 0 else -1),
               str(node.attr("qk_matmul_output_mode", 0)), f"{{{', '.join(mask_strides)}}}", f"(int64_t)({mask_keys})"]
     code = f"const sdflow_kernels::AttentionGeometry geometry_{{{', '.join(fields)}}};\n"
-    mask_ptr = _null(ctx, mask, "const float")
+    mask_ptr = ctx.ptr_or_null(mask, "const float")
     # float32 without a cache has its own kernel, which accumulates in float; the general one in double.
     fast = dtype == "float" and past_k is None and nonpad is None and qk is None and present_k is None \
         and present_v is None and softcap == 0
@@ -61,9 +57,9 @@ def attention(ctx: Ctx):
                  f"{ctx.ptr(y)}, geometry_);\n")
     else:
         code += (f"sdflow_kernels::attention({ctx.ptr(q)}, {ctx.ptr(k)}, {ctx.ptr(v)}, {mask_ptr}, "
-                 f"{_null(ctx, past_k, f'const {dtype}')}, {_null(ctx, past_v, f'const {dtype}')}, "
-                 f"{_null(ctx, nonpad, 'const int64_t')}, {ctx.ptr(y)}, {_null(ctx, present_k, dtype)}, "
-                 f"{_null(ctx, present_v, dtype)}, {_null(ctx, qk, dtype)}, geometry_);\n")
+                 f"{ctx.ptr_or_null(past_k, f'const {dtype}')}, {ctx.ptr_or_null(past_v, f'const {dtype}')}, "
+                 f"{ctx.ptr_or_null(nonpad, 'const int64_t')}, {ctx.ptr(y)}, {ctx.ptr_or_null(present_k, dtype)}, "
+                 f"{ctx.ptr_or_null(present_v, dtype)}, {ctx.ptr_or_null(qk, dtype)}, geometry_);\n")
     return ctx.tasklet(code, includes='#include "attention.h"\n')
 
 
@@ -79,10 +75,10 @@ def rotary_embedding(ctx: Ctx):
         heads = ctx.node.attr("num_heads")
         batch, seq, head_size = shape[0], shape[1], shape[2] // heads
     rotary = ctx.node.attr("rotary_embedding_dim", 0) or head_size
-    geometry = ", ".join([*(f"(int64_t)({cexpr(v)})" for v in (batch, heads, seq, head_size, rotary)),
+    geometry = ", ".join([int_args((batch, heads, seq, head_size, rotary)),
                           "true" if len(shape) == 4 else "false",
                           "true" if ctx.node.attr("interleaved", 0) else "false"])
     code = (f"const sdflow_kernels::RotaryGeometry geometry_{{{geometry}}};\n"
             f"sdflow_kernels::rotary_embedding({ctx.ptr(x)}, {ctx.ptr(cos)}, {ctx.ptr(sin)}, "
-            f"{_null(ctx, positions, 'const int64_t')}, {ctx.ptr(y)}, geometry_);\n")
+            f"{ctx.ptr_or_null(positions, 'const int64_t')}, {ctx.ptr(y)}, geometry_);\n")
     return ctx.tasklet(code, includes='#include "attention.h"\n')

@@ -23,7 +23,7 @@ from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
 from ._math import vectorizable
 from .elementwise import broadcast_index, expression
 from .linalg import GEMM_INCLUDES, PACKED, _gemm_call, sgemm_call, uses_gemm_h
-from .nn import conv_code, conv_depthwise_code, conv_includes, packed_input
+from .nn import CONV_INCLUDES, conv_code, conv_depthwise_code, packed_input
 from .reduction import REDUCE_INCLUDE, layer_norm_row_code, softmax_row_code
 
 
@@ -237,7 +237,7 @@ def _conv(ctx: Ctx, program: Program, types) -> dace.SDFG:
     packed = packed_input(ctx)
     code = conv_code(conv.node(), types[x].shape, types[w].shape, ctx.ptr(x), ctx.ptr(w), ctx.ptr("out0"),
                      ctx.ptr(bias) if bias else None, epilogue, packed, implementation=ctx.node.implementation or "")
-    return ctx.tasklet(vectorizable(code, "float"), includes=conv_includes(packed),
+    return ctx.tasklet(vectorizable(code, "float"), includes=CONV_INCLUDES,
                        unread=(w,) if packed else ())  # the direct kernel reads the packed copy only
 
 
@@ -255,7 +255,7 @@ def _conv_depthwise(ctx: Ctx, program: Program, types) -> dace.SDFG:
                                ctx.ptr("out0"), ctx.ptr(bias1) if bias1 else None, ctx.ptr(bias2) if bias2 else None,
                                _conv_epilogue(ctx, types, conv1, steps1), _conv_epilogue(ctx, types, conv2, steps2),
                                packed, implementation=ctx.node.implementation or "")
-    return ctx.tasklet(vectorizable(code, "float"), includes=conv_includes(packed),
+    return ctx.tasklet(vectorizable(code, "float"), includes=CONV_INCLUDES,
                        unread=(w1,) if packed else ())  # the direct kernel reads the packed copy only
 
 

@@ -1,7 +1,7 @@
 """NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss: one call of codegen/kernels/loss.h."""
 from __future__ import annotations
 
-from ._expansion import Ctx, cexpr, expansion, product
+from ._expansion import Ctx, expansion, int_args, product
 
 
 @expansion("NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss")
@@ -13,9 +13,8 @@ def loss(ctx: Ctx):
     dtype = ctx.desc(scores).dtype.ctype
     ignore = ctx.node.attr("ignore_index")
     reduction = ctx.node.attr("reduction", "mean")
-    sizes = ", ".join(f"(int64_t)({cexpr(v)})" for v in (shape[0], shape[1], product(shape[2:])))
-    weight_ptr = ctx.ptr(weight) if weight else f"static_cast<const {dtype}*>(nullptr)"
-    log_ptr = ctx.ptr(log_prob) if log_prob else f"static_cast<{dtype}*>(nullptr)"
+    sizes = int_args((shape[0], shape[1], product(shape[2:])))
+    weight_ptr, log_ptr = ctx.ptr_or_null(weight, f"const {dtype}"), ctx.ptr_or_null(log_prob, dtype)
     code = (f"sdflow_kernels::loss({ctx.ptr(scores)}, {ctx.ptr(target)}, {weight_ptr}, {ctx.ptr(out)}, {log_ptr}, "
             f"{sizes}, {'true' if ctx.node.op_type == 'SoftmaxCrossEntropyLoss' else 'false'}, "
             f"{'false' if ignore is None else 'true'}, (int64_t){int(ignore or 0)}, "

@@ -9,7 +9,7 @@ from sdflow.ir.errors import CompileError
 from sdflow.ir.ops.nn import DEPTHWISE_ROW_WIDTH, Conv, conv_transpose_geometry, is_pointwise, window_geometry
 from .. import threads
 from ..options import KernelOptions
-from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
+from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, int_args, product
 from .conv_direct import PACKED_CONNECTOR
 
 
@@ -24,8 +24,7 @@ def _conv_geometry(node, x_shape, kernel, out_channels, group, ceil_mode=False) 
         values = [x_shape[2], x_shape[3], out_channels, group, kernel[0], kernel[1], geo.strides[0], geo.strides[1],
                   geo.dilations[0], geo.dilations[1], geo.pads_begin[0], geo.pads_begin[1], geo.pads_end[0],
                   geo.pads_end[1], geo.out[0], geo.out[1]]
-    fields = ", ".join(f"(int64_t)({cexpr(v)})" for v in [x_shape[0], x_shape[1], *values])
-    return f"const sdflow_kernels::ConvGeometry g_{{{fields}}};\n"
+    return f"const sdflow_kernels::ConvGeometry g_{{{int_args([x_shape[0], x_shape[1], *values])}}};\n"
 
 
 def uses_depthwise_rows(out_width, column_stride, implementation: str = "",
@@ -55,11 +54,6 @@ def packed_input(ctx: Ctx) -> tuple[str, str] | None:
     shape = ctx.shape(PACKED_CONNECTOR)
     kind = "winograd" if len(shape) == 4 else "channels" if int(shape[-1]) == 16 else "packed"
     return ctx.ptr(PACKED_CONNECTOR), kind
-
-
-def conv_includes(packed=None) -> str:
-    """The code_global of a convolution kernel's tasklet."""
-    return CONV_INCLUDES
 
 
 def _epilogue(name: str, epilogue: tuple[str, str] | None) -> tuple[str, str]:
@@ -137,7 +131,7 @@ def conv(ctx: Ctx):
     return ctx.tasklet(conv_code(ctx.node, ctx.shape(x), ctx.shape(w), ctx.ptr(x), ctx.ptr(w), ctx.ptr(y),
                                  ctx.ptr(b) if b else None, packed=packed,
                                  implementation=ctx.node.implementation or ""),
-                       includes=conv_includes(packed), unread=(w,) if packed else ())
+                       includes=CONV_INCLUDES, unread=(w,) if packed else ())
 
 
 def _conv3d_call(ctx: Ctx, x: str, w: str, b: str | None, y: str) -> str:
@@ -146,7 +140,7 @@ def _conv3d_call(ctx: Ctx, x: str, w: str, b: str | None, y: str) -> str:
     geo = Conv.geometry(ctx.node, x_shape, w_shape)
     fields = [*x_shape, w_shape[0], ctx.node.attr("group", 1), *geo.kernel, *geo.strides, *geo.dilations,
               *geo.pads_begin, *geo.out]
-    geometry = ", ".join(f"(int64_t)({cexpr(v)})" for v in fields)
+    geometry = int_args(fields)
     bias = ctx.ptr(b) if b else "nullptr"
     return f"sdflow_kernels::conv3d({ctx.ptr(x)}, {ctx.ptr(w)}, {bias}, {ctx.ptr(y)}, {{{geometry}}});"
 
@@ -163,7 +157,7 @@ def _window_fields(x_shape, geo) -> list:
 def _pool_geometry(fields: list, kind: int = 0, count_include_pad: bool = False, p: float = 2.0,
                    column_major: bool = False) -> str:
     """A C++ ``sdflow_kernels::PoolGeometry geometry_`` from ``_window_fields`` and the pooling's kind."""
-    values = ", ".join(f"(int64_t)({cexpr(v)})" for v in fields)
+    values = int_args(fields)
     flags = f"{kind}, {'true' if count_include_pad else 'false'}, {float(p)!r}, {'true' if column_major else 'false'}"
     return f"const sdflow_kernels::PoolGeometry geometry_{{{values}, {flags}}};\n"
 
@@ -189,9 +183,11 @@ def pool(ctx: Ctx):
         kind = {"MaxPool": 0, "AveragePool": 1, "LpPool": 2}[node.op_type]
         geometry = _pool_geometry(_window_fields(x_shape, geo), kind,
                                   kind == 1 and bool(node.attr("count_include_pad", 0)),
-                                  node.attr("p", 2) if kind == 2 else 2.0, kind == 0 and node.attr("storage_order", 0) == 1)
+                                  node.attr("p", 2) if kind == 2 else 2.0,
+                                  kind == 0 and node.attr("storage_order", 0) == 1)
         indices = "ind" if ind else "static_cast<int64_t*>(nullptr)"
-        code = geometry + f"sdflow_kernels::pool_plane(x, y, {indices}, i0 * (int64_t)({cexpr(x_shape[1])}) + i1, geometry_);\n"
+        plane = f"i0 * (int64_t)({cexpr(x_shape[1])}) + i1"
+        code = geometry + f"sdflow_kernels::pool_plane(x, y, {indices}, {plane}, geometry_);\n"
         includes = '#include "pool.h"\n'
     spatial = ", ".join(f"0:{d}" for d in x_shape[2:])
     out_spatial = ", ".join(f"0:{d}" for d in y_shape[2:])
@@ -204,11 +200,6 @@ def pool(ctx: Ctx):
     return sdfg
 
 
-def _null(ctx: Ctx, connector, ctype: str) -> str:
-    """The connector's pointer, or a null pointer of type ``ctype`` (template arguments are deduced from it)."""
-    return ctx.ptr(connector) if connector else f"static_cast<{ctype}*>(nullptr)"
-
-
 @expansion("CausalConvWithState")
 def causal_conv_with_state(ctx: Ctx):
     """One call of ``sdflow_kernels::causal_conv_with_state`` (codegen/kernels/conv_general.h)."""
@@ -217,9 +208,10 @@ def causal_conv_with_state(ctx: Ctx):
     batch, channels, length = ctx.shape(x)
     ctype = ctx.desc(x).dtype.ctype
     silu = ctx.node.attr("activation", "none") in ("silu", "swish")
-    sizes = ", ".join(f"(int64_t)({cexpr(v)})" for v in (batch, channels, length, ctx.shape(w)[2]))
-    code = (f"sdflow_kernels::causal_conv_with_state({ctx.ptr(x)}, {ctx.ptr(w)}, {_null(ctx, bias, f'const {ctype}')}, "
-            f"{_null(ctx, past, f'const {ctype}')}, {ctx.ptr(y)}, {_null(ctx, present, ctype)}, {sizes}, "
+    sizes = int_args((batch, channels, length, ctx.shape(w)[2]))
+    code = (f"sdflow_kernels::causal_conv_with_state({ctx.ptr(x)}, {ctx.ptr(w)}, "
+            f"{ctx.ptr_or_null(bias, f'const {ctype}')}, {ctx.ptr_or_null(past, f'const {ctype}')}, {ctx.ptr(y)}, "
+            f"{ctx.ptr_or_null(present, ctype)}, {sizes}, "
             f"{'true' if silu else 'false'});\n")
     return ctx.tasklet(code, includes='#include "conv_general.h"\n')
 
@@ -232,9 +224,9 @@ def conv_transpose(ctx: Ctx):
     geo = conv_transpose_geometry(ctx.node, x_shape, w_shape)
     group = ctx.node.attr("group", 1)
     ctype = ctx.desc(y).dtype.ctype
-    sizes = ", ".join(f"(int64_t)({cexpr(v)})" for v in (x_shape[0], x_shape[1], w_shape[1] * group, group))
+    sizes = int_args((x_shape[0], x_shape[1], w_shape[1] * group, group))
     code = _pool_geometry(_window_fields(x_shape, geo)) + (
-        f"sdflow_kernels::conv_transpose({ctx.ptr(x)}, {ctx.ptr(w)}, {_null(ctx, b, f'const {ctype}')}, "
+        f"sdflow_kernels::conv_transpose({ctx.ptr(x)}, {ctx.ptr(w)}, {ctx.ptr_or_null(b, f'const {ctype}')}, "
         f"{ctx.ptr(y)}, {sizes}, geometry_);\n")
     return ctx.tasklet(code, includes='#include "conv_general.h"\n')
 
@@ -245,7 +237,7 @@ def lrn(ctx: Ctx):
     x, y = ctx.connector("in", 0), ctx.connector("out", 0)
     shape = ctx.shape(x)
     alpha, beta, bias = (float(ctx.node.attr(a, d)) for a, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
-    sizes = ", ".join(f"(int64_t)({cexpr(v)})" for v in (shape[0], shape[1], product(shape[2:])))
+    sizes = int_args((shape[0], shape[1], product(shape[2:])))
     code = (f"sdflow_kernels::lrn({ctx.ptr(x)}, {ctx.ptr(y)}, {sizes}, (int64_t){ctx.node.attr('size')}, "
             f"{alpha!r}, {beta!r}, {bias!r});\n")
     return ctx.tasklet(code, includes='#include "pool.h"\n')

@@ -8,7 +8,7 @@ from sdflow.ir.ops.linalg import matmul_shapes
 from sdflow.ir.ops.nn import Conv
 from sdflow.ir.ops.quantization import INTEGER_LIMITS, scale_index_axes
 from sdflow.ir.types import is_storage_only
-from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, product
+from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, int_args, product
 from .lowp import INCLUDE as LOWP_INCLUDE, convert_expression, element_type
 
 
@@ -77,9 +77,8 @@ def dynamic_quantize(ctx: Ctx):
 def _zero_point(ctx: Ctx, position: int) -> tuple[str, str]:
     """(pointer, per-element flag) of a zero point input: a typed null pointer when absent."""
     connector = ctx.connector("in", position)
-    if connector is None:
-        return "static_cast<const uint8_t*>(nullptr)", "false"
-    return ctx.ptr(connector), "true" if product(ctx.shape(connector)) != 1 else "false"
+    per_element = connector is not None and product(ctx.shape(connector)) != 1
+    return ctx.ptr_or_null(connector, "const uint8_t"), "true" if per_element else "false"
 
 
 @expansion("MatMulInteger")
@@ -91,7 +90,7 @@ def matmul_integer(ctx: Ctx):
     rows = product(a_shape[:-1]) if len(a_shape) > 1 else 1
     (a_zero, a_per), (b_zero, b_per) = _zero_point(ctx, 2), _zero_point(ctx, 3)
     # A batched B pairs with A's batch (the op's inference allows only that).
-    sizes = ", ".join(f"(int64_t)({cexpr(v)})" for v in (rows, m, k, n))
+    sizes = int_args((rows, m, k, n))
     return ctx.tasklet(f"sdflow_kernels::matmul_integer({a}, {b}, {a_zero}, {a_per}, {b_zero}, {b_per}, {y}, {sizes}, "
                        f"{'true' if len(b_shape) > 2 else 'false'});\n", includes=QUANT_INCLUDE)
 
@@ -110,7 +109,7 @@ def conv_integer(ctx: Ctx):
     x, wt, y = (ctx.ptr(ctx.connector(kind, p)) for kind, p in (("in", 0), ("in", 1), ("out", 0)))
     fields = [x_shape[0], x_shape[1], h, w, w_shape[0], ctx.node.attr("group", 1), kh, kw, sh, sw, dh, dw, ph, pw, 0,
               0, oh, ow]
-    geometry = ", ".join(f"(int64_t)({cexpr(v)})" for v in fields)
+    geometry = int_args(fields)
     (x_zero, _), (w_zero, w_per) = _zero_point(ctx, 2), _zero_point(ctx, 3)
     return ctx.tasklet(f"const sdflow_kernels::ConvGeometry g_{{{geometry}}};\n"
                        f"sdflow_kernels::conv_integer({x}, {wt}, {x_zero}, {w_zero}, {w_per}, {y}, g_);\n",

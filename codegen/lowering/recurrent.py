@@ -3,7 +3,7 @@ double)."""
 from __future__ import annotations
 
 from sdflow.ir.ops.recurrent import DEFAULT_ACTIVATIONS, activation_list
-from ._expansion import Ctx, cexpr, expansion
+from ._expansion import Ctx, expansion, int_args
 
 # ONNX activation name -> sdflow_kernels::Activation (codegen/kernels/recurrent.h).
 _ACTIVATIONS = {
@@ -37,17 +37,15 @@ def recurrence(ctx: Ctx):
              "c0": ("in", 6), "p": ("in", 7), "y": ("out", 0), "yh": ("out", 1), "yc": ("out", 2)}
     ptr = {}
     for name, (kind, position) in names.items():
-        connector = ctx.connector(kind, position)
-        const = "const " if kind == "in" else ""
-        null_type = "const int32_t" if name == "lens" else f"{const}{ctype}"
-        ptr[name] = ctx.ptr(connector) if connector else f"static_cast<{null_type}*>(nullptr)"
+        null_type = "const int32_t" if name == "lens" else ("const " if kind == "in" else "") + ctype
+        ptr[name] = ctx.ptr_or_null(ctx.connector(kind, position), null_type)
     clip = node.attr("clip")
     kind = {"LSTM": 0, "GRU": 1, "RNN": 2}[node.op_type]
     reverse = ", ".join("true" if r else "false" for r in backwards + [0] * (2 - len(backwards)))
     activations = ", ".join(_activations(node, d) for d in range(len(backwards)))
     if len(backwards) == 1:
         activations += ", " + _activations(node, 0)
-    geometry = (f"{kind}, {', '.join(f'(int64_t)({cexpr(v)})' for v in (steps, batch, x_shape[2], hidden))}, "
+    geometry = (f"{kind}, {int_args((steps, batch, x_shape[2], hidden))}, "
                 f"{len(backwards)}, {'true' if layout else 'false'}, {{{reverse}}}, "
                 f"{'true' if clip is not None else 'false'}, {float(clip or 0.0)!r}, "
                 f"{'true' if kind == 0 and node.attr('input_forget', 0) else 'false'}, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sdflow.ir.ops.reduction import reduce_axes
 from sdflow.ir.ops._base import normalize_axis
-from ._expansion import Ctx, add_map, cexpr, contiguous_strides, expansion, index_ranges, product
+from ._expansion import Ctx, add_map, cexpr, contiguous_strides, expansion, index_ranges, int_array, product
 
 
 def _subset(shape, full_axes, fixed_axes=()) -> str:
@@ -27,10 +27,6 @@ def _accumulator(ctype: str) -> str:
     return "float" if ctype in ("dace::float16", "dace::bfloat16") else ctype
 
 
-def _int_array(name: str, values) -> str:
-    return f"const int64_t {name}[] = {{{', '.join(f'(int64_t)({cexpr(v)})' for v in values) or '0'}}};\n"
-
-
 @expansion(*_REDUCERS)
 def reduce(ctx: Ctx):
     """A map over the kept indices, each one call of ``sdflow_kernels::reduce`` over its block."""
@@ -40,7 +36,7 @@ def reduce(ctx: Ctx):
     dtype = _accumulator(ctx.desc(x_conn).dtype.ctype)
     strides = contiguous_strides(shape)
     op = _REDUCERS[ctx.node.op_type]
-    body = (_int_array("sizes_", [shape[a] for a in axes]) + _int_array("strides_", [strides[a] for a in axes])
+    body = (int_array("sizes_", [shape[a] for a in axes]) + int_array("strides_", [strides[a] for a in axes])
             + f"y = sdflow_kernels::reduce<sdflow_kernels::ReduceOp::{op}, {dtype}>(x, {len(axes)}, sizes_, strides_);")
     keep = ctx.node.attr("keepdims", 1)
     out_index = ", ".join("0" if k in axes else f"i{k}" for k in range(len(shape)) if keep or k not in axes) or "0"
@@ -199,6 +195,6 @@ def mean_variance_normalization(ctx: Ctx):
     shape = ctx.shape(x_conn)
     axes = {normalize_axis(a, len(shape)) for a in ctx.node.attr("axes") or [0, 2, 3]}
     kept = ", ".join("false" if k in axes else "true" for k in range(len(shape)))
-    return ctx.tasklet(_int_array("shape_", shape) + f"const bool kept_[] = {{{kept}}};\n"
+    return ctx.tasklet(int_array("shape_", shape) + f"const bool kept_[] = {{{kept}}};\n"
                        f"sdflow_kernels::mean_variance_normalization({ctx.ptr(x_conn)}, {ctx.ptr(y_conn)}, "
                        f"{len(shape)}, shape_, kept_);\n", includes=REDUCE_INCLUDE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sdflow.ir.types import to_dim
 from sdflow.ir.ops._base import normalize_axis
 from sdflow.ir.ops.remap import OneHot as OneHotOp, center_crop_pad_offsets, compress_indices, pad_amounts
-from ._expansion import Ctx, add_map, cexpr, contiguous_strides, expansion, index_ranges, product
+from ._expansion import Ctx, add_map, cexpr, contiguous_strides, expansion, index_ranges, int_array, product
 
 
 def _whole(shape) -> str:
@@ -149,12 +149,12 @@ def scatter(ctx: Ctx):
     shape, index_shape = ctx.shape(data), ctx.shape(indices)
     d, i, u, y = (ctx.ptr(c) for c in (data, indices, updates, out))
     reduction = f"sdflow_kernels::ScatterReduction::{ctx.node.attr('reduction', 'none')}"
-    code = f"const int64_t shape_[] = {{{', '.join(f'(int64_t)({cexpr(v)})' for v in shape) or '1'}}};\n"
+    code = int_array("shape_", shape)
     if ctx.node.op_type == "ScatterElements":
         axis = normalize_axis(ctx.node.attr("axis", 0), len(shape))
-        code += (f"const int64_t index_shape_[] = {{{', '.join(f'(int64_t)({cexpr(v)})' for v in index_shape) or '1'}}};\n"
-                 f"sdflow_kernels::scatter_elements({d}, {i}, {u}, {y}, {len(shape)}, shape_, index_shape_, {axis}, "
-                 f"{reduction});\n")
+        code += int_array("index_shape_", index_shape) + (
+            f"sdflow_kernels::scatter_elements({d}, {i}, {u}, {y}, {len(shape)}, shape_, index_shape_, {axis}, "
+            f"{reduction});\n")
     else:
         code += (f"sdflow_kernels::scatter_nd({d}, {i}, {u}, {y}, {len(shape)}, shape_, {int(index_shape[-1])}, "
                  f"(int64_t)({cexpr(product(index_shape[:-1]))}), {reduction});\n")

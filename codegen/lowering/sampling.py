@@ -33,7 +33,8 @@ def resize(ctx: Ctx):
     mode = (f"{_MODES[node.attr('mode', 'nearest')]}, "
             f"{_TRANSFORMS[node.attr('coordinate_transformation_mode', 'half_pixel')]}, "
             f"{_NEAREST.get(node.attr('nearest_mode', 'round_prefer_floor'), 0)}, "
-            f"{'true' if node.attr('antialias', 0) else 'false'}, {'true' if node.attr('exclude_outside', 0) else 'false'}, "
+            f"{'true' if node.attr('antialias', 0) else 'false'}, "
+            f"{'true' if node.attr('exclude_outside', 0) else 'false'}, "
             f"{_double(node.attr('cubic_coeff_a', -0.75))}, {_double(node.attr('extrapolation_value', 0.0))}")
     axes = []
     for axis in plan:
