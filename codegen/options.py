@@ -20,6 +20,7 @@ class KernelOptions:
     winograd: bool = True  # 3x3 stride-1 convolutions of the direct kernels: Winograd F(2x2, 3x3)
     channel_vectors: bool = True  # small images with many taps: vectors over output channels
     depthwise_rows: bool = True  # depthwise convolutions: rows straight from the image (else padded planes)
+    depthwise_channels: bool = True  # depthwise convolutions of small planes: vectors over channels
     gemm: str = "packed"  # float32 products: "packed" (codegen/kernels/gemm.h) or "blas" (OpenBLAS sgemm)
     memory_reuse: bool = True  # intermediate tensors share buffers by the verified memory plan
 

@@ -69,8 +69,8 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     ``threads``: at most this many threads per call (default: OMP_NUM_THREADS, else the cores this process may
     use); each call takes fewer when fewer measure faster (``CompiledModel.set_threads``).
     ``options``: kernel choices (a dict, ``NAME=VALUE`` strings or a :class:`KernelOptions`: ``direct_conv``,
-    ``winograd``, ``channel_vectors``, ``depthwise_rows``, ``gemm`` = packed | blas, ``memory_reuse``); each op
-    node's chosen kernel is its ``implementation`` in ``compiled.graph``, and builds are cached per options."""
+    ``winograd``, ``channel_vectors``, ``depthwise_rows``, ``depthwise_channels``, ``gemm`` = packed | blas,
+    ``memory_reuse``); each op node's chosen kernel is its ``implementation`` in ``compiled.graph``, and builds are cached per options."""
     kernel_options = parse_options(options)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer, not {threads!r}")

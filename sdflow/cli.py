@@ -297,7 +297,7 @@ def _add_passes_option(parser, default: str = DEFAULT_PASSES, what: str = "") ->
 def _add_kernel_options(parser) -> None:
     parser.add_argument("--option", action="append", metavar="NAME=VALUE",
                         help="a kernel choice (repeat per option): direct_conv, winograd, channel_vectors, "
-                        "depthwise_rows, memory_reuse = true|false; gemm = packed|blas")
+                        "depthwise_rows, depthwise_channels, memory_reuse = true|false; gemm = packed|blas")
 
 
 def _add_fallback_option(parser) -> None:

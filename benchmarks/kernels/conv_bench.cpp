@@ -1,5 +1,5 @@
-// Microbenchmark of codegen/kernels/conv.h: both depthwise forms on MobileNetV2's depthwise layers (batch 1, 3x3,
-// bias), max_pool_plane on ResNet-18's 3x3 stride-2 MaxPool and average_pool_plane on a 3x3 stride-1 one (the
+// Microbenchmark of codegen/kernels/conv.h: the three depthwise forms on MobileNetV2's depthwise layers (batch 1,
+// 3x3, bias) and on MNASNet's small late planes (batch 2, 5x5 and 3x3 windows), max_pool_plane on ResNet-18's 3x3 stride-2 MaxPool and average_pool_plane on a 3x3 stride-1 one (the
 // window loop of pool.h: benchmarks/kernels/pool_bench.cpp); medians of 20 runs in ms. Build and run:
 //   g++ -O3 -march=native -fopenmp -I codegen/kernels benchmarks/kernels/conv_bench.cpp -o /tmp/conv_bench
 //   OMP_NUM_THREADS=2 /tmp/conv_bench
@@ -12,21 +12,27 @@
 int main() {
   using sdflow_kernels::ConvGeometry;
   using sdflow_kernels::NoEpilogue;
-  // channels, size, stride
-  const int64_t layers[][3] = {{32, 112, 1}, {96, 112, 2}, {144, 56, 1}, {144, 56, 2}, {192, 28, 1},
-                               {384, 14, 1}, {576, 14, 2}, {960, 7, 1}};
+  // batch, channels, size, window, stride
+  const int64_t layers[][5] = {{1, 32, 112, 3, 1}, {1, 96, 112, 3, 2}, {1, 144, 56, 3, 1}, {1, 144, 56, 3, 2},
+                               {1, 192, 28, 3, 1},  {1, 384, 14, 3, 1}, {1, 576, 14, 3, 2}, {1, 960, 7, 3, 1},
+                               {2, 72, 8, 5, 1},    {2, 240, 4, 5, 1},  {2, 288, 4, 5, 2},  {2, 576, 2, 5, 1},
+                               {2, 576, 2, 3, 1},   {1, 960, 7, 5, 1},  {1, 672, 14, 5, 2}, {1, 480, 14, 3, 1}};
   for (const auto& l : layers) {
-    const int64_t c = l[0], size = l[1], s = l[2], out = (size + 2 - 3) / s + 1;
-    const ConvGeometry g{1, c, size, size, c, c, 3, 3, s, s, 1, 1, 1, 1, 1, 1, out, out};
-    std::vector<float> x(c * size * size, 0.5f), w(c * 9, 0.25f), b(c, 0.1f), y(c * out * out);
+    const int64_t n = l[0], c = l[1], size = l[2], k = l[3], s = l[4], pad = k / 2, out = (size + 2 * pad - k) / s + 1;
+    const ConvGeometry g{n, c, size, size, c, c, k, k, s, s, 1, 1, pad, pad, pad, pad, out, out};
+    std::vector<float> x(n * c * size * size, 0.5f), w(c * k * k, 0.25f), b(c, 0.1f), y(n * c * out * out);
     const double rows = median_ms([&] {
       sdflow_kernels::conv_depthwise_rows(x.data(), w.data(), b.data(), y.data(), g, NoEpilogue{});
     }, 20, 1, 3);
     const double planes = median_ms([&] {
       sdflow_kernels::conv_depthwise_planes(x.data(), w.data(), b.data(), y.data(), g, NoEpilogue{});
     }, 20, 1, 3);
-    std::printf("depthwise 3x3 stride %ld, %ld channels over %ldx%ld: rows %.3f ms, planes %.3f ms\n", (long)s,
-                (long)c, (long)size, (long)size, rows, planes);
+    const double channels = median_ms([&] {
+      sdflow_kernels::conv_depthwise_channels(x.data(), w.data(), b.data(), y.data(), g, NoEpilogue{});
+    }, 20, 1, 3);
+    std::printf("depthwise %ldx%ld stride %ld, %ldx%ld channels over %ldx%ld: rows %.4f ms, planes %.4f ms, "
+                "channels %.4f ms\n", (long)k, (long)k, (long)s, (long)n, (long)c, (long)size, (long)size, rows,
+                planes, channels);
   }
   const ConvGeometry pool{1, 64, 112, 112, 64, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 56, 56};
   std::vector<float> x(64 * 112 * 112, 1.0f), y(64 * 56 * 56);

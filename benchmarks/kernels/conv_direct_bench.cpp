@@ -1,6 +1,6 @@
 // Microbenchmark of codegen/kernels/conv_direct.h on ResNet-18's 3x3 layers (conv_direct and conv_winograd, and
-// conv_direct_channels on the 7x7 ones) and MobileNetV2's 1x1 layers and fused 1x1 + depthwise blocks (batch 1,
-// bias); medians of 10 runs, ms and GFLOP/s. Build and run:
+// conv_direct_channels on the 7x7 ones), MobileNetV2's 1x1 layers and fused 1x1 + depthwise blocks (batch 1,
+// bias) and 1x1 layers over small planes in both forms; medians of 10 runs, ms and GFLOP/s. Build and run:
 //   g++ -O3 -march=native -fopenmp -I codegen/kernels benchmarks/kernels/conv_direct_bench.cpp -o /tmp/conv_direct_bench
 //   OMP_NUM_THREADS=2 /tmp/conv_direct_bench
 #include <cstdio>
@@ -47,6 +47,24 @@ int main() {
       report("channels", g, median_ms([&] {
         sdflow_kernels::conv_direct_channels(x.data(), packed, b.data(), y.data(), g, NoEpilogue{});
       }, 10, 1, 2));
+  }
+  // 1x1 convolutions over small planes (MNASNet's last stages at 64x64, batch 2; MobileNetV2's at 224x224):
+  // positions as vectors (conv_direct) against channels as vectors, each plane one row (conv_direct_channels).
+  const int64_t small[][4] = {{2, 96, 2, 576}, {2, 576, 2, 96}, {2, 48, 4, 288}, {2, 240, 4, 40},
+                              {2, 24, 8, 72},  {1, 160, 7, 960}, {1, 960, 7, 160}, {1, 96, 14, 576}};
+  for (const auto& l : small) {
+    const int64_t n = l[0], c = l[1], size = l[2], m = l[3];
+    const ConvGeometry g{n, c, size, size, m, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, size, size};
+    std::vector<float> x(n * c * size * size, 0.5f), b(m, 0.1f), y(n * m * size * size);
+    const float* packed = aligned_floats(storage, 16 * (m + 15) * c, 0.01f);
+    const double direct = median_ms([&] {
+      sdflow_kernels::conv_direct(x.data(), packed, b.data(), y.data(), g, NoEpilogue{});
+    }, 20, 1, 3);
+    const double channels = median_ms([&] {
+      sdflow_kernels::conv_direct_channels(x.data(), packed, b.data(), y.data(), g, NoEpilogue{});
+    }, 20, 1, 3);
+    std::printf("1x1 %ldx%ld -> %ld channels over %ldx%ld: direct %.4f ms, channels %.4f ms\n", (long)n, (long)c,
+                (long)m, (long)size, (long)size, direct, channels);
   }
   // MobileNetV2's expansion + depthwise blocks: cx -> c (1x1), then 3x3 depthwise with stride s.
   const int64_t blocks[][4] = {{16, 96, 112, 2}, {24, 144, 56, 1}, {32, 192, 28, 1}, {160, 960, 7, 1}};

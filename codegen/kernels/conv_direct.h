@@ -324,8 +324,8 @@ void conv_direct(const float* x, const float* packed, const float* bias, float* 
   }
 }
 
-// Vectors over output channels (small images: output rows of at most 14); packed: blocks of 16 output channels,
-// [ceil(M / 16)][C * KH * KW][16]. Tasks: (channel tile of 3 blocks, sample, output row, chunk of at most 8
+// Vectors over output channels (small images: output rows of at most 14, or 1x1 convolutions of small planes);
+// packed: blocks of 16 output channels, [ceil(M / 16)][C * KH * KW][16]. Tasks: (channel tile of 3 blocks, sample, output row, chunk of at most 8
 // positions of the row), channel tile outermost so that the tasks running together share its weights. The
 // positions of a chunk are consecutive in the (phase planes') rows and in the output plane; each channel's run is
 // stored and its epilogue applied while in cache.
@@ -333,7 +333,10 @@ template <class E>
 void conv_direct_channels(const float* x, const float* packed, const float* bias, float* y, const ConvGeometry& g,
                           const E& e) {
   const direct::PhaseSource s = direct::phase_source(x, g);
-  const int64_t kk = g.taps(), p = g.plane(), oh = g.oh, ow = g.ow;
+  // A 1x1 convolution without padding or strides reads and writes each plane as one row: chunks of 8 positions
+  // instead of a plane's short rows (2-4 positions on MNASNet's last planes).
+  const bool flat = g.pointwise();
+  const int64_t kk = g.taps(), p = g.plane(), oh = flat ? 1 : g.oh, ow = flat ? p : g.ow, w2 = flat ? p : s.w2;
   const int64_t mb16 = (g.m + 15) / 16, mt = (mb16 + 2) / 3;
   const int64_t chunks = (ow + 7) / 8, per_chunk = chunks > 0 ? (ow + chunks - 1) / chunks : 0;
   const int64_t row_tasks = g.n * oh * chunks;
@@ -344,7 +347,7 @@ void conv_direct_channels(const float* x, const float* packed, const float* bias
     const int64_t count = std::min(per_chunk, ow - ow0), blocks = std::min<int64_t>(3, mb16 - tile * 3);
     if (count <= 0) continue;
     alignas(64) float sums[8 * 48];
-    direct::channels_for(count, blocks)(s.data + n * g.c * s.phases * s.plane2 + r * s.w2 + ow0, s.koff, kk,
+    direct::channels_for(count, blocks)(s.data + n * g.c * s.phases * s.plane2 + r * w2 + ow0, s.koff, kk,
                                         packed + tile * 3 * kk * 16, kk * 16, sums);
     for (int64_t m = tile * 48; m < std::min(g.m, tile * 48 + blocks * 16); ++m)
       store_run(y + (n * g.m + m) * p, r * ow + ow0, sums + (m - tile * 48), 48, count, n, m, bias, e);

@@ -6,7 +6,8 @@ Conv's constant weight once (``prepack``) for the form ``kernel_kind`` picks, pa
 weight (``weight_value`` recomputes it when a cached build is loaded without lowering):
 - 'packed' (``conv_direct``): blocks of 8 output channels, [M / 8][C * KH * KW][8], ``<weight>__packed8``; a
   register tile of 8 output channels x 48 positions walks the taps;
-- 'channels' (``conv_direct_channels``; output rows of at most 14, at least 2048 taps): blocks of 16,
+- 'channels' (``conv_direct_channels``; output rows of at most 14, at least 2048 taps, or 1x1 convolutions over
+  planes of at most 8 positions): blocks of 16,
   [M / 16][C * KH * KW][16], ``<weight>__channels16``; vectors over output channels;
 - 'winograd' (``conv_winograd``; 3x3, stride 1, no dilation, outputs of at least 8x8): G g G^T as
   [16][M / 8][C][8], ``<weight>__winograd8``; 16 multiplications per 2x2 outputs instead of 36.
@@ -19,7 +20,7 @@ import re
 import dace
 import numpy as np
 
-from sdflow.ir.ops.nn import window_geometry
+from sdflow.ir.ops.nn import is_pointwise, window_geometry
 from ..options import KernelOptions
 from ..threads import has_avx512
 
@@ -93,8 +94,13 @@ def kernel_kind(node, x_shape, w_shape, dtype, implementation: str = "",
     kernel = node.attr("kernel_shape") or list(w_shape[2:])
     size = [_known(d) for d in x_shape[2:]]
     if None not in size and options.channel_vectors:
-        width = window_geometry(node, size, kernel).out[-1]
-        if width <= CHANNEL_ROWS and int(np.prod(w_shape[1:])) >= CHANNEL_TAPS:
+        geo = window_geometry(node, size, kernel)
+        if geo.out[-1] <= CHANNEL_ROWS and int(np.prod(w_shape[1:])) >= CHANNEL_TAPS:
+            return "channels"
+        # 1x1 convolutions of planes of at most CHANNEL_PLANE positions (the kernel runs each plane as one row):
+        # a vector of positions fills at most 8 of 48 lanes there (MNASNet's 2x2 planes: 96 -> 576 channels
+        # 0.020 -> 0.009 ms; 4x4 planes are faster with vectors of positions; benchmarks/kernels/conv_direct_bench.cpp).
+        if is_pointwise(node, kernel) and int(np.prod(geo.out)) <= CHANNEL_PLANE:
             return "channels"
     return "packed"
 
@@ -103,6 +109,7 @@ def kernel_kind(node, x_shape, w_shape, dtype, implementation: str = "",
 IMPLEMENTATION_KINDS = {"winograd": "winograd", "direct-channels": "channels", "direct": "packed", "im2col": None}
 FEW_TAPS = 64  # 1x1 convolutions from at most this many taps: the direct kernel beats BLAS (see uses_direct)
 CHANNEL_ROWS, CHANNEL_TAPS = 14, 2048  # the channel-vector form: output rows up to 14 wide, at least 2048 taps
+CHANNEL_PLANE = 8  # ... or 1x1 convolutions over planes of at most 8 positions
 
 
 def _known(dim) -> int | None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dace.libraries.blas.environments.openblas import OpenBLAS
 
 from sdflow.ir.errors import CompileError
-from sdflow.ir.ops.nn import DEPTHWISE_ROW_WIDTH, Conv, conv_transpose_geometry, is_pointwise, window_geometry
+from sdflow.ir.ops.nn import (DEPTHWISE_ROW_WIDTH, Conv, conv_transpose_geometry, is_pointwise,
+                              small_depthwise_plane, window_geometry)
 from .. import threads
 from ..options import KernelOptions
 from ._expansion import Ctx, add_map, cexpr, expansion, index_ranges, int_args, product
@@ -39,6 +40,29 @@ def uses_depthwise_rows(out_width, column_stride, implementation: str = "",
             or "depthwise-planes" in implementation.split("+"):
         return False
     return column_stride == 2 or (getattr(out_width, "is_number", True) and int(out_width) <= DEPTHWISE_ROW_WIDTH)
+
+
+# Depthwise forms -> the conv.h kernel and the implementation name on the op node (select.select_kernels).
+DEPTHWISE_KERNELS = {"channels": "conv_depthwise_channels", "rows": "conv_depthwise_rows",
+                     "planes": "conv_depthwise_planes"}
+
+
+def depthwise_form(node, x_shape, w_shape, implementation: str = "",
+                   options: KernelOptions = KernelOptions()) -> str:
+    """Which kernel of codegen/kernels/conv.h a float32 depthwise convolution (``group > 1``, one input channel per
+    group) runs: 'channels' (vectors over channels: small planes without a channel multiplier,
+    ``small_depthwise_plane``; the option ``depthwise_channels=false`` turns it off), 'rows'
+    (``uses_depthwise_rows``) or 'planes'. An op node's ``implementation`` naming one (``depthwise-<form>``, or
+    as a part of a fused pair's ``+``) decides."""
+    for part in implementation.split("+"):
+        if part.startswith("depthwise-") and part[len("depthwise-"):] in DEPTHWISE_KERNELS:
+            return part[len("depthwise-"):]
+    kernel = node.attr("kernel_shape") or list(w_shape[2:])
+    out_width = window_geometry(node, list(x_shape[2:]), kernel).out[-1]
+    if options.depthwise_channels and w_shape[0] == x_shape[1] == node.attr("group", 1) \
+            and small_depthwise_plane(out_width, int(product(kernel))):
+        return "channels"
+    return "rows" if uses_depthwise_rows(out_width, (node.attr("strides") or [1])[-1], options=options) else "planes"
 
 
 # The convolution kernels' headers (codegen/kernels): conv_direct.h and conv_gemm.h include conv.h.
@@ -87,11 +111,10 @@ def conv_code(node, x_shape, w_shape, x: str, w: str, y: str, bias: str | None =
     depthwise = group > 1 and w_shape[1] == 1
     if packed is not None:
         function, weights = _DIRECT_KERNELS[packed[1]], packed[0]
-    elif depthwise and uses_depthwise_rows(window_geometry(node, list(x_shape[2:]), kernel).out[-1],
-                                           (node.attr("strides") or [1])[-1], implementation):
-        function, weights = "conv_depthwise_rows", w
+    elif depthwise:
+        function, weights = DEPTHWISE_KERNELS[depthwise_form(node, x_shape, w_shape, implementation)], w
     else:
-        function, weights = ("conv_depthwise_planes" if depthwise else "conv_gemm"), w
+        function, weights = "conv_gemm", w
     return code + f"sdflow_kernels::{function}({x}, {weights}, {bias or 'nullptr'}, {y}, g_, {functor});\n"
 
 

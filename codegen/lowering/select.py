@@ -4,18 +4,17 @@ reads the name back instead of deciding again; an op no kernel family applies to
 expansion decides alone).
 
 Names: a convolution's ``winograd``, ``direct``, ``direct-channels`` (``conv_direct.kernel_kind``'s forms) or
-``im2col`` (+ BLAS); a depthwise one's ``depthwise-rows`` or ``depthwise-planes``; a fused 1x1 + depthwise pair
+``im2col`` (+ BLAS); a depthwise one's ``depthwise-channels``, ``depthwise-rows`` or ``depthwise-planes``; a fused 1x1 + depthwise pair
 joins its two with ``+``. A float32 product's ``gemm-packed`` (``codegen/kernels/gemm.h`` on a weight packed at
 load), ``gemm`` (gemm.h, operands packed per call) or ``blas``."""
 from __future__ import annotations
 
 import dace
 
-from sdflow.ir.ops.nn import window_geometry
 from ..options import KernelOptions
 from ._expansion import IMPLEMENTATION
 from .conv_direct import kernel_kind
-from .nn import uses_depthwise_rows
+from .nn import depthwise_form
 
 __all__ = ["select_kernels"]
 
@@ -28,10 +27,7 @@ def _conv_name(graph, conv, x_shape: list, x_dtype, w: str, options: KernelOptio
     w_shape = list(graph.constant(w).shape) if constant else list(sdfg.arrays[w].shape)
     group = conv.attr("group", 1)
     if len(x_shape) == 4 and group > 1 and w_shape[1] == 1:
-        kernel = conv.attr("kernel_shape") or w_shape[2:]
-        out_width = window_geometry(conv, x_shape[2:], kernel).out[-1]
-        rows = uses_depthwise_rows(out_width, (conv.attr("strides") or [1])[-1], options=options)
-        return "depthwise-rows" if rows else "depthwise-planes"
+        return "depthwise-" + depthwise_form(conv, x_shape, w_shape, options=options)
     if not constant:  # a weight computed at run time: nothing to pack
         return "im2col"
     return _CONV_NAMES[kernel_kind(conv, x_shape, w_shape, x_dtype, options=options)]

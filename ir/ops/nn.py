@@ -11,7 +11,8 @@ from ..errors import ShapeInferenceError
 from ..types import TensorType, to_dim
 from ._base import Op, normalize_axis, op, same_as_input
 
-__all__ = ["WindowGeometry", "window_geometry", "conv_transpose_geometry", "is_pointwise", "DEPTHWISE_ROW_WIDTH"]
+__all__ = ["WindowGeometry", "window_geometry", "conv_transpose_geometry", "is_pointwise", "DEPTHWISE_ROW_WIDTH",
+           "small_depthwise_plane"]
 
 
 @dataclasses.dataclass
@@ -30,6 +31,19 @@ class WindowGeometry:
 # rows are at most this wide (wider ones run faster over a padded plane: codegen.lowering.nn), and only those are
 # fused with the 1x1 convolution before them (passes.fusion.fuse_conv_depthwise).
 DEPTHWISE_ROW_WIDTH = 32
+
+
+def small_depthwise_plane(out_width, window_taps: int) -> bool:
+    """Whether a depthwise convolution (one input channel per output channel) runs with vectors over channels
+    (codegen/kernels/conv.h ``conv_depthwise_channels``): output rows of at most 4, or of at most 7 under a window
+    of 25 taps or more. Measured against the row form (``benchmarks/kernels/conv_bench.cpp``, docs/kernels.md):
+    3-9x faster on 2x2 and 4x4 planes, 1.2-1.3x on 7x7 ones under 5x5 windows, equal on 7x7 under 3x3, slower from
+    8x8 (transposing the planes costs more than the lanes it fills). Such convolutions are not fused with the 1x1
+    convolution before them (passes.fusion.fuse_conv_depthwise)."""
+    if not getattr(out_width, "is_number", True) or isinstance(out_width, str):
+        return False
+    width = int(out_width)
+    return width <= 4 or (width <= 7 and window_taps >= 25)
 
 
 def is_pointwise(node, kernel) -> bool:

@@ -157,6 +157,36 @@ def test_channel_vectors_match_onnxruntime(helpers, rng, monkeypatch):
         assert _packed(compiled) == ["wa/channels", "wb/channels", "wc/channels", "wd/channels", "we/packed"]
 
 
+def test_small_planes_run_with_vectors_over_channels(helpers, rng):
+    """MNASNet's last blocks over 2x2 planes (64x64 images): the 1x1 convolutions run the channel-vector form with
+    each plane one row (``kernel_kind`` 'channels'), the depthwise ones ``conv_depthwise_channels`` (stride 1 and
+    2, 5x5 windows mostly in the padding, 3x3, fused epilogues, a channel count that is not a multiple of 16), and
+    fuse-conv-depthwise leaves such pairs apart; batch 1 and 2 from one build. A 4x4 1x1 convolution keeps the
+    position vectors, an 8x8 depthwise one its rows."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["e0"]), helper.make_node("Relu", ["e0"], ["e"]),
+             helper.make_node("Conv", ["e", "dw5", "db"], ["d0"], group=40, pads=[2, 2, 2, 2]),
+             helper.make_node("Relu", ["d0"], ["d"]),
+             helper.make_node("Conv", ["d", "w2"], ["y"]),
+             helper.make_node("Conv", ["e", "dw3"], ["z"], group=40, pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Conv", ["u", "w3"], ["f"]),
+             helper.make_node("Conv", ["v", "dw8"], ["g"], group=24, pads=[1, 1, 1, 1])]
+    weights = {"w1": _w(rng, 40, 24, 1, 1), "b1": rng.standard_normal(40).astype(F), "dw5": _w(rng, 40, 1, 5, 5),
+               "db": rng.standard_normal(40).astype(F), "w2": _w(rng, 24, 40, 1, 1), "dw3": _w(rng, 40, 1, 3, 3),
+               "w3": _w(rng, 32, 24, 1, 1), "dw8": _w(rng, 24, 1, 3, 3)}
+    model = helpers.make_model(
+        nodes, [("x", F, ["n", 24, 2, 2]), ("u", F, ["n", 24, 4, 4]), ("v", F, ["n", 24, 8, 8])],
+        [("y", F, ["n", 24, 2, 2]), ("z", F, ["n", 40, 1, 1]), ("f", F, ["n", 32, 4, 4]),
+         ("g", F, ["n", 24, 8, 8])], weights)
+    shapes = {"x": (24, 2, 2), "u": (24, 4, 4), "v": (24, 8, 8)}
+    feeds = [{k: rng.standard_normal((n, *v)).astype(F) for k, v in shapes.items()} for n in (1, 2)]
+    for passes in ("O1", "O2"):
+        compiled = helpers.check_against_ort(model, feeds, passes=passes)
+        assert _packed(compiled) == ["w1/channels", "w2/channels", "w3/packed"]
+        forms = sorted(n.implementation for n in compiled.graph.op_nodes() if n.op_type in ("Conv", "Fused"))
+        assert forms == ["depthwise-channels", "depthwise-channels", "depthwise-rows", "direct", "direct-channels",
+                         "direct-channels"], forms
+
+
 def test_channel_vector_weight_layout():
     weight = np.arange(20 * 3 * 2 * 2, dtype=F).reshape(20, 3, 2, 2)
     packed = conv_direct.channels_pack(weight)

@@ -1,9 +1,9 @@
 // Unit test of codegen/kernels/conv_direct.h against conv_reference.h, on weights packed as lowering packs them:
 // conv_direct on tiles of every length the register kernels take (1-16, 17-32, 33-48, 49-56 as 48 plus a
 // remainder, 57-64 as two halves), stride 2 (phase planes), dilation, uneven pads, 1-D, few taps (blocks
-// outermost), output channels not a multiple of 8, batch 2; conv_direct_channels on small images; conv_winograd
-// on odd and even sizes; conv_pointwise_depthwise against the two convolutions one after the other. Each with no
-// bias, a bias, and a bias plus an epilogue that reads every index.
+// outermost), output channels not a multiple of 8, batch 2; conv_direct_channels on small images and on 1x1
+// convolutions (each plane one row); conv_winograd on odd and even sizes; conv_pointwise_depthwise against the two
+// convolutions one after the other. Each with no bias, a bias, and a bias plus an epilogue that reads every index.
 #include "conv_direct.h"
 #include "conv_reference.h"
 
@@ -85,6 +85,8 @@ int main() {
   one_case(C, geometry(1, 256, 7, 7, 40, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1));   // 7 positions per row, 3 blocks
   one_case(C, geometry(2, 64, 6, 11, 50, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1));   // chunks of 6 and 5, 4 blocks
   one_case(C, geometry(1, 128, 14, 14, 16, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1)); // stride 2
+  one_case(C, geometry(2, 96, 2, 2, 70, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0));    // 1x1 over 2x2: one row of 4
+  one_case(C, geometry(2, 40, 7, 7, 33, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0));    // 1x1 over 7x7: chunks of 7
   const Form W = Form::winograd;
   one_case(W, geometry(1, 8, 8, 8, 8, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1));
   one_case(W, geometry(2, 5, 13, 11, 11, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1));   // odd sizes, batch 2

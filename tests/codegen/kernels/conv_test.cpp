@@ -1,7 +1,8 @@
 // Unit test of codegen/kernels/conv.h against conv_reference.h's double-precision convolution: both depthwise
 // kernels (rows straight from the image, and over zero-padded planes) on stride 1 and 2, dilation, uneven pads,
 // pads wider than the image, channel multipliers, 1-D, batch 2, with no bias, a bias, and a bias plus an epilogue
-// that reads every index; and max_pool_plane against a plain window loop (-inf padding, NaN in a window).
+// that reads every index; the channel-vector form on the cases without a multiplier, and on small planes; and
+// max_pool_plane against a plain window loop (-inf padding, NaN in a window).
 #include <limits>
 
 #include "conv_reference.h"
@@ -73,6 +74,7 @@ int main() {
   using namespace sdflow_kernels;
   auto rows = [](auto... a) { conv_depthwise_rows(a...); };
   auto planes = [](auto... a) { conv_depthwise_planes(a...); };
+  auto channels = [](auto... a) { conv_depthwise_channels(a...); };
   const ConvGeometry cases[] = {
       geometry(1, 16, 7, 7, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),    // one chunk, 7 of 8 rows
       geometry(2, 4, 23, 37, 4, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1),     // stride 2: pairs of loads past the row's end
@@ -82,10 +84,14 @@ int main() {
       geometry(1, 2, 6, 40, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),      // a 40-wide stride-1 output
       geometry(1, 8, 112, 112, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),   // MobileNet's first depthwise layer
       geometry(1, 3, 9, 10, 3, 3, 3, 3, 2, 1, 1, 1, 0, 1, 2, 1),      // row stride 2, column stride 1
+      geometry(2, 40, 2, 2, 40, 40, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2),    // MNASNet's 2x2 planes: taps mostly outside
+      geometry(1, 33, 4, 4, 33, 33, 5, 5, 2, 2, 1, 1, 2, 2, 2, 2),    // stride 2, a block of one channel
+      geometry(2, 17, 7, 7, 17, 17, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1),    // 7x7
   };
   for (const auto& g : cases) {
     depthwise_case("conv_depthwise_rows", rows, g);
     depthwise_case("conv_depthwise_planes", planes, g);
+    if (g.m == g.c) depthwise_case("conv_depthwise_channels", channels, g);
   }
   max_pool_case(11, 9, 3, 3, 2, 1, 1, 1, 1, 1, false);
   max_pool_case(11, 9, 2, 3, 2, 1, 0, 1, 2, 1, false);  // ceil mode: a trailing pad past ONNX's
