@@ -22,7 +22,7 @@ from dace.sdfg.nodes import LibraryNode
 from .errors import ShapeInferenceError
 from .types import to_dim
 
-__all__ = ["OpNode", "node_class_for", "attribute_value"]
+__all__ = ["OpNode", "node_class_for", "attribute_value", "EXTENSION_ATTRIBUTES"]
 
 _ATTR = onnx.defs.OpSchema.AttrType
 _RESERVED = {"name", "label", "implementation", "schedule", "debuginfo", "instrument", "location", "environments",
@@ -156,6 +156,17 @@ def _property_for(attr: onnx.defs.OpSchema.Attribute) -> properties.Property:
 
 _CLASSES: dict[tuple[str, str], type] = {}
 
+# Attributes sdflow adds to ONNX op types, beyond their schemas: set by passes on the ops they create, read by the
+# lowering and by the op's numpy reference (ir/ops); the ONNX reference evaluator never sees them (ops/_base keeps
+# only the schema's attributes). (domain, op type) -> {attribute: (type, description)}.
+EXTENSION_ATTRIBUTES: dict[tuple[str, str], dict[str, tuple[type, str]]] = {
+    ("", "Attention"): {
+        "nan_probabilities_to_zero": (int, "sdflow: 1 = a probability that is NaN counts as 0 (PyTorch's "
+                                      "scaled_dot_product_attention export: Where(IsNaN(P), 0, P)); set by "
+                                      "fuse-attention"),
+    },
+}
+
 
 def node_class_for(domain: str, op_type: str, schemas: list[onnx.defs.OpSchema]) -> type:
     """The node class of an op type, made once from the union of its schemas' attributes."""
@@ -172,6 +183,9 @@ def node_class_for(domain: str, op_type: str, schemas: list[onnx.defs.OpSchema])
             prop_name = f"attr_{attr_name}" if attr_name in _RESERVED else attr_name
             attribute_names[attr_name] = prop_name
             namespace[prop_name] = _property_for(attr)
+    for attr_name, (kind, desc) in EXTENSION_ATTRIBUTES.get(key, {}).items():
+        attribute_names[attr_name] = attr_name
+        namespace[attr_name] = properties.Property(dtype=kind, default=None, allow_none=True, desc=desc)
     namespace["attribute_names"] = attribute_names
     prefix = "Onnx" if not domain else "".join(p.capitalize() for p in domain.split(".")) + "_"
     class_name = prefix + op_type

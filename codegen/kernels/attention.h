@@ -35,6 +35,9 @@ struct AttentionGeometry {
   // The mask's strides along (batch, head, query, key), 0 where it broadcasts, and how many keys it covers (keys
   // past them are masked out).
   int64_t mask_strides[4], mask_keys;
+  // A probability that is NaN (a softmax row over NaN or +inf scores) counts as 0: PyTorch's export of
+  // scaled_dot_product_attention, Where(IsNaN(P), 0, P), fused in (sdflow's attribute nan_probabilities_to_zero).
+  bool nan_to_zero = false;
 
   int64_t total() const { return past_len + kv_len; }
   // Element e of row s of head h of sample b of a Q/K/V/Y tensor with `heads` heads, `length` rows, `size`-wide.
@@ -100,8 +103,8 @@ void attention(const T* q, const T* k, const T* v, const M* mask, const T* past_
           bias_max = std::max(bias_max, bias);
           s[j] = (double)(T)(score + bias);
         }
-        double top = -INFINITY;
-        for (int64_t j = 0; j < total; ++j) top = std::max(top, s[j]);
+        double top = -INFINITY;  // NaN when a score is (ONNX's softmax: the row's probabilities are NaN)
+        for (int64_t j = 0; j < total; ++j) top = (s[j] > top || s[j] != s[j]) ? s[j] : top;
         double sum = 0;
         const bool masked = std::isinf(bias_max) && bias_max < 0;  // no key may be attended: probabilities 0
         for (int64_t j = 0; j < total; ++j) {
@@ -109,7 +112,8 @@ void attention(const T* q, const T* k, const T* v, const M* mask, const T* past_
           sum += s[j];
         }
         for (int64_t j = 0; j < total; ++j) {
-          s[j] = sum > 0 ? (double)(T)(s[j] / sum) : 0.0;
+          s[j] = sum > 0 || sum != sum ? (double)(T)(s[j] / sum) : 0.0;
+          if (g.nan_to_zero && s[j] != s[j]) s[j] = 0.0;
           if (qk_row && g.qk_mode == 3) qk_row[j] = (T)s[j];
         }
         for (int64_t e = 0; e < g.v_head_size; ++e) {
@@ -180,7 +184,7 @@ void attention_float(const float* q, const float* k, const float* v, const M* ma
           float top = -INFINITY;
           for (int64_t j = 0; j < keys; ++j) {
             sr[j] += attention_bias<float>(g, mask, no_lengths, b, h, rows[r], j, 0);
-            top = std::max(top, sr[j]);
+            top = (sr[j] > top || sr[j] != sr[j]) ? sr[j] : top;  // a NaN score makes the row NaN, as in ONNX
           }
           if (std::isinf(top) && top < 0) {  // no key may be attended: the probabilities are 0
             for (int64_t j = 0; j < padded; ++j) sr[j] = 0.0f;
@@ -196,6 +200,9 @@ void attention_float(const float* q, const float* k, const float* v, const M* ma
           const float inv = 1.0f / sum;
 #pragma omp simd
           for (int64_t j = 0; j < keys; ++j) sr[j] *= inv;
+          if (g.nan_to_zero)
+#pragma omp simd
+            for (int64_t j = 0; j < keys; ++j) sr[j] = sr[j] != sr[j] ? 0.0f : sr[j];
         }
         int64_t ec = 0;
         for (; ec + 16 <= dv; ec += 16) {

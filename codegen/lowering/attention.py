@@ -46,7 +46,8 @@ def attention(ctx: Ctx):
               "true" if node.attr("is_causal", 0) else "false",
               str(left if left is not None and left >= 0 else -1),
               str(right if right is not None and right >= 0 else -1),
-              str(node.attr("qk_matmul_output_mode", 0)), f"{{{', '.join(mask_strides)}}}", f"(int64_t)({mask_keys})"]
+              str(node.attr("qk_matmul_output_mode", 0)), f"{{{', '.join(mask_strides)}}}", f"(int64_t)({mask_keys})",
+              "true" if node.attr("nan_probabilities_to_zero", 0) else "false"]
     code = f"const sdflow_kernels::AttentionGeometry geometry_{{{', '.join(fields)}}};\n"
     mask_ptr = ctx.ptr_or_null(mask, "const float")
     # float32 without a cache has its own kernel, which accumulates in float; the general one in double.

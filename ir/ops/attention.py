@@ -1,7 +1,9 @@
 """Attention (opset 23-25): scaled dot-product attention with grouped KV heads, 3-D or 4-D layouts, a boolean or
 additive mask, causal and sliding-window masking, a KV cache (past -> present), per-sample valid KV lengths,
 softcap, and the optional QK output. The numpy reference is ONNX's own (onnx.reference), whose semantics the
-expected outputs of the conformance suite follow."""
+expected outputs of the conformance suite follow. sdflow's one extension attribute, ``nan_probabilities_to_zero``
+(ir/nodes.EXTENSION_ATTRIBUTES, set by fuse-attention), counts NaN probabilities as 0, as PyTorch's export of
+scaled_dot_product_attention does with Where(IsNaN(P), 0, P) after the softmax."""
 from __future__ import annotations
 
 import dataclasses
@@ -75,9 +77,20 @@ class Attention(Op):
         names = ("scale", "is_causal", "q_num_heads", "kv_num_heads", "softmax_precision", "softcap",
                  "qk_matmul_output_mode", "left_window_size", "right_window_size")
         attrs = {name: node.attr(name) for name in names if node.attr(name) is not None}
+        nan_to_zero = bool(node.attr("nan_probabilities_to_zero", 0))
+        if nan_to_zero:  # (fuse-attention sets it on 4-D attention without a cache or a QK output only)
+            if q.ndim != 4 or past_key is not None or attrs.get("qk_matmul_output_mode", 0):
+                raise ShapeInferenceError("Attention: nan_probabilities_to_zero needs 4-D inputs without a cache "
+                                          "or a QK output")
+            attrs["qk_matmul_output_mode"] = 3  # the probabilities, to apply the rule to
         outputs = _compute_attention(q, k, v, attn_mask=mask, past_key=past_key, past_value=past_value,
                                      nonpad_kv_seqlen=nonpad_kv_seqlen, _validate_attention25=node.opset >= 25,
                                      **attrs)
+        if nan_to_zero:
+            probabilities = np.asarray(outputs[3])
+            probabilities = np.where(np.isnan(probabilities), probabilities.dtype.type(0), probabilities)
+            values = np.repeat(v, q.shape[1] // v.shape[1], axis=1)  # each KV head serves a group of query heads
+            return [np.matmul(probabilities, values).astype(q.dtype), *(np.asarray(o) for o in outputs[1:])]
         return [np.asarray(o) for o in outputs]
 
 

@@ -1,5 +1,6 @@
 """fuse-attention: MatMul(Q, Kᵀ) -> scale -> + mask -> Softmax -> MatMul(·, V) becomes one Attention op (a row of
-scores at a time, never the whole score tensor), and the Q/K/V projections of one input — MatMuls by constant
+scores at a time, never the whole score tensor; PyTorch's Where(IsNaN(P), 0, P) after the softmax becomes the op's
+``nan_probabilities_to_zero``), and the Q/K/V projections of one input — MatMuls by constant
 weights, each with its bias — become one GEMM over the concatenated weights whose epilogue adds the biases and
 splits the product (AIB)."""
 from __future__ import annotations
@@ -120,15 +121,23 @@ def _match_scores(graph: Graph, topology: Topology, context_matmul):
     """The parts of the attention chain ending in ``context_matmul`` (a dict), or why not ('' when not even
     near one)."""
     probs, v = graph.node_inputs(context_matmul)
+    nan_rule = _nan_rule(graph, topology, probs)
+    if nan_rule is not None:  # PyTorch's SDPA export: Where(IsNaN(P), 0, P) between the softmax and the product
+        if topology.only_consumer(probs) is not context_matmul:
+            return "the probabilities are read by other ops too"
+        probs = graph.node_inputs(nan_rule[1])[0]
     softmax = topology.producer.get(probs)
     if softmax is None or softmax.op_type != "Softmax":
         return ""
-    if topology.only_consumer(probs) is not context_matmul:
+    if nan_rule is None and topology.only_consumer(probs) is not context_matmul:
+        return "the probabilities are read by other ops too"
+    if nan_rule is not None and (set(topology.consumers.get(probs, ())) != set(nan_rule)
+                                 or probs in topology.outputs):
         return "the probabilities are read by other ops too"
     rank = graph.tensor_type(probs).rank
     if rank != 4 or softmax.attr("axis", -1) not in (-1, 3) or graph.tensor_type(probs).dtype.name != "float32":
         return "the softmax is not over the last axis of a 4-D float32 tensor"
-    removed, scale, mask = [softmax, context_matmul], None, None
+    removed, scale, mask = [softmax, context_matmul, *(nan_rule or ())], None, None
     tensor = graph.node_inputs(softmax)[0]
     while True:
         producer = topology.producer.get(tensor)
@@ -167,8 +176,22 @@ def _match_scores(graph: Graph, topology: Topology, context_matmul):
     if mask is not None and graph.tensor_type(mask).dtype.name != "float32":
         return "the mask is not an additive float32 mask"
     return {"q": q, "key_source": graph.node_inputs(transpose)[0], "key_perm": _KEY_LAYOUTS[perm], "v": v,
-            "mask": mask, "scale": scale, "remove": [*removed, scores_matmul, transpose],
+            "mask": mask, "scale": scale, "remove": [*removed, scores_matmul, transpose], "nan_rule": bool(nan_rule),
             "out": graph.node_outputs(context_matmul)[0], "label": scores_matmul.label}
+
+
+def _nan_rule(graph: Graph, topology: Topology, tensor: str):
+    """(Where, IsNaN) when ``tensor`` is Where(IsNaN(P), 0, P) of one tensor P (PyTorch's export of
+    scaled_dot_product_attention zeroes the NaN probabilities of fully masked rows this way), else None."""
+    where = topology.producer.get(tensor)
+    if where is None or where.op_type != "Where":
+        return None
+    condition, zero, probs = graph.node_inputs(where)
+    isnan = topology.producer.get(condition)
+    if isnan is None or isnan.op_type != "IsNaN" or graph.node_inputs(isnan)[0] != probs \
+            or topology.only_consumer(condition) is not where or scalar_value(graph.constants, zero) != 0:
+        return None
+    return where, isnan
 
 
 def _unscaled(graph: Graph, topology: Topology, tensor: str, reader):
@@ -213,6 +236,7 @@ def _replace_attention(graph: Graph, match: dict) -> None:
         key = transposed
     attention = lookup_op("", "Attention", 23).node_class(
         f"attention_{match['label']}", inputs=["Q", "K", "V", "attn_mask" if match["mask"] else "", "", ""],
-        outputs=["Y", "", "", ""], opset=23, scale=match["scale"])
+        outputs=["Y", "", "", ""], opset=23, scale=match["scale"],
+        **({"nan_probabilities_to_zero": 1} if match["nan_rule"] else {}))
     new.append((attention, [match["q"], key, match["v"], match["mask"], None, None], [match["out"], None, None, None]))
     graph.replace_ops(match["remove"], new)

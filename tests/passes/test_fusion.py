@@ -402,6 +402,59 @@ def test_fuse_attention_takes_pytorch_sdpa_scaling(helpers, rng):
     helpers.check_against_ort(model, [_attention_feeds(rng, 2, 5), _attention_feeds(rng, 1, 11)], passes="O2")
 
 
+def _sdpa_nan_rule_attention(helpers, rng, probabilities_read_twice=False):
+    """The block as PyTorch's exporter writes scaled_dot_product_attention with a boolean mask (BERT, RoBERTa,
+    DistilBERT, XLM-R exports): the mask as Where(mask, 0, -inf) added to the scores, and the probabilities passed
+    through Where(IsNaN(P), 0, P), so that a fully masked row (softmax of all -inf: NaN) gives zeros."""
+    model = _sdpa_attention(helpers, rng)
+    graph = model.graph
+    graph.input.pop()  # the float mask input
+    graph.input.append(helper.make_tensor_value_info("allowed", onnx.TensorProto.BOOL, ["batch", 1, 1, "seq"]))
+    nodes = list(graph.node)
+    softmax = next(i for i, n in enumerate(nodes) if n.op_type == "Softmax")
+    nodes[softmax].output[0] = "p_raw"
+    nodes[softmax + 1:softmax + 1] = [helper.make_node("IsNaN", ["p_raw"], ["p_nan"]),
+                                      helper.make_node("Where", ["p_nan", "zero", "p_raw"], ["p"])]
+    nodes[0:0] = [helper.make_node("Where", ["allowed", "zero", "minus_inf"], ["mask"])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend([numpy_helper.from_array(np.array(0, F), "zero"),
+                              numpy_helper.from_array(np.array(-np.inf, F), "minus_inf")])
+    if probabilities_read_twice:
+        graph.output.append(helper.make_tensor_value_info("p_raw", onnx.TensorProto.FLOAT, ["batch", 2, "seq", "seq"]))
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_fuse_attention_takes_pytorch_sdpa_nan_rule(helpers, rng):
+    """Where(IsNaN(P), 0, P) after the softmax becomes the Attention op's nan_probabilities_to_zero; a sample whose
+    every key is masked gives the zeros the rule gives (ONNX Runtime runs the unfused graph), the others the
+    attention itself. Structure, the fused op's numpy reference, and the compiled model against ONNX Runtime (NaN
+    scores: tests/codegen/kernels/attention_test.cpp)."""
+    model = _sdpa_nan_rule_attention(helpers, rng)
+    graph, result = _optimized(model, "fuse-attention")
+    assert result.stats["attentions"] == 1
+    ops = _ops(graph)
+    assert "IsNaN" not in ops and "Softmax" not in ops and ops.count("Where") == 1  # (the mask's Where stays)
+    assert "nan_probabilities_to_zero=1" in print_graph(graph)
+
+    def feeds(batch, seq):
+        allowed = rng.random((batch, 1, 1, seq)) < 0.7
+        allowed[0] = False  # the first sample attends to nothing
+        return {"x": rng.standard_normal((batch, seq, 16)).astype(F), "allowed": allowed}
+    _assert_meaning(graph, model, feeds(2, 5))
+    compiled = helpers.check_against_ort(model, [feeds(2, 5), feeds(3, 11)], passes="O2")
+    assert "Attention" in [n.op_type for n in compiled.graph.op_nodes()]
+    assert not np.isnan(compiled(**feeds(2, 5)).as_dict()["y"]).any()
+
+
+def test_fuse_attention_declines_the_nan_rule_when_the_probabilities_are_read_elsewhere(helpers, rng):
+    graph, result = _optimized(_sdpa_nan_rule_attention(helpers, rng, probabilities_read_twice=True),
+                               "fuse-attention")
+    assert result.stats["attentions"] == 0
+    assert any("probabilities are read by other ops" in note for note in result.notes)
+
+
 def test_fuse_attention_declines_a_scaled_key_read_elsewhere(helpers, rng):
     graph, result = _optimized(_sdpa_attention(helpers, rng, k_read_twice=True), "fuse-attention")
     assert result.stats["attentions"] == 0

@@ -3,7 +3,7 @@
 // layouts, grouped KV heads, bool and additive masks broadcast over batch / heads, causal with a past cache and the
 // present outputs, sliding windows, valid KV lengths, softcap, every QK output mode; the float32 kernel
 // (attention_float) on the shapes it takes; and rotary_embedding (halves and interleaved, partial rotary,
-// position ids) against the rotation written out.
+// position ids) against the rotation written out; NaN probabilities counted as 0 (nan_to_zero).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -164,7 +164,34 @@ static void rotary_case(bool four_d, bool interleaved, int64_t rotary, bool ids)
       }
 }
 
+// nan_to_zero (PyTorch's Where(IsNaN(P), 0, P) fused in): a query row with a NaN gives NaN probabilities, which
+// count as 0 (its output row is 0); every other row is the reference's. Both kernels.
+static void nan_case() {
+  Case c = make(1, 2, 2, 6, 5, 0, 8, 8, false);
+  c.g.nan_to_zero = true;
+  const int64_t row = 2;
+  c.q[c.g.at(0, 1, row, 3, c.g.q_heads, c.g.q_len, c.g.head_size)] = NAN;
+  std::vector<double> want_y, want_qk;
+  reference(c, want_y, want_qk);
+  for (int64_t e = 0; e < c.g.v_head_size; ++e) want_y[c.g.at(0, 1, row, e, c.g.q_heads, c.g.q_len, 8)] = 0.0;
+  std::vector<float> y(want_y.size()), fast(want_y.size());
+  sdflow_kernels::attention(c.q.data(), c.k.data(), c.v.data(), (const float*)nullptr, (const float*)nullptr,
+                            (const float*)nullptr, (const int64_t*)nullptr, y.data(), (float*)nullptr,
+                            (float*)nullptr, (float*)nullptr, c.g);
+  sdflow_kernels::attention_float(c.q.data(), c.k.data(), c.v.data(), (const float*)nullptr, fast.data(), c.g);
+  CHECK(close(y, want_y, 1e-5));
+  CHECK(close(fast, want_y, 1e-5));
+  c.g.nan_to_zero = false;  // without it, the row is NaN (ONNX's softmax of a NaN row)
+  sdflow_kernels::attention_float(c.q.data(), c.k.data(), c.v.data(), (const float*)nullptr, fast.data(), c.g);
+  sdflow_kernels::attention(c.q.data(), c.k.data(), c.v.data(), (const float*)nullptr, (const float*)nullptr,
+                            (const float*)nullptr, (const int64_t*)nullptr, y.data(), (float*)nullptr,
+                            (float*)nullptr, (float*)nullptr, c.g);
+  CHECK(std::isnan(fast[c.g.at(0, 1, row, 0, c.g.q_heads, c.g.q_len, 8)]));
+  CHECK(std::isnan(y[c.g.at(0, 1, row, 0, c.g.q_heads, c.g.q_len, 8)]));
+}
+
 int main() {
+  nan_case();
   run(make(2, 4, 4, 5, 7, 0, 8, 6, false));   // plain, v head size != head size
   run(make(1, 6, 2, 9, 9, 0, 16, 16, true));  // grouped KV heads, 3-D layout, past the 4-row blocks
   {  // additive mask [q, k] broadcast over batch and heads, covering fewer keys than there are
