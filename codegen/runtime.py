@@ -98,6 +98,7 @@ class CompiledModel:
         self.target = target
         self._instrumented = instrumented
         self._program = program
+        self._input_description: str | None = None  # (_describe_inputs)
         # Instrumented builds time their ops: a fixed thread count, so that every run measures the same program.
         self.thread_policy = ThreadPolicy(adaptive=not instrumented)
         self._weights = weights  # kept alive: the native code reads them through raw pointers
@@ -293,7 +294,10 @@ class CompiledModel:
         return shapes
 
     def _describe_inputs(self) -> str:
-        return ", ".join(f"{n}: {t}" for n, t in self.input_types.items())
+        """The inputs and their types, for error messages (made once: every call passes it along)."""
+        if self._input_description is None:
+            self._input_description = ", ".join(f"{n}: {t}" for n, t in self.input_types.items())
+        return self._input_description
 
 
 _ASSUMED = {"==": lambda a, b: a == b, "== or 1": lambda a, b: a == b or a == 1, ">=": lambda a, b: a >= b}
