@@ -169,15 +169,48 @@ def _match_scores(graph: Graph, topology: Topology, context_matmul):
     scale *= q_factor * k_factor
     removed += [n for n in (q_scaling, k_scaling) if n is not None]
     key_reader = k_scaling or scores_matmul
-    transpose = topology.producer.get(key_t)
-    perm = tuple(transpose.attr("perm") or ()) if transpose is not None and transpose.op_type == "Transpose" else ()
-    if perm not in _KEY_LAYOUTS or topology.only_consumer(key_t) is not key_reader:
+    if topology.only_consumer(key_t) is not key_reader:
         return "Kᵀ is not a transpose of the keys read only by the scores"
+    transposing = _key_transpose(graph, topology, key_t)
+    if transposing is None:
+        return "Kᵀ is not a transpose of the keys read only by the scores"
+    key_source, perm, transposes = transposing
     if mask is not None and graph.tensor_type(mask).dtype.name != "float32":
         return "the mask is not an additive float32 mask"
-    return {"q": q, "key_source": graph.node_inputs(transpose)[0], "key_perm": _KEY_LAYOUTS[perm], "v": v,
-            "mask": mask, "scale": scale, "remove": [*removed, scores_matmul, transpose], "nan_rule": bool(nan_rule),
+    return {"q": q, "key_source": key_source, "key_perm": _KEY_LAYOUTS[perm], "v": v,
+            "mask": mask, "scale": scale, "remove": [*removed, scores_matmul, *transposes], "nan_rule": bool(nan_rule),
             "out": graph.node_outputs(context_matmul)[0], "label": scores_matmul.label}
+
+
+def _key_transpose(graph: Graph, topology: Topology, key_t: str):
+    """(the keys, the 4-D perm of _KEY_LAYOUTS that gives Kᵀ from them, the nodes that do it) when ``key_t`` is a
+    Transpose of the keys, or the form PyTorch's dynamo exporter writes for [B, H, S, D] keys:
+    Reshape to [B * H, S, D], Transpose (0, 2, 1), Reshape to [B, H, D, S] (each read only by the next); else None."""
+    producer = topology.producer.get(key_t)
+    if producer is None:
+        return None
+    if producer.op_type == "Transpose":
+        perm = tuple(producer.attr("perm") or ())
+        return (graph.node_inputs(producer)[0], perm, [producer]) if perm in _KEY_LAYOUTS else None
+    if producer.op_type != "Reshape":
+        return None
+    transpose = topology.producer.get(graph.node_inputs(producer)[0])
+    if transpose is None or transpose.op_type != "Transpose" or tuple(transpose.attr("perm") or ()) != (0, 2, 1):
+        return None
+    flatten = topology.producer.get(graph.node_inputs(transpose)[0])
+    if flatten is None or flatten.op_type != "Reshape":
+        return None
+    keys = graph.node_inputs(flatten)[0]
+    chain = [graph.node_outputs(flatten)[0], graph.node_outputs(transpose)[0]]
+    if any(topology.only_consumer(t) is None for t in chain):
+        return None
+    source, flat, flipped, target = (graph.tensor_type(t).shape for t in (keys, *chain, key_t))
+    if len(source) != 4 or len(flat) != 3 or len(target) != 4:
+        return None
+    b, h, s, d = source
+    if list(flat[1:]) != [s, d] or list(flipped[1:]) != [d, s] or list(target) != [b, h, d, s]:
+        return None
+    return keys, (0, 1, 3, 2), [producer, transpose, flatten]
 
 
 def _nan_rule(graph: Graph, topology: Topology, tensor: str):

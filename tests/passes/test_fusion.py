@@ -455,6 +455,40 @@ def test_fuse_attention_declines_the_nan_rule_when_the_probabilities_are_read_el
     assert any("probabilities are read by other ops" in note for note in result.notes)
 
 
+def test_fuse_attention_takes_the_dynamo_exporters_key_transpose(helpers, rng):
+    """PyTorch's dynamo exporter transposes [B, H, S, D] keys as Reshape to [B * H, S, D], Transpose (0, 2, 1) and
+    Reshape to [B, H, D, S], with the shapes computed from Shape/Slice/Concat (Llama, Mistral, Qwen2, Gemma, Phi,
+    GPT-J exports). fuse-attention reads that as Kᵀ; structure and ONNX Runtime at two sequence lengths."""
+    model = _sdpa_nan_rule_attention(helpers, rng)
+    graph = model.graph
+    nodes = list(graph.node)
+    index = next(i for i, n in enumerate(nodes) if n.op_type == "Transpose" and list(n.input) == ["kh"])
+    nodes[index] = helper.make_node("Transpose", ["kh"], ["k4"], perm=[0, 2, 1, 3])
+    nodes[index + 1:index + 1] = [
+        helper.make_node("Shape", ["k4"], ["k_shape"]),
+        helper.make_node("Slice", ["k_shape", "i0", "i2"], ["k_bh"]),
+        helper.make_node("Slice", ["k_shape", "i2", "i3"], ["k_s"]),
+        helper.make_node("Slice", ["k_shape", "i3", "i4"], ["k_d"]),
+        helper.make_node("Concat", ["minus_one", "k_s", "k_d"], ["flat_shape"], axis=0),
+        helper.make_node("Concat", ["k_bh", "k_d", "k_s"], ["kt_shape"], axis=0),
+        helper.make_node("Reshape", ["k4", "flat_shape"], ["k3"]),
+        helper.make_node("Transpose", ["k3"], ["k3t"], perm=[0, 2, 1]),
+        helper.make_node("Reshape", ["k3t", "kt_shape"], ["kt"])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(numpy_helper.from_array(np.array([v], np.int64), name)
+                             for name, v in (("i0", 0), ("i2", 2), ("i3", 3), ("i4", 4), ("minus_one", -1)))
+    onnx.checker.check_model(model)
+    _, result = _optimized(model, "fuse-attention")
+    assert result.stats["attentions"] == 1, result.notes
+
+    def feeds(batch, seq):
+        return {"x": rng.standard_normal((batch, seq, 16)).astype(F),
+                "allowed": rng.random((batch, 1, 1, seq)) < 0.7}
+    compiled = helpers.check_against_ort(model, [feeds(2, 5), feeds(1, 11)], passes="O2")
+    assert "Attention" in [n.op_type for n in compiled.graph.op_nodes()]
+
+
 def test_fuse_attention_declines_a_scaled_key_read_elsewhere(helpers, rng):
     graph, result = _optimized(_sdpa_attention(helpers, rng, k_read_twice=True), "fuse-attention")
     assert result.stats["attentions"] == 0
