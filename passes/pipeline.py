@@ -15,10 +15,11 @@ __all__ = ["LEVELS", "parse_pipeline", "run_pipeline", "PassRecord"]
 LEVELS: dict[str, list[str]] = {
     "O0": [],
     "O1": ["fold-constants", "fold-shape-inputs", "eliminate-dead-nodes"],
-    # Attention first (it needs the scores chain whole), then layouts around it, then row kernels (they take the
-    # adds before a LayerNorm), then what is left of element-wise chains, then GEMM epilogues.
-    "O2": ["fold-constants", "fold-shape-inputs", "eliminate-dead-nodes", "fuse-attention", "fold-layout",
-           "fuse-normalization", "fuse-elementwise", "fuse-gemm-epilogue", "fuse-conv-epilogue",
+    # Gemms by constant weights as MatMul + Add first (the fusions below are written for MatMul), then attention
+    # (it needs the scores chain whole), then layouts around it, then row kernels (they take the adds before a
+    # LayerNorm), then what is left of element-wise chains, then GEMM epilogues.
+    "O2": ["fold-constants", "fold-shape-inputs", "eliminate-dead-nodes", "gemm-to-matmul", "fuse-attention",
+           "fold-layout", "fuse-normalization", "fuse-elementwise", "fuse-gemm-epilogue", "fuse-conv-epilogue",
            "fuse-conv-depthwise", "eliminate-dead-nodes"],
 }
 

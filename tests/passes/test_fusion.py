@@ -502,6 +502,56 @@ def test_fuse_attention_declines_a_where_masked_softmax(helpers):
     assert any("Where" in note for note in result.notes)
 
 
+def _conv1d_mlp(helpers, rng, alpha=1.0):
+    """GPT-2's MLP as its Conv1D exports (legacy and dynamo exporters): Reshape [B, S, 16] -> [B * S, 16], Gemm
+    with a bias, Reshape back, GELU (tanh form), and a second Gemm by a transposed weight (transB = 1) with a [1, N]
+    bias, then the residual add. ``alpha``: the first Gemm's (not 1: it stays a Gemm)."""
+    nodes = [helper.make_node("Shape", ["x"], ["x_shape"]),
+             helper.make_node("Slice", ["x_shape", "i0", "i2"], ["rows_shape"]),
+             helper.make_node("Concat", ["rows_shape", "width"], ["out_shape"], axis=0),
+             helper.make_node("Reshape", ["x", "flat"], ["x2"]),
+             helper.make_node("Gemm", ["x2", "w1", "b1"], ["h2"], alpha=alpha),
+             helper.make_node("Reshape", ["h2", "out_shape"], ["h"]),
+             helper.make_node("Mul", ["h", "h"], ["h_sq"]), helper.make_node("Mul", ["h_sq", "h"], ["h_cube"]),
+             helper.make_node("Mul", ["h_cube", "c0"], ["h_c"]), helper.make_node("Add", ["h", "h_c"], ["inner"]),
+             helper.make_node("Mul", ["inner", "c1"], ["scaled"]), helper.make_node("Tanh", ["scaled"], ["t"]),
+             helper.make_node("Add", ["t", "one"], ["t1"]), helper.make_node("Mul", ["h", "t1"], ["ht"]),
+             helper.make_node("Mul", ["ht", "half"], ["g"]),
+             helper.make_node("Reshape", ["g", "flat_wide"], ["g2"]),
+             helper.make_node("Gemm", ["g2", "w2", "b2"], ["o2"], transB=1),
+             helper.make_node("Reshape", ["o2", "x_shape"], ["o"]),
+             helper.make_node("Add", ["o", "x"], ["y"])]
+    constants = {"w1": rng.standard_normal((16, 32)).astype(F) / 4, "b1": rng.standard_normal(32).astype(F),
+                 "w2": rng.standard_normal((16, 32)).astype(F) / 4, "b2": rng.standard_normal((1, 16)).astype(F),
+                 "flat": np.array([-1, 16]), "flat_wide": np.array([-1, 32]), "width": np.array([32]),
+                 "i0": np.array([0]), "i2": np.array([2]), "c0": np.array(0.044715, F),
+                 "c1": np.array(np.sqrt(2 / np.pi), F), "one": np.array(1, F), "half": np.array(0.5, F)}
+    return helpers.make_model(nodes, [("x", F, ["batch", "seq", 16])], [("y", F, ["batch", "seq", 16])], constants)
+
+
+def test_gemm_to_matmul_lets_gpt2s_conv1d_take_its_epilogue(helpers, rng):
+    """Both Gemms become MatMul + Add, and the Reshapes around them go (a MatMul takes the 3-D rows as they are);
+    then the first product takes the bias and the GELU as its epilogue. Structure, meaning, idempotence and ONNX Runtime
+    at two shapes."""
+    model = _conv1d_mlp(helpers, rng)
+    graph, result = _optimized(model, "gemm-to-matmul")
+    assert result.stats == {"gemms": 2, "reshapes_removed": 4}
+    assert "Gemm" not in _ops(graph) and "Reshape" not in _ops(graph) and _ops(graph).count("MatMul") == 2
+    feeds = [{"x": rng.standard_normal(s).astype(F)} for s in ((2, 5, 16), (1, 9, 16))]
+    _assert_meaning(graph, model, feeds[0])
+    _assert_idempotent(graph, "gemm-to-matmul")
+    run_pipeline(graph, "fuse-elementwise,fuse-gemm-epilogue")  # (the GELU is one element-wise kernel first)
+    assert any(kernel.startswith("MatMul+Add+Mul") and "Tanh" in kernel for kernel in _ops(graph)), _ops(graph)
+    _assert_meaning(graph, model, feeds[0])
+    helpers.check_against_ort(model, feeds, passes="O2")
+
+
+def test_gemm_to_matmul_declines_a_scaled_product(helpers, rng):
+    graph, result = _optimized(_conv1d_mlp(helpers, rng, alpha=0.5), "gemm-to-matmul")
+    assert result.stats["gemms"] == 1 and _ops(graph).count("Gemm") == 1
+    assert any("alpha or beta is not 1" in note for note in result.notes)
+
+
 def test_fold_layout_composes_transposes_and_drops_noop_reshapes(helpers, rng):
     nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=[1, 0, 2]),
              helper.make_node("Transpose", ["a"], ["b"], perm=[1, 0, 2]),
