@@ -19,9 +19,12 @@ class PassResult:
 
 @dataclasses.dataclass
 class PassContext:
-    """What a pass may consult besides the graph; ``explain`` asks passes to record declined rewrites."""
+    """What a pass may consult besides the graph: ``explain`` asks passes to record declined rewrites;
+    ``calibration`` holds example feeds (dicts by ONNX input name) for passes that measure activations
+    (quantize-weights{method=gptq})."""
 
     explain: bool = False
+    calibration: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)

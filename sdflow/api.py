@@ -6,6 +6,7 @@ import os
 import pathlib
 import sys
 
+import numpy as np
 import onnx
 
 from sdflow import graph_cache
@@ -13,7 +14,7 @@ from sdflow.codegen import CompiledModel, build
 from sdflow.codegen.options import KernelOptions, parse_options
 from sdflow.fallback import FallbackModel, PartitionedModel, host_node_indices
 from sdflow.frontends.onnx import import_model, load_model, unsupported_node_indices, value_dependent_inputs
-from sdflow.ir import Graph, ShapeInferenceError, UnsupportedOpError, verify
+from sdflow.ir import Graph, PipelineError, ShapeInferenceError, UnsupportedOpError, verify
 from sdflow.passes import PassContext, parse_pipeline, run_pipeline
 from sdflow.specialize import ValueSpecializedModel
 
@@ -37,13 +38,14 @@ def load(model, name: str | None = None, dace_validation: bool = True) -> Graph:
 
 
 def optimize(graph: Graph, passes: str = DEFAULT_PASSES, dump_dir=None, explain: bool = False,
-             progress=None, after_each=None) -> Graph:
+             progress=None, after_each=None, calibration=None) -> Graph:
     """Runs the pipeline ``passes`` on a copy of ``graph`` and returns it; ``result.pass_records`` holds one
     record per pass (name, PassResult with stats and notes, seconds, dump path). ``after_each(label, graph)``
-    sees the graph before the first pass (``input``) and after each pass."""
+    sees the graph before the first pass (``input``) and after each pass. ``calibration``: example feeds for the
+    passes that measure activations (see ``compile``)."""
     graph = graph.copy()
-    records = run_pipeline(graph, passes, dump_dir=dump_dir, ctx=PassContext(explain=explain), progress=progress,
-                           after_each=after_each)
+    ctx = PassContext(explain=explain, calibration=calibration_feeds(calibration))
+    records = run_pipeline(graph, passes, dump_dir=dump_dir, ctx=ctx, progress=progress, after_each=after_each)
     graph.pass_records = records
     return graph
 
@@ -52,10 +54,42 @@ def _stderr_progress(message: str) -> None:
     print(f"[sdflow] {message}", file=sys.stderr, flush=True)
 
 
+def calibration_feeds(calibration) -> tuple:
+    """``calibration`` (None, a list of feeds - dicts of numpy arrays by ONNX input name - or a path to an .npz
+    file whose arrays, one per input, hold one feed per index of their first axis) as a tuple of feeds."""
+    if calibration is None:
+        return ()
+    if isinstance(calibration, (str, os.PathLike)):
+        try:
+            with np.load(calibration) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError) as error:
+            raise PipelineError(f"cannot read calibration file {str(calibration)!r}: {error}") from None
+        counts = {len(a) if a.ndim else 0 for a in arrays.values()}
+        if len(counts) != 1 or 0 in counts:
+            raise PipelineError(f"calibration file {str(calibration)!r}: every array needs the same number of "
+                                f"feeds along its first axis (got {sorted(counts)})")
+        return tuple({name: a[i] for name, a in arrays.items()} for i in range(counts.pop()))
+    feeds = tuple(calibration)
+    if not all(isinstance(f, dict) for f in feeds):
+        raise PipelineError("calibration must be a list of feeds (dicts of arrays by input name) or an .npz path")
+    return feeds
+
+
+def _calibration_digest(feeds: tuple) -> str:
+    digest = hashlib.sha256()
+    for feed in feeds:
+        for name in sorted(feed):
+            value = np.ascontiguousarray(feed[name])
+            digest.update(f"{name}:{value.dtype}:{value.shape}".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()[:24]
+
+
 def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=None, progress: bool = False,
             instrument: bool = False, value_inputs: str = "error",
             fallback: str = "error", threads: int | None = None,
-            options=None):  # noqa: A001  (the natural name, as in torch.compile)
+            options=None, calibration=None):  # noqa: A001  (the natural name, as in torch.compile)
     """Loads, optimises and builds ``model``; the result is a callable (numpy in, :class:`Outputs` out).
     ``instrument=True`` builds a variant that times every op (``CompiledModel.profile``).
     ``value_inputs``: what to do when graph inputs feed shape-like op inputs (a Reshape's shape, a Slice's
@@ -70,8 +104,11 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     use); each call takes fewer when fewer measure faster (``CompiledModel.set_threads``).
     ``options``: kernel choices (a dict, ``NAME=VALUE`` strings or a :class:`KernelOptions`: ``direct_conv``,
     ``winograd``, ``channel_vectors``, ``depthwise_rows``, ``depthwise_channels``, ``gemm`` = packed | blas,
-    ``memory_reuse``); each op node's chosen kernel is its ``implementation`` in ``compiled.graph``, and builds are cached per options."""
+    ``memory_reuse``); each op node's chosen kernel is its ``implementation`` in ``compiled.graph``, and builds are cached per options.
+    ``calibration``: example feeds for passes that measure activations (``quantize-weights{method=gptq}``): a
+    list of dicts by ONNX input name, or an ``.npz`` path (``calibration_feeds``); part of the graph cache key."""
     kernel_options = parse_options(options)
+    feeds = calibration_feeds(calibration)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer, not {threads!r}")
     if value_inputs not in ("error", "specialize"):
@@ -79,7 +116,7 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     if fallback not in ("error", "reference"):
         raise ValueError(f"fallback must be 'error' or 'reference', not {fallback!r}")
     options = dict(passes=passes, target=target, dump_dir=dump_dir, progress=progress, instrument=instrument,
-                   threads=threads, options=kernel_options)
+                   threads=threads, options=kernel_options, calibration=feeds or None)
     report = _stderr_progress if progress else None
     if value_inputs == "specialize" or fallback == "reference":
         proto = load_model(model)
@@ -92,7 +129,8 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
     if report:
         report(f"loading {_describe(model)}")
     pipeline = parse_pipeline(passes)
-    key = graph_cache.graph_key(model, pipeline) if dump_dir is None else None
+    key = graph_cache.graph_key(model, pipeline, _calibration_digest(feeds) if feeds else "") \
+        if dump_dir is None else None
     cached = graph_cache.load_graph(key) if key else None
     if cached:
         graph, records = cached
@@ -110,7 +148,8 @@ def compile(model, passes: str = DEFAULT_PASSES, target: str = "cpu", dump_dir=N
                 raise
             return partitioned
         # The freshly loaded graph is ours alone: run the pipeline in place rather than on a copy.
-        records = run_pipeline(graph, pipeline, dump_dir=dump_dir, progress=report)
+        records = run_pipeline(graph, pipeline, dump_dir=dump_dir, progress=report,
+                               ctx=PassContext(calibration=feeds))
         if key:
             graph_cache.store_graph(key, graph, records)
     build_name = f"{target}/{'instrumented' if instrument else 'plain'}"

@@ -36,7 +36,7 @@ def cmd_compile(args) -> int:
     out = pathlib.Path(args.output) if args.output else None
     dump = pathlib.Path(args.dump_dir) if args.dump_dir else (out / "passes" if out else None)
     compiled = api.compile(args.model, passes=args.passes, target=args.target, dump_dir=dump, progress=True,
-                           fallback=args.fallback, options=args.option)
+                           fallback=args.fallback, options=args.option, calibration=args.calibration)
     if isinstance(compiled, api.PartitionedModel):
         print(f"compiled {compiled.model.graph.name} in {len(compiled.parts)} parts")
         if compiled.host_nodes:
@@ -103,7 +103,8 @@ def cmd_run(args) -> int:
     from sdflow import api
     from sdflow.ort import compare_outputs, run_onnxruntime
     compiled = api.compile(args.model, passes=args.passes, progress=True, instrument=bool(args.profile),
-                           fallback=args.fallback, threads=args.threads, options=args.option)
+                           fallback=args.fallback, threads=args.threads, options=args.option,
+                           calibration=args.calibration)
     feeds = _inputs_for(compiled, args)
     outputs = compiled(**feeds)
     out_dir = pathlib.Path(args.output_dir) if args.output_dir else None
@@ -268,7 +269,7 @@ def cmd_report(args) -> int:
         dims = dict(zoo.ENTRIES[args.model].default_dims)
     dims = report.dims_from_shapes(graph, bench.parse_shapes(args.shape), dims)
     result = report.build_report(graph, args.passes, dims, model=args.model, explain=args.explain,
-                                 lowered=args.lowered)
+                                 lowered=args.lowered, calibration=args.calibration)
     text = report.render(result, args.format, top=args.top)
     if args.output:
         pathlib.Path(args.output).write_text(text)
@@ -288,10 +289,14 @@ def cmd_corpus(args) -> int:
     return corpus.run(args)
 
 
-def _add_passes_option(parser, default: str = DEFAULT_PASSES, what: str = "") -> None:
+def _add_passes_option(parser, default: str = DEFAULT_PASSES, what: str = "", calibration: bool = False) -> None:
     parser.add_argument("-p", "--passes", default=default, metavar="PIPELINE",
                         help=f"pass pipeline, e.g. O1 or 'fold-constants,eliminate-dead-nodes' "
                         f"(default: {what or default})")
+    if calibration:
+        parser.add_argument("--calibration", metavar="FILE.npz",
+                            help="example inputs for passes that measure activations (quantize-weights{method="
+                            "gptq}): one array per input name, one feed per index of its first axis")
 
 
 def _add_kernel_options(parser) -> None:
@@ -312,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile a model (and dump the IR after every pass with -o)")
     p.add_argument("model")
-    _add_passes_option(p)
+    _add_passes_option(p, calibration=True)
     p.add_argument("-o", "--output", help="write model.sdfg and passes/NN-<pass>.sdfg here")
     p.add_argument("--dump-dir", help="write the IR after every pass here (NN-<pass>.sdfg); overrides -o's")
     p.add_argument("--target", default="cpu")
@@ -326,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random", action="store_true", help="random values for inputs not given with --input")
     p.add_argument("--dim", action="append", metavar="SYMBOL=N", help="size of a symbolic dim for --random")
     p.add_argument("--seed", type=int, default=0)
-    _add_passes_option(p)
+    _add_passes_option(p, calibration=True)
     p.add_argument("--compare-ort", action="store_true", help="also run ONNX Runtime and compare")
     p.add_argument("--output-dir", help="save each output as NAME.npy here")
     p.add_argument("--profile", metavar="DIR", help="build with DaCe's per-op timers and write DIR/report.json "
@@ -379,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="bytes moved per op and per pass (operator boundaries, and after lowering)")
     p.add_argument("model", help="an ONNX file, a .sdfg file or a zoo name (resnet18, mobilenet_v2, bert, ...)")
-    _add_passes_option(p, default="O2")
+    _add_passes_option(p, default="O2", calibration=True)
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...", help="an input's shape (binds its dims)")
     p.add_argument("--dim", action="append", metavar="SYMBOL=N", help="size of a symbolic dim")
     p.add_argument("--format", choices=["text", "md", "json", "html"], default="text")

@@ -67,8 +67,9 @@ def _model_bytes(model) -> bytes | None:
     return None
 
 
-def graph_key(model, pipeline) -> str | None:
-    """The cache key of ``model`` optimised by ``pipeline`` (parsed passes), or None when it is not cacheable."""
+def graph_key(model, pipeline, calibration: str = "") -> str | None:
+    """The cache key of ``model`` optimised by ``pipeline`` (parsed passes) with the calibration feeds of digest
+    ``calibration`` (empty: none), or None when it is not cacheable."""
     if os.environ.get(ENV, "1") == "0":
         return None
     data = _model_bytes(model)
@@ -82,6 +83,8 @@ def graph_key(model, pipeline) -> str | None:
         "dace": dace.__version__,
         "onnx": onnx.__version__,
     }
+    if calibration:
+        parts["calibration"] = calibration
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -68,11 +68,12 @@ def _snapshot(label: str, graph: Graph, dims: dict) -> dict:
 
 
 def build_report(graph: Graph, pipeline: str, dims: dict, model: str = "", explain: bool = False,
-                 lowered: bool = False, progress=None) -> Report:
-    """The report of running ``pipeline`` on (a copy of) ``graph`` with the symbols bound to ``dims``."""
+                 lowered: bool = False, progress=None, calibration=None) -> Report:
+    """The report of running ``pipeline`` on (a copy of) ``graph`` with the symbols bound to ``dims``
+    (``calibration``: example feeds for the passes that need them, as ``sdflow.compile`` takes them)."""
     from sdflow import api
     snapshots: list[tuple[str, dict]] = []
-    final = api.optimize(graph, pipeline, explain=explain, progress=progress,
+    final = api.optimize(graph, pipeline, explain=explain, progress=progress, calibration=calibration,
                          after_each=lambda label, g: snapshots.append((label, _snapshot(label, g, dims))))
     passes = []
     for index, (label, entry) in enumerate(snapshots):

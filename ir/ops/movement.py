@@ -461,6 +461,8 @@ class Range(Op):
 
     @classmethod
     def reference(cls, node, start, limit, delta):
+        # (scalars; a value fold-shape-inputs took in and the symbols evaluated comes as a 1-element array)
+        start, limit, delta = (np.asarray(v).reshape(()) for v in (start, limit, delta))
         return [np.arange(start, limit, delta, dtype=start.dtype)]
 
 

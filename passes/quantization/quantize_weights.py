@@ -1,0 +1,198 @@
+"""quantize-weights: the constant weights of float32 products (MatMul, and the fused MatMul kernels of O2) stored in
+``bits`` bits, per output channel and group of ``group_size`` inputs, by round-to-nearest or GPTQ (gptq.py); each
+becomes DequantizeLinear(codes, scales, zero points; axis 0, block_size = group) in front of its product: ONNX's
+blocked QDQ form (opset 21), whose codes are unsigned (uint8 for 8 bits, uint4 for 4 and 3 bits).
+
+GPTQ needs calibration inputs (``PassContext.calibration``: feeds by ONNX input name; ``sdflow.compile(...,
+calibration=[...])``, ``--calibration FILE.npz``). The graph is run once per calibration feed with the ops' numpy
+references, in order; each product's inputs are captured when its turn comes, from the model as quantized so far
+(the products before it already carry their quantized weights), its weight quantized from H = 2 X Xᵀ, and the run
+goes on with the quantized weight. A weight that several products read keeps round-to-nearest under GPTQ (their
+inputs differ); the pass says so with ``--explain``. Every product's relative reconstruction error
+‖WX - ŴX‖² / ‖WX‖² on the calibration inputs is in ``layer_errors`` of ``quantize_graph``."""
+from __future__ import annotations
+
+import dataclasses
+
+import ml_dtypes
+import numpy as np
+
+from sdflow.ir import Graph, PipelineError, evaluate_node, lookup_op
+from sdflow.ir.ops.fused import Fused
+from ..infra import Pass, PassContext, PassResult, register_pass
+from . import gptq as numerics
+
+__all__ = ["QuantizeWeights", "quantize_graph", "LayerError"]
+
+METHODS = ("rtn", "gptq")
+
+
+@register_pass
+@dataclasses.dataclass(frozen=True)
+class QuantizeWeights(Pass):
+    """Constant weights of MatMul products  =>  bits-wide codes + DequantizeLinear (RTN or GPTQ)."""
+
+    name = "quantize-weights"
+    bits: int = 4
+    group_size: int = 128  # inputs per group; -1: one group per output channel
+    symmetric: bool = False
+    method: str = "rtn"  # rtn | gptq
+    act_order: bool = False  # GPTQ: columns by decreasing H_ii (groups found up front)
+    damp: float = 0.01  # GPTQ: damping, a fraction of mean(diag H)
+    block_size: int = 128  # GPTQ: columns per lazy batch update
+    min_elements: int = 4096  # smaller weights stay float32
+
+    def __post_init__(self):
+        if self.bits not in (3, 4, 8):
+            raise PipelineError(f"quantize-weights: bits must be 3, 4 or 8, not {self.bits}")
+        if self.method not in METHODS:
+            raise PipelineError(f"quantize-weights: method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.group_size != -1 and self.group_size < 1:
+            raise PipelineError(f"quantize-weights: group_size must be -1 or positive, not {self.group_size}")
+        if self.block_size < 1 or not 0 <= self.damp < 1:
+            raise PipelineError("quantize-weights: block_size must be positive and damp in [0, 1)")
+
+    def apply(self, graph: Graph, ctx: PassContext) -> PassResult:
+        if self.method == "gptq" and not ctx.calibration:
+            raise PipelineError("quantize-weights{method=gptq} needs calibration inputs: "
+                                "sdflow.compile(..., calibration=[feeds, ...]) or --calibration FILE.npz")
+        errors, notes = quantize_graph(graph, self, ctx.calibration if self.method == "gptq" else ())
+        stats = {"weights": len(errors)}
+        if errors and ctx.calibration:
+            stats["mean_relative_error"] = round(float(np.mean([e.relative for e in errors])), 6)
+        return PassResult(bool(errors), stats, notes if ctx.explain else [])
+
+
+@dataclasses.dataclass
+class LayerError:
+    weight: str
+    relative: float  # ‖WX - ŴX‖² / ‖WX‖² over the calibration inputs (0 without calibration)
+
+
+def _targets(graph: Graph, config: QuantizeWeights, notes: list[str]) -> dict:
+    """Product node -> (input position of its activation, of its weight) for every float32 product by a constant
+    2-D weight of at least ``min_elements``."""
+    found = {}
+    for node in graph.op_nodes():
+        inputs = graph.node_inputs(node)
+        if node.op_type == "MatMul" and not node.domain_name:
+            positions = (0, 1)
+        elif isinstance(node, Fused) and node.parsed.kind == "matmul":
+            args = node.parsed.steps[0].args
+            if not all(a.startswith("in") for a in args[:2]):
+                continue
+            positions = (int(args[0][2:]), int(args[1][2:]))
+        else:
+            continue
+        weight = inputs[positions[1]]
+        if not weight or not graph.is_constant(weight):
+            continue
+        ttype = graph.tensor_type(weight)
+        if ttype.rank != 2 or ttype.dtype != np.float32:
+            continue
+        if int(np.prod(ttype.shape)) < config.min_elements:
+            notes.append(f"{node.label}: weight {weight} stays float32 ({int(np.prod(ttype.shape))} elements, "
+                         f"under min_elements={config.min_elements})")
+            continue
+        found[node] = positions
+    return found
+
+
+def quantize_graph(graph: Graph, config: QuantizeWeights, calibration=()) -> tuple[list[LayerError], list[str]]:
+    """Quantizes every target weight of ``graph`` in place (see the module); GPTQ when ``calibration`` is given
+    and the method asks for it. Returns each weight's reconstruction error and the notes."""
+    notes: list[str] = []
+    targets = _targets(graph, config, notes)
+    if not targets:
+        return [], notes
+    readers: dict[str, int] = {}
+    for node, (_, w) in targets.items():
+        name = graph.node_inputs(node)[w]
+        readers[name] = readers.get(name, 0) + 1
+    quantized: dict[str, tuple[numerics.Quantized, np.ndarray]] = {}  # weight -> (codes, dequantized float32)
+    errors: list[LayerError] = []
+    runs = [_Run(graph, feeds) for feeds in calibration]
+    for node in graph.op_nodes():
+        inputs = graph.node_inputs(node)
+        if node in targets:
+            x_pos, w_pos = targets[node]
+            name = inputs[w_pos]
+            weight = graph.constant(name).astype(np.float64)
+            xs = [run.values[inputs[x_pos]] for run in runs]
+            if name not in quantized:
+                use_gptq = config.method == "gptq" and runs
+                if use_gptq and readers[name] > 1:
+                    notes.append(f"{node.label}: weight {name} is read by {readers[name]} products, "
+                                 "round-to-nearest (GPTQ takes one layer's inputs)")
+                    use_gptq = False
+                group = config.group_size if config.group_size != -1 else weight.shape[0]
+                if use_gptq:
+                    result = numerics.gptq(weight.T, numerics.hessian(xs), config.bits, group, config.symmetric,
+                                           config.act_order, config.damp, config.block_size)
+                else:
+                    result = numerics.rtn(weight.T, config.bits, group, config.symmetric)
+                quantized[name] = (result, result.dequantized().T.astype(np.float32))
+                if xs:
+                    errors.append(LayerError(name, _relative_error(weight, quantized[name][1], xs)))
+                else:
+                    errors.append(LayerError(name, 0.0))
+            for run in runs:  # the run goes on with the quantized weight
+                run.values[name] = quantized[name][1]
+        for run in runs:
+            run.step(node)
+    for name, (result, _) in quantized.items():
+        _replace_weight(graph, name, result, config.bits)
+    return errors, notes
+
+
+def _relative_error(weight: np.ndarray, dequantized: np.ndarray, xs: list[np.ndarray]) -> float:
+    num = den = 0.0
+    for x in xs:
+        rows = np.asarray(x, np.float64).reshape(-1, weight.shape[0])
+        exact = rows @ weight
+        num += float(np.sum((exact - rows @ dequantized.astype(np.float64)) ** 2))
+        den += float(np.sum(exact ** 2))
+    return num / den if den else 0.0
+
+
+class _Run:
+    """One calibration feed through the graph, op by op (numpy references)."""
+
+    def __init__(self, graph: Graph, feeds: dict):
+        import sympy
+        self.graph = graph
+        self.values = dict(graph.constants)
+        self.symbols = {}
+        for name in graph.inputs:
+            onnx_name = graph.onnx_name(name)
+            if onnx_name not in feeds:
+                raise PipelineError(f"calibration feed lacks input {onnx_name!r}")
+            self.values[name] = np.asarray(feeds[onnx_name])
+            for dim, size in zip(graph.tensor_type(name).shape, self.values[name].shape):
+                if isinstance(dim, sympy.Symbol):
+                    self.symbols[dim] = size
+
+    def step(self, node) -> None:
+        arrays = [self.values[t] if t else None for t in self.graph.node_inputs(node)]
+        for tensor, value in zip(self.graph.node_outputs(node), evaluate_node(node, arrays, self.symbols)):
+            if tensor is not None:
+                self.values[tensor] = np.asarray(value)
+
+
+_CODE_TYPES = {8: np.uint8, 4: ml_dtypes.uint4, 3: ml_dtypes.uint4}
+
+
+def _replace_weight(graph: Graph, name: str, result: numerics.Quantized, bits: int) -> None:
+    """The weight [K, N] as DequantizeLinear(codes [K, N], scales and zero points [ceil(K / group), N]; axis 0,
+    block_size = group), its result read wherever the weight was."""
+    code_type = _CODE_TYPES[bits]
+    codes = graph.add_constant(f"{name}_q{bits}", result.codes.T.astype(code_type))
+    scales = graph.add_constant(f"{name}_scales", result.scales.T.astype(np.float32))
+    zeros = graph.add_constant(f"{name}_zero_points", result.zeros.T.astype(code_type))
+    ttype = graph.tensor_type(name)
+    dequantized = graph.add_tensor(f"{name}_dequantized", ttype)
+    node = lookup_op("", "DequantizeLinear", 21).node_class(
+        f"dequantize_{name}", inputs=["x", "x_scale", "x_zero_point"], outputs=["y"], opset=21, axis=0,
+        block_size=int(result.group_size))
+    graph.add_op(node, [codes, scales, zeros], [dequantized])
+    graph.replace_uses(name, dequantized)
