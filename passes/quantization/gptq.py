@@ -99,16 +99,22 @@ def _static_groups(w, bits, group, symmetric):
     return [group_params(w[:, g0:g0 + group], bits, symmetric) for g0 in range(0, w.shape[1], group)]
 
 
+def _start(w, h, bits, group_size, symmetric, act_order, damp):
+    """What both forms start from: the group width, the largest code, the static groups (act-order), the
+    prepared (W, U, order) and zeroed outputs (codes, each column's scale and zero point)."""
+    group = np.shape(w)[1] if group_size == -1 else group_size
+    static = _static_groups(np.asarray(w, np.float64), bits, group, symmetric) if act_order else None
+    prepared = _prepare(w, h, damp, act_order)
+    outputs = tuple(np.zeros_like(prepared[0]) for _ in range(3))
+    return group, 2 ** bits - 1, static, prepared, outputs
+
+
 def gptq(w: np.ndarray, h: np.ndarray, bits: int, group_size: int = -1, symmetric: bool = False,
          act_order: bool = False, damp: float = 0.01, block_size: int = 128) -> Quantized:
     """GPTQ with lazy batch updates in blocks of ``block_size`` columns (see the module)."""
     rows, columns = np.shape(w)
-    group = columns if group_size == -1 else group_size
-    maxq = 2 ** bits - 1
-    static = _static_groups(np.asarray(w, np.float64), bits, group, symmetric) if act_order else None
-    w, u, order = _prepare(w, h, damp, act_order)
-    codes = np.zeros_like(w)
-    column_scale, column_zero = np.zeros_like(w), np.zeros_like(w)
+    group, maxq, static, (w, u, order), (codes, column_scale, column_zero) = _start(w, h, bits, group_size, symmetric,
+                                                                                    act_order, damp)
     scale = zero = None
     for i1 in range(0, columns, block_size):
         i2 = min(i1 + block_size, columns)
@@ -139,13 +145,9 @@ def gptq(w: np.ndarray, h: np.ndarray, bits: int, group_size: int = -1, symmetri
 def gptq_by_column(w: np.ndarray, h: np.ndarray, bits: int, group_size: int = -1, symmetric: bool = False,
                    act_order: bool = False, damp: float = 0.01) -> Quantized:
     """The same algorithm one column at a time, every update applied to all later columns at once (no blocks)."""
-    rows, columns = np.shape(w)
-    group = columns if group_size == -1 else group_size
-    maxq = 2 ** bits - 1
-    static = _static_groups(np.asarray(w, np.float64), bits, group, symmetric) if act_order else None
-    w, u, order = _prepare(w, h, damp, act_order)
-    codes = np.zeros_like(w)
-    column_scale, column_zero = np.zeros_like(w), np.zeros_like(w)
+    columns = np.shape(w)[1]
+    group, maxq, static, (w, u, order), (codes, column_scale, column_zero) = _start(w, h, bits, group_size, symmetric,
+                                                                                    act_order, damp)
     scale = zero = None
     for column in range(columns):
         if static is not None:
