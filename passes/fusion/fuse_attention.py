@@ -129,10 +129,7 @@ def _match_scores(graph: Graph, topology: Topology, context_matmul):
     softmax = topology.producer.get(probs)
     if softmax is None or softmax.op_type != "Softmax":
         return ""
-    if nan_rule is None and topology.only_consumer(probs) is not context_matmul:
-        return "the probabilities are read by other ops too"
-    if nan_rule is not None and (set(topology.consumers.get(probs, ())) != set(nan_rule)
-                                 or probs in topology.outputs):
+    if set(topology.consumers.get(probs, ())) != set(nan_rule or [context_matmul]) or probs in topology.outputs:
         return "the probabilities are read by other ops too"
     rank = graph.tensor_type(probs).rank
     if rank != 4 or softmax.attr("axis", -1) not in (-1, 3) or graph.tensor_type(probs).dtype.name != "float32":
