@@ -71,8 +71,12 @@ class LayerError:
 
 def _targets(graph: Graph, config: QuantizeWeights, notes: list[str]) -> dict:
     """Product node -> (input position of its activation, of its weight) for every float32 product by a constant
-    2-D weight of at least ``min_elements``."""
-    found = {}
+    2-D weight of at least ``min_elements`` that only products read."""
+    found, readers = {}, {}
+    for node in graph.op_nodes():
+        for tensor in graph.node_inputs(node):
+            if tensor:
+                readers.setdefault(tensor, set()).add(node)
     for node in graph.op_nodes():
         inputs = graph.node_inputs(node)
         if node.op_type == "MatMul" and not node.domain_name:
@@ -95,6 +99,13 @@ def _targets(graph: Graph, config: QuantizeWeights, notes: list[str]) -> dict:
                          f"under min_elements={config.min_elements})")
             continue
         found[node] = positions
+    for node, (_, w) in list(found.items()):  # a weight other ops read too (a tied embedding) stays float32
+        weight = graph.node_inputs(node)[w]
+        others = [r for r in readers[weight] if r not in found]
+        if others:
+            notes.append(f"{node.label}: weight {weight} stays float32, {others[0].label} ({others[0].op_type}) "
+                         "reads it too")
+            del found[node]
     return found
 
 
