@@ -289,6 +289,19 @@ def cmd_corpus(args) -> int:
     return corpus.run(args)
 
 
+def cmd_quantize(args) -> int:
+    from sdflow import api
+    from sdflow.quantize import quantize_onnx
+    summary = quantize_onnx(args.model, args.passes, args.output, api.calibration_feeds(args.calibration))
+    print(f"wrote {args.output}: {summary.weights} weight(s) quantized, {summary.float_bytes / 2**20:.2f} MiB of "
+          f"float32 -> {summary.quantized_bytes / 2**20:.2f} MiB")
+    if summary.mean_relative_error is not None:
+        print(f"mean relative reconstruction error on the calibration inputs: {summary.mean_relative_error:.3g}")
+    for note in summary.notes:
+        print(f"  {note}")
+    return 0
+
+
 def _add_passes_option(parser, default: str = DEFAULT_PASSES, what: str = "", calibration: bool = False) -> None:
     parser.add_argument("-p", "--passes", default=default, metavar="PIPELINE",
                         help=f"pass pipeline, e.g. O1 or 'fold-constants,eliminate-dead-nodes' "
@@ -399,6 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
     from sdflow import zoo
     zoo.add_arguments(p)
     p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("quantize", help="write an ONNX model with the weights of quantization passes "
+                       "(blocked DequantizeLinear, opset 21)")
+    p.add_argument("model", help="the ONNX model to quantize")
+    p.add_argument("-o", "--output", required=True, help="the quantized ONNX file to write")
+    _add_passes_option(p, default="quantize-weights", calibration=True)
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("corpus", help="compile the model corpus (100+ architectures) and compare with ONNX Runtime")
     from sdflow import corpus

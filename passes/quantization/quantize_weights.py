@@ -109,9 +109,11 @@ def _targets(graph: Graph, config: QuantizeWeights, notes: list[str]) -> dict:
     return found
 
 
-def quantize_graph(graph: Graph, config: QuantizeWeights, calibration=()) -> tuple[list[LayerError], list[str]]:
+def quantize_graph(graph: Graph, config: QuantizeWeights, calibration=(),
+                   results: dict | None = None) -> tuple[list[LayerError], list[str]]:
     """Quantizes every target weight of ``graph`` in place (see the module); GPTQ when ``calibration`` is given
-    and the method asks for it. Returns each weight's reconstruction error and the notes."""
+    and the method asks for it. Returns each weight's reconstruction error and the notes; ``results`` (a dict)
+    receives each weight's codes as ``{weight: (Quantized of weightᵀ, float32 value it replaced)}``."""
     notes: list[str] = []
     targets = _targets(graph, config, notes)
     if not targets:
@@ -152,6 +154,8 @@ def quantize_graph(graph: Graph, config: QuantizeWeights, calibration=()) -> tup
         for run in runs:
             run.step(node)
     for name, (result, _) in quantized.items():
+        if results is not None:
+            results[name] = (result, graph.constant(name))
         _replace_weight(graph, name, result, config.bits)
     return errors, notes
 
@@ -190,16 +194,23 @@ class _Run:
                 self.values[tensor] = np.asarray(value)
 
 
-_CODE_TYPES = {8: np.uint8, 4: ml_dtypes.uint4, 3: ml_dtypes.uint4}
+CODE_TYPES = {8: np.uint8, 4: ml_dtypes.uint4, 3: ml_dtypes.uint4}
+
+
+def dequantize_inputs(result: numerics.Quantized, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes [K, N], scales and zero points [ceil(K / group), N]) of a weight [K, N] quantized as ``result``
+    (of its transpose): the inputs of its DequantizeLinear (axis 0, block_size = group)."""
+    code_type = CODE_TYPES[bits]
+    return (result.codes.T.astype(code_type), result.scales.T.astype(np.float32),
+            result.zeros.T.astype(code_type))
 
 
 def _replace_weight(graph: Graph, name: str, result: numerics.Quantized, bits: int) -> None:
-    """The weight [K, N] as DequantizeLinear(codes [K, N], scales and zero points [ceil(K / group), N]; axis 0,
-    block_size = group), its result read wherever the weight was."""
-    code_type = _CODE_TYPES[bits]
-    codes = graph.add_constant(f"{name}_q{bits}", result.codes.T.astype(code_type))
-    scales = graph.add_constant(f"{name}_scales", result.scales.T.astype(np.float32))
-    zeros = graph.add_constant(f"{name}_zero_points", result.zeros.T.astype(code_type))
+    """The weight [K, N] as DequantizeLinear(codes, scales, zero points; axis 0, block_size = group), its result
+    read wherever the weight was."""
+    values = dequantize_inputs(result, bits)
+    codes, scales, zeros = (graph.add_constant(f"{name}_{suffix}", value)
+                            for suffix, value in zip((f"q{bits}", "scales", "zero_points"), values))
     ttype = graph.tensor_type(name)
     dequantized = graph.add_tensor(f"{name}_dequantized", ttype)
     node = lookup_op("", "DequantizeLinear", 21).node_class(
