@@ -5,6 +5,7 @@ under each quantization, compared by cosine with the float32 embeddings; ONNX Ru
 model for reference. Writes docs/quantization.md.
 
     python benchmarks/quantization_accuracy.py [--sentences 512] [--calibration 32] [-o docs/quantization.md]
+        [--reduced]
 
 The calibration sentences (GPTQ) are taken from the same text but never evaluated on.
 """
@@ -72,6 +73,7 @@ def main() -> int:
     parser.add_argument("--sentences", type=int, default=512)
     parser.add_argument("--calibration", type=int, default=32)
     parser.add_argument("-o", "--output", default=str(ROOT / "docs" / "quantization.md"))
+    parser.add_argument("--reduced", action="store_true", help="the 2-layer MiniLM (the test suite's quick run)")
     args = parser.parse_args()
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -79,7 +81,7 @@ def main() -> int:
     from sdflow import zoo
     from sdflow.quantize import quantize_onnx
 
-    path = zoo.export("minilm")
+    path = zoo.export("minilm", reduced=args.reduced)
     texts = sentences(args.sentences + args.calibration)
     evaluation, calibration = tokenize(texts[:args.sentences]), tokenize(texts[args.sentences:])
     calibration_feeds = [{k: v[i:i + 1, :int(f["attention_mask"][i].sum())] for k, v in f.items()}
@@ -133,8 +135,8 @@ def main() -> int:
         f" `pydoc_data.topics` tokenized by the model's own tokenizer (at most 128 tokens), embeddings as"
         " sentence-transformers makes them (mean pooling, L2 norm); each row's cosine with ONNX Runtime's float32"
         f" embedding of the same sentence. GPTQ calibrates on {args.calibration} other sentences of the same text."
-        " The file size is the ONNX file `sdflow quantize` writes (codes, scales and zero points of the 36 weight"
-        " matrices; the embeddings stay float32).",
+        " The file size is the ONNX file `sdflow quantize` writes (codes, scales and zero points of the weight"
+        " matrices; the embeddings stay float32)." + (" The 2-layer variant (--reduced)." if args.reduced else ""),
         "",
         "| weights | by | cosine min | cosine mean | ONNX file MiB |",
         "|---|---|---:|---:|---:|",

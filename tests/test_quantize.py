@@ -2,6 +2,7 @@
 ONNX Runtime runs the file and computes what sdflow's quantized model computes; sdflow imports the file back."""
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 
@@ -78,3 +79,18 @@ def test_the_cli_quantizes_with_gptq_and_says_what_it_wrote(helpers, rng, tmp_pa
         result = subprocess.run([sys.executable, "-m", "sdflow", "quantize", *arguments], capture_output=True,
                                 text=True)
         assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_accuracy_benchmark_runs_on_a_few_sentences(tmp_path):
+    """benchmarks/quantization_accuracy.py (docs/quantization.md) on the 2-layer MiniLM and 16 sentences: every
+    row is there and the cosines are cosines (the full run is the documented command)."""
+    out = tmp_path / "quantization.md"
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "quantization_accuracy.py"
+    result = subprocess.run([sys.executable, str(script), "--sentences", "16", "--calibration", "4", "--reduced",
+                             "-o", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) >= 7 and rows[0].startswith("| float32 | sdflow | 1.00000")
+    for row in rows:
+        low, mean = (float(v) for v in row.split("|")[3:5])
+        assert 0 < low <= mean <= 1.00001
