@@ -17,7 +17,7 @@ import dataclasses
 import ml_dtypes
 import numpy as np
 
-from sdflow.ir import Graph, PipelineError, evaluate_node, lookup_op
+from sdflow.ir import Graph, PipelineError, SdflowError, evaluate_node, lookup_op
 from sdflow.ir.ops.fused import Fused
 from ..infra import Pass, PassContext, PassResult, register_pass
 from . import gptq as numerics
@@ -179,17 +179,32 @@ class _Run:
         self.values = dict(graph.constants)
         self.symbols = {}
         for name in graph.inputs:
-            onnx_name = graph.onnx_name(name)
+            onnx_name, ttype = graph.onnx_name(name), graph.tensor_type(name)
             if onnx_name not in feeds:
                 raise PipelineError(f"calibration feed lacks input {onnx_name!r}")
-            self.values[name] = np.asarray(feeds[onnx_name])
-            for dim, size in zip(graph.tensor_type(name).shape, self.values[name].shape):
-                if isinstance(dim, sympy.Symbol):
-                    self.symbols[dim] = size
+            value = np.asarray(feeds[onnx_name])
+            if value.dtype != ttype.dtype or value.ndim != ttype.rank:
+                raise PipelineError(f"calibration input {onnx_name!r} is {value.dtype}{list(value.shape)}, the "
+                                    f"model takes {ttype}")
+            for dim, size in zip(ttype.shape, value.shape):
+                if isinstance(dim, sympy.Symbol) and self.symbols.setdefault(dim, size) != size:
+                    raise PipelineError(f"calibration input {onnx_name!r} has {dim} = {size}, another input "
+                                        f"{self.symbols[dim]}")
+                if isinstance(dim, int) and dim != size:
+                    raise PipelineError(f"calibration input {onnx_name!r} is {list(value.shape)}, the model takes "
+                                        f"{ttype}")
+            self.values[name] = value
 
     def step(self, node) -> None:
         arrays = [self.values[t] if t else None for t in self.graph.node_inputs(node)]
-        for tensor, value in zip(self.graph.node_outputs(node), evaluate_node(node, arrays, self.symbols)):
+        try:
+            results = evaluate_node(node, arrays, self.symbols)
+        except SdflowError:
+            raise
+        except Exception as error:  # a numpy reference meeting values the model cannot take
+            raise PipelineError(f"calibration run: {node.label} ({node.op_type}) failed on the calibration "
+                                f"inputs: {type(error).__name__}: {error}") from None
+        for tensor, value in zip(self.graph.node_outputs(node), results):
             if tensor is not None:
                 self.values[tensor] = np.asarray(value)
 

@@ -105,3 +105,7 @@ def test_bad_options_and_missing_calibration_are_pipeline_errors(helpers, rng):
     with pytest.raises(PipelineError, match="lacks input 'x'"):
         run_pipeline(graph, "quantize-weights{method=gptq,min_elements=0}",
                      ctx=PassContext(calibration=({"y": np.zeros((1, 64), F)},)))
+    for bad in (np.zeros((2, 63), F), np.zeros((2, 64), np.float64), np.zeros(64, F)):
+        with pytest.raises(PipelineError, match="calibration input 'x' is"):
+            run_pipeline(graph, "quantize-weights{method=gptq,min_elements=0}",
+                         ctx=PassContext(calibration=({"x": bad},)))
