@@ -455,10 +455,9 @@ def test_fuse_attention_declines_the_nan_rule_when_the_probabilities_are_read_el
     assert any("probabilities are read by other ops" in note for note in result.notes)
 
 
-def test_fuse_attention_takes_the_dynamo_exporters_key_transpose(helpers, rng):
-    """PyTorch's dynamo exporter transposes [B, H, S, D] keys as Reshape to [B * H, S, D], Transpose (0, 2, 1) and
-    Reshape to [B, H, D, S], with the shapes computed from Shape/Slice/Concat (Llama, Mistral, Qwen2, Gemma, Phi,
-    GPT-J exports). fuse-attention reads that as Kᵀ; structure and ONNX Runtime at two sequence lengths."""
+def _dynamo_key_transpose_attention(helpers, rng, flat_read_twice=False):
+    """``_sdpa_nan_rule_attention`` with Kᵀ as PyTorch's dynamo exporter writes it; ``flat_read_twice``: the
+    flattened keys [B * H, S, D] are also a graph output (the chain cannot go)."""
     model = _sdpa_nan_rule_attention(helpers, rng)
     graph = model.graph
     nodes = list(graph.node)
@@ -478,7 +477,17 @@ def test_fuse_attention_takes_the_dynamo_exporters_key_transpose(helpers, rng):
     graph.node.extend(nodes)
     graph.initializer.extend(numpy_helper.from_array(np.array([v], np.int64), name)
                              for name, v in (("i0", 0), ("i2", 2), ("i3", 3), ("i4", 4), ("minus_one", -1)))
+    if flat_read_twice:
+        graph.output.append(helper.make_tensor_value_info("k3", onnx.TensorProto.FLOAT, ["bh", "seq", 8]))
     onnx.checker.check_model(model)
+    return model
+
+
+def test_fuse_attention_takes_the_dynamo_exporters_key_transpose(helpers, rng):
+    """PyTorch's dynamo exporter transposes [B, H, S, D] keys as Reshape to [B * H, S, D], Transpose (0, 2, 1) and
+    Reshape to [B, H, D, S], with the shapes computed from Shape/Slice/Concat (Llama, Mistral, Qwen2, Gemma, Phi,
+    GPT-J exports). fuse-attention reads that as Kᵀ; structure and ONNX Runtime at two sequence lengths."""
+    model = _dynamo_key_transpose_attention(helpers, rng)
     _, result = _optimized(model, "fuse-attention")
     assert result.stats["attentions"] == 1, result.notes
 
@@ -487,6 +496,12 @@ def test_fuse_attention_takes_the_dynamo_exporters_key_transpose(helpers, rng):
                 "allowed": rng.random((batch, 1, 1, seq)) < 0.7}
     compiled = helpers.check_against_ort(model, [feeds(2, 5), feeds(1, 11)], passes="O2")
     assert "Attention" in [n.op_type for n in compiled.graph.op_nodes()]
+
+
+def test_fuse_attention_declines_a_dynamo_key_transpose_read_elsewhere(helpers, rng):
+    graph, result = _optimized(_dynamo_key_transpose_attention(helpers, rng, flat_read_twice=True), "fuse-attention")
+    assert result.stats["attentions"] == 0 and "Attention" not in _ops(graph)
+    assert any("Kᵀ is not a transpose" in note for note in result.notes)
 
 
 def test_fuse_attention_declines_a_scaled_key_read_elsewhere(helpers, rng):
