@@ -49,8 +49,7 @@ def quantize_onnx(model, passes: str, output, calibration=()) -> QuantizeSummary
     graph = import_model(proto)
     results, bits_of, errors, notes = {}, {}, [], []
     for pass_ in pipeline:
-        if pass_.method == "gptq" and not calibration:
-            raise PipelineError("quantize-weights{method=gptq} needs calibration inputs: --calibration FILE.npz")
+        pass_.check_calibration(calibration)
         found, pass_notes = quantize_graph(graph, pass_, calibration if pass_.method == "gptq" else (), results)
         bits_of.update({name: pass_.bits for name in results if name not in bits_of})
         errors += found

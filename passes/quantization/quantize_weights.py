@@ -52,10 +52,14 @@ class QuantizeWeights(Pass):
         if self.block_size < 1 or not 0 <= self.damp < 1:
             raise PipelineError("quantize-weights: block_size must be positive and damp in [0, 1)")
 
-    def apply(self, graph: Graph, ctx: PassContext) -> PassResult:
-        if self.method == "gptq" and not ctx.calibration:
+    def check_calibration(self, calibration) -> None:
+        """A PipelineError when the method needs calibration inputs and there are none."""
+        if self.method == "gptq" and not calibration:
             raise PipelineError("quantize-weights{method=gptq} needs calibration inputs: "
                                 "sdflow.compile(..., calibration=[feeds, ...]) or --calibration FILE.npz")
+
+    def apply(self, graph: Graph, ctx: PassContext) -> PassResult:
+        self.check_calibration(ctx.calibration)
         errors, notes = quantize_graph(graph, self, ctx.calibration if self.method == "gptq" else ())
         stats = {"weights": len(errors)}
         if errors and ctx.calibration:
@@ -69,9 +73,9 @@ class LayerError:
     relative: float  # ‖WX - ŴX‖² / ‖WX‖² over the calibration inputs (0 without calibration)
 
 
-def _targets(graph: Graph, config: QuantizeWeights, notes: list[str]) -> dict:
+def _targets(graph: Graph, config: QuantizeWeights, notes: list[str]) -> tuple[dict, dict]:
     """Product node -> (input position of its activation, of its weight) for every float32 product by a constant
-    2-D weight of at least ``min_elements`` that only products read."""
+    2-D weight of at least ``min_elements`` that only products read; and every tensor's readers."""
     found, readers = {}, {}
     for node in graph.op_nodes():
         for tensor in graph.node_inputs(node):
@@ -106,7 +110,7 @@ def _targets(graph: Graph, config: QuantizeWeights, notes: list[str]) -> dict:
             notes.append(f"{node.label}: weight {weight} stays float32, {others[0].label} ({others[0].op_type}) "
                          "reads it too")
             del found[node]
-    return found
+    return found, readers
 
 
 def quantize_graph(graph: Graph, config: QuantizeWeights, calibration=(),
@@ -115,13 +119,9 @@ def quantize_graph(graph: Graph, config: QuantizeWeights, calibration=(),
     and the method asks for it. Returns each weight's reconstruction error and the notes; ``results`` (a dict)
     receives each weight's codes as ``{weight: (Quantized of weightᵀ, float32 value it replaced)}``."""
     notes: list[str] = []
-    targets = _targets(graph, config, notes)
+    targets, readers = _targets(graph, config, notes)
     if not targets:
         return [], notes
-    readers: dict[str, int] = {}
-    for node, (_, w) in targets.items():
-        name = graph.node_inputs(node)[w]
-        readers[name] = readers.get(name, 0) + 1
     quantized: dict[str, tuple[numerics.Quantized, np.ndarray]] = {}  # weight -> (codes, dequantized float32)
     errors: list[LayerError] = []
     runs = [_Run(graph, feeds) for feeds in calibration]
@@ -134,8 +134,8 @@ def quantize_graph(graph: Graph, config: QuantizeWeights, calibration=(),
             xs = [run.values[inputs[x_pos]] for run in runs]
             if name not in quantized:
                 use_gptq = config.method == "gptq" and runs
-                if use_gptq and readers[name] > 1:
-                    notes.append(f"{node.label}: weight {name} is read by {readers[name]} products, "
+                if use_gptq and len(readers[name]) > 1:
+                    notes.append(f"{node.label}: weight {name} is read by {len(readers[name])} products, "
                                  "round-to-nearest (GPTQ takes one layer's inputs)")
                     use_gptq = False
                 group = config.group_size if config.group_size != -1 else weight.shape[0]
