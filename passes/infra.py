@@ -57,8 +57,18 @@ def available_passes() -> dict[str, type[Pass]]:
     return dict(sorted(_PASSES.items()))
 
 
-_CONVERTERS = {int: int, float: float, str: str, bool: lambda v: v.lower() in ("1", "true", "yes", "on"),
-               "int": int, "float": float, "str": str, "bool": lambda v: v.lower() in ("1", "true", "yes", "on")}
+def _boolean(text: str) -> bool:
+    """true/false (1/0, yes/no, on/off); anything else is not a boolean (a ValueError, not False)."""
+    value = text.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+_CONVERTERS = {int: int, float: float, str: str, bool: _boolean,
+               "int": int, "float": float, "str": str, "bool": _boolean}
 
 
 def create_pass(name: str, options: dict[str, str]) -> Pass:

@@ -86,6 +86,14 @@ inline void pack_b(const int8_t* b, int64_t ldb, int64_t k, int64_t n, int8_t* p
     std::memcpy(packed + panels(n) * groups * NR * 4, all.data(), all.size() * sizeof(int32_t));
 }
 
+// B (not a constant) packed into the calling thread's buffer, kept between calls.
+inline const int8_t* pack_per_call(const int8_t* b, int64_t ldb, int64_t k, int64_t n) {
+    static thread_local std::vector<int8_t> buffer;
+    if (int64_t(buffer.size()) < packed_bytes(k, n)) buffer.resize(packed_bytes(k, n));
+    pack_b(b, ldb, k, n, buffer.data());
+    return buffer.data();
+}
+
 // The quantization of a run of values: scale and zero point as DynamicQuantizeLinear finds them.
 struct RowQuant {
     float scale;

@@ -5,7 +5,8 @@ local, so the values between steps live in registers:
 - ``rows``: one parallel map over the rows; the prologue writes the row op's input into the output row, then
   LayerNorm/Softmax runs on that row in place (one read of each input, one write of the output).
 - ``conv``: the convolution (``nn.conv_code``) with the epilogue applied to each output plane in place.
-- ``matmul``: a GEMM (``codegen/kernels/gemm.h``; BLAS for double) into the output (before a Split: one call per
+- ``matmul``, ``matmul_int8``: a GEMM (``codegen/kernels/gemm.h``; BLAS for double; ``qgemm.h`` for the int8
+  product) into the output (before a Split: one call per
   output, each on its column block of the concatenated weight, packed as its own block when the weight is a
   constant), then one parallel map over the rows applies the epilogue in place while the row is in cache.
 """
@@ -24,6 +25,7 @@ from ._math import vectorizable
 from .elementwise import broadcast_index, expression
 from .linalg import GEMM_INCLUDES, PACKED, _gemm_call, sgemm_call, uses_gemm_h
 from .nn import CONV_INCLUDES, conv_code, conv_depthwise_code, packed_input
+from .quantization import QGEMM_INCLUDE, QGEMM_PACKED, qgemm_call
 from .reduction import REDUCE_INCLUDE, layer_norm_row_code, softmax_row_code
 
 
@@ -151,8 +153,9 @@ def matmul_blocks(program: Program, types) -> list[tuple[int, object, object]]:
 def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     """GEMM into each output (a Split's outputs are column blocks of the product: one GEMM call per block of the
     concatenated weight, straight into that output), then the epilogue on each output row in place."""
-    from .packing import packed_offsets  # (packing imports this module)
+    from .packing import packed_offsets, qgemm_offsets  # (packing imports this module)
     matmul, steps = program.steps[0], list(program.steps[1:])
+    int8 = matmul.op_type == "DynamicQuantizeMatMul"
     if steps and steps[-1].op_type == "Split":
         steps.pop()
     a_type, b_type = types[matmul.args[0]], types[matmul.args[1]]
@@ -167,7 +170,19 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     a_in, b_in = matmul.args[0], matmul.args[1]
     ours = uses_gemm_h(ctx, ctype)
     packed = ours and PACKED in ctx.inputs
-    if packed:
+    extra = []  # (C++ name, input) of the int8 product's scales and bias
+    if int8:
+        packed = QGEMM_PACKED in ctx.inputs
+        scale_in, bias_in = (list(matmul.args) + [None, None])[2:4]
+        per_column = list(types[scale_in].shape) != [1]
+        extra = [("_s", scale_in)] + ([("_bias", bias_in)] if bias_in else [])
+        offsets = qgemm_offsets(int(b_type.shape[0]), [int(w) for _, _, w in blocks]) if packed else None
+        calls = [qgemm_call(rows, cexpr(w), k, "_a", f"_b + {cexpr(lo)}", n, f"_p + {offsets[i]}" if packed else None,
+                            f"_s + {cexpr(lo)}" if per_column else "_s", per_column,
+                            f"_bias + {cexpr(lo)}" if bias_in else None, f"_c{o}", cexpr(w),
+                            bool(matmul.node().attr("per_row", 0)))
+                 for i, (o, lo, w) in enumerate(blocks)]
+    elif packed:
         offsets = packed_offsets(int(b_type.shape[0]), [int(w) for _, _, w in blocks])
         calls = [sgemm_call(rows, cexpr(w), k, "_a", k, None, None, f"_c{o}", cexpr(w), packed=f"_p + {offset}")
                  for (o, _, w), offset in zip(blocks, offsets)]
@@ -178,10 +193,11 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
         calls = [_gemm_call(ctype, False, False, rows, cexpr(w), k, 1, "_a", k, f"_b + {cexpr(lo)}", n, 0, f"_c{o}",
                             cexpr(w)) for o, lo, w in blocks]
     pointer = dace.pointer(dace_dtype(a_type.dtype))
-    operands = [("_a", a_in), ("_p", PACKED) if packed else ("_b", b_in)]
-    tasklet = gemm_state.add_tasklet("gemm", {c: pointer for c, _ in operands},
+    operands = [("_a", a_in), (("_p", QGEMM_PACKED if int8 else PACKED) if packed else ("_b", b_in))] + extra
+    tasklet = gemm_state.add_tasklet("gemm", {c: dace.pointer(sdfg.arrays[array].dtype) for c, array in operands},
                                      {f"_c{o}": pointer for o, _, _ in blocks}, "\n".join(calls),
-                                     language=dace.Language.CPP, code_global=GEMM_INCLUDES)
+                                     language=dace.Language.CPP,
+                                     code_global=QGEMM_INCLUDE if int8 else GEMM_INCLUDES)
     tasklet.environments = {OpenBLAS.full_class_path()}
     for connector, array in operands:
         gemm_state.add_edge(gemm_state.add_read(array), None, tasklet, connector,
@@ -192,7 +208,8 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     if not steps:
         return sdfg
     epilogue_state = sdfg.add_state_after(gemm_state, "epilogue")
-    memlets, elements, pointers = _external_rows(program, types, product_shape, "(j_ + low_)", skip=(a_in, b_in))
+    memlets, elements, pointers = _external_rows(program, types, product_shape, "(j_ + low_)",
+                                                 skip=(a_in, b_in) + tuple(a for _, a in extra))
     elements[matmul.results[0]] = "a_"
     code = _statements(steps, types, elements.__getitem__)
     outputs, loops = {}, []
@@ -269,7 +286,7 @@ def fused(ctx: Ctx):
         inputs.append(TensorType(desc.dtype.as_numpy_dtype(), list(desc.shape)))
     types = program.types(inputs)
     _check_types(types)
-    sdfg = {"elementwise": _elementwise, "rows": _rows, "matmul": _matmul, "conv": _conv,
+    sdfg = {"elementwise": _elementwise, "rows": _rows, "matmul": _matmul, "matmul_int8": _matmul, "conv": _conv,
             "conv_depthwise": _conv_depthwise}[program.kind](
         ctx, program, types)
     for state in sdfg.states():

@@ -1,6 +1,6 @@
 """Weights re-laid once, when a model is lowered, for the kernels that read them: convolution weights for the
-direct kernels (``conv_direct.prepack``) and GEMM weights in the panels of ``codegen/kernels/gemm.h``
-(``prepack_gemm``). A packed weight is an extra program argument named after its source constant
+direct kernels (``conv_direct.prepack``), GEMM weights in the panels of ``codegen/kernels/gemm.h``
+(``prepack_gemm``) and int8 weights in the panels of ``codegen/kernels/qgemm.h`` (``prepack_qgemm``). A packed weight is an extra program argument named after its source constant
 (``<W>__packed8``, ``<W>__gemm32n_768``, ...), so that ``weight_value`` can compute it again from the constant when a
 cached build is loaded without lowering."""
 from __future__ import annotations
@@ -14,12 +14,15 @@ from sdflow.ir.types import TensorType
 from . import conv_direct
 from .fused import matmul_blocks
 from .linalg import PACKED as GEMM_PACKED  # the op node's input that ``prepack_gemm`` adds
+from .quantization import QGEMM_PACKED  # the op node's input that ``prepack_qgemm`` adds
 
 __all__ = ["prepack", "weight_value", "pack_gemm", "gemm_packed_name", "packed_offsets", "gemm_candidate",
            "GEMM_PACKED", "PANEL"]
 
 PANEL = 32  # gemm.h's PANEL
 _GEMM_NAME = re.compile(r"(.+)__gemm32([nt])((?:_\d+)+)")
+_QGEMM_NAME = re.compile(r"(.+)__qgemm8((?:_\d+)+)")
+QGEMM_PANEL = 16  # qgemm.h's NR
 
 
 def gemm_packed_name(weight: str, transposed: bool, widths) -> str:
@@ -109,14 +112,91 @@ def prepack_gemm(graph, weights: dict) -> int:
     return count
 
 
+def pack_qgemm(weight: np.ndarray, widths) -> np.ndarray:
+    """An int8 B (k x n) as qgemm.h's ``pack_b`` lays it out, one packed block per column block of ``widths``,
+    blocks one after another: [ceil(w / 16)][ceil(k / 4)][16][4] bytes (padding 0), the int32 column sums, and an
+    int32 flag (1 when every pair of consecutive k of a column has |b0| + |b1| <= 128)."""
+    b = np.asarray(weight, np.int8)
+    k = b.shape[0]
+    parts, low = [], 0
+    for width in widths:
+        width = int(width)
+        kp, np_ = -(-k // 4) * 4, -(-width // QGEMM_PANEL) * QGEMM_PANEL
+        padded = np.zeros((kp, np_), np.int8)
+        padded[:k, :width] = b[:, low:low + width]
+        panels = padded.reshape(kp // 4, 4, np_ // QGEMM_PANEL, QGEMM_PANEL).transpose(2, 0, 3, 1)
+        wide = padded.astype(np.int32)
+        fit = bool(np.all(np.abs(wide).reshape(kp // 2, 2, np_).sum(axis=1) <= 128))
+        parts += [panels.ravel(), wide.sum(axis=0).astype("<i4").view(np.int8),
+                  np.array([int(fit)], "<i4").view(np.int8)]
+        low += width
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.int8)
+
+
+def qgemm_offsets(k: int, widths) -> list[int]:
+    """Where each column block starts in ``pack_qgemm``'s array (bytes): qgemm.h's ``packed_bytes`` of each."""
+    offsets, at = [], 0
+    for width in widths:
+        offsets.append(at)
+        panels = -(-int(width) // QGEMM_PANEL)
+        at += panels * (-(-int(k) // 4)) * QGEMM_PANEL * 4 + panels * QGEMM_PANEL * 4 + 4
+    return offsets
+
+
+def qgemm_candidate(graph, node) -> tuple[int, list[int]] | None:
+    """(input position of the int8 B, column block widths) of a DynamicQuantizeMatMul, alone or first in a fused
+    kernel."""
+    names = graph.node_inputs(node)
+    if node.op_type == "DynamicQuantizeMatMul" and node.domain_name == "ai.sdflow":
+        b = graph.sdfg.arrays[names[1]]
+        return (1, [int(b.shape[1])]) if _concrete(b.shape) else None
+    if node.op_type == "Fused" and node.parsed.kind == "matmul_int8":
+        step = node.parsed.steps[0]
+        inputs = [graph.tensor_type(n) if n else None for n in names]
+        types = node.parsed.types(inputs)
+        if not _concrete(types[step.args[1]].shape):
+            return None
+        return int(step.args[1][2:]), [int(w) for _, _, w in matmul_blocks(node.parsed, types)]
+    return None
+
+
+def prepack_qgemm(graph, weights: dict) -> int:
+    """Gives every int8 product whose B is a constant its packed copy (``pack_qgemm``) on the node's
+    ``packed_qgemm`` connector. Returns how many nodes got one."""
+    sdfg, state = graph.sdfg, graph.state
+    count = 0
+    for node in graph.op_nodes():
+        candidate = qgemm_candidate(graph, node)
+        if candidate is None or QGEMM_PACKED in node.in_connectors:
+            continue
+        position, widths = candidate
+        w = graph.node_inputs(node)[position]
+        if w not in weights or 0 in weights[w].shape:
+            continue
+        name = f"{w}__qgemm8" + "".join(f"_{int(width)}" for width in widths)
+        if name not in weights:
+            weights[name] = pack_qgemm(weights[w], widths)
+            sdfg.add_array(name, weights[name].shape, dace.int8)
+        node.add_in_connector(QGEMM_PACKED)
+        state.add_edge(state.add_read(name), None, node, QGEMM_PACKED, dace.Memlet.from_array(name, sdfg.arrays[name]))
+        count += 1
+    return count
+
+
 def prepack(graph, weights: dict) -> int:
-    return conv_direct.prepack(graph, weights) + prepack_gemm(graph, weights)
+    return conv_direct.prepack(graph, weights) + prepack_gemm(graph, weights) + prepack_qgemm(graph, weights)
 
 
 def weight_value(constant, name: str) -> np.ndarray:
     """The array passed as weight ``name``: the graph constant itself, or the packed form of one
     (``constant(name)`` looks up a graph constant)."""
     match = _GEMM_NAME.fullmatch(name)
+    quantized = _QGEMM_NAME.fullmatch(name)
+    if quantized is not None:
+        try:
+            return np.asarray(constant(name), order="C")
+        except KeyError:
+            return pack_qgemm(np.asarray(constant(quantized[1])), [int(w) for w in quantized[2][1:].split("_")])
     if match is None:
         return conv_direct.weight_value(constant, name)
     try:

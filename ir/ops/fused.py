@@ -9,6 +9,8 @@ names the values the fused op writes, in order. Its kind says how codegen schedu
 - ``matmul``: a MatMul (2-D weight) first, then element-wise steps (an epilogue applied to each row of the
   product; bias, activation, scaling, residual), optionally a last-axis Split into several outputs (merged Q/K/V
   projections).
+- ``matmul_int8``: the same with sdflow's DynamicQuantizeMatMul (int8 weight, activations quantized at run time)
+  as the product.
 - ``conv``: a float32 Conv (1-D or 2-D) first, then element-wise steps (an epilogue applied to each output
   plane: residual, activation, clipping).
 - ``rows``: element-wise steps (a prologue) then LayerNormalization or Softmax over the last axis (bias + residual
@@ -47,15 +49,17 @@ class Step:
     connectors: tuple[tuple[str, ...], tuple[str, ...]]  # the node's onnx_inputs, onnx_outputs
     args: tuple[str | None, ...]  # value per input position (None: absent)
     results: tuple[str | None, ...]  # value name per output position (None: not used)
+    domain: str = ""  # "" (ONNX), or ai.sdflow for sdflow's own ops (DynamicQuantizeMatMul)
 
     @classmethod
     def of(cls, node: OpNode, args, results) -> "Step":
         return cls(node.op_type, node.opset, dict(node.attributes), dict(node.static_inputs),
-                   (tuple(node.onnx_inputs), tuple(node.onnx_outputs)), tuple(args), tuple(results))
+                   (tuple(node.onnx_inputs), tuple(node.onnx_outputs)), tuple(args), tuple(results),
+                   node.domain_name or "")
 
     def node(self) -> OpNode:
         """A free-standing op node of this step (for its semantics, reference and C++ expression)."""
-        spec = lookup_op("", self.op_type, self.opset)
+        spec = lookup_op(self.domain, self.op_type, self.opset)
         node = spec.node_class(f"step_{self.op_type}", inputs=list(self.connectors[0]),
                                outputs=list(self.connectors[1]), opset=self.opset, **self.attributes)
         node.static_inputs = dict(self.static)
@@ -77,7 +81,7 @@ class Program:
         for s in obj["steps"]:
             steps.append(Step(s["op_type"], s["opset"], s["attributes"], s["static"],
                               (tuple(s["connectors"][0]), tuple(s["connectors"][1])), tuple(s["args"]),
-                              tuple(s["results"])))
+                              tuple(s["results"]), s.get("domain", "")))
         return cls(tuple(steps), tuple(obj["outputs"]))
 
     @property
@@ -88,6 +92,8 @@ class Program:
         epilogue = types[1:-1] if types[-1] == "Split" else types[1:]
         if types[0] == "MatMul" and all(t in ELEMENTWISE_OPS for t in epilogue):
             return "matmul"
+        if types[0] == "DynamicQuantizeMatMul" and all(t in ELEMENTWISE_OPS for t in epilogue):
+            return "matmul_int8"
         if types[0] == "Conv" and all(t in ELEMENTWISE_OPS for t in types[1:]):
             return "conv"
         if (types[0] == "Conv" and types.count("Conv") == 2

@@ -1,6 +1,7 @@
 """Linear quantization: QuantizeLinear, DequantizeLinear (per tensor, per axis, or blocked scales),
-DynamicQuantizeLinear (uint8 with scale and zero point from the input's range), and the integer contractions
-ONNX Runtime's dynamic quantizer writes: MatMulInteger and ConvInteger (int32 results)."""
+DynamicQuantizeLinear (uint8 with scale and zero point from the input's range), the integer contractions
+ONNX Runtime's dynamic quantizer writes: MatMulInteger and ConvInteger (int32 results), and sdflow's
+DynamicQuantizeMatMul (domain ai.sdflow: the three in one op, what quantize-dynamic-int8 writes)."""
 from __future__ import annotations
 
 import ml_dtypes
@@ -161,3 +162,56 @@ class ConvInteger(Op):
         w_zero = _zero_point(w_zero_point, "output channel", node)
         w64 = w.astype(np.float64) - (w_zero.reshape([-1] + [1] * (w.ndim - 1)) if w_zero.ndim else w_zero)
         return [np.rint(Conv.reference(node, x64, w64)[0]).astype(np.int32)]
+
+
+def dynamic_quantization(x: np.ndarray) -> tuple[np.float32, np.float32]:
+    """(scale, zero point) of DynamicQuantizeLinear over ``x``, in float32 arithmetic as the kernels compute it."""
+    low = np.float32(min(0.0, float(x.min(initial=0.0))))
+    high = np.float32(max(0.0, float(x.max(initial=0.0))))
+    scale = np.float32((high - low) / np.float32(255))
+    zero = np.float32(np.clip(np.rint(-low / scale), 0, 255)) if scale else np.float32(0)
+    return scale, zero
+
+
+@op("DynamicQuantizeMatMul", since=1, domain="ai.sdflow")
+class DynamicQuantizeMatMul(Op):
+    """Y = dequant(quant(A) x B) + bias: A (float32 [..., K]) quantized to uint8 when the op runs, as
+    DynamicQuantizeLinear does (over the tensor, or with ``per_row`` over each row of K values); B int8 [K, N]
+    with zero point 0 (symmetric); b_scale float32 [1] or [N] (per column); bias float32 [N] (optional). The
+    integer product sums in int32; Y = (acc - zero_a * sum_k B) * (scale_a * b_scale) + bias, in float32. ONNX
+    Runtime's com.microsoft DynamicQuantizeMatMul is the per-tensor case with no zero point of B."""
+
+    @classmethod
+    def infer(cls, node, inputs, values):
+        a, b, scale = inputs[:3]
+        bias = inputs[3] if len(inputs) > 3 else None
+        if a.dtype != np.float32 or b.dtype != np.int8 or scale.dtype != np.float32:
+            raise ShapeInferenceError(f"DynamicQuantizeMatMul: A float32, B int8 and b_scale float32, got {a.dtype}, "
+                                      f"{b.dtype}, {scale.dtype}")
+        if b.rank != 2 or a.rank < 1:
+            raise ShapeInferenceError(f"DynamicQuantizeMatMul: B must be 2-D and A at least 1-D ({a} x {b})")
+        n = b.shape[1]
+        if scale.rank != 1 or scale.shape[0] not in (1, n):
+            raise ShapeInferenceError(f"DynamicQuantizeMatMul: b_scale must be [1] or [{n}], got {list(scale.shape)}")
+        if bias is not None and (bias.dtype != np.float32 or list(bias.shape) != [n]):
+            raise ShapeInferenceError(f"DynamicQuantizeMatMul: bias must be float32 [{n}], got {bias}")
+        return [TensorType(np.float32, matmul_shapes(a.shape, b.shape)[4])]
+
+    @classmethod
+    def reference(cls, node, a, b, b_scale, bias=None):
+        k, n = b.shape
+        rows = a.reshape(-1, k).astype(np.float32)
+        if node.attr("per_row", 0):
+            quant = [dynamic_quantization(row) for row in rows]
+        else:
+            quant = [dynamic_quantization(rows)] * len(rows)
+        scales = np.array([s for s, _ in quant], np.float32).reshape(-1, 1)
+        zeros = np.array([z for _, z in quant], np.float32).reshape(-1, 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            codes = np.where(scales != 0, np.clip(np.rint(rows / np.where(scales != 0, scales, 1)) + zeros, 0, 255), 0)
+        acc = codes.astype(np.int64) @ b.astype(np.int64)
+        fixed = (acc - zeros.astype(np.int64) * b.astype(np.int64).sum(axis=0)).astype(np.int32).astype(np.float32)
+        y = fixed * (scales * b_scale.astype(np.float32).reshape(1, -1))
+        if bias is not None:
+            y = y + bias.astype(np.float32)
+        return [y.astype(np.float32).reshape(*a.shape[:-1], n)]

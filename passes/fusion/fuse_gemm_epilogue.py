@@ -1,5 +1,6 @@
 """fuse-gemm-epilogue: MatMul -> bias / activation / scaling / residual (element-wise ops, or a fused element-wise
-kernel)  =>  one GEMM whose epilogue applies them to each row of the product while it is in cache."""
+kernel)  =>  one GEMM whose epilogue applies them to each row of the product while it is in cache. The int8
+products of quantize-dynamic-int8 (DynamicQuantizeMatMul) take their epilogues the same way."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +22,9 @@ class FuseGemmEpilogue(Pass):
     def apply(self, graph: Graph, ctx: PassContext) -> PassResult:
         fused, absorbed, notes = fuse_epilogues(graph, "MatMul", "gemm",
                                                 lambda node: self._operands_decline(graph, node), result_noun="product")
+        more, more_absorbed, more_notes = fuse_epilogues(graph, "DynamicQuantizeMatMul", "qgemm", lambda node: None,
+                                                         result_noun="product", domain="ai.sdflow")
+        fused, absorbed, notes = fused + more, absorbed + more_absorbed, notes + more_notes
         return PassResult(fused > 0, {"fused_gemms": fused, "epilogue_ops": absorbed}, notes if ctx.explain else [])
 
     @staticmethod
