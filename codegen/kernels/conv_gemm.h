@@ -41,15 +41,19 @@ inline void im2col_row(const float* image, float* column, int64_t ld, int64_t oh
   }
 }
 
+constexpr int64_t TILE_TARGET = 4;  // tiles the work is split into at least, where it can be
+
 template <class E>
 void conv_gemm(const float* x, const float* w, const float* bias, float* y, const ConvGeometry& g, const E& e) {
   const int64_t cg = g.c / g.groups, mg = g.m / g.groups, kk = g.taps(), p = g.plane(), ow = g.ow, oh = g.oh;
   const bool im2col = !g.pointwise();
-  const int64_t threads = omp_get_max_threads();
+  // The tiles do not depend on the thread count (as if 2 threads asked for 4 tiles): BLAS sums a block of output
+  // channels in an order that can depend on the block's height, and the numbers must not change with the threads.
+  const int64_t target = TILE_TARGET;
   const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(oh, 384 / ow));
   const int64_t tp = (oh + rows - 1) / rows;
-  const bool shared = tp * g.n * g.groups < 2 * threads;
-  const int64_t tm = shared ? std::max<int64_t>(1, std::min<int64_t>((mg + 15) / 16, (2 * threads + tp - 1) / tp)) : 1;
+  const bool shared = tp * g.n * g.groups < target;
+  const int64_t tm = shared ? std::max<int64_t>(1, std::min<int64_t>((mg + 15) / 16, (target + tp - 1) / tp)) : 1;
   const int64_t mb = (mg + tm - 1) / tm;
   // One tile: output channels [m0, m1) of group gi, output rows [oh0, oh1) of sample n, from columns whose first
   // row starts at `column` (leading dimension ld).

@@ -10,8 +10,9 @@
 // (schedule(dynamic)): a core that another process keeps busy takes fewer tiles instead of stalling the others at
 // the end of a static split. Batches of small products (attention heads) are one parallel loop over the items.
 //
-// Forms: AVX-512 intrinsics where the compiler targets AVX-512F, otherwise plain loops over a 32-float row that
-// the compiler vectorises for the target it has (AVX2, SSE, NEON).
+// Forms: AVX-512 intrinsics where the compiler targets AVX-512F, AVX2 + FMA intrinsics (6 rows x 16 columns)
+// where it targets those, otherwise plain loops over a 32-float row that the compiler vectorises for the target it
+// has (SSE, NEON).
 #pragma once
 
 #include <algorithm>
@@ -19,7 +20,7 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 #if defined(_OPENMP)
@@ -30,7 +31,11 @@ namespace sdflow_kernels {
 namespace gemm {
 
 constexpr int64_t PANEL = 32;     // columns of a packed panel (two 16-float vectors)
+#if defined(__AVX512F__) || !(defined(__AVX2__) && defined(__FMA__))
 constexpr int64_t MAX_ROWS = 8;   // rows of one micro-kernel call
+#else
+constexpr int64_t MAX_ROWS = 6;   // rows of one micro-kernel call (AVX2: 6 x 2 vectors of accumulators)
+#endif
 constexpr int64_t KC = 384;       // k slice a micro-kernel call accumulates in registers
 constexpr int64_t MC = 64;        // rows of a tile (its A block stays in L2 across the tile's panels)
 
@@ -97,6 +102,100 @@ inline void micro(int64_t kc, const float* a, int64_t lda, const float* b, float
         }
         _mm512_mask_storeu_ps(row, m0, v0);
         _mm512_mask_storeu_ps(row + 16, m1, v1);
+    }
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+// ROWS x 16 columns (half a panel) over a k slice into sums (rows PANEL apart): 2 x ROWS accumulators, 2 loads of
+// B and ROWS broadcasts of A per k step (ROWS <= 6: 12 accumulators + 2 + 1 of AVX2's 16 registers, so that B
+// is loaded once per step, not once per row as a memory operand of each FMA).
+template <int ROWS>
+inline void half_panel(int64_t kc, const float* a, int64_t lda, const float* b, float* sums) {
+    __m256 acc0[ROWS], acc1[ROWS];
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < kc; ++p) {
+        const __m256 b0 = _mm256_loadu_ps(b + p * PANEL), b1 = _mm256_loadu_ps(b + p * PANEL + 8);
+#pragma GCC unroll 8
+        for (int r = 0; r < ROWS; ++r) {
+            const __m256 ar = _mm256_broadcast_ss(a + r * lda + p);
+            acc0[r] = _mm256_fmadd_ps(ar, b0, acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(ar, b1, acc1[r]);
+        }
+    }
+    // (constant indices once the loop is unrolled: gcc 12 keeps the accumulators in registers only so)
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r) {
+        _mm256_store_ps(sums + r * PANEL, acc0[r]);
+        _mm256_store_ps(sums + r * PANEL + 8, acc1[r]);
+    }
+}
+
+// One or two rows x 32 columns (a GEMV's row): with two rows or fewer, half panels would leave the FMAs waiting
+// on each other's results; here 8 independent accumulators (4 vectors of columns x 2 rows, or x even and odd k).
+template <int ROWS>
+inline void thin_panel(int64_t kc, const float* a, int64_t lda, const float* b, float* sums) {
+    __m256 x0 = _mm256_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, y0 = x0, y1 = x0, y2 = x0, y3 = x0;
+    const float* a1 = a + (ROWS == 2 ? lda : 1);  // the second row, or the next k of the one row
+    const int64_t step = ROWS == 2 ? 1 : 2;
+    int64_t p = 0;
+    for (; p + step <= kc; p += step) {
+        const float* bp = b + p * PANEL;
+        const float* bq = ROWS == 2 ? bp : bp + PANEL;
+        const __m256 s0 = _mm256_broadcast_ss(a + p), s1 = _mm256_broadcast_ss(a1 + p);
+        x0 = _mm256_fmadd_ps(s0, _mm256_loadu_ps(bp), x0);
+        x1 = _mm256_fmadd_ps(s0, _mm256_loadu_ps(bp + 8), x1);
+        x2 = _mm256_fmadd_ps(s0, _mm256_loadu_ps(bp + 16), x2);
+        x3 = _mm256_fmadd_ps(s0, _mm256_loadu_ps(bp + 24), x3);
+        y0 = _mm256_fmadd_ps(s1, _mm256_loadu_ps(bq), y0);
+        y1 = _mm256_fmadd_ps(s1, _mm256_loadu_ps(bq + 8), y1);
+        y2 = _mm256_fmadd_ps(s1, _mm256_loadu_ps(bq + 16), y2);
+        y3 = _mm256_fmadd_ps(s1, _mm256_loadu_ps(bq + 24), y3);
+    }
+    if (ROWS == 1 && p < kc) {  // an odd k: the last step
+        const __m256 s0 = _mm256_broadcast_ss(a + p);
+        const float* bp = b + p * PANEL;
+        x0 = _mm256_fmadd_ps(s0, _mm256_loadu_ps(bp), x0);
+        x1 = _mm256_fmadd_ps(s0, _mm256_loadu_ps(bp + 8), x1);
+        x2 = _mm256_fmadd_ps(s0, _mm256_loadu_ps(bp + 16), x2);
+        x3 = _mm256_fmadd_ps(s0, _mm256_loadu_ps(bp + 24), x3);
+    }
+    if (ROWS == 1) {  // even + odd k (the sum's order is fixed by k alone: the same for every thread count)
+        x0 = _mm256_add_ps(x0, y0), x1 = _mm256_add_ps(x1, y1), x2 = _mm256_add_ps(x2, y2), x3 = _mm256_add_ps(x3, y3);
+    } else {
+        _mm256_store_ps(sums + PANEL, y0), _mm256_store_ps(sums + PANEL + 8, y1);
+        _mm256_store_ps(sums + PANEL + 16, y2), _mm256_store_ps(sums + PANEL + 24, y3);
+    }
+    _mm256_store_ps(sums, x0), _mm256_store_ps(sums + 8, x1), _mm256_store_ps(sums + 16, x2);
+    _mm256_store_ps(sums + 24, x3);
+}
+
+// ROWS x 32 block of C (ROWS <= MAX_ROWS = 6), the same contract as the AVX-512 form: two half panels.
+template <int ROWS>
+inline void micro(int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc, int64_t width,
+                  bool first, bool last, const Epilogue& e, const float* bias) {
+    alignas(32) float sums[ROWS][PANEL];
+    if (ROWS <= 2) {
+        thin_panel<ROWS>(kc, a, lda, b, sums[0]);
+    } else {
+        half_panel<ROWS>(kc, a, lda, b, sums[0]);
+        if (width > 16) half_panel<ROWS>(kc, a, lda, b + 16, sums[0] + 16);
+    }
+    const bool add_c = !first || e.accumulate;
+    const __m256 alpha = _mm256_set1_ps(e.alpha);
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int q = 0; q < 4; ++q) {
+        const int64_t left = width - 8 * q;
+        if (left <= 0) break;
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)std::min<int64_t>(left, 8)), lanes);
+        const __m256 bq = last && bias ? _mm256_maskload_ps(bias + 8 * q, mask) : _mm256_setzero_ps();
+        for (int r = 0; r < ROWS; ++r) {
+            __m256 v = _mm256_load_ps(sums[r] + 8 * q);
+            if (e.alpha != 1.0f) v = _mm256_mul_ps(v, alpha);
+            if (last) v = _mm256_add_ps(v, bq);
+            float* out = c + r * ldc + 8 * q;
+            if (add_c) v = _mm256_add_ps(v, _mm256_maskload_ps(out, mask));
+            _mm256_maskstore_ps(out, mask, v);
+        }
     }
 }
 #else

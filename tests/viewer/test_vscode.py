@@ -126,10 +126,11 @@ def test_the_extension_lists_and_applies_sdflow_passes_like_the_pipeline(dumps, 
     steps = _python(DAEMON, entry, folder / "00-input.sdfg", cleanups, cwd=tmp_path)
     # fold-constants has nothing to fold in this model, so it is not offered; the other two are, in turn, beside
     # the fusion passes that would change the graph (fold-layout finds nothing to fold before fuse-attention) and
-    # quantize-weights (round-to-nearest needs no calibration).
+    # the quantization passes (quantize-weights' round-to-nearest and quantize-dynamic-int8 need no calibration).
     assert [s["name"] for s in steps] == ["SdflowFoldShapeInputs", "SdflowEliminateDeadNodes"]
     assert steps[0]["listed"] == ["SdflowFoldShapeInputs", "SdflowFuseAttention", "SdflowFuseElementwise",
-                                  "SdflowFuseGemmEpilogue", "SdflowFuseNormalization", "SdflowQuantizeWeights"]
+                                  "SdflowFuseGemmEpilogue", "SdflowFuseNormalization", "SdflowQuantizeDynamicInt8",
+                                  "SdflowQuantizeWeights"]
     assert "fold-shape-inputs" in steps[0]["doc"]
     pipeline_ops = {f.stem: len(sdflow.load(f).op_nodes()) for f in folder.glob("*.sdfg")}
     assert steps[0]["ops"] == pipeline_ops["02-fold-shape-inputs"]
