@@ -29,6 +29,29 @@ VARIANTS = [  # (label, sdflow pipeline after O2)
     ("RTN 3-bit, g128", "quantize-weights{bits=3,group_size=128}"),
     ("GPTQ 3-bit, g128", "quantize-weights{bits=3,group_size=128,method=gptq}"),
 ]
+DYNAMIC = [  # (label, sdflow pipeline after O2): weights and activations in int8, no ONNX file of sdflow's own
+    ("int8 dynamic: activations per row, weights per channel in [-64, 64]", "quantize-dynamic-int8"),
+    ("int8 dynamic: activations per row, weights per channel in [-127, 127]",
+     "quantize-dynamic-int8{reduce_range=false}"),
+    ("int8 dynamic: activations per tensor (ONNX Runtime's choice), weights per channel",
+     "quantize-dynamic-int8{per_row=false}"),
+]
+
+
+def latency(run, feeds, blocks: int = 7, calls: int = 10) -> float:
+    """Median ms per call over ``blocks`` timed blocks of ``calls`` calls, a pause before each block (ONNX Runtime's
+    workers spin after a run)."""
+    import time
+    for _ in range(3):
+        run(feeds)
+    times = []
+    for _ in range(blocks):
+        time.sleep(0.2)
+        start = time.perf_counter()
+        for _ in range(calls):
+            run(feeds)
+        times.append((time.perf_counter() - start) / calls * 1e3)
+    return sorted(times)[len(times) // 2]
 
 
 def sentences(count: int) -> list[str]:
@@ -74,6 +97,7 @@ def main() -> int:
     parser.add_argument("--calibration", type=int, default=32)
     parser.add_argument("-o", "--output", default=str(ROOT / "docs" / "quantization.md"))
     parser.add_argument("--reduced", action="store_true", help="the 2-layer MiniLM (the test suite's quick run)")
+    parser.add_argument("--threads", type=int, default=2, help="threads of both runtimes in the latency table")
     args = parser.parse_args()
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -88,7 +112,9 @@ def main() -> int:
                          for f in calibration for i in range(len(f["input_ids"]))]
 
     def ort_runner(model_path):
-        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         return lambda feeds: session.run(None, feeds)[0]
 
     reference = embed(ort_runner(path), evaluation)
@@ -97,12 +123,21 @@ def main() -> int:
     def record(label, how, embeddings, size_mib):
         cosine = np.sum(embeddings * reference, axis=1)
         rows.append((label, how, float(cosine.min()), float(cosine.mean()), size_mib))
-        print(f"{label:28s} {how:20s} min {cosine.min():.5f} mean {cosine.mean():.5f} weights {size_mib:.1f} MiB",
-              flush=True)
+        size = f"{size_mib:.1f} MiB" if size_mib is not None else "-"
+        print(f"{label:28s} {how:20s} min {cosine.min():.5f} mean {cosine.mean():.5f} weights {size}", flush=True)
 
     float_mib = pathlib.Path(path).stat().st_size / 2**20
     compiled = sdflow.compile(path, passes="O2")
     record("float32", "sdflow", embed(lambda f: compiled(**f)[0], evaluation), float_mib)
+    timing_feeds = {"input_ids": np.random.default_rng(0).integers(1000, 20000, (1, 128)).astype(np.int64),
+                    "attention_mask": np.ones((1, 128), np.int64)}
+    compiled.set_threads(args.threads, adaptive=False)
+    timings = [("float32", "sdflow", latency(lambda f: compiled(**f), timing_feeds))]
+    for label, passes in DYNAMIC:
+        model = sdflow.compile(path, passes=f"O2,{passes}")
+        record(label, "sdflow", embed(lambda f: model(**f)[0], evaluation), None)
+        model.set_threads(args.threads, adaptive=False)
+        timings.append((label, "sdflow", latency(lambda f: model(**f), timing_feeds)))
     with tempfile.TemporaryDirectory() as folder:
         for label, passes in VARIANTS:
             needs = "gptq" in passes
@@ -114,6 +149,14 @@ def main() -> int:
         quantize_dynamic(str(path), str(dynamic), weight_type=QuantType.QInt8)
         record("int8 dynamic (weights + activations)", "ORT quantize_dynamic", embed(ort_runner(dynamic), evaluation),
                dynamic.stat().st_size / 2**20)
+        channels = pathlib.Path(folder) / "dynamic_per_channel.onnx"
+        quantize_dynamic(str(path), str(channels), weight_type=QuantType.QInt8, per_channel=True)
+        record("int8 dynamic, weights per channel", "ORT quantize_dynamic", embed(ort_runner(channels), evaluation),
+               channels.stat().st_size / 2**20)
+        timings.append(("float32", "ONNX Runtime", latency(ort_runner(path), timing_feeds)))
+        timings.append(("int8 dynamic (quantize_dynamic)", "ONNX Runtime", latency(ort_runner(dynamic), timing_feeds)))
+        timings.append(("int8 dynamic, weights per channel (quantize_dynamic)", "ONNX Runtime",
+                        latency(ort_runner(channels), timing_feeds)))
         try:
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
             import onnx
@@ -141,14 +184,22 @@ def main() -> int:
         "| weights | by | cosine min | cosine mean | ONNX file MiB |",
         "|---|---|---:|---:|---:|",
     ]
-    lines += [f"| {label} | {how} | {low:.5f} | {mean:.5f} | {size:.1f} |" for label, how, low, mean, size in rows]
+    lines += [f"| {label} | {how} | {low:.5f} | {mean:.5f} | {'-' if size is None else f'{size:.1f}'} |"
+              for label, how, low, mean, size in rows]
     lines += ["", "sdflow's RTN 4-bit row and ONNX Runtime's MatMulNBits quantizer (the same round-to-nearest, asymmetric,"
               " groups of 128) agree to the fourth decimal: a check of the quantizer against an independent one."
               " ONNX Runtime's quantize_dynamic also quantizes the embedding table and the activations (hence its"
               " smaller file and lower cosine). The dequantization runs as its own op in sdflow today: these rows"
-              " are about accuracy, not speed.", "",
-              "Not measured yet (issue 18): int8 dynamic and static quantization by sdflow's own passes, and the"
-              " small GPT-2's perplexity table.", ""]
+              " are about accuracy, not speed. The int8 dynamic rows of sdflow have no file size: `sdflow quantize`"
+              " does not write them yet.", "",
+              "## Latency of the int8 dynamic model", "",
+              f"Batch 1, 128 tokens, {args.threads} threads for both runtimes (sdflow's thread policy off), each"
+              " runtime timed alone: the median of 7 blocks of 10 calls, a pause before each block. The ratio is to"
+              " sdflow's float32 model." + (" The 2-layer variant (--reduced)." if args.reduced else ""), "",
+              "| model | by | ms | ratio to sdflow float32 |", "|---|---|---:|---:|"]
+    base = timings[0][2]
+    lines += [f"| {label} | {how} | {ms:.2f} | {ms / base:.2f} |" for label, how, ms in timings]
+    lines += [""]
     pathlib.Path(args.output).write_text("\n".join(lines))
     print(f"wrote {args.output}")
     return 0

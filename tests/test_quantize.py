@@ -89,8 +89,14 @@ def test_the_accuracy_benchmark_runs_on_a_few_sentences(tmp_path):
     result = subprocess.run([sys.executable, str(script), "--sentences", "16", "--calibration", "4", "--reduced",
                              "-o", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) >= 7 and rows[0].startswith("| float32 | sdflow | 1.00000")
+    text = out.read_text()
+    accuracy, latency = text.split("## Latency of the int8 dynamic model")
+    rows = [line for line in accuracy.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) >= 11 and rows[0].startswith("| float32 | sdflow | 1.00000")
+    assert sum(row.startswith("| int8 dynamic: ") for row in rows) == 3
     for row in rows:
         low, mean = (float(v) for v in row.split("|")[3:5])
         assert 0 < low <= mean <= 1.00001
+    timings = [line for line in latency.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(timings) == 7 and timings[0].startswith("| float32 | sdflow |")
+    assert all(float(row.split("|")[3]) > 0 for row in timings)
