@@ -42,7 +42,9 @@ def infer_node(node: OpNode, inputs: list[TensorType | None], values: list) -> l
         raise ShapeInferenceError(f"node {node.label!r} ({node.op_type}, opset {node.opset}): cannot infer the "
                                   f"output types ({type(error).__name__}: {error})") from None
     narrow = sorted({dtype_name(t.dtype) for t in [*inputs, *outputs] if t is not None and is_storage_only(t.dtype)})
-    if narrow and node.op_type not in STORAGE_ONLY_OPS:
+    # (a fused op's steps were each checked when its program inferred their types: a 4-bit weight's
+    # DequantizeLinear is the first step of a fused product)
+    if narrow and node.op_type not in STORAGE_ONLY_OPS and not (node.op_type == "Fused" and node.domain_name):
         raise ShapeInferenceError(
             f"node {node.label!r} ({node.op_type}, opset {node.opset}): {', '.join(narrow)} tensors are stored, not "
             f"computed on: only {', '.join(sorted(STORAGE_ONLY_OPS))} take them (cast to a wider type first)")

@@ -17,10 +17,10 @@ LEVELS: dict[str, list[str]] = {
     "O1": ["fold-constants", "fold-shape-inputs", "eliminate-dead-nodes"],
     # Gemms by constant weights as MatMul + Add first (the fusions below are written for MatMul), then attention
     # (it needs the scores chain whole), then layouts around it, then row kernels (they take the adds before a
-    # LayerNorm), then what is left of element-wise chains, then GEMM epilogues.
+    # LayerNorm), then what is left of element-wise chains, then GEMM epilogues (then 4-bit weights into those).
     "O2": ["fold-constants", "fold-shape-inputs", "eliminate-dead-nodes", "gemm-to-matmul", "fuse-attention",
-           "fold-layout", "fuse-normalization", "fuse-elementwise", "fuse-gemm-epilogue", "fuse-conv-epilogue",
-           "fuse-conv-depthwise", "eliminate-dead-nodes"],
+           "fold-layout", "fuse-normalization", "fuse-elementwise", "fuse-gemm-epilogue", "fuse-dequantize-matmul",
+           "fuse-conv-epilogue", "fuse-conv-depthwise", "eliminate-dead-nodes"],
 }
 
 _ITEM = re.compile(r"\s*([A-Za-z0-9][\w-]*)\s*(?:\{([^{}]*)\})?\s*")

@@ -5,8 +5,8 @@ local, so the values between steps live in registers:
 - ``rows``: one parallel map over the rows; the prologue writes the row op's input into the output row, then
   LayerNorm/Softmax runs on that row in place (one read of each input, one write of the output).
 - ``conv``: the convolution (``nn.conv_code``) with the epilogue applied to each output plane in place.
-- ``matmul``, ``matmul_int8``: a GEMM (``codegen/kernels/gemm.h``; BLAS for double; ``qgemm.h`` for the int8
-  product) into the output (before a Split: one call per
+- ``matmul``, ``matmul_int8``, ``matmul_nbits``: a GEMM (``codegen/kernels/gemm.h``; BLAS for double; ``qgemm.h``
+  for the int8 product; ``nbits.h`` for a 4-bit weight) into the output (before a Split: one call per
   output, each on its column block of the concatenated weight, packed as its own block when the weight is a
   constant), then one parallel map over the rows applies the epilogue in place while the row is in cache.
 """
@@ -25,7 +25,7 @@ from ._math import vectorizable
 from .elementwise import broadcast_index, expression
 from .linalg import GEMM_INCLUDES, PACKED, _gemm_call, sgemm_call, uses_gemm_h
 from .nn import CONV_INCLUDES, conv_code, conv_depthwise_code, packed_input
-from .quantization import QGEMM_INCLUDE, QGEMM_PACKED, qgemm_call
+from .quantization import NBITS_INCLUDE, NBITS_PACKED, QGEMM_INCLUDE, QGEMM_PACKED, qgemm_call
 from .reduction import REDUCE_INCLUDE, layer_norm_row_code, softmax_row_code
 
 
@@ -153,8 +153,9 @@ def matmul_blocks(program: Program, types) -> list[tuple[int, object, object]]:
 def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     """GEMM into each output (a Split's outputs are column blocks of the product: one GEMM call per block of the
     concatenated weight, straight into that output), then the epilogue on each output row in place."""
-    from .packing import packed_offsets, qgemm_offsets  # (packing imports this module)
-    matmul, steps = program.steps[0], list(program.steps[1:])
+    from .packing import nbits_group, nbits_offsets, packed_offsets, qgemm_offsets  # (packing imports this module)
+    dq = program.steps[0] if program.kind == "matmul_nbits" else None  # a 4-bit weight's DequantizeLinear
+    matmul, steps = (program.steps[1], list(program.steps[2:])) if dq else (program.steps[0], list(program.steps[1:]))
     int8 = matmul.op_type == "DynamicQuantizeMatMul"
     if steps and steps[-1].op_type == "Split":
         steps.pop()
@@ -171,7 +172,16 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     ours = uses_gemm_h(ctx, ctype)
     packed = ours and PACKED in ctx.inputs
     extra = []  # (C++ name, input) of the int8 product's scales and bias
-    if int8:
+    if dq is not None:
+        if NBITS_PACKED not in ctx.inputs:
+            raise CompileError("Fused: a 4-bit weight reaches codegen without its packed form (packing.prepack)")
+        packed = True
+        group = nbits_group(types[dq.args[0]].shape, types[dq.args[1]].shape, dq.node())
+        offsets = nbits_offsets(int(b_type.shape[0]), [int(w) for _, _, w in blocks], group)
+        calls = [f"sdflow_kernels::nbits::matmul({rows}, {cexpr(w)}, {k}, _a, {k}, _p + {offset}, {group}, _c{o}, "
+                 f"{cexpr(w)});" for (o, _, w), offset in zip(blocks, offsets)]
+        extra = []
+    elif int8:
         packed = QGEMM_PACKED in ctx.inputs
         scale_in, bias_in = (list(matmul.args) + [None, None])[2:4]
         per_column = list(types[scale_in].shape) != [1]
@@ -193,11 +203,13 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
         calls = [_gemm_call(ctype, False, False, rows, cexpr(w), k, 1, "_a", k, f"_b + {cexpr(lo)}", n, 0, f"_c{o}",
                             cexpr(w)) for o, lo, w in blocks]
     pointer = dace.pointer(dace_dtype(a_type.dtype))
-    operands = [("_a", a_in), (("_p", QGEMM_PACKED if int8 else PACKED) if packed else ("_b", b_in))] + extra
+    packed_input = NBITS_PACKED if dq is not None else QGEMM_PACKED if int8 else PACKED
+    operands = [("_a", a_in), (("_p", packed_input) if packed else ("_b", b_in))] + extra
     tasklet = gemm_state.add_tasklet("gemm", {c: dace.pointer(sdfg.arrays[array].dtype) for c, array in operands},
                                      {f"_c{o}": pointer for o, _, _ in blocks}, "\n".join(calls),
                                      language=dace.Language.CPP,
-                                     code_global=QGEMM_INCLUDE if int8 else GEMM_INCLUDES)
+                                     code_global=NBITS_INCLUDE if dq is not None else
+                                     QGEMM_INCLUDE if int8 else GEMM_INCLUDES)
     tasklet.environments = {OpenBLAS.full_class_path()}
     for connector, array in operands:
         gemm_state.add_edge(gemm_state.add_read(array), None, tasklet, connector,
@@ -209,7 +221,8 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
         return sdfg
     epilogue_state = sdfg.add_state_after(gemm_state, "epilogue")
     memlets, elements, pointers = _external_rows(program, types, product_shape, "(j_ + low_)",
-                                                 skip=(a_in, b_in) + tuple(a for _, a in extra))
+                                                 skip=(a_in, b_in) + tuple(a for _, a in extra)
+                                                 + (tuple(a for a in dq.args if a) if dq is not None else ()))
     elements[matmul.results[0]] = "a_"
     code = _statements(steps, types, elements.__getitem__)
     outputs, loops = {}, []
@@ -286,7 +299,8 @@ def fused(ctx: Ctx):
         inputs.append(TensorType(desc.dtype.as_numpy_dtype(), list(desc.shape)))
     types = program.types(inputs)
     _check_types(types)
-    sdfg = {"elementwise": _elementwise, "rows": _rows, "matmul": _matmul, "matmul_int8": _matmul, "conv": _conv,
+    sdfg = {"elementwise": _elementwise, "rows": _rows, "matmul": _matmul, "matmul_int8": _matmul,
+            "matmul_nbits": _matmul, "conv": _conv,
             "conv_depthwise": _conv_depthwise}[program.kind](
         ctx, program, types)
     for state in sdfg.states():

@@ -1,6 +1,7 @@
 """Weights re-laid once, when a model is lowered, for the kernels that read them: convolution weights for the
 direct kernels (``conv_direct.prepack``), GEMM weights in the panels of ``codegen/kernels/gemm.h``
-(``prepack_gemm``) and int8 weights in the panels of ``codegen/kernels/qgemm.h`` (``prepack_qgemm``). A packed weight is an extra program argument named after its source constant
+(``prepack_gemm``), int8 weights in the panels of ``codegen/kernels/qgemm.h`` (``prepack_qgemm``) and 4-bit
+weights in the panels of ``codegen/kernels/nbits.h`` (``prepack_nbits``). A packed weight is an extra program argument named after its source constant
 (``<W>__packed8``, ``<W>__gemm32n_768``, ...), so that ``weight_value`` can compute it again from the constant when a
 cached build is loaded without lowering."""
 from __future__ import annotations
@@ -14,7 +15,7 @@ from sdflow.ir.types import TensorType
 from . import conv_direct
 from .fused import matmul_blocks
 from .linalg import PACKED as GEMM_PACKED  # the op node's input that ``prepack_gemm`` adds
-from .quantization import QGEMM_PACKED  # the op node's input that ``prepack_qgemm`` adds
+from .quantization import NBITS_PACKED, QGEMM_PACKED  # the op node's inputs that the prepack_* steps add
 
 __all__ = ["prepack", "weight_value", "pack_gemm", "gemm_packed_name", "packed_offsets", "gemm_candidate",
            "GEMM_PACKED", "PANEL"]
@@ -22,6 +23,7 @@ __all__ = ["prepack", "weight_value", "pack_gemm", "gemm_packed_name", "packed_o
 PANEL = 32  # gemm.h's PANEL
 _GEMM_NAME = re.compile(r"(.+)__gemm32([nt])((?:_\d+)+)")
 _QGEMM_NAME = re.compile(r"(.+)__qgemm8((?:_\d+)+)")
+_NBITS_NAME = re.compile(r"(.+)__nbits_codes__packed4_g(\d+)((?:_\d+)+)")
 QGEMM_PANEL = 16  # qgemm.h's NR
 
 
@@ -183,8 +185,88 @@ def prepack_qgemm(graph, weights: dict) -> int:
     return count
 
 
+def nbits_group(code_shape, scale_shape, dequantize) -> int:
+    """The rows of K that share a scale in nbits.h: the DequantizeLinear's block, or all of K (per column or
+    per tensor)."""
+    from sdflow.ir.ops.quantization import scale_index_axes
+    kind, _, block = scale_index_axes(dequantize, 2, list(scale_shape))
+    return int(block) if kind == "blocked" else max(int(code_shape[0]), 1)
+
+
+def _full_rows(value, k: int, n: int, group: int) -> np.ndarray:
+    """Scales or zero points as [ceil(k / group), n] floats (one value, one per column, or blocked already)."""
+    rows = -(-k // group)
+    value = np.asarray(value).astype(np.float32)
+    if value.ndim == 2:
+        return value
+    return np.broadcast_to(value.reshape(1, -1), (rows, n)).astype(np.float32)
+
+
+def pack_nbits(codes, scales, zeros, group: int, widths) -> np.ndarray:
+    """4-bit codes [k, n] (values 0..15) and their scales and zero points as nbits.h's ``pack`` lays them out, one
+    packed block per column block of ``widths``: [ceil(w / 32)][k][16] bytes (column j in the low nibble of byte
+    j / 2 for even j, the high one for odd j), then [ceil(w / 32)][2][groups][32] floats (scales, zero points)."""
+    q = np.asarray(codes).astype(np.uint8)
+    k, n = q.shape
+    s, z = _full_rows(scales, k, n, group), _full_rows(zeros, k, n, group)
+    rows = s.shape[0]
+    parts, low = [], 0
+    for width in widths:
+        width = int(width)
+        padded = -(-width // PANEL) * PANEL
+        c = np.zeros((k, padded), np.uint8)
+        c[:, :width] = q[:, low:low + width]
+        bytes_ = (c[:, 0::2] | (c[:, 1::2] << 4)).reshape(k, padded // PANEL, PANEL // 2).transpose(1, 0, 2)
+        params = np.zeros((2, rows, padded), np.float32)
+        params[0, :, :width], params[1, :, :width] = s[:, low:low + width], z[:, low:low + width]
+        params = params.reshape(2, rows, padded // PANEL, PANEL).transpose(2, 0, 1, 3)
+        parts += [bytes_.ravel(), np.ascontiguousarray(params).astype("<f4").view(np.uint8).ravel()]
+        low += width
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.uint8)
+
+
+def nbits_offsets(k: int, widths, group: int) -> list[int]:
+    """Where each column block starts in ``pack_nbits``'s array (bytes): nbits.h's ``packed_bytes`` of each."""
+    offsets, at = [], 0
+    rows = -(-int(k) // int(group)) if k else 0
+    for width in widths:
+        offsets.append(at)
+        panels = -(-int(width) // PANEL)
+        at += panels * int(k) * (PANEL // 2) + panels * rows * PANEL * 2 * 4
+    return offsets
+
+
+def prepack_nbits(graph, weights: dict) -> int:
+    """Gives every fused 4-bit product (fuse-dequantize-matmul) its packed weight ``pack_nbits`` on the node's
+    ``packed_nbits`` connector; the codes, scales and zero points are the constants ``<base>__nbits_*``. Returns
+    how many nodes got one."""
+    sdfg, state = graph.sdfg, graph.state
+    count = 0
+    for node in graph.op_nodes():
+        if node.op_type != "Fused" or node.parsed.kind != "matmul_nbits" or NBITS_PACKED in node.in_connectors:
+            continue
+        names = graph.node_inputs(node)
+        program = node.parsed
+        dq = program.steps[0]
+        codes, scales, zeros = (names[int(a[2:])] for a in dq.args[:3])
+        if not codes.endswith("__nbits_codes") or any(t not in weights for t in (codes, scales, zeros)):
+            continue
+        types = program.types([graph.tensor_type(t) if t else None for t in names])
+        widths = [int(w) for _, _, w in matmul_blocks(program, types)]
+        group = nbits_group(weights[codes].shape, weights[scales].shape, dq.node())
+        name = f"{codes}__packed4_g{group}" + "".join(f"_{w}" for w in widths)
+        if name not in weights:
+            weights[name] = pack_nbits(weights[codes], weights[scales], weights[zeros], group, widths)
+            sdfg.add_array(name, weights[name].shape, dace.uint8)
+        node.add_in_connector(NBITS_PACKED)
+        state.add_edge(state.add_read(name), None, node, NBITS_PACKED, dace.Memlet.from_array(name, sdfg.arrays[name]))
+        count += 1
+    return count
+
+
 def prepack(graph, weights: dict) -> int:
-    return conv_direct.prepack(graph, weights) + prepack_gemm(graph, weights) + prepack_qgemm(graph, weights)
+    return (conv_direct.prepack(graph, weights) + prepack_gemm(graph, weights) + prepack_qgemm(graph, weights)
+            + prepack_nbits(graph, weights))
 
 
 def weight_value(constant, name: str) -> np.ndarray:
@@ -192,6 +274,15 @@ def weight_value(constant, name: str) -> np.ndarray:
     (``constant(name)`` looks up a graph constant)."""
     match = _GEMM_NAME.fullmatch(name)
     quantized = _QGEMM_NAME.fullmatch(name)
+    four_bit = _NBITS_NAME.fullmatch(name)
+    if four_bit is not None:
+        try:
+            return np.asarray(constant(name), order="C")
+        except KeyError:
+            base = four_bit[1]
+            codes, scales, zeros = (np.asarray(constant(f"{base}{suffix}"))
+                                    for suffix in ("__nbits_codes", "__nbits_scales", "__nbits_zeros"))
+            return pack_nbits(codes, scales, zeros, int(four_bit[2]), [int(w) for w in four_bit[3][1:].split("_")])
     if quantized is not None:
         try:
             return np.asarray(constant(name), order="C")

@@ -117,6 +117,8 @@ def conv_integer(ctx: Ctx):
 
 
 QGEMM_INCLUDE = '#include "qgemm.h"\n'
+NBITS_INCLUDE = '#include "nbits.h"\n'
+NBITS_PACKED = "packed_nbits"  # the connector of a fused 4-bit product's packed weight (packing.prepack_nbits)
 QGEMM_PACKED = "packed_qgemm"  # the connector of a node's packed constant int8 B (added by packing.prepack_qgemm)
 
 

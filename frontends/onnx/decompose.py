@@ -8,6 +8,10 @@ com.microsoft's QLinearAdd, QLinearMul, QLinearGlobalAveragePool and QLinearSoft
 quantizer writes in its QOperator layout) become the float arithmetic they stand for on ``(x - x_zero) * x_scale``,
 divided by ``y_scale`` and requantized the same way; MLAS's vector code may round a value halfway between two
 steps the other way.
+com.microsoft's MatMulNBits (ONNX Runtime's block-quantized weights) becomes DequantizeLinear(4-bit codes,
+scales, zero points; axis 0, block_size) and a MatMul (fuse-dequantize-matmul then gives the codes to the
+product's kernel); other bit widths and float zero points are dequantized to a float32 weight when the model is
+imported.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ def _per_channel(source: str, rank: int, fresh, nodes: list) -> str:
     return shaped
 
 
-def _qlinear(node: onnx.NodeProto, fresh, rank_of, opset: int) -> list[onnx.NodeProto]:
+def _qlinear(node: onnx.NodeProto, fresh, rank_of, opset: int, value_of=None) -> list[onnx.NodeProto]:
     conv = node.op_type == "QLinearConv"
     x, x_scale, x_zero, w, w_scale, w_zero, y_scale, y_zero = (list(node.input) + [""] * 8)[:8]
     bias = node.input[8] if conv and len(node.input) > 8 else ""
@@ -75,7 +79,7 @@ def _requantize(acc: str, scales: list[str], divisor: str, zero: str, output: st
                   helper.make_node("QuantizeLinear", [value, one] + ([zero] if zero else []), [output])]
 
 
-def _qgemm(node: onnx.NodeProto, fresh, rank_of, opset: int) -> list[onnx.NodeProto]:
+def _qgemm(node: onnx.NodeProto, fresh, rank_of, opset: int, value_of=None) -> list[onnx.NodeProto]:
     """com.microsoft QGemm: alpha * (A' - a_zero)(B' - b_zero) + C (int32 bias), quantized when y_scale is given."""
     a, a_scale, a_zero, b, b_scale, b_zero, bias, y_scale, y_zero = (list(node.input) + [""] * 9)[:9]
     attributes = {x.name: helper.get_attribute_value(x) for x in node.attribute}
@@ -119,7 +123,7 @@ def _quantized_to(value: str, zero: str, output: str, fresh, nodes: list) -> Non
               helper.make_node("QuantizeLinear", [value, one] + ([zero] if zero else []), [output])]
 
 
-def _qlinear_add(node: onnx.NodeProto, fresh, rank_of, opset: int) -> list[onnx.NodeProto]:
+def _qlinear_add(node: onnx.NodeProto, fresh, rank_of, opset: int, value_of=None) -> list[onnx.NodeProto]:
     a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = (list(node.input) + [""] * 8)[:8]
     nodes = []
     total = fresh("sum")
@@ -129,7 +133,7 @@ def _qlinear_add(node: onnx.NodeProto, fresh, rank_of, opset: int) -> list[onnx.
     return nodes
 
 
-def _qlinear_global_average_pool(node: onnx.NodeProto, fresh, rank_of, opset: int) -> list[onnx.NodeProto]:
+def _qlinear_global_average_pool(node: onnx.NodeProto, fresh, rank_of, opset: int, value_of=None) -> list[onnx.NodeProto]:
     x, x_scale, x_zero, y_scale, y_zero = (list(node.input) + [""] * 5)[:5]
     channels_last = any(a.name == "channels_last" and a.i for a in node.attribute)
     rank = rank_of(x)
@@ -146,7 +150,7 @@ def _qlinear_global_average_pool(node: onnx.NodeProto, fresh, rank_of, opset: in
     return nodes
 
 
-def _qlinear_mul(node: onnx.NodeProto, fresh, rank_of, opset: int) -> list[onnx.NodeProto]:
+def _qlinear_mul(node: onnx.NodeProto, fresh, rank_of, opset: int, value_of=None) -> list[onnx.NodeProto]:
     a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = (list(node.input) + [""] * 8)[:8]
     nodes, one, product = [], fresh("one"), fresh("product")
     nodes.append(_constant(one, np.float32(1.0)))
@@ -156,7 +160,7 @@ def _qlinear_mul(node: onnx.NodeProto, fresh, rank_of, opset: int) -> list[onnx.
     return nodes
 
 
-def _qlinear_softmax(node: onnx.NodeProto, fresh, rank_of, opset: int) -> list[onnx.NodeProto]:
+def _qlinear_softmax(node: onnx.NodeProto, fresh, rank_of, opset: int, value_of=None) -> list[onnx.NodeProto]:
     """Softmax of the dequantized input along ``axis`` (the semantics of Softmax-13, which the attribute ``opset``
     names for exports from opset 13 on; before, the two agree on the last axis)."""
     x, x_scale, x_zero, y_scale, y_zero = (list(node.input) + [""] * 5)[:5]
@@ -174,17 +178,71 @@ def _qlinear_softmax(node: onnx.NodeProto, fresh, rank_of, opset: int) -> list[o
     return nodes
 
 
+def _unpack_low_first(blob: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """Codes of ``bits`` bits packed low-first in the bytes of each row of ``blob`` [rows, bytes]: [rows, count]."""
+    per_byte = 8 // bits
+    shifts = (np.arange(per_byte) * bits).astype(np.uint8)
+    codes = (blob[..., None] >> shifts) & np.uint8((1 << bits) - 1)
+    return codes.reshape(blob.shape[0], -1)[:, :count]
+
+
+def _matmul_nbits(node: onnx.NodeProto, fresh, rank_of, opset: int, value_of=None) -> list[onnx.NodeProto]:
+    """com.microsoft MatMulNBits: Y = A . W + bias, W[k][n] = (code - zero) * scale of k's block (see the module)."""
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    k, n, bits, block = (int(attributes.get(name, default)) for name, default in
+                         (("K", 0), ("N", 0), ("bits", 4), ("block_size", 0)))
+    a, b, scales, zeros, g_idx, bias = (list(node.input) + [""] * 6)[:6]
+    if bits not in (2, 4, 8) or block < 16 or block & (block - 1):
+        raise ShapeInferenceError(f"MatMulNBits: bits {bits} and block_size {block} are not a supported form")
+    values = {name: value_of(name) if value_of else None for name in (b, scales, zeros, g_idx) if name}
+    missing = [name for name, value in values.items() if value is None]
+    if missing:
+        raise ShapeInferenceError(f"MatMulNBits: {', '.join(missing)} must be constants (weights)")
+    blocks = -(-k // block)
+    codes = _unpack_low_first(np.asarray(values[b], np.uint8).reshape(n, -1), bits, k)  # [n, k]
+    scale = np.asarray(values[scales]).reshape(n, blocks)
+    if g_idx and not np.array_equal(np.asarray(values[g_idx]).ravel(), np.arange(k) // block):
+        raise ShapeInferenceError("MatMulNBits: a g_idx other than k // block_size (act-order) is not supported")
+    if zeros and np.asarray(values[zeros]).dtype == np.uint8:
+        zero = _unpack_low_first(np.asarray(values[zeros]).reshape(n, -1), bits, blocks)  # [n, blocks]
+    elif zeros:
+        zero = np.asarray(values[zeros]).reshape(n, blocks)  # float zero points
+    else:
+        zero = np.full((n, blocks), 1 << (bits - 1), np.uint8)
+    nodes, weight = [], fresh("weight")
+    if bits == 4 and zero.dtype == np.uint8:
+        names = [fresh(hint) for hint in ("codes8", "codes", "scales", "zeros8", "zeros")]
+        nodes += [_constant(names[0], np.ascontiguousarray(codes.T)),
+                  helper.make_node("Cast", [names[0]], [names[1]], to=onnx.TensorProto.UINT4),
+                  _constant(names[2], np.ascontiguousarray(scale.T)),
+                  _constant(names[3], np.ascontiguousarray(zero.T)),
+                  helper.make_node("Cast", [names[3]], [names[4]], to=onnx.TensorProto.UINT4),
+                  helper.make_node("DequantizeLinear", [names[1], names[2], names[4]], [weight], axis=0,
+                                   block_size=block)]
+    else:  # dequantized once, here
+        full = np.repeat(scale.astype(np.float64), block, axis=1)[:, :k] * \
+            (codes.astype(np.float64) - np.repeat(zero.astype(np.float64), block, axis=1)[:, :k])
+        nodes.append(_constant(weight, np.ascontiguousarray(full.T).astype(scale.dtype)))
+    product = fresh("product") if bias else node.output[0]
+    nodes.append(helper.make_node("MatMul", [a, weight], [product]))
+    if bias:
+        nodes.append(helper.make_node("Add", [product, bias], [node.output[0]]))
+    return nodes
+
+
 DECOMPOSED = {("", "QLinearMatMul"): _qlinear, ("", "QLinearConv"): _qlinear, ("com.microsoft", "QGemm"): _qgemm,
               ("com.microsoft", "QLinearAdd"): _qlinear_add,
               ("com.microsoft", "QLinearGlobalAveragePool"): _qlinear_global_average_pool,
-              ("com.microsoft", "QLinearMul"): _qlinear_mul, ("com.microsoft", "QLinearSoftmax"): _qlinear_softmax}
+              ("com.microsoft", "QLinearMul"): _qlinear_mul, ("com.microsoft", "QLinearSoftmax"): _qlinear_softmax,
+              ("com.microsoft", "MatMulNBits"): _matmul_nbits}
 
 
 def decomposes(node: onnx.NodeProto) -> bool:
     return ("" if node.domain == "ai.onnx" else node.domain, node.op_type) in DECOMPOSED
 
 
-def decompose(node: onnx.NodeProto, fresh, rank_of, opset: int) -> list[onnx.NodeProto]:
+def decompose(node: onnx.NodeProto, fresh, rank_of, opset: int, value_of=None) -> list[onnx.NodeProto]:
     """The default-domain nodes (of ``opset``) that stand for ``node``: ``fresh(hint)`` gives unused tensor names,
-    ``rank_of`` the rank of an input."""
-    return DECOMPOSED[("" if node.domain == "ai.onnx" else node.domain, node.op_type)](node, fresh, rank_of, opset)
+    ``rank_of`` the rank of an input, ``value_of`` the value of a constant input (None otherwise)."""
+    return DECOMPOSED[("" if node.domain == "ai.onnx" else node.domain, node.op_type)](node, fresh, rank_of, opset,
+                                                                                       value_of)

@@ -213,8 +213,12 @@ class _Importer:
         def rank_of(onnx_name: str) -> int:
             return self.graph.tensor_type(self.tensors[onnx_name]).rank
 
+        def value_of(onnx_name: str):
+            value = self.values.get(self.tensors[onnx_name]) if onnx_name in self.tensors else None
+            return None if value is None or np.asarray(value).dtype == object else np.asarray(value)
+
         try:
-            parts = decompose(proto, fresh, rank_of, self.opsets.get("", 1))
+            parts = decompose(proto, fresh, rank_of, self.opsets.get("", 1), value_of)
         except ShapeInferenceError as error:
             raise ShapeInferenceError(f"node {name!r} ({proto.domain or 'ai.onnx'}::{proto.op_type}): {error}") \
                 from None

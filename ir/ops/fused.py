@@ -11,6 +11,8 @@ names the values the fused op writes, in order. Its kind says how codegen schedu
   projections).
 - ``matmul_int8``: the same with sdflow's DynamicQuantizeMatMul (int8 weight, activations quantized at run time)
   as the product.
+- ``matmul_nbits``: a DequantizeLinear of a 4-bit weight, then the MatMul by it and its epilogue (the weight is
+  dequantized a slice at a time inside the kernel).
 - ``conv``: a float32 Conv (1-D or 2-D) first, then element-wise steps (an epilogue applied to each output
   plane: residual, activation, clipping).
 - ``rows``: element-wise steps (a prologue) then LayerNormalization or Softmax over the last axis (bias + residual
@@ -94,6 +96,9 @@ class Program:
             return "matmul"
         if types[0] == "DynamicQuantizeMatMul" and all(t in ELEMENTWISE_OPS for t in epilogue):
             return "matmul_int8"
+        if (types[:2] == ["DequantizeLinear", "MatMul"] and self.steps[1].args[1] == self.steps[0].results[0]
+                and all(t in ELEMENTWISE_OPS for t in epilogue[1:])):
+            return "matmul_nbits"
         if types[0] == "Conv" and all(t in ELEMENTWISE_OPS for t in types[1:]):
             return "conv"
         if (types[0] == "Conv" and types.count("Conv") == 2

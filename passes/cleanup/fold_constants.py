@@ -1,13 +1,17 @@
 """fold-constants: an op whose inputs are all constants (or whose outputs are known from static shapes) is
-evaluated at compile time with its numpy reference and replaced by constants."""
+evaluated at compile time with its numpy reference and replaced by constants. A DequantizeLinear of 4-bit codes
+stays (the weight keeps its 4 bits: fuse-dequantize-matmul gives it to the product's kernel)."""
 from __future__ import annotations
 
 import dataclasses
 
+import ml_dtypes
 import numpy as np
 
 from sdflow.ir import Graph, evaluate_node, known_values
 from ..infra import Pass, PassContext, PassResult, register_pass
+
+FOUR_BIT = (np.dtype(ml_dtypes.uint4), np.dtype(ml_dtypes.int4))
 
 
 @register_pass
@@ -27,6 +31,10 @@ class FoldConstants(Pass):
             present = [t for t in results if t]
             if any(t in outputs for t in present):
                 notes.append(f"{node.label}: writes a graph output, kept")
+                continue
+            if node.op_type == "DequantizeLinear" and not node.domain_name and inputs[0] \
+                    and graph.tensor_type(inputs[0]).dtype in FOUR_BIT:
+                notes.append(f"{node.label}: a 4-bit weight, kept quantized")
                 continue
             if all(t in values and values[t].dtype != object for t in present):
                 arrays = [values[t] for t in present]

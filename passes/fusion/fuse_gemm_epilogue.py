@@ -1,6 +1,7 @@
 """fuse-gemm-epilogue: MatMul -> bias / activation / scaling / residual (element-wise ops, or a fused element-wise
 kernel)  =>  one GEMM whose epilogue applies them to each row of the product while it is in cache. The int8
-products of quantize-dynamic-int8 (DynamicQuantizeMatMul) take their epilogues the same way."""
+products of quantize-dynamic-int8 (DynamicQuantizeMatMul) and the fused products by 4-bit weights
+(fuse-dequantize-matmul) take their epilogues the same way."""
 from __future__ import annotations
 
 import dataclasses
@@ -24,6 +25,11 @@ class FuseGemmEpilogue(Pass):
                                                 lambda node: self._operands_decline(graph, node), result_noun="product")
         more, more_absorbed, more_notes = fuse_epilogues(graph, "DynamicQuantizeMatMul", "qgemm", lambda node: None,
                                                          result_noun="product", domain="ai.sdflow")
+        fused, absorbed, notes = fused + more, absorbed + more_absorbed, notes + more_notes
+        # A product by a 4-bit weight that quantize-weights already fused with its DequantizeLinear.
+        more, more_absorbed, more_notes = fuse_epilogues(graph, "Fused", "gemm", lambda node: None,
+                                                         result_noun="product", domain="ai.sdflow",
+                                                         accept=lambda node: node.parsed.kind == "matmul_nbits")
         fused, absorbed, notes = fused + more, absorbed + more_absorbed, notes + more_notes
         return PassResult(fused > 0, {"fused_gemms": fused, "epilogue_ops": absorbed}, notes if ctx.explain else [])
 

@@ -1,3 +1,3 @@
 """Quantization passes: weights (and activations) stored and moved in fewer bits. ``gptq`` holds the numerics
 (round-to-nearest and GPTQ); each rewrite is one file."""
-from . import gptq, quantize_dynamic_int8, quantize_weights  # noqa: F401  (registers the passes)
+from . import fuse_dequantize_matmul, gptq, quantize_dynamic_int8, quantize_weights  # noqa: F401  (registers)
