@@ -165,9 +165,9 @@ EXTENSION_ATTRIBUTES: dict[tuple[str, str], dict[str, tuple[type, str]]] = {
                                       "scaled_dot_product_attention export: Where(IsNaN(P), 0, P)); set by "
                                       "fuse-attention"),
     },
-    ("ai.sdflow", "DynamicQuantizeMatMul"): {
+    ("ai.sdflow", "QuantizedMatMul"): {
         "per_row": (int, "1 = A is quantized over each row (its last axis), 0 = over the whole tensor (ONNX "
-                    "Runtime's DynamicQuantizeMatMul)"),
+                    "Runtime's DynamicQuantizeMatMul); not read when a_scale is given"),
     },
 }
 

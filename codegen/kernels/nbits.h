@@ -86,9 +86,10 @@ inline void dequantize_slice(const uint8_t* packed, int64_t k, int64_t n, int64_
             const __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(halves[h]));
             const __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(halves[h], 8)));
             const int64_t j = 16 * h;
-            _mm256_storeu_ps(w + j, _mm256_mul_ps(_mm256_sub_ps(q0, _mm256_loadu_ps(zero + j)), _mm256_loadu_ps(scale + j)));
-            _mm256_storeu_ps(w + j + 8,
-                             _mm256_mul_ps(_mm256_sub_ps(q1, _mm256_loadu_ps(zero + j + 8)), _mm256_loadu_ps(scale + j + 8)));
+            const __m256 d0 = _mm256_sub_ps(q0, _mm256_loadu_ps(zero + j));
+            const __m256 d1 = _mm256_sub_ps(q1, _mm256_loadu_ps(zero + j + 8));
+            _mm256_storeu_ps(w + j, _mm256_mul_ps(d0, _mm256_loadu_ps(scale + j)));
+            _mm256_storeu_ps(w + j + 8, _mm256_mul_ps(d1, _mm256_loadu_ps(scale + j + 8)));
         }
 #else
         for (int64_t j = 0; j < PANEL; ++j) {
@@ -127,7 +128,8 @@ inline void gemv_panels(int64_t k, int64_t n, const float* a, const uint8_t* pac
                 t3 = _mm256_fmadd_ps(ap, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(second, 8))), t3);
                 sum_a += a[p];
             }
-            _mm256_store_ps(t, t0), _mm256_store_ps(t + 8, t1), _mm256_store_ps(t + 16, t2), _mm256_store_ps(t + 24, t3);
+            _mm256_store_ps(t, t0), _mm256_store_ps(t + 8, t1);
+            _mm256_store_ps(t + 16, t2), _mm256_store_ps(t + 24, t3);
 #else
             for (int64_t j = 0; j < PANEL; ++j) t[j] = 0.0f;
             for (int64_t p = start; p < stop; ++p) {

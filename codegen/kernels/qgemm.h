@@ -1,8 +1,8 @@
 // int8 GEMM with dynamically quantized activations: Y[m x n] = dequant(quant(A[m x k]) . B[k x n]) (+ bias[n]),
-// the product of com.microsoft's DynamicQuantizeMatMul (sdflow's quantize-dynamic-int8 writes it, ONNX Runtime's
-// quantize_dynamic models import into it).
+// the product of sdflow's QuantizedMatMul (ai.sdflow; quantize-dynamic-int8 and quantize-static-int8 write it).
 //
-// - A (float32, rows lda apart) is quantized to uint8 when the product runs, as DynamicQuantizeLinear does
+// - A (float32, rows lda apart) is quantized to uint8 with a scale and zero point from calibration
+//   (quantize-static-int8), or when the product runs, as DynamicQuantizeLinear does
 //   (scale = (max(0, max a) - min(0, min a)) / 255, zero point = round(-min / scale), q = sat(round(a / scale) + z),
 //   rounding half to even): over the whole tensor (`per_row` false, ONNX Runtime's semantics) or over each row
 //   (`per_row` true: a row of small values keeps its resolution next to a row with an outlier).
@@ -148,18 +148,28 @@ template <int ROWS, int PANELS>
 inline void micro(int64_t groups, const uint8_t* q, int64_t ldq, const int8_t* b, int64_t panel_stride,
                   float* y, int64_t ldy, int64_t width, const RowQuant* rq, const int32_t* sums, const float* b_scale,
                   bool per_column, const float* bias, bool) {
-    __m512i acc[PANELS][ROWS];
-    for (int c = 0; c < PANELS; ++c)
-        for (int r = 0; r < ROWS; ++r) acc[c][r] = _mm512_setzero_si512();
+    // One array of ROWS accumulators per panel, loops over rows unrolled: gcc 12 keeps them in registers only so
+    // (a 2-D array of vectors stayed on the stack in gemm.h's AVX2 tile).
+    __m512i acc0[ROWS], acc1[ROWS];
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r) acc0[r] = acc1[r] = _mm512_setzero_si512();
     for (int64_t g = 0; g < groups; ++g) {
-        __m512i bv[PANELS];
-        for (int c = 0; c < PANELS; ++c) bv[c] = _mm512_loadu_si512(b + c * panel_stride + g * NR * 4);
+        const __m512i b0 = _mm512_loadu_si512(b + g * NR * 4);
+        const __m512i b1 = PANELS > 1 ? _mm512_loadu_si512(b + panel_stride + g * NR * 4) : b0;
+#pragma GCC unroll 8
         for (int r = 0; r < ROWS; ++r) {
             int32_t word;
             std::memcpy(&word, q + r * ldq + g * 4, 4);
             const __m512i av = _mm512_set1_epi32(word);
-            for (int c = 0; c < PANELS; ++c) acc[c][r] = _mm512_dpbusd_epi32(acc[c][r], av, bv[c]);
+            acc0[r] = _mm512_dpbusd_epi32(acc0[r], av, b0);
+            if (PANELS > 1) acc1[r] = _mm512_dpbusd_epi32(acc1[r], av, b1);
         }
+    }
+    alignas(64) int32_t sums_out[2][ROWS][NR];
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r) {
+        _mm512_store_si512(sums_out[0][r], acc0[r]);
+        _mm512_store_si512(sums_out[1][r], acc1[r]);
     }
     for (int c = 0; c < PANELS; ++c) {
         const int64_t w = std::min<int64_t>(NR, width - c * NR);
@@ -169,7 +179,8 @@ inline void micro(int64_t groups, const uint8_t* q, int64_t ldq, const int8_t* b
         const __m512 bs = per_column ? _mm512_maskz_loadu_ps(mask, b_scale + c * NR) : _mm512_set1_ps(b_scale[0]);
         const __m512 bb = bias ? _mm512_maskz_loadu_ps(mask, bias + c * NR) : _mm512_setzero_ps();
         for (int r = 0; r < ROWS; ++r) {
-            const __m512i fixed = _mm512_sub_epi32(acc[c][r], _mm512_mullo_epi32(_mm512_set1_epi32(rq[r].zero), colsum));
+            const __m512i share = _mm512_mullo_epi32(_mm512_set1_epi32(rq[r].zero), colsum);
+            const __m512i fixed = _mm512_sub_epi32(_mm512_load_si512(sums_out[c][r]), share);
             const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(rq[r].scale), bs);
             const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(fixed), scale, bb);
             _mm512_mask_storeu_ps(y + r * ldy + c * NR, mask, v);
@@ -317,15 +328,24 @@ inline RowQuant* scratch_quant(int64_t rows) {
 
 // Y (ldy) = dequant(quant(A) . B) + bias: B packed by pack_b; b_scale one value or one per column (per_column);
 // bias n floats or null.
+// a_scale / a_zero: A's quantization from calibration (static), or null (found when the product runs).
 inline void dynamic_quantize_matmul(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                                     const int8_t* packed, const float* b_scale, bool per_column, const float* bias,
-                                    float* y, int64_t ldy, bool per_row) {
+                                    float* y, int64_t ldy, bool per_row, const float* a_scale = nullptr,
+                                    const uint8_t* a_zero = nullptr) {
     if (m <= 0 || n <= 0) return;
     const int threads = threads_available();
     const int64_t groups = k4(k), ldq = groups * 4;
     uint8_t* q = scratch_rows(m * ldq);
     RowQuant* rq = scratch_quant(m);
-    if (per_row) {
+    if (a_scale) {
+        const RowQuant fixed{a_scale[0], (int32_t)a_zero[0]};
+#pragma omp parallel for schedule(static) if (threads > 1 && m * k > 32768)
+        for (int64_t i = 0; i < m; ++i) {
+            rq[i] = fixed;
+            quantize_row(a + i * lda, k, fixed, q + i * ldq);
+        }
+    } else if (per_row) {
 #pragma omp parallel for schedule(static) if (threads > 1 && m * k > 32768)
         for (int64_t i = 0; i < m; ++i) {
             float low = 0, high = 0;

@@ -156,7 +156,7 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     from .packing import nbits_group, nbits_offsets, packed_offsets, qgemm_offsets  # (packing imports this module)
     dq = program.steps[0] if program.kind == "matmul_nbits" else None  # a 4-bit weight's DequantizeLinear
     matmul, steps = (program.steps[1], list(program.steps[2:])) if dq else (program.steps[0], list(program.steps[1:]))
-    int8 = matmul.op_type == "DynamicQuantizeMatMul"
+    int8 = matmul.op_type == "QuantizedMatMul"
     if steps and steps[-1].op_type == "Split":
         steps.pop()
     a_type, b_type = types[matmul.args[0]], types[matmul.args[1]]
@@ -183,14 +183,16 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
         extra = []
     elif int8:
         packed = QGEMM_PACKED in ctx.inputs
-        scale_in, bias_in = (list(matmul.args) + [None, None])[2:4]
+        scale_in, bias_in, a_scale_in, a_zero_in = (list(matmul.args) + [None] * 4)[2:6]
         per_column = list(types[scale_in].shape) != [1]
-        extra = [("_s", scale_in)] + ([("_bias", bias_in)] if bias_in else [])
+        extra = [("_s", scale_in)] + ([("_bias", bias_in)] if bias_in else []) + (
+            [("_as", a_scale_in), ("_az", a_zero_in)] if a_scale_in else [])
         offsets = qgemm_offsets(int(b_type.shape[0]), [int(w) for _, _, w in blocks]) if packed else None
         calls = [qgemm_call(rows, cexpr(w), k, "_a", f"_b + {cexpr(lo)}", n, f"_p + {offsets[i]}" if packed else None,
                             f"_s + {cexpr(lo)}" if per_column else "_s", per_column,
                             f"_bias + {cexpr(lo)}" if bias_in else None, f"_c{o}", cexpr(w),
-                            bool(matmul.node().attr("per_row", 0)))
+                            bool(matmul.node().attr("per_row", 0)), "_as" if a_scale_in else None,
+                            "_az" if a_scale_in else None)
                  for i, (o, lo, w) in enumerate(blocks)]
     elif packed:
         offsets = packed_offsets(int(b_type.shape[0]), [int(w) for _, _, w in blocks])

@@ -1,9 +1,9 @@
 """Weights re-laid once, when a model is lowered, for the kernels that read them: convolution weights for the
 direct kernels (``conv_direct.prepack``), GEMM weights in the panels of ``codegen/kernels/gemm.h``
 (``prepack_gemm``), int8 weights in the panels of ``codegen/kernels/qgemm.h`` (``prepack_qgemm``) and 4-bit
-weights in the panels of ``codegen/kernels/nbits.h`` (``prepack_nbits``). A packed weight is an extra program argument named after its source constant
-(``<W>__packed8``, ``<W>__gemm32n_768``, ...), so that ``weight_value`` can compute it again from the constant when a
-cached build is loaded without lowering."""
+weights in the panels of ``codegen/kernels/nbits.h`` (``prepack_nbits``). A packed weight is an extra program
+argument named after its source constant (``<W>__packed8``, ``<W>__gemm32n_768``, ...), so that ``weight_value``
+can compute it again from the constant when a cached build is loaded without lowering."""
 from __future__ import annotations
 
 import re
@@ -146,10 +146,10 @@ def qgemm_offsets(k: int, widths) -> list[int]:
 
 
 def qgemm_candidate(graph, node) -> tuple[int, list[int]] | None:
-    """(input position of the int8 B, column block widths) of a DynamicQuantizeMatMul, alone or first in a fused
+    """(input position of the int8 B, column block widths) of a QuantizedMatMul, alone or first in a fused
     kernel."""
     names = graph.node_inputs(node)
-    if node.op_type == "DynamicQuantizeMatMul" and node.domain_name == "ai.sdflow":
+    if node.op_type == "QuantizedMatMul" and node.domain_name == "ai.sdflow":
         b = graph.sdfg.arrays[names[1]]
         return (1, [int(b.shape[1])]) if _concrete(b.shape) else None
     if node.op_type == "Fused" and node.parsed.kind == "matmul_int8":

@@ -122,19 +122,22 @@ NBITS_PACKED = "packed_nbits"  # the connector of a fused 4-bit product's packed
 QGEMM_PACKED = "packed_qgemm"  # the connector of a node's packed constant int8 B (added by packing.prepack_qgemm)
 
 
-def qgemm_call(rows, n, k, a, b, ldb, packed, scale, per_column: bool, bias, y, ldy, per_row: bool) -> str:
+def qgemm_call(rows, n, k, a, b, ldb, packed, scale, per_column: bool, bias, y, ldy, per_row: bool,
+               a_scale=None, a_zero=None) -> str:
     """One call of ``sdflow_kernels::qgemm::dynamic_quantize_matmul`` (codegen/kernels/qgemm.h): B from its packed
-    copy ``packed`` when given, else packed per call from ``b`` (rows ``ldb`` apart)."""
+    copy ``packed`` when given, else packed per call from ``b`` (rows ``ldb`` apart); A's static scale and zero
+    point when given."""
     weights = packed if packed else f"sdflow_kernels::qgemm::pack_per_call({b}, {ldb}, {k}, {n})"
     flag = {True: "true", False: "false"}
+    static = f", {a_scale}, {a_zero}" if a_scale else ""
     return (f"sdflow_kernels::qgemm::dynamic_quantize_matmul({rows}, {n}, {k}, {a}, {k}, {weights}, {scale}, "
-            f"{flag[per_column]}, {bias or 'nullptr'}, {y}, {ldy}, {flag[per_row]});")
+            f"{flag[per_column]}, {bias or 'nullptr'}, {y}, {ldy}, {flag[per_row]}{static});")
 
 
-@expansion("DynamicQuantizeMatMul")
+@expansion("QuantizedMatMul")
 def dynamic_quantize_matmul(ctx: Ctx):
     """One call of ``qgemm.h`` over every row of A (its leading axes flattened)."""
-    a_in, b_in, s_in, bias_in = (ctx.connector("in", p) for p in range(4))
+    a_in, b_in, s_in, bias_in, a_scale, a_zero = (ctx.connector("in", p) for p in range(6))
     a_shape = ctx.shape(a_in)
     k, n = (cexpr(d) for d in ctx.shape(b_in))
     rows = cexpr(product(a_shape[:-1]) if len(a_shape) > 1 else 1)
@@ -142,5 +145,6 @@ def dynamic_quantize_matmul(ctx: Ctx):
     per_column = ctx.shape(s_in) != [1]
     code = qgemm_call(rows, n, k, ctx.ptr(a_in), ctx.ptr(b_in), n, packed, ctx.ptr(s_in), per_column,
                       ctx.ptr(bias_in) if bias_in else None, ctx.ptr(ctx.connector("out", 0)), n,
-                      bool(ctx.node.attr("per_row", 0)))
+                      bool(ctx.node.attr("per_row", 0)), ctx.ptr(a_scale) if a_scale else None,
+                      ctx.ptr(a_zero) if a_zero else None)
     return ctx.tasklet(code, includes=QGEMM_INCLUDE, unread=(b_in,) if packed else ())

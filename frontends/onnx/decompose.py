@@ -133,7 +133,8 @@ def _qlinear_add(node: onnx.NodeProto, fresh, rank_of, opset: int, value_of=None
     return nodes
 
 
-def _qlinear_global_average_pool(node: onnx.NodeProto, fresh, rank_of, opset: int, value_of=None) -> list[onnx.NodeProto]:
+def _qlinear_global_average_pool(node: onnx.NodeProto, fresh, rank_of, opset: int,
+                                 value_of=None) -> list[onnx.NodeProto]:
     x, x_scale, x_zero, y_scale, y_zero = (list(node.input) + [""] * 5)[:5]
     channels_last = any(a.name == "channels_last" and a.i for a in node.attribute)
     rank = rank_of(x)

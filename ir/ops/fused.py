@@ -9,7 +9,7 @@ names the values the fused op writes, in order. Its kind says how codegen schedu
 - ``matmul``: a MatMul (2-D weight) first, then element-wise steps (an epilogue applied to each row of the
   product; bias, activation, scaling, residual), optionally a last-axis Split into several outputs (merged Q/K/V
   projections).
-- ``matmul_int8``: the same with sdflow's DynamicQuantizeMatMul (int8 weight, activations quantized at run time)
+- ``matmul_int8``: the same with sdflow's QuantizedMatMul (int8 weight, activations quantized at run time)
   as the product.
 - ``matmul_nbits``: a DequantizeLinear of a 4-bit weight, then the MatMul by it and its epilogue (the weight is
   dequantized a slice at a time inside the kernel).
@@ -51,7 +51,7 @@ class Step:
     connectors: tuple[tuple[str, ...], tuple[str, ...]]  # the node's onnx_inputs, onnx_outputs
     args: tuple[str | None, ...]  # value per input position (None: absent)
     results: tuple[str | None, ...]  # value name per output position (None: not used)
-    domain: str = ""  # "" (ONNX), or ai.sdflow for sdflow's own ops (DynamicQuantizeMatMul)
+    domain: str = ""  # "" (ONNX), or ai.sdflow for sdflow's own ops (QuantizedMatMul)
 
     @classmethod
     def of(cls, node: OpNode, args, results) -> "Step":
@@ -94,7 +94,7 @@ class Program:
         epilogue = types[1:-1] if types[-1] == "Split" else types[1:]
         if types[0] == "MatMul" and all(t in ELEMENTWISE_OPS for t in epilogue):
             return "matmul"
-        if types[0] == "DynamicQuantizeMatMul" and all(t in ELEMENTWISE_OPS for t in epilogue):
+        if types[0] == "QuantizedMatMul" and all(t in ELEMENTWISE_OPS for t in epilogue):
             return "matmul_int8"
         if (types[:2] == ["DequantizeLinear", "MatMul"] and self.steps[1].args[1] == self.steps[0].results[0]
                 and all(t in ELEMENTWISE_OPS for t in epilogue[1:])):

@@ -1,7 +1,7 @@
 """Linear quantization: QuantizeLinear, DequantizeLinear (per tensor, per axis, or blocked scales),
 DynamicQuantizeLinear (uint8 with scale and zero point from the input's range), the integer contractions
 ONNX Runtime's dynamic quantizer writes: MatMulInteger and ConvInteger (int32 results), and sdflow's
-DynamicQuantizeMatMul (domain ai.sdflow: the three in one op, what quantize-dynamic-int8 writes)."""
+QuantizedMatMul (domain ai.sdflow: the three in one op, what quantize-dynamic-int8 writes)."""
 from __future__ import annotations
 
 import ml_dtypes
@@ -173,35 +173,45 @@ def dynamic_quantization(x: np.ndarray) -> tuple[np.float32, np.float32]:
     return scale, zero
 
 
-@op("DynamicQuantizeMatMul", since=1, domain="ai.sdflow")
-class DynamicQuantizeMatMul(Op):
-    """Y = dequant(quant(A) x B) + bias: A (float32 [..., K]) quantized to uint8 when the op runs, as
-    DynamicQuantizeLinear does (over the tensor, or with ``per_row`` over each row of K values); B int8 [K, N]
-    with zero point 0 (symmetric); b_scale float32 [1] or [N] (per column); bias float32 [N] (optional). The
-    integer product sums in int32; Y = (acc - zero_a * sum_k B) * (scale_a * b_scale) + bias, in float32. ONNX
-    Runtime's com.microsoft DynamicQuantizeMatMul is the per-tensor case with no zero point of B."""
+@op("QuantizedMatMul", since=1, domain="ai.sdflow")
+class QuantizedMatMul(Op):
+    """Y = dequant(quant(A) x B) + bias: A (float32 [..., K]) quantized to uint8 - statically with a_scale and
+    a_zero_point (inputs 4 and 5, one float32 and one uint8 value, from calibration: quantize-static-int8) as
+    QuantizeLinear does, saturating, or else when the op runs, as DynamicQuantizeLinear does (over the tensor,
+    or with ``per_row`` over each row of K values: quantize-dynamic-int8); B int8 [K, N] with zero point 0
+    (symmetric); b_scale float32 [1] or [N] (per column); bias float32 [N] (optional). The integer product sums in
+    int32; Y = (acc - zero_a * sum_k B) * (scale_a * b_scale) + bias, in float32. ONNX Runtime's com.microsoft
+    DynamicQuantizeMatMul is the per-tensor dynamic case with no zero point of B."""
 
     @classmethod
     def infer(cls, node, inputs, values):
         a, b, scale = inputs[:3]
         bias = inputs[3] if len(inputs) > 3 else None
         if a.dtype != np.float32 or b.dtype != np.int8 or scale.dtype != np.float32:
-            raise ShapeInferenceError(f"DynamicQuantizeMatMul: A float32, B int8 and b_scale float32, got {a.dtype}, "
+            raise ShapeInferenceError(f"QuantizedMatMul: A float32, B int8 and b_scale float32, got {a.dtype}, "
                                       f"{b.dtype}, {scale.dtype}")
         if b.rank != 2 or a.rank < 1:
-            raise ShapeInferenceError(f"DynamicQuantizeMatMul: B must be 2-D and A at least 1-D ({a} x {b})")
+            raise ShapeInferenceError(f"QuantizedMatMul: B must be 2-D and A at least 1-D ({a} x {b})")
         n = b.shape[1]
         if scale.rank != 1 or scale.shape[0] not in (1, n):
-            raise ShapeInferenceError(f"DynamicQuantizeMatMul: b_scale must be [1] or [{n}], got {list(scale.shape)}")
+            raise ShapeInferenceError(f"QuantizedMatMul: b_scale must be [1] or [{n}], got {list(scale.shape)}")
         if bias is not None and (bias.dtype != np.float32 or list(bias.shape) != [n]):
-            raise ShapeInferenceError(f"DynamicQuantizeMatMul: bias must be float32 [{n}], got {bias}")
+            raise ShapeInferenceError(f"QuantizedMatMul: bias must be float32 [{n}], got {bias}")
+        a_scale, a_zero = (list(inputs[4:6]) + [None, None])[:2]
+        if (a_scale is None) != (a_zero is None) or a_scale is not None and (
+                a_scale.dtype != np.float32 or a_zero.dtype != np.uint8 or a_scale.shape != (1,)
+                or a_zero.shape != (1,)):
+            raise ShapeInferenceError("QuantizedMatMul: a_scale and a_zero_point come together, float32 [1] and "
+                                      "uint8 [1]")
         return [TensorType(np.float32, matmul_shapes(a.shape, b.shape)[4])]
 
     @classmethod
-    def reference(cls, node, a, b, b_scale, bias=None):
+    def reference(cls, node, a, b, b_scale, bias=None, a_scale=None, a_zero_point=None):
         k, n = b.shape
         rows = a.reshape(-1, k).astype(np.float32)
-        if node.attr("per_row", 0):
+        if a_scale is not None:
+            quant = [(np.float32(a_scale.reshape(-1)[0]), np.float32(a_zero_point.reshape(-1)[0]))] * len(rows)
+        elif node.attr("per_row", 0):
             quant = [dynamic_quantization(row) for row in rows]
         else:
             quant = [dynamic_quantization(rows)] * len(rows)

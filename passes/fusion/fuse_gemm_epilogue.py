@@ -1,6 +1,6 @@
 """fuse-gemm-epilogue: MatMul -> bias / activation / scaling / residual (element-wise ops, or a fused element-wise
 kernel)  =>  one GEMM whose epilogue applies them to each row of the product while it is in cache. The int8
-products of quantize-dynamic-int8 (DynamicQuantizeMatMul) and the fused products by 4-bit weights
+products of quantize-dynamic-int8 (QuantizedMatMul) and the fused products by 4-bit weights
 (fuse-dequantize-matmul) take their epilogues the same way."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class FuseGemmEpilogue(Pass):
     def apply(self, graph: Graph, ctx: PassContext) -> PassResult:
         fused, absorbed, notes = fuse_epilogues(graph, "MatMul", "gemm",
                                                 lambda node: self._operands_decline(graph, node), result_noun="product")
-        more, more_absorbed, more_notes = fuse_epilogues(graph, "DynamicQuantizeMatMul", "qgemm", lambda node: None,
+        more, more_absorbed, more_notes = fuse_epilogues(graph, "QuantizedMatMul", "qgemm", lambda node: None,
                                                          result_noun="product", domain="ai.sdflow")
         fused, absorbed, notes = fused + more, absorbed + more_absorbed, notes + more_notes
         # A product by a 4-bit weight that quantize-weights already fused with its DequantizeLinear.

@@ -77,7 +77,8 @@ def _matmul_nbits_model(rng, k, n, block, zeros: bool, bias: bool):
     node = helper.make_node("MatMulNBits", inputs, ["Y"], domain="com.microsoft", K=k, N=n, bits=4, block_size=block)
     graph = helper.make_graph([node], "nbits", [helper.make_tensor_value_info("A", TensorProto.FLOAT, ["m", k])],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["m", n])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid("com.microsoft", 1)])
 
 
 @pytest.mark.parametrize("zeros, bias", [(True, False), (False, True)])

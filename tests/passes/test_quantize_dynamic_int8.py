@@ -1,4 +1,4 @@
-"""quantize-dynamic-int8: products by constant weights become DynamicQuantizeMatMul (int8 weights, activations
+"""quantize-dynamic-int8: products by constant weights become QuantizedMatMul (int8 weights, activations
 quantized at run time); the compiled kernels (every form of qgemm.h, fused epilogues, Split blocks) compute what
 the op's numpy reference defines, the result stays close to ONNX Runtime's float model, and the trained MiniLM
 keeps its embeddings (cosine >= 0.99)."""
@@ -46,7 +46,7 @@ def test_products_become_int8_with_their_epilogues_fused(helpers, rng, spec):
     model = _ffn(helpers, rng)
     graph = _optimized(model, spec)
     kernels = [getattr(n, "kernel", "") or n.op_type for n in graph.op_nodes()]
-    assert kernels == ["DynamicQuantizeMatMul+Add+Relu", "DynamicQuantizeMatMul+Add"], kernels
+    assert kernels == ["QuantizedMatMul+Add+Relu", "QuantizedMatMul+Add"], kernels
     feeds = {"x": rng.standard_normal((2, 13, 64)).astype(F)}
     expected = run_onnxruntime(model, feeds)["y"]
     reference = interpret(graph, feeds)["y"]  # the ops' numpy references: what the quantized model means
@@ -58,7 +58,7 @@ def test_products_become_int8_with_their_epilogues_fused(helpers, rng, spec):
 @pytest.mark.parametrize("per_row, per_column, limit", [(True, True, 64), (False, False, 127), (True, False, 127)])
 @pytest.mark.parametrize("rows, k, n", [(1, 1, 1), (7, 13, 17), (70, 100, 45)])
 def test_the_kernel_computes_what_the_op_defines(helpers, rng, per_row, per_column, limit, rows, k, n):
-    """One DynamicQuantizeMatMul of odd sizes (k not a multiple of 4, n not of 16) with a bias, compiled, against
+    """One QuantizedMatMul of odd sizes (k not a multiple of 4, n not of 16) with a bias, compiled, against
     its numpy reference; an activation row of zeros and one with an outlier."""
     a = rng.standard_normal((rows, k)).astype(F)
     if rows > 2:
@@ -66,7 +66,7 @@ def test_the_kernel_computes_what_the_op_defines(helpers, rng, per_row, per_colu
         a[2, 0] = 50
     codes, scales = quantize_weight_int8(rng.standard_normal((k, n)).astype(F), per_column, limit)
     bias = rng.standard_normal(n).astype(F)
-    node = lookup_op("ai.sdflow", "DynamicQuantizeMatMul", 1).node_class(
+    node = lookup_op("ai.sdflow", "QuantizedMatMul", 1).node_class(
         "q", inputs=["A", "B", "b_scale", "bias"], outputs=["Y"], opset=1, per_row=int(per_row))
     expected = evaluate_node(node, [a, codes, scales, bias])[0]
     # Through the pass: a Gemm with a bias row and transB, the weight given as the float values the codes stand
@@ -77,7 +77,7 @@ def test_the_kernel_computes_what_the_op_defines(helpers, rng, per_row, per_colu
     spec = (f"quantize-dynamic-int8{{min_elements=0,per_row={str(per_row).lower()},"
             f"per_channel={str(per_column).lower()},reduce_range={str(limit == 64).lower()}}}")
     graph = _optimized(model, "O1," + spec)
-    assert [n.op_type for n in graph.op_nodes()] == ["DynamicQuantizeMatMul"]
+    assert [n.op_type for n in graph.op_nodes()] == ["QuantizedMatMul"]
     np.testing.assert_array_equal(interpret(graph, {"a": a})["y"], expected)
     compiled = sdflow.compile(model, passes="O1," + spec)(a=a)[0]
     np.testing.assert_allclose(compiled, expected, rtol=1e-5, atol=1e-4)
@@ -134,7 +134,7 @@ def test_the_trained_minilm_keeps_its_embeddings():
     compiled = sdflow.compile(path, passes="O2,quantize-dynamic-int8")
     nodes = compiled.graph.op_nodes()
     fused = sum(n.op_type == "Fused" and n.parsed.kind == "matmul_int8" for n in nodes)
-    assert fused >= 4 and fused + sum(n.op_type == "DynamicQuantizeMatMul" for n in nodes) == 8  # 2 layers x 4
+    assert fused >= 4 and fused + sum(n.op_type == "QuantizedMatMul" for n in nodes) == 8  # 2 layers x 4
     ours = compiled(**feeds)[0]
     expected = next(iter(reference.values()))
     cosine = np.sum(ours * expected, -1) / (np.linalg.norm(ours, axis=-1) * np.linalg.norm(expected, axis=-1))
