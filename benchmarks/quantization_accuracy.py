@@ -7,7 +7,7 @@ model for reference. Writes docs/quantization.md.
     python benchmarks/quantization_accuracy.py [--sentences 512] [--calibration 32] [-o docs/quantization.md]
         [--reduced]
 
-The calibration sentences (GPTQ) are taken from the same text but never evaluated on.
+The calibration sentences (GPTQ, the static int8 ranges) are taken from the same text but never evaluated on.
 """
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ DYNAMIC = [  # (label, sdflow pipeline after O2): weights and activations in int
      "quantize-dynamic-int8{reduce_range=false}"),
     ("int8 dynamic: activations per tensor (ONNX Runtime's choice), weights per channel",
      "quantize-dynamic-int8{per_row=false}"),
+]
+STATIC = [  # (label, sdflow pipeline after O2): activation ranges from the calibration sentences
+    ("int8 static: activation ranges by min-max", "quantize-static-int8{calibrate=minmax}"),
+    ("int8 static: activation ranges by percentile 99.99", "quantize-static-int8{calibrate=percentile}"),
+    ("int8 static: activation ranges by entropy", "quantize-static-int8{calibrate=entropy}"),
 ]
 
 
@@ -138,6 +143,12 @@ def main() -> int:
         record(label, "sdflow", embed(lambda f: model(**f)[0], evaluation), None)
         model.set_threads(args.threads, adaptive=False)
         timings.append((label, "sdflow", latency(lambda f: model(**f), timing_feeds)))
+    for label, passes in STATIC:
+        model = sdflow.compile(path, passes=f"O2,{passes}", calibration=calibration_feeds)
+        record(label, "sdflow", embed(lambda f: model(**f)[0], evaluation), None)
+        if "percentile" in passes:
+            model.set_threads(args.threads, adaptive=False)
+            timings.append((label, "sdflow", latency(lambda f: model(**f), timing_feeds)))
     with tempfile.TemporaryDirectory() as folder:
         for label, passes in VARIANTS:
             needs = "gptq" in passes
@@ -177,7 +188,8 @@ def main() -> int:
         f" all-MiniLM-L6-v2 with its trained weights (the zoo's `minilm`), {args.sentences} sentences of Python's"
         f" `pydoc_data.topics` tokenized by the model's own tokenizer (at most 128 tokens), embeddings as"
         " sentence-transformers makes them (mean pooling, L2 norm); each row's cosine with ONNX Runtime's float32"
-        f" embedding of the same sentence. GPTQ calibrates on {args.calibration} other sentences of the same text."
+        f" embedding of the same sentence. GPTQ and the static int8 ranges calibrate on {args.calibration} other"
+        " sentences of the same text."
         " The file size is the ONNX file `sdflow quantize` writes (codes, scales and zero points of the weight"
         " matrices; the embeddings stay float32)." + (" The 2-layer variant (--reduced)." if args.reduced else ""),
         "",
@@ -189,9 +201,10 @@ def main() -> int:
     lines += ["", "sdflow's RTN 4-bit row and ONNX Runtime's MatMulNBits quantizer (the same round-to-nearest, asymmetric,"
               " groups of 128) agree to the fourth decimal: a check of the quantizer against an independent one."
               " ONNX Runtime's quantize_dynamic also quantizes the embedding table and the activations (hence its"
-              " smaller file and lower cosine). The dequantization runs as its own op in sdflow today: these rows"
-              " are about accuracy, not speed. The int8 dynamic rows of sdflow have no file size: `sdflow quantize`"
-              " does not write them yet.", "",
+              " smaller file and lower cosine). A 4- or 3-bit weight runs inside its product's kernel (nbits.h), an"
+              " 8-bit one through a DequantizeLinear of its own. The int8 dynamic rows of sdflow have no file size"
+              " here; `sdflow quantize -p quantize-dynamic-int8` writes that model for ONNX Runtime (int8 weights,"
+              " 22 MiB).", "",
               "## Latency of the int8 dynamic model", "",
               f"Batch 1, 128 tokens, {args.threads} threads for both runtimes (sdflow's thread policy off), each"
               " runtime timed alone: the median of 7 blocks of 10 calls, a pause before each block. The ratio is to"

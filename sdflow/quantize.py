@@ -3,7 +3,13 @@ into the ONNX model, as ONNX Runtime reads them. Each quantized MatMul weight in
 W_q<bits> (uint8 or uint4 codes), W_scales and W_zero_points and a DequantizeLinear (axis 0, block_size = group)
 that produces W again, so every node that read W reads the dequantized weight; the model is converted to opset 21
 (the first with blocked DequantizeLinear) when it is older. Only the weights change: the rest of the graph is the
-file's own, not sdflow's optimised graph."""
+file's own, not sdflow's optimised graph.
+
+``-p quantize-dynamic-int8{...}`` writes what that pass computes in standard ops instead: each MatMul (and Gemm
+with transA = 0, alpha = beta = 1 and a constant row bias) by a constant weight becomes the activations' range
+(ReduceMin/ReduceMax over each row, or over the tensor), their uint8 codes (Div, Round half to even, Add, Clip,
+Cast), MatMulInteger by the int8 weight, the zero point's share taken out with the weight's column sums, and the
+float scaling (Cast, Mul, Mul, Add): the same codes and sums as sdflow's QuantizedMatMul."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,6 +22,7 @@ from onnx import helper, numpy_helper
 from sdflow.frontends.onnx import import_model
 from sdflow.ir import ModelLoadError, PipelineError, SdflowError
 from sdflow.passes import PassContext, parse_pipeline
+from sdflow.passes.quantization.quantize_dynamic_int8 import QuantizeDynamicInt8, quantize_weight_int8
 from sdflow.passes.quantization.quantize_weights import QuantizeWeights, dequantize_inputs, quantize_graph
 
 __all__ = ["quantize_onnx", "QuantizeSummary"]
@@ -36,9 +43,11 @@ def quantize_onnx(model, passes: str, output, calibration=()) -> QuantizeSummary
     """Runs the quantization ``passes`` on ``model`` (a path or ModelProto) and writes the quantized ONNX model to
     ``output``; ``calibration``: feeds, as ``sdflow.compile`` takes them."""
     pipeline = parse_pipeline(passes)
-    if not pipeline or not all(isinstance(p, QuantizeWeights) for p in pipeline):
-        raise PipelineError("sdflow quantize writes the weights of quantize-weights passes only; other passes "
-                            f"rewrite the graph itself (got {', '.join(p.name for p in pipeline) or 'none'})")
+    dynamic = len(pipeline) == 1 and isinstance(pipeline[0], QuantizeDynamicInt8)
+    if not dynamic and (not pipeline or not all(isinstance(p, QuantizeWeights) for p in pipeline)):
+        names = ", ".join(p.name for p in pipeline) or "none"
+        raise PipelineError("sdflow quantize writes quantize-weights passes or one quantize-dynamic-int8 pass; "
+                            f"other passes rewrite the graph itself (got {names})")
     if isinstance(model, (str, pathlib.Path)):
         try:
             proto = onnx.load(str(model))
@@ -46,6 +55,11 @@ def quantize_onnx(model, passes: str, output, calibration=()) -> QuantizeSummary
             raise ModelLoadError(f"cannot read ONNX model {str(model)!r}: {error}") from None
     else:
         proto = onnx.ModelProto.FromString(model.SerializeToString())
+    if dynamic:
+        import_model(proto)  # (a model sdflow cannot read is an error here too)
+        summary = _dynamic_int8(proto, pipeline[0])
+        _save(proto, output)
+        return summary
     graph = import_model(proto)
     results, bits_of, errors, notes = {}, {}, [], []
     for pass_ in pipeline:
@@ -79,11 +93,7 @@ def quantize_onnx(model, passes: str, output, calibration=()) -> QuantizeSummary
         quantized_bytes += (codes.size * stored + 7) // 8 + scales.nbytes + (zeros.size * stored + 7) // 8
     for node in reversed(nodes):  # (they read initializers only: first in the node list)
         proto.graph.node.insert(0, node)
-    onnx.checker.check_model(proto)
-    try:
-        onnx.save(proto, str(output))
-    except OSError as error:
-        raise SdflowError(f"cannot write {str(output)!r}: {error.strerror or error}") from None
+    _save(proto, output)
     relative = [e.relative for e in errors] if calibration else []
     return QuantizeSummary(len(nodes), float_bytes, quantized_bytes,
                            float(np.mean(relative)) if relative else None, notes)
@@ -116,3 +126,108 @@ def _fresh(name: str, taken: set) -> str:
         candidate = f"{name}_{counter}"
     taken.add(candidate)
     return candidate
+
+
+def _save(proto: onnx.ModelProto, output) -> None:
+    onnx.checker.check_model(proto)
+    try:
+        onnx.save(proto, str(output))
+    except OSError as error:
+        raise SdflowError(f"cannot write {str(output)!r}: {error.strerror or error}") from None
+
+
+def _dynamic_int8(proto: onnx.ModelProto, config: QuantizeDynamicInt8) -> QuantizeSummary:
+    """Rewrites ``proto`` in place: see the module's second paragraph."""
+    from onnx import TensorProto
+    graph = proto.graph
+    initializers = {init.name: init for init in graph.initializer}
+    taken = set(initializers) | {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+    limit = 64 if config.reduce_range else 127
+    opset = _opset(proto)
+    nodes, count, float_bytes, quantized_bytes, notes, done = [], 0, 0, 0, [], {}
+
+    def fresh(hint):
+        return _fresh(hint, taken)
+
+    def constant(hint, value):
+        name = fresh(hint)
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def reduce(op_type, x, out):
+        if config.per_row:
+            if opset >= 18:
+                axes = constant("axes_last", np.array([-1], np.int64))
+                return helper.make_node(op_type, [x, axes], [out], keepdims=1)
+            return helper.make_node(op_type, [x], [out], axes=[-1], keepdims=1)
+        return helper.make_node(op_type, [x], [out], keepdims=0)
+
+    for node in list(graph.node):
+        if node.domain not in ("", "ai.onnx") or node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
+            nodes.append(node)
+            continue
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        weight = initializers.get(node.input[1])
+        bias = initializers.get(node.input[2]) if node.op_type == "Gemm" and len(node.input) > 2 else None
+        w = numpy_helper.to_array(weight) if weight is not None else None
+        if w is None or w.dtype != np.float32 or w.ndim != 2 or w.size < config.min_elements or (
+                node.op_type == "Gemm" and (attributes.get("transA", 0) or attributes.get("alpha", 1.0) != 1.0
+                                            or attributes.get("beta", 1.0) != 1.0
+                                            or (len(node.input) > 2 and node.input[2] and bias is None))):
+            nodes.append(node)
+            continue
+        w = w.T if attributes.get("transB", 0) else w
+        n = w.shape[1]
+        key = (node.input[1], bool(attributes.get("transB", 0)))
+        if key not in done:
+            codes, scales = quantize_weight_int8(w, config.per_channel, limit)
+            column_sums = codes.astype(np.int32).sum(axis=0).astype(np.int32)
+            done[key] = (constant(f"{node.input[1]}_int8", codes), constant(f"{node.input[1]}_int8_scales", scales),
+                         constant(f"{node.input[1]}_int8_colsum", column_sums))
+            float_bytes += w.size * 4
+            quantized_bytes += codes.size + scales.nbytes
+        codes_name, scales_name, colsum_name = done[key]
+        x, y = node.input[0], node.output[0]
+        t = {h: fresh(f"{y}_{h}") for h in ("min", "max", "lo", "hi", "range", "scale", "zero_scale", "safe",
+                                             "neg", "ratio", "zero_round", "zero", "div", "round", "shifted",
+                                             "clipped", "codes", "acc", "zero_int", "share", "fixed", "fixed_float",
+                                             "multiplier", "product")}
+        zero_f, c255, c0 = (constant("zero_f32", np.float32(0)), constant("c255_f32", np.float32(255)),
+                            constant("c0_f32", np.float32(0)))
+        one = constant("one_f32", np.float32(1))
+        nodes += [reduce("ReduceMin", x, t["min"]), reduce("ReduceMax", x, t["max"]),
+                  helper.make_node("Min", [t["min"], zero_f], [t["lo"]]),
+                  helper.make_node("Max", [t["max"], zero_f], [t["hi"]]),
+                  helper.make_node("Sub", [t["hi"], t["lo"]], [t["range"]]),
+                  helper.make_node("Div", [t["range"], c255], [t["scale"]]),
+                  helper.make_node("Equal", [t["scale"], c0], [t["zero_scale"]]),
+                  helper.make_node("Where", [t["zero_scale"], one, t["scale"]], [t["safe"]]),
+                  helper.make_node("Neg", [t["lo"]], [t["neg"]]),
+                  helper.make_node("Div", [t["neg"], t["safe"]], [t["ratio"]]),
+                  helper.make_node("Round", [t["ratio"]], [t["zero_round"]]),
+                  helper.make_node("Clip", [t["zero_round"], c0, c255], [t["zero"]]),
+                  helper.make_node("Div", [x, t["safe"]], [t["div"]]),
+                  helper.make_node("Round", [t["div"]], [t["round"]]),
+                  helper.make_node("Add", [t["round"], t["zero"]], [t["shifted"]]),
+                  helper.make_node("Clip", [t["shifted"], c0, c255], [t["clipped"]]),
+                  helper.make_node("Cast", [t["clipped"]], [t["codes"]], to=TensorProto.UINT8),
+                  helper.make_node("MatMulInteger", [t["codes"], codes_name], [t["acc"]]),
+                  helper.make_node("Cast", [t["zero"]], [t["zero_int"]], to=TensorProto.INT32),
+                  helper.make_node("Mul", [t["zero_int"], colsum_name], [t["share"]]),
+                  helper.make_node("Sub", [t["acc"], t["share"]], [t["fixed"]]),
+                  helper.make_node("Cast", [t["fixed"]], [t["fixed_float"]], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", [t["scale"], scales_name], [t["multiplier"]]),
+                  helper.make_node("Mul", [t["fixed_float"], t["multiplier"]], [t["product"] if bias else y])]
+        if bias is not None:
+            row = constant(f"{node.input[2]}_row", numpy_helper.to_array(bias).reshape(n).astype(np.float32))
+            nodes.append(helper.make_node("Add", [t["product"], row], [y]))
+        count += 1
+    # (a scale of 0 leaves every code 0 and the zero point 0, as DynamicQuantizeLinear defines it)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    for init in list(graph.initializer):
+        if init.name not in used and init.name not in {o.name for o in graph.output}:
+            graph.initializer.remove(init)
+    notes.append(f"{count} product(s) by {len(done)} weight(s) rewritten")
+    return QuantizeSummary(len(done), float_bytes, quantized_bytes, None, notes)

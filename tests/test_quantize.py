@@ -70,7 +70,7 @@ def test_the_cli_quantizes_with_gptq_and_says_what_it_wrote(helpers, rng, tmp_pa
     assert np.isfinite(_ort(out, {"x": x})[0]).all()
     result = subprocess.run([sys.executable, "-m", "sdflow", "quantize", str(path), "-o", str(out), "-p", "O2"],
                             capture_output=True, text=True)
-    assert result.returncode == 1 and "quantize-weights passes only" in result.stderr
+    assert result.returncode == 1 and "writes quantize-weights passes or one quantize-dynamic-int8" in result.stderr
     assert result.stderr.count("\n") == 1
     with pytest.raises(PipelineError, match="needs calibration inputs"):
         quantize_onnx(path, "quantize-weights{method=gptq,min_elements=0}", out)
@@ -92,11 +92,53 @@ def test_the_accuracy_benchmark_runs_on_a_few_sentences(tmp_path):
     text = out.read_text()
     accuracy, latency = text.split("## Latency of the int8 dynamic model")
     rows = [line for line in accuracy.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) >= 11 and rows[0].startswith("| float32 | sdflow | 1.00000")
+    assert len(rows) >= 14 and rows[0].startswith("| float32 | sdflow | 1.00000")
     assert sum(row.startswith("| int8 dynamic: ") for row in rows) == 3
+    assert sum(row.startswith("| int8 static: ") for row in rows) == 3
     for row in rows:
         low, mean = (float(v) for v in row.split("|")[3:5])
         assert 0 < low <= mean <= 1.00001
     timings = [line for line in latency.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(timings) == 7 and timings[0].startswith("| float32 | sdflow |")
+    assert len(timings) == 8 and timings[0].startswith("| float32 | sdflow |")
     assert all(float(row.split("|")[3]) > 0 for row in timings)
+
+
+def test_the_perplexity_benchmark_trains_quantizes_and_evaluates(tmp_path):
+    """benchmarks/gpt2_perplexity.py --quick (docs/quantization-gpt2.md): a 1-layer model trained for seconds,
+    every row of the table there, perplexities of bytes (1 < p < 256), sdflow's float32 equal to ONNX Runtime's."""
+    out = tmp_path / "gpt2.md"
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpt2_perplexity.py"
+    result = subprocess.run([sys.executable, str(script), "--quick", "--windows", "4", "--calibration", "4",
+                             "-o", str(out)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split("|")[1].strip() for row in rows] == ["float32", "RTN 4-bit, g128", "GPTQ 4-bit, g128",
+                                                            "RTN 3-bit, g128", "GPTQ 3-bit, g128"]
+    values = [float(row.split("|")[2]) for row in rows]
+    assert all(1 < v < 256 for v in values)
+    reference = float(text.split("ONNX Runtime on the float32 file: ")[1].split(".\n")[0].rstrip("."))
+    assert abs(values[0] - reference) < 1e-3 * reference
+
+
+@pytest.mark.parametrize("options", ["", "{per_row=false,per_channel=false}"])
+def test_the_int8_dynamic_file_runs_in_onnxruntime_as_sdflow_runs_it(tmp_path, options):
+    """`sdflow quantize -p quantize-dynamic-int8` writes standard ops (ReduceMin/Max, Round, MatMulInteger, ...)
+    that compute the codes and sums of sdflow's QuantizedMatMul: ONNX Runtime's outputs equal sdflow's within
+    float rounding; sdflow imports the file and runs it too."""
+    path = zoo.export("minilm", reduced=True)
+    out = tmp_path / "int8.onnx"
+    passes = f"quantize-dynamic-int8{options}"
+    summary = quantize_onnx(path, passes, out)
+    model = onnx.load(out)
+    assert summary.weights == 12 and sum(n.op_type == "MatMulInteger" for n in model.graph.node) == 12
+    assert summary.quantized_bytes < summary.float_bytes / 3
+    rng = np.random.default_rng(2)
+    feeds = {"input_ids": rng.integers(100, 20000, (2, 16)).astype(np.int64),
+             "attention_mask": np.ones((2, 16), np.int64)}
+    expected = _ort(out, feeds)[0]
+    ours = sdflow.compile(path, passes=passes)(**feeds)[0]
+    cosine = np.sum(ours * expected, -1) / (np.linalg.norm(ours, axis=-1) * np.linalg.norm(expected, axis=-1))
+    assert cosine.min() > 0.9999  # (a code can round the other way where float kernels differ in the last bit)
+    imported = sdflow.compile(out, passes="O2")(**feeds)[0]
+    np.testing.assert_allclose(imported, expected, rtol=1e-3, atol=1e-4)
