@@ -204,7 +204,9 @@ def main() -> int:
               " smaller file and lower cosine). A 4- or 3-bit weight runs inside its product's kernel (nbits.h), an"
               " 8-bit one through a DequantizeLinear of its own. The int8 dynamic rows of sdflow have no file size"
               " here; `sdflow quantize -p quantize-dynamic-int8` writes that model for ONNX Runtime (int8 weights,"
-              " 22 MiB).", "",
+              " 22 MiB). Static int8 by percentile or entropy clips the few very large activations of the"
+              " transformer's outlier channels (what LLM.int8 and SmoothQuant are about), and those carry the"
+              " embedding: min-max keeps them and stays near the dynamic per-tensor row.", "",
               "## Latency of the int8 dynamic model", "",
               f"Batch 1, 128 tokens, {args.threads} threads for both runtimes (sdflow's thread policy off), each"
               " runtime timed alone: the median of 7 blocks of 10 calls, a pause before each block. The ratio is to"
