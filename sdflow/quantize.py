@@ -9,7 +9,11 @@ file's own, not sdflow's optimised graph.
 with transA = 0, alpha = beta = 1 and a constant row bias) by a constant weight becomes the activations' range
 (ReduceMin/ReduceMax over each row, or over the tensor), their uint8 codes (Div, Round half to even, Add, Clip,
 Cast), MatMulInteger by the int8 weight, the zero point's share taken out with the weight's column sums, and the
-float scaling (Cast, Mul, Mul, Add): the same codes and sums as sdflow's QuantizedMatMul."""
+float scaling (Cast, Mul, Mul, Add): the same codes and sums as sdflow's QuantizedMatMul.
+
+``-p quantize-static-int8{...}`` (with calibration) writes ONNX's QDQ form: each such product's activation through
+QuantizeLinear / DequantizeLinear with the scale and zero point the pass calibrates (on sdflow's graph, the same
+ranges), the int8 weight behind a DequantizeLinear per column (axis 1), then the MatMul (and the bias's Add)."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +25,9 @@ from onnx import helper, numpy_helper
 
 from sdflow.frontends.onnx import import_model
 from sdflow.ir import ModelLoadError, PipelineError, SdflowError
-from sdflow.passes import PassContext, parse_pipeline
-from sdflow.passes.quantization.quantize_dynamic_int8 import QuantizeDynamicInt8, quantize_weight_int8
+from sdflow.passes import parse_pipeline
+from sdflow.passes.quantization.quantize_dynamic_int8 import QuantizeDynamicInt8, find_products, quantize_weight_int8
+from sdflow.passes.quantization.quantize_static_int8 import QuantizeStaticInt8, calibrate_activations
 from sdflow.passes.quantization.quantize_weights import QuantizeWeights, dequantize_inputs, quantize_graph
 
 __all__ = ["quantize_onnx", "QuantizeSummary"]
@@ -43,11 +48,11 @@ def quantize_onnx(model, passes: str, output, calibration=()) -> QuantizeSummary
     """Runs the quantization ``passes`` on ``model`` (a path or ModelProto) and writes the quantized ONNX model to
     ``output``; ``calibration``: feeds, as ``sdflow.compile`` takes them."""
     pipeline = parse_pipeline(passes)
-    dynamic = len(pipeline) == 1 and isinstance(pipeline[0], QuantizeDynamicInt8)
-    if not dynamic and (not pipeline or not all(isinstance(p, QuantizeWeights) for p in pipeline)):
+    int8 = len(pipeline) == 1 and isinstance(pipeline[0], (QuantizeDynamicInt8, QuantizeStaticInt8))
+    if not int8 and (not pipeline or not all(isinstance(p, QuantizeWeights) for p in pipeline)):
         names = ", ".join(p.name for p in pipeline) or "none"
-        raise PipelineError("sdflow quantize writes quantize-weights passes or one quantize-dynamic-int8 pass; "
-                            f"other passes rewrite the graph itself (got {names})")
+        raise PipelineError("sdflow quantize writes quantize-weights passes or one quantize-dynamic-int8 or "
+                            f"quantize-static-int8 pass; other passes rewrite the graph itself (got {names})")
     if isinstance(model, (str, pathlib.Path)):
         try:
             proto = onnx.load(str(model))
@@ -55,9 +60,13 @@ def quantize_onnx(model, passes: str, output, calibration=()) -> QuantizeSummary
             raise ModelLoadError(f"cannot read ONNX model {str(model)!r}: {error}") from None
     else:
         proto = onnx.ModelProto.FromString(model.SerializeToString())
-    if dynamic:
-        import_model(proto)  # (a model sdflow cannot read is an error here too)
-        summary = _dynamic_int8(proto, pipeline[0])
+    if int8:
+        graph = import_model(proto)  # (a model sdflow cannot read is an error here too)
+        activations = None
+        if isinstance(pipeline[0], QuantizeStaticInt8):
+            pipeline[0].check_calibration(calibration)
+            activations = _static_ranges(graph, pipeline[0], calibration)
+        summary = _int8(proto, pipeline[0], activations)
         _save(proto, output)
         return summary
     graph = import_model(proto)
@@ -136,8 +145,25 @@ def _save(proto: onnx.ModelProto, output) -> None:
         raise SdflowError(f"cannot write {str(output)!r}: {error.strerror or error}") from None
 
 
-def _dynamic_int8(proto: onnx.ModelProto, config: QuantizeDynamicInt8) -> QuantizeSummary:
-    """Rewrites ``proto`` in place: see the module's second paragraph."""
+def _static_ranges(graph, config: QuantizeStaticInt8, calibration) -> dict[str, tuple]:
+    """ONNX name of each product's activation -> (scale, zero point), as the pass finds them on ``graph`` (the
+    importer names a tensor after its ONNX name, as an identifier, maybe with a numeric suffix)."""
+    from sdflow.ir.graph import _identifier
+    targets = find_products(graph, config.min_elements, [])
+    ranges = calibrate_activations(graph, targets, calibration, config.calibrate, config.percentile, [])
+    return {"by_ir_name": ranges, "identifier": _identifier}
+
+
+def _static_range(activations: dict, onnx_name: str):
+    base = activations["identifier"](onnx_name)
+    for ir_name, value in activations["by_ir_name"].items():
+        if ir_name == base or (ir_name.startswith(base + "_") and ir_name[len(base) + 1:].isdigit()):
+            return value
+    return None
+
+
+def _int8(proto: onnx.ModelProto, config, activations=None) -> QuantizeSummary:
+    """Rewrites ``proto`` in place: see the module's second and third paragraphs."""
     from onnx import TensorProto
     graph = proto.graph
     initializers = {init.name: init for init in graph.initializer}
@@ -153,6 +179,9 @@ def _dynamic_int8(proto: onnx.ModelProto, config: QuantizeDynamicInt8) -> Quanti
         name = fresh(hint)
         graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
         return name
+
+    def initializers_now(name):
+        return next(init for init in graph.initializer if init.name == name)
 
     def reduce(op_type, x, out):
         if config.per_row:
@@ -176,6 +205,11 @@ def _dynamic_int8(proto: onnx.ModelProto, config: QuantizeDynamicInt8) -> Quanti
                                             or (len(node.input) > 2 and node.input[2] and bias is None))):
             nodes.append(node)
             continue
+        static = _static_range(activations, node.input[0]) if activations is not None else None
+        if activations is not None and static is None:
+            notes.append(f"{node.name or node.output[0]}: no calibrated range for {node.input[0]}, left float32")
+            nodes.append(node)
+            continue
         w = w.T if attributes.get("transB", 0) else w
         n = w.shape[1]
         key = (node.input[1], bool(attributes.get("transB", 0)))
@@ -188,6 +222,21 @@ def _dynamic_int8(proto: onnx.ModelProto, config: QuantizeDynamicInt8) -> Quanti
             quantized_bytes += codes.size + scales.nbytes
         codes_name, scales_name, colsum_name = done[key]
         x, y = node.input[0], node.output[0]
+        if static is not None:  # QDQ: the activation through Quantize/DequantizeLinear, the weight per column
+            names = {h: fresh(f"{y}_{h}") for h in ("x_q", "x_dq", "w_dq", "product")}
+            a_scale, a_zero = constant(f"{x}_scale", np.float32(static[0])), constant(f"{x}_zero", np.uint8(static[1]))
+            w_scales = scales_name if config.per_channel else constant(f"{scales_name}_scalar",
+                                                                       np.float32(numpy_helper.to_array(
+                                                                           initializers_now(scales_name))[0]))
+            nodes += [helper.make_node("QuantizeLinear", [x, a_scale, a_zero], [names["x_q"]]),
+                      helper.make_node("DequantizeLinear", [names["x_q"], a_scale, a_zero], [names["x_dq"]]),
+                      helper.make_node("DequantizeLinear", [codes_name, w_scales], [names["w_dq"]], axis=1),
+                      helper.make_node("MatMul", [names["x_dq"], names["w_dq"]], [names["product"] if bias else y])]
+            if bias is not None:
+                row = constant(f"{node.input[2]}_row", numpy_helper.to_array(bias).reshape(n).astype(np.float32))
+                nodes.append(helper.make_node("Add", [names["product"], row], [y]))
+            count += 1
+            continue
         t = {h: fresh(f"{y}_{h}") for h in ("min", "max", "lo", "hi", "range", "scale", "zero_scale", "safe",
                                              "neg", "ratio", "zero_round", "zero", "div", "round", "shifted",
                                              "clipped", "codes", "acc", "zero_int", "share", "fixed", "fixed_float",

@@ -68,6 +68,19 @@ def load_example(name: str):
     return module
 
 
+def ffn_model(rng, k: int = 64, hidden: int = 96):
+    """y = Relu(x @ W1 + b1) @ W2 + x over x [batch, seq, k]: a transformer layer's FFN, the quantization passes'
+    test model."""
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h1"]),
+             helper.make_node("Relu", ["h1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["o"]),
+             helper.make_node("Add", ["o", "x"], ["y"])]
+    weights = {"w1": rng.standard_normal((k, hidden)).astype(np.float32) / 8,
+               "b1": rng.standard_normal(hidden).astype(np.float32),
+               "w2": rng.standard_normal((hidden, k)).astype(np.float32) / 10}
+    return make_model(nodes, [("x", np.float32, ["batch", "seq", k])], [("y", np.float32, ["batch", "seq", k])],
+                      weights)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
@@ -82,4 +95,5 @@ def helpers():
     h.make_model, h.random_array, h.check_against_ort, h.load_example = (make_model, random_array,
                                                                           check_against_ort, load_example)
     h.root = ROOT
+    h.ffn_model = ffn_model
     return h

@@ -142,3 +142,26 @@ def test_the_int8_dynamic_file_runs_in_onnxruntime_as_sdflow_runs_it(tmp_path, o
     assert cosine.min() > 0.9999  # (a code can round the other way where float kernels differ in the last bit)
     imported = sdflow.compile(out, passes="O2")(**feeds)[0]
     np.testing.assert_allclose(imported, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_the_int8_static_file_is_qdq_that_onnxruntime_runs_as_sdflow_runs_it(tmp_path):
+    """`sdflow quantize -p quantize-static-int8` (calibrated on token sequences) writes QDQ: QuantizeLinear /
+    DequantizeLinear on each product's activation with the ranges sdflow's pass finds, int8 weights per column.
+    ONNX Runtime (its QDQ fusions on) computes what sdflow's compiled static model computes."""
+    path = zoo.export("minilm", reduced=True)
+    rng = np.random.default_rng(3)
+    calibration = [{"input_ids": rng.integers(100, 20000, (1, 20)).astype(np.int64),
+                    "attention_mask": np.ones((1, 20), np.int64)} for _ in range(6)]
+    out = tmp_path / "static.onnx"
+    passes = "quantize-static-int8{calibrate=minmax}"
+    with pytest.raises(PipelineError, match="needs calibration"):
+        quantize_onnx(path, passes, out)
+    summary = quantize_onnx(path, passes, out, calibration)
+    model = onnx.load(out)
+    assert summary.weights == 12 and sum(n.op_type == "QuantizeLinear" for n in model.graph.node) == 12
+    feeds = {"input_ids": rng.integers(100, 20000, (2, 16)).astype(np.int64),
+             "attention_mask": np.ones((2, 16), np.int64)}
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    expected = session.run(None, feeds)[0]
+    ours = sdflow.compile(path, passes=f"O2,{passes}", calibration=calibration)(**feeds)[0]
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5)

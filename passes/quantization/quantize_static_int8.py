@@ -22,7 +22,7 @@ from ..infra import Pass, PassContext, PassResult, register_pass
 from .quantize_dynamic_int8 import find_products, quantize_products
 from .quantize_weights import _Run
 
-__all__ = ["QuantizeStaticInt8", "activation_range", "METHODS"]
+__all__ = ["QuantizeStaticInt8", "activation_range", "calibrate_activations", "scale_and_zero", "METHODS"]
 
 METHODS = ("minmax", "percentile", "entropy")
 
@@ -59,22 +59,30 @@ class QuantizeStaticInt8(Pass):
         targets = find_products(graph, self.min_elements, notes)
         if not targets:
             return PassResult(False, {"products": 0}, notes if ctx.explain else [])
-        wanted = {node: a for node, a, _, _ in targets}
-        seen: dict[str, list[np.ndarray]] = {}
-        for feeds in ctx.calibration:
-            run = _Run(graph, feeds)
-            for node in graph.op_nodes():
-                if node in wanted:
-                    seen.setdefault(wanted[node], []).append(np.asarray(run.values[wanted[node]], np.float32).ravel())
-                run.step(node)
-        activations = {}
-        for tensor, values in seen.items():
-            low, high = activation_range(np.concatenate(values), self.calibrate, self.percentile)
-            activations[tensor] = scale_and_zero(low, high)
-            notes.append(f"{tensor}: range [{low:.4g}, {high:.4g}] ({self.calibrate})")
+        activations = calibrate_activations(graph, targets, ctx.calibration, self.calibrate, self.percentile, notes)
         weights = quantize_products(graph, targets, self.per_channel, self.reduce_range, False, activations)
         return PassResult(True, {"products": len(targets), "weights": weights, "activations": len(activations)},
                           notes if ctx.explain else [])
+
+
+def calibrate_activations(graph: Graph, targets, calibration, method: str, percentile: float,
+                          notes: list[str]) -> dict[str, tuple[np.float32, np.uint8]]:
+    """Activation tensor -> (scale, zero point) of every target product's input (``find_products``' tuples), from
+    its values on the ``calibration`` feeds (the graph run with the numpy references)."""
+    wanted = {node: a for node, a, _, _ in targets}
+    seen: dict[str, list[np.ndarray]] = {}
+    for feeds in calibration:
+        run = _Run(graph, feeds)
+        for node in graph.op_nodes():
+            if node in wanted:
+                seen.setdefault(wanted[node], []).append(np.asarray(run.values[wanted[node]], np.float32).ravel())
+            run.step(node)
+    activations = {}
+    for tensor, values in seen.items():
+        low, high = activation_range(np.concatenate(values), method, percentile)
+        activations[tensor] = scale_and_zero(low, high)
+        notes.append(f"{tensor}: range [{low:.4g}, {high:.4g}] ({method})")
+    return activations
 
 
 def scale_and_zero(low: float, high: float) -> tuple[np.float32, np.uint8]:

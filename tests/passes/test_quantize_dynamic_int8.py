@@ -19,13 +19,7 @@ F = np.float32
 
 
 def _ffn(helpers, rng, k=64, hidden=96):
-    """y = Relu(x @ W1 + b1) @ W2 + x: the FFN of a transformer layer, with odd row counts."""
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h1"]),
-             helper.make_node("Relu", ["h1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["o"]),
-             helper.make_node("Add", ["o", "x"], ["y"])]
-    weights = {"w1": rng.standard_normal((k, hidden)).astype(F) / 8, "b1": rng.standard_normal(hidden).astype(F),
-               "w2": rng.standard_normal((hidden, k)).astype(F) / 10}
-    return helpers.make_model(nodes, [("x", F, ["batch", "seq", k])], [("y", F, ["batch", "seq", k])], weights)
+    return helpers.ffn_model(rng, k, hidden)
 
 
 def _optimized(model, spec):
