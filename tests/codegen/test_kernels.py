@@ -78,3 +78,27 @@ def test_register_tiles_stay_in_registers(source, tmp_path):
         elif "vfmadd231ps" in line and re.search(r"vmovaps\s+%zmm\d+,.*\(%rsp\)", following):
             spills.add(function)
     assert not spills, f"accumulators spilled to the stack in {sorted(spills)}"
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 only")
+def test_the_avx2_gemm_tile_stays_in_registers(tmp_path):
+    """gemm.h's AVX2 + FMA tile (compiled for Haswell, so any x86 machine checks it): no FMA is followed by a store
+    of a ymm register to the stack (gcc 12 kept a 2-D array of accumulators in memory, one store per FMA, until
+    the loops over rows were unrolled and each column vector got an array of its own)."""
+    compiler = shutil.which("g++") or shutil.which("c++")
+    binary = tmp_path / "kernel"
+    path = pathlib.Path(__file__).parent / "kernels" / "gemm_test.cpp"
+    subprocess.run([compiler, "-O3", "-march=haswell", "-fopenmp", "-std=c++17", f"-I{KERNELS_DIR}", str(path),
+                    "-c", "-o", str(binary)], check=True, capture_output=True, text=True)
+    listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "-C", str(binary)], check=True,
+                             capture_output=True, text=True).stdout.splitlines()
+    spills, fmas, function = set(), 0, ""
+    for line, following in zip(listing, listing[1:]):
+        if line.endswith(">:"):
+            function = line
+        elif "vfmadd231ps" in line and "%ymm" in line and "sdflow_kernels::gemm::" in function:
+            fmas += 1
+            if re.search(r"vmovaps\s+%ymm\d+,.*\(%rsp\)", following):
+                spills.add(function)
+    assert fmas > 0  # the AVX2 tile was compiled (and the check looked at it)
+    assert not spills, f"accumulators spilled to the stack in {sorted(spills)}"
