@@ -1,13 +1,13 @@
-// Float32 GEMM / GEMV by a weight stored in 4-bit codes: C[m x n] = A[m x k] . W (+ bias), W[p][j] =
+// Float32 GEMM / GEMV by a weight stored in 4-bit or 8-bit codes: C[m x n] = A[m x k] . W (+ bias), W[p][j] =
 // (code[p][j] - zero[p / group][j]) * scale[p / group][j] - DequantizeLinear's blocked form (axis 0, block_size =
-// group) - as quantize-weights{bits=4|3} writes it and ONNX Runtime's MatMulNBits imports into it.
+// group) - as quantize-weights{bits=8|4|3} writes it and ONNX Runtime's MatMulNBits imports into it.
 //
 // Fewer than GEMV_ROWS rows run as GEMVs over the codes, summing code x activation per group and applying the
 // group's scale and zero point once per group (the same sum regrouped: one conversion and one FMA per weight).
 //
 // The weight is packed once when the model loads, in gemm.h's panels of 32 columns: per panel, k rows of 16 bytes
-// (column j's code in the low nibble of byte j / 2 for even j, the high nibble for odd j), then for the panel its
-// scales and zero points as floats, [groups][32] each. A product never holds a float copy of the matrix: each
+// (4 bits: column j's code in the low nibble of byte j / 2 for even j, the high nibble for odd j) or 32 bytes
+// (8 bits: one per column), then for the panel its scales and zero points as floats, [groups][32] each. A product never holds a float copy of the matrix: each
 // thread dequantizes one k slice of one panel (KC x 32 floats, in L1) and runs gemm.h's micro-kernel on it for every
 // row block of its tile; (code - zero) * scale is computed as DequantizeLinear defines it (exact integer
 // difference, one rounding), so the dequantized values are the reference's bit for bit.
@@ -33,26 +33,32 @@ constexpr int64_t GEMV_ROWS = 4;        // fewer rows: each one a GEMV over the 
 inline int64_t panels(int64_t n) { return (n + PANEL - 1) / PANEL; }
 inline int64_t groups(int64_t k, int64_t group) { return (k + group - 1) / group; }
 
-// Bytes of the packed form: the codes of every panel, then the scales and zero points (floats) of every panel.
-inline int64_t code_bytes(int64_t k, int64_t n) { return panels(n) * k * (PANEL / 2); }
-inline int64_t packed_bytes(int64_t k, int64_t n, int64_t group) {
-    return code_bytes(k, n) + panels(n) * groups(k, group) * PANEL * 2 * (int64_t)sizeof(float);
+// Bytes of one packed row of a panel, of the codes, and of the whole packed form (the codes of every panel, then
+// the scales and zero points, floats, of every panel).
+inline int64_t row_bytes(int bits) { return PANEL * bits / 8; }
+inline int64_t code_bytes(int64_t k, int64_t n, int bits) { return panels(n) * k * row_bytes(bits); }
+inline int64_t packed_bytes(int64_t k, int64_t n, int64_t group, int bits) {
+    return code_bytes(k, n, bits) + panels(n) * groups(k, group) * PANEL * 2 * (int64_t)sizeof(float);
 }
 
-// Packs codes (k x n, values 0..15, one per byte, rows ldc apart), scales and zero points (groups x n floats,
-// rows n apart; zeros may be null: 0).
+// Packs codes (k x n, one per byte, values below 2^bits, rows ld apart), scales and zero points (groups x n
+// floats, rows n apart; zeros may be null: 0); bits 4 or 8.
 inline void pack(const uint8_t* codes, int64_t ld, const float* scales, const float* zeros, int64_t k, int64_t n,
-                 int64_t group, uint8_t* packed) {
+                 int64_t group, int bits, uint8_t* packed) {
     const int64_t g_count = groups(k, group);
-    float* params = reinterpret_cast<float*>(packed + code_bytes(k, n));
+    float* params = reinterpret_cast<float*>(packed + code_bytes(k, n, bits));
     for (int64_t panel = 0; panel < panels(n); ++panel) {
-        uint8_t* out = packed + panel * k * (PANEL / 2);
+        uint8_t* out = packed + panel * k * row_bytes(bits);
         for (int64_t p = 0; p < k; ++p)
             for (int64_t j = 0; j < PANEL; j += 2) {
                 const int64_t col = panel * PANEL + j;
-                const uint8_t lo = col < n ? codes[p * ld + col] & 15 : 0;
-                const uint8_t hi = col + 1 < n ? codes[p * ld + col + 1] & 15 : 0;
-                out[p * (PANEL / 2) + j / 2] = (uint8_t)(lo | (hi << 4));
+                const uint8_t first = col < n ? codes[p * ld + col] : 0;
+                const uint8_t second = col + 1 < n ? codes[p * ld + col + 1] : 0;
+                if (bits == 8) {
+                    out[p * PANEL + j] = first, out[p * PANEL + j + 1] = second;
+                } else {
+                    out[p * (PANEL / 2) + j / 2] = (uint8_t)((first & 15) | ((second & 15) << 4));
+                }
             }
         float* s = params + panel * g_count * PANEL * 2;
         for (int64_t g = 0; g < g_count; ++g)
@@ -65,23 +71,29 @@ inline void pack(const uint8_t* codes, int64_t ld, const float* scales, const fl
 }
 
 // Rows [k0, k0 + kc) of one panel as floats, out[(p - k0) * 32 + j].
-inline void dequantize_slice(const uint8_t* packed, int64_t k, int64_t n, int64_t group, int64_t panel, int64_t k0,
-                             int64_t kc, float* out) {
+inline void dequantize_slice(const uint8_t* packed, int64_t k, int64_t n, int64_t group, int bits, int64_t panel,
+                             int64_t k0, int64_t kc, float* out) {
     const int64_t g_count = groups(k, group);
-    const uint8_t* codes = packed + panel * k * (PANEL / 2);
-    const float* params = reinterpret_cast<const float*>(packed + code_bytes(k, n)) + panel * g_count * PANEL * 2;
+    const uint8_t* codes = packed + panel * k * row_bytes(bits);
+    const float* params =
+        reinterpret_cast<const float*>(packed + code_bytes(k, n, bits)) + panel * g_count * PANEL * 2;
     for (int64_t p = k0; p < k0 + kc; ++p) {
         const int64_t g = p / group;
         const float* scale = params + g * PANEL;
         const float* zero = params + (g_count + g) * PANEL;
-        const uint8_t* row = codes + p * (PANEL / 2);
+        const uint8_t* row = codes + p * row_bytes(bits);
         float* w = out + (p - k0) * PANEL;
 #if defined(__AVX2__)
-        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
-        const __m128i mask = _mm_set1_epi8(15);
-        const __m128i lo = _mm_and_si128(bytes, mask), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-        const __m128i first = _mm_unpacklo_epi8(lo, hi), second = _mm_unpackhi_epi8(lo, hi);  // columns 0-15, 16-31
-        const __m128i halves[2] = {first, second};
+        __m128i halves[2];  // the codes of columns 0-15 and 16-31, one per byte
+        if (bits == 8) {
+            halves[0] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
+            halves[1] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16));
+        } else {
+            const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
+            const __m128i mask = _mm_set1_epi8(15);
+            const __m128i lo = _mm_and_si128(bytes, mask), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+            halves[0] = _mm_unpacklo_epi8(lo, hi), halves[1] = _mm_unpackhi_epi8(lo, hi);
+        }
         for (int h = 0; h < 2; ++h) {
             const __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(halves[h]));
             const __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(halves[h], 8)));
@@ -93,7 +105,7 @@ inline void dequantize_slice(const uint8_t* packed, int64_t k, int64_t n, int64_
         }
 #else
         for (int64_t j = 0; j < PANEL; ++j) {
-            const int code = (row[j / 2] >> (4 * (j % 2))) & 15;
+            const int code = bits == 8 ? row[j] : (row[j / 2] >> (4 * (j % 2))) & 15;
             w[j] = ((float)code - zero[j]) * scale[j];
         }
 #endif
@@ -103,12 +115,13 @@ inline void dequantize_slice(const uint8_t* packed, int64_t k, int64_t n, int64_
 // One row of A times panels [p0, p1) (a GEMV): per group, t[j] = sum_p a[p] * code[p][j] and sum_a = sum_p a[p],
 // then c[j] += scale[g][j] * (t[j] - zero[g][j] * sum_a) - the same sum regrouped, so that each weight costs one
 // conversion and one FMA (no dequantized copy: at one row nothing would reuse it).
-inline void gemv_panels(int64_t k, int64_t n, const float* a, const uint8_t* packed, int64_t group, float* c,
-                        int64_t p0, int64_t p1, const gemm::Epilogue& e) {
+inline void gemv_panels(int64_t k, int64_t n, const float* a, const uint8_t* packed, int64_t group, int bits,
+                        float* c, int64_t p0, int64_t p1, const gemm::Epilogue& e) {
     const int64_t g_count = groups(k, group);
     for (int64_t panel = p0; panel < p1; ++panel) {
-        const uint8_t* codes = packed + panel * k * (PANEL / 2);
-        const float* params = reinterpret_cast<const float*>(packed + code_bytes(k, n)) + panel * g_count * PANEL * 2;
+        const uint8_t* codes = packed + panel * k * row_bytes(bits);
+        const float* params =
+            reinterpret_cast<const float*>(packed + code_bytes(k, n, bits)) + panel * g_count * PANEL * 2;
         alignas(32) float acc[PANEL] = {};
         for (int64_t g = 0; g < g_count; ++g) {
             const int64_t start = g * group, stop = std::min(k, start + group);
@@ -118,9 +131,16 @@ inline void gemv_panels(int64_t k, int64_t n, const float* a, const uint8_t* pac
             __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0;
             const __m128i mask = _mm_set1_epi8(15);
             for (int64_t p = start; p < stop; ++p) {
-                const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + p * (PANEL / 2)));
-                const __m128i lo = _mm_and_si128(bytes, mask), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-                const __m128i first = _mm_unpacklo_epi8(lo, hi), second = _mm_unpackhi_epi8(lo, hi);
+                __m128i first, second;  // the codes of columns 0-15 and 16-31
+                if (bits == 8) {
+                    first = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + p * PANEL));
+                    second = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + p * PANEL + 16));
+                } else {
+                    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + p * (PANEL / 2)));
+                    const __m128i lo = _mm_and_si128(bytes, mask);
+                    const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+                    first = _mm_unpacklo_epi8(lo, hi), second = _mm_unpackhi_epi8(lo, hi);
+                }
                 const __m256 ap = _mm256_broadcast_ss(a + p);
                 t0 = _mm256_fmadd_ps(ap, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(first)), t0);
                 t1 = _mm256_fmadd_ps(ap, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(first, 8))), t1);
@@ -133,8 +153,9 @@ inline void gemv_panels(int64_t k, int64_t n, const float* a, const uint8_t* pac
 #else
             for (int64_t j = 0; j < PANEL; ++j) t[j] = 0.0f;
             for (int64_t p = start; p < stop; ++p) {
-                const uint8_t* row = codes + p * (PANEL / 2);
-                for (int64_t j = 0; j < PANEL; ++j) t[j] += a[p] * (float)((row[j / 2] >> (4 * (j % 2))) & 15);
+                const uint8_t* row = codes + p * row_bytes(bits);
+                for (int64_t j = 0; j < PANEL; ++j)
+                    t[j] += a[p] * (float)(bits == 8 ? row[j] : (row[j / 2] >> (4 * (j % 2))) & 15);
                 sum_a += a[p];
             }
 #endif
@@ -159,7 +180,7 @@ inline float* slice_buffer() {
 // C (ldc) = A . W (+ e.bias; e.accumulate: C += ...), W packed by pack. Tiles of rows x panels are handed out to
 // the threads one at a time (schedule(dynamic)), as gemm.h does.
 inline void matmul(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const uint8_t* packed,
-                   int64_t group, float* c, int64_t ldc, gemm::Epilogue e = {1.0f, false, nullptr}) {
+                   int64_t group, int bits, float* c, int64_t ldc, gemm::Epilogue e = {1.0f, false, nullptr}) {
     if (m <= 0 || n <= 0) return;
     const int threads = gemm::threads_available();
     if (m < GEMV_ROWS) {  // each row on its own, the panels split over the threads
@@ -168,7 +189,7 @@ inline void matmul(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
         for (int64_t i = 0; i < m; ++i) {
 #pragma omp parallel for schedule(dynamic, 1) if (threads > 1 && chunks > 1)
             for (int64_t index = 0; index < chunks; ++index)
-                gemv_panels(k, n, a + i * lda, packed, group, c + i * ldc, index * chunk,
+                gemv_panels(k, n, a + i * lda, packed, group, bits, c + i * ldc, index * chunk,
                             std::min(total, (index + 1) * chunk), e);
         }
         return;
@@ -187,7 +208,7 @@ inline void matmul(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
             for (int64_t k0 = 0; k0 < k || k0 == 0; k0 += KC) {
                 const int64_t kc = std::min(KC, k - k0);
                 const bool first = k0 == 0, last = k0 + KC >= k;
-                if (kc > 0) dequantize_slice(packed, k, n, group, panel, k0, kc, buffer);
+                if (kc > 0) dequantize_slice(packed, k, n, group, bits, panel, k0, kc, buffer);
                 for (int64_t i = i0; i < i1; i += gemm::MAX_ROWS)
                     gemm::micro_rows(std::min(gemm::MAX_ROWS, i1 - i), kc, a + i * lda + k0, lda, buffer,
                                      c + i * ldc + j0, ldc, width, first, last, e, bias);

@@ -25,6 +25,7 @@ from ._math import vectorizable
 from .elementwise import broadcast_index, expression
 from .linalg import GEMM_INCLUDES, PACKED, _gemm_call, sgemm_call, uses_gemm_h
 from .nn import CONV_INCLUDES, conv_code, conv_depthwise_code, packed_input
+from .lowp import element_type
 from .quantization import NBITS_INCLUDE, NBITS_PACKED, QGEMM_INCLUDE, QGEMM_PACKED, qgemm_call
 from .reduction import REDUCE_INCLUDE, layer_norm_row_code, softmax_row_code
 
@@ -153,7 +154,7 @@ def matmul_blocks(program: Program, types) -> list[tuple[int, object, object]]:
 def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
     """GEMM into each output (a Split's outputs are column blocks of the product: one GEMM call per block of the
     concatenated weight, straight into that output), then the epilogue on each output row in place."""
-    from .packing import nbits_group, nbits_offsets, packed_offsets, qgemm_offsets  # (packing imports this module)
+    from .packing import nbits_group, nbits_offsets, nbits_width, packed_offsets, qgemm_offsets  # (imports this)
     dq = program.steps[0] if program.kind == "matmul_nbits" else None  # a 4-bit weight's DequantizeLinear
     matmul, steps = (program.steps[1], list(program.steps[2:])) if dq else (program.steps[0], list(program.steps[1:]))
     int8 = matmul.op_type == "QuantizedMatMul"
@@ -177,9 +178,10 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
             raise CompileError("Fused: a 4-bit weight reaches codegen without its packed form (packing.prepack)")
         packed = True
         group = nbits_group(types[dq.args[0]].shape, types[dq.args[1]].shape, dq.node())
-        offsets = nbits_offsets(int(b_type.shape[0]), [int(w) for _, _, w in blocks], group)
-        calls = [f"sdflow_kernels::nbits::matmul({rows}, {cexpr(w)}, {k}, _a, {k}, _p + {offset}, {group}, _c{o}, "
-                 f"{cexpr(w)});" for (o, _, w), offset in zip(blocks, offsets)]
+        bits = nbits_width(types[dq.args[0]].dtype)
+        offsets = nbits_offsets(int(b_type.shape[0]), [int(w) for _, _, w in blocks], group, bits)
+        calls = [f"sdflow_kernels::nbits::matmul({rows}, {cexpr(w)}, {k}, _a, {k}, _p + {offset}, {group}, {bits}, "
+                 f"_c{o}, {cexpr(w)});" for (o, _, w), offset in zip(blocks, offsets)]
         extra = []
     elif int8:
         packed = QGEMM_PACKED in ctx.inputs
@@ -298,7 +300,8 @@ def fused(ctx: Ctx):
     for position in range(len(ctx.node.onnx_inputs)):
         connector = ctx.connector("in", position)
         desc = ctx.desc(connector)
-        inputs.append(TensorType(desc.dtype.as_numpy_dtype(), list(desc.shape)))
+        # (the element type the graph gave it: a 4-bit weight's codes are stored as bytes)
+        inputs.append(TensorType(element_type(desc), list(desc.shape)))
     types = program.types(inputs)
     _check_types(types)
     sdfg = {"elementwise": _elementwise, "rows": _rows, "matmul": _matmul, "matmul_int8": _matmul,

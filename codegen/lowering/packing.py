@@ -23,7 +23,7 @@ __all__ = ["prepack", "weight_value", "pack_gemm", "gemm_packed_name", "packed_o
 PANEL = 32  # gemm.h's PANEL
 _GEMM_NAME = re.compile(r"(.+)__gemm32([nt])((?:_\d+)+)")
 _QGEMM_NAME = re.compile(r"(.+)__qgemm8((?:_\d+)+)")
-_NBITS_NAME = re.compile(r"(.+)__nbits_codes__packed4_g(\d+)((?:_\d+)+)")
+_NBITS_NAME = re.compile(r"(.+)__nbits_codes__packed([48])_g(\d+)((?:_\d+)+)")
 QGEMM_PANEL = 16  # qgemm.h's NR
 
 
@@ -185,6 +185,12 @@ def prepack_qgemm(graph, weights: dict) -> int:
     return count
 
 
+def nbits_width(code_dtype) -> int:
+    """Bits per code of a fused product's weight: 8 for uint8 codes, 4 for uint4 (fuse-dequantize-matmul makes
+    them unsigned)."""
+    return 8 if np.dtype(code_dtype) == np.uint8 else 4
+
+
 def nbits_group(code_shape, scale_shape, dequantize) -> int:
     """The rows of K that share a scale in nbits.h: the DequantizeLinear's block, or all of K (per column or
     per tensor)."""
@@ -193,22 +199,33 @@ def nbits_group(code_shape, scale_shape, dequantize) -> int:
     return int(block) if kind == "blocked" else max(int(code_shape[0]), 1)
 
 
-def _full_rows(value, k: int, n: int, group: int) -> np.ndarray:
-    """Scales or zero points as [ceil(k / group), n] floats (one value, one per column, or blocked already)."""
+def _code_values(value) -> np.ndarray:
+    """Codes or zero points as uint8 values: a 4-bit constant may arrive as ml_dtypes uint4 or as its stored bytes
+    (one per code; raw ``V1`` after a graph copy), both read as the byte's value."""
+    value = np.asarray(value)
+    if value.dtype.itemsize == 1 and value.dtype.kind not in "iub":
+        return value.view(np.uint8)
+    return value.astype(np.uint8)
+
+
+def _full_rows(value, k: int, n: int, group: int, codes: bool = False) -> np.ndarray:
+    """Scales or zero points (``codes``) as [ceil(k / group), n] floats (one value, one per column, or blocked
+    already)."""
     rows = -(-k // group)
-    value = np.asarray(value).astype(np.float32)
+    value = (_code_values(value) if codes else np.asarray(value)).astype(np.float32)
     if value.ndim == 2:
         return value
     return np.broadcast_to(value.reshape(1, -1), (rows, n)).astype(np.float32)
 
 
-def pack_nbits(codes, scales, zeros, group: int, widths) -> np.ndarray:
-    """4-bit codes [k, n] (values 0..15) and their scales and zero points as nbits.h's ``pack`` lays them out, one
-    packed block per column block of ``widths``: [ceil(w / 32)][k][16] bytes (column j in the low nibble of byte
-    j / 2 for even j, the high one for odd j), then [ceil(w / 32)][2][groups][32] floats (scales, zero points)."""
-    q = np.asarray(codes).astype(np.uint8)
+def pack_nbits(codes, scales, zeros, group: int, widths, bits: int = 4) -> np.ndarray:
+    """4- or 8-bit codes [k, n] and their scales and zero points as nbits.h's ``pack`` lays them out, one packed
+    block per column block of ``widths``: [ceil(w / 32)][k][16] bytes (4 bits: column j in the low nibble of byte
+    j / 2 for even j, the high one for odd j) or [ceil(w / 32)][k][32] (8 bits), then [ceil(w / 32)][2][groups][32]
+    floats (scales, zero points)."""
+    q = _code_values(codes)
     k, n = q.shape
-    s, z = _full_rows(scales, k, n, group), _full_rows(zeros, k, n, group)
+    s, z = _full_rows(scales, k, n, group), _full_rows(zeros, k, n, group, codes=True)
     rows = s.shape[0]
     parts, low = [], 0
     for width in widths:
@@ -216,7 +233,10 @@ def pack_nbits(codes, scales, zeros, group: int, widths) -> np.ndarray:
         padded = -(-width // PANEL) * PANEL
         c = np.zeros((k, padded), np.uint8)
         c[:, :width] = q[:, low:low + width]
-        bytes_ = (c[:, 0::2] | (c[:, 1::2] << 4)).reshape(k, padded // PANEL, PANEL // 2).transpose(1, 0, 2)
+        if bits == 8:
+            bytes_ = c.reshape(k, padded // PANEL, PANEL).transpose(1, 0, 2)
+        else:
+            bytes_ = (c[:, 0::2] | (c[:, 1::2] << 4)).reshape(k, padded // PANEL, PANEL // 2).transpose(1, 0, 2)
         params = np.zeros((2, rows, padded), np.float32)
         params[0, :, :width], params[1, :, :width] = s[:, low:low + width], z[:, low:low + width]
         params = params.reshape(2, rows, padded // PANEL, PANEL).transpose(2, 0, 1, 3)
@@ -225,14 +245,14 @@ def pack_nbits(codes, scales, zeros, group: int, widths) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.uint8)
 
 
-def nbits_offsets(k: int, widths, group: int) -> list[int]:
+def nbits_offsets(k: int, widths, group: int, bits: int = 4) -> list[int]:
     """Where each column block starts in ``pack_nbits``'s array (bytes): nbits.h's ``packed_bytes`` of each."""
     offsets, at = [], 0
     rows = -(-int(k) // int(group)) if k else 0
     for width in widths:
         offsets.append(at)
         panels = -(-int(width) // PANEL)
-        at += panels * int(k) * (PANEL // 2) + panels * rows * PANEL * 2 * 4
+        at += panels * int(k) * (PANEL * bits // 8) + panels * rows * PANEL * 2 * 4
     return offsets
 
 
@@ -254,9 +274,10 @@ def prepack_nbits(graph, weights: dict) -> int:
         types = program.types([graph.tensor_type(t) if t else None for t in names])
         widths = [int(w) for _, _, w in matmul_blocks(program, types)]
         group = nbits_group(weights[codes].shape, weights[scales].shape, dq.node())
-        name = f"{codes}__packed4_g{group}" + "".join(f"_{w}" for w in widths)
+        bits = nbits_width(types[dq.args[0]].dtype)
+        name = f"{codes}__packed{bits}_g{group}" + "".join(f"_{w}" for w in widths)
         if name not in weights:
-            weights[name] = pack_nbits(weights[codes], weights[scales], weights[zeros], group, widths)
+            weights[name] = pack_nbits(weights[codes], weights[scales], weights[zeros], group, widths, bits)
             sdfg.add_array(name, weights[name].shape, dace.uint8)
         node.add_in_connector(NBITS_PACKED)
         state.add_edge(state.add_read(name), None, node, NBITS_PACKED, dace.Memlet.from_array(name, sdfg.arrays[name]))
@@ -282,7 +303,8 @@ def weight_value(constant, name: str) -> np.ndarray:
             base = four_bit[1]
             codes, scales, zeros = (np.asarray(constant(f"{base}{suffix}"))
                                     for suffix in ("__nbits_codes", "__nbits_scales", "__nbits_zeros"))
-            return pack_nbits(codes, scales, zeros, int(four_bit[2]), [int(w) for w in four_bit[3][1:].split("_")])
+            return pack_nbits(codes, scales, zeros, int(four_bit[3]), [int(w) for w in four_bit[4][1:].split("_")],
+                              int(four_bit[2]))
     if quantized is not None:
         try:
             return np.asarray(constant(name), order="C")

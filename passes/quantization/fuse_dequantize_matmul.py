@@ -1,13 +1,14 @@
-"""fuse-dequantize-matmul: DequantizeLinear of a constant 4-bit weight (uint4 or int4 codes [K, N]; scales per
-tensor, per column, or in blocks along K) read by one float32 product (MatMul, or the head of a fused MatMul
+"""fuse-dequantize-matmul: DequantizeLinear of a constant 4- or 8-bit weight (uint4, int4, uint8 or int8 codes
+[K, N]; scales per tensor, per column, or in blocks along K) read by one float32 product (MatMul, or the head of a fused MatMul
 kernel)  =>  one fused kernel whose program starts with that DequantizeLinear: codegen/kernels/nbits.h packs the
-codes at load (two per byte) and dequantizes a slice of the weight at a time in cache, never a float copy of the
-matrix. The weights quantize-weights{bits=4|3} writes, QDQ models and ONNX Runtime's MatMulNBits (imported as
-DequantizeLinear) end up here.
+codes at load (two per byte, or one) and dequantizes a slice of the weight at a time in cache, never a float copy
+of the matrix. The weights quantize-weights writes, 4-bit QDQ models and ONNX Runtime's MatMulNBits (imported as
+DequantizeLinear) end up here; fold-constants turns an imported 8-bit weight into float32 before (O1 runs first).
 
 The codes, scales and zero points get constants of their own, named ``<base>__nbits_codes``, ``__nbits_scales``
 and ``__nbits_zeros`` (zero points of 0 when the model had none; int4 codes and zero points shifted to uint4, the
-same differences), so that a cached build finds the three again from the packed weight's name."""
+same differences; int8 ones shifted to uint8 likewise), so that a cached build finds the three again from the packed
+weight's name."""
 from __future__ import annotations
 
 import dataclasses
@@ -24,13 +25,14 @@ from ..infra import Pass, PassContext, PassResult, register_pass
 __all__ = ["FuseDequantizeMatMul", "fuse_dequantize_products", "FOUR_BIT", "NBITS_SUFFIXES"]
 
 FOUR_BIT = (np.dtype(ml_dtypes.uint4), np.dtype(ml_dtypes.int4))
+CODES = FOUR_BIT + (np.dtype(np.uint8), np.dtype(np.int8))
 NBITS_SUFFIXES = ("__nbits_codes", "__nbits_scales", "__nbits_zeros")
 
 
 @register_pass
 @dataclasses.dataclass(frozen=True)
 class FuseDequantizeMatMul(Pass):
-    """DequantizeLinear(4-bit constant weight) -> MatMul  =>  one fused kernel (nbits.h)."""
+    """DequantizeLinear(4/8-bit constant weight) -> MatMul  =>  one fused kernel (nbits.h)."""
 
     name = "fuse-dequantize-matmul"
 
@@ -65,8 +67,8 @@ def _decline(graph: Graph, topology: Topology, node) -> str | None:
     if not all(graph.is_constant(t) for t in (codes, scale, zero) if t):
         return "its codes, scales or zero points are computed at run time"
     code_type = graph.tensor_type(codes)
-    if code_type.dtype not in FOUR_BIT:
-        return f"codes of {code_type.dtype} (the kernel takes 4-bit codes)"
+    if code_type.dtype not in CODES:
+        return f"codes of {code_type.dtype} (the kernel takes 4- and 8-bit codes)"
     if code_type.rank != 2:
         return "codes are not a matrix"
     y = graph.node_outputs(node)[0]
@@ -99,10 +101,12 @@ def _canonical_constants(graph: Graph, node):
     inputs = graph.node_inputs(node)
     codes, scale = graph.constant(inputs[0]), graph.constant(inputs[1])
     zero = graph.constant(inputs[2]) if len(inputs) > 2 and inputs[2] else np.zeros(scale.shape, codes.dtype)
-    if codes.dtype == np.dtype(ml_dtypes.int4):  # (q + 8) - (z + 8) = q - z
-        codes = (codes.astype(np.int16) + 8).astype(ml_dtypes.uint4)
-        zero = (zero.astype(np.int16) + 8).astype(ml_dtypes.uint4)
-    zero = zero.astype(ml_dtypes.uint4)
+    unsigned = np.dtype(ml_dtypes.uint4) if codes.dtype in FOUR_BIT else np.dtype(np.uint8)
+    if codes.dtype in (np.dtype(ml_dtypes.int4), np.dtype(np.int8)):  # (q + s) - (z + s) = q - z
+        shift = 8 if codes.dtype == np.dtype(ml_dtypes.int4) else 128
+        codes = (codes.astype(np.int16) + shift).astype(unsigned)
+        zero = (zero.astype(np.int16) + shift).astype(unsigned)
+    zero = zero.astype(unsigned)
     base = graph.fresh_name(f"{inputs[0]}_w")
     while any(f"{base}{suffix}" in graph.sdfg.arrays for suffix in NBITS_SUFFIXES):
         base = graph.fresh_name(base + "_")

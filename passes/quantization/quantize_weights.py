@@ -1,8 +1,8 @@
 """quantize-weights: the constant weights of float32 products (MatMul, and the fused MatMul kernels of O2) stored in
 ``bits`` bits, per output channel and group of ``group_size`` inputs, by round-to-nearest or GPTQ (gptq.py); each
 becomes DequantizeLinear(codes, scales, zero points; axis 0, block_size = group) in front of its product: ONNX's
-blocked QDQ form (opset 21), whose codes are unsigned (uint8 for 8 bits, uint4 for 4 and 3 bits). A 4- or 3-bit
-weight then goes into its product's kernel (fuse-dequantize-matmul: codegen/kernels/nbits.h reads the codes).
+blocked QDQ form (opset 21), whose codes are unsigned (uint8 for 8 bits, uint4 for 4 and 3 bits). Each weight
+then goes into its product's kernel (fuse-dequantize-matmul: codegen/kernels/nbits.h reads the codes).
 
 GPTQ needs calibration inputs (``PassContext.calibration``: feeds by ONNX input name; ``sdflow.compile(...,
 calibration=[...])``, ``--calibration FILE.npz``). The graph is run once per calibration feed with the ops' numpy
@@ -64,7 +64,7 @@ class QuantizeWeights(Pass):
         self.check_calibration(ctx.calibration)
         errors, notes = quantize_graph(graph, self, ctx.calibration if self.method == "gptq" else ())
         stats = {"weights": len(errors)}
-        if errors and self.bits <= 4:  # the products read their 4-bit weights in their kernels (nbits.h)
+        if errors:  # the products read their codes in their kernels (nbits.h)
             stats["fused_products"], more = fuse_dequantize_products(graph)
             notes += more
         if errors and ctx.calibration:
