@@ -33,6 +33,8 @@
 #include <omp.h>
 #endif
 
+#include "gemm.h"
+
 namespace sdflow_kernels {
 namespace qgemm {
 
@@ -305,13 +307,7 @@ inline void micro_rows(int64_t rows, int64_t groups, const uint8_t* q, int64_t l
 #undef SDFLOW_QGEMM_ROWS
 }
 
-inline int threads_available() {
-#if defined(_OPENMP)
-    return omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
+using gemm::threads_available;  // (1 inside a parallel region)
 
 // The calling thread's buffers for A's quantized rows and their scales, kept between calls.
 inline uint8_t* scratch_rows(int64_t bytes) {
