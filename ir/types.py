@@ -11,7 +11,7 @@ import onnx
 import sympy
 
 __all__ = ["TensorType", "Dim", "numpy_dtype", "onnx_dtype", "dace_dtype", "dtype_name", "dim_str", "make_symbol",
-           "to_dim", "is_storage_only", "storage_dtype", "STORAGE_ONLY"]
+           "to_dim", "is_storage_only", "storage_dtype", "STORAGE_ONLY", "FOUR_BIT_INTEGERS"]
 
 Dim = int | sympy.Expr
 
@@ -22,6 +22,7 @@ STORAGE_ONLY = {np.dtype(t) for t in (
     ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz, ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz,
     ml_dtypes.float8_e8m0fnu, ml_dtypes.float4_e2m1fn, ml_dtypes.int4, ml_dtypes.uint4, ml_dtypes.int2,
     ml_dtypes.uint2)}
+FOUR_BIT_INTEGERS = (np.dtype(ml_dtypes.uint4), np.dtype(ml_dtypes.int4))  # codes of 4-bit quantized weights
 # bfloat16 is a compute type like float16 (DaCe's dace::bfloat16: arithmetic in float, rounded once per op).
 _SUPPORTED = [np.float32, np.float64, np.float16, ml_dtypes.bfloat16, np.int8, np.int16, np.int32, np.int64, np.uint8,
               np.uint16, np.uint32, np.uint64, np.bool_] + [t.type for t in STORAGE_ONLY]

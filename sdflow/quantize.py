@@ -115,12 +115,10 @@ def _opset(proto: onnx.ModelProto) -> int:
 def _initializer_names(initializers: dict, results: dict) -> dict[str, str]:
     """IR constant name -> the initializer it came from: the importer names a constant after its initializer (as
     an identifier, maybe with a numeric suffix); the values must be equal too."""
-    from sdflow.ir.graph import _identifier
     found = {}
     for ir_name, (_, value) in results.items():
         for onnx_name, init in initializers.items():
-            base = _identifier(onnx_name)
-            if ir_name != base and not (ir_name.startswith(base + "_") and ir_name[len(base) + 1:].isdigit()):
+            if not _named_after(ir_name, onnx_name):
                 continue
             if np.array_equal(numpy_helper.to_array(init), value):
                 found[ir_name] = onnx_name
@@ -145,21 +143,23 @@ def _save(proto: onnx.ModelProto, output) -> None:
         raise SdflowError(f"cannot write {str(output)!r}: {error.strerror or error}") from None
 
 
-def _static_ranges(graph, config: QuantizeStaticInt8, calibration) -> dict[str, tuple]:
-    """ONNX name of each product's activation -> (scale, zero point), as the pass finds them on ``graph`` (the
-    importer names a tensor after its ONNX name, as an identifier, maybe with a numeric suffix)."""
+def _named_after(ir_name: str, onnx_name: str) -> bool:
+    """Whether the importer may have named IR tensor ``ir_name`` after ONNX name ``onnx_name`` (as an identifier,
+    maybe with a numeric suffix)."""
     from sdflow.ir.graph import _identifier
+    base = _identifier(onnx_name)
+    return ir_name == base or (ir_name.startswith(base + "_") and ir_name[len(base) + 1:].isdigit())
+
+
+def _static_ranges(graph, config: QuantizeStaticInt8, calibration) -> dict[str, tuple]:
+    """IR name of each product's activation -> (scale, zero point), as the pass finds them on ``graph``."""
     targets = find_products(graph, config.min_elements, [])
-    ranges = calibrate_activations(graph, targets, calibration, config.calibrate, config.percentile, [])
-    return {"by_ir_name": ranges, "identifier": _identifier}
+    return calibrate_activations(graph, targets, calibration, config.calibrate, config.percentile, [])
 
 
 def _static_range(activations: dict, onnx_name: str):
-    base = activations["identifier"](onnx_name)
-    for ir_name, value in activations["by_ir_name"].items():
-        if ir_name == base or (ir_name.startswith(base + "_") and ir_name[len(base) + 1:].isdigit()):
-            return value
-    return None
+    """The calibrated (scale, zero point) of the activation the file names ``onnx_name``, or None."""
+    return next((value for ir_name, value in activations.items() if _named_after(ir_name, onnx_name)), None)
 
 
 def _int8(proto: onnx.ModelProto, config, activations=None) -> QuantizeSummary:

@@ -182,7 +182,6 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
         offsets = nbits_offsets(int(b_type.shape[0]), [int(w) for _, _, w in blocks], group, bits)
         calls = [f"sdflow_kernels::nbits::matmul({rows}, {cexpr(w)}, {k}, _a, {k}, _p + {offset}, {group}, {bits}, "
                  f"_c{o}, {cexpr(w)});" for (o, _, w), offset in zip(blocks, offsets)]
-        extra = []
     elif int8:
         packed = QGEMM_PACKED in ctx.inputs
         scale_in, bias_in, a_scale_in, a_zero_in = (list(matmul.args) + [None] * 4)[2:6]

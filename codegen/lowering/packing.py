@@ -293,27 +293,17 @@ def prepack(graph, weights: dict) -> int:
 def weight_value(constant, name: str) -> np.ndarray:
     """The array passed as weight ``name``: the graph constant itself, or the packed form of one
     (``constant(name)`` looks up a graph constant)."""
-    match = _GEMM_NAME.fullmatch(name)
-    quantized = _QGEMM_NAME.fullmatch(name)
-    four_bit = _NBITS_NAME.fullmatch(name)
-    if four_bit is not None:
-        try:
-            return np.asarray(constant(name), order="C")
-        except KeyError:
-            base = four_bit[1]
-            codes, scales, zeros = (np.asarray(constant(f"{base}{suffix}"))
-                                    for suffix in ("__nbits_codes", "__nbits_scales", "__nbits_zeros"))
-            return pack_nbits(codes, scales, zeros, int(four_bit[3]), [int(w) for w in four_bit[4][1:].split("_")],
-                              int(four_bit[2]))
-    if quantized is not None:
-        try:
-            return np.asarray(constant(name), order="C")
-        except KeyError:
-            return pack_qgemm(np.asarray(constant(quantized[1])), [int(w) for w in quantized[2][1:].split("_")])
-    if match is None:
-        return conv_direct.weight_value(constant, name)
     try:
         return np.asarray(constant(name), order="C")
     except KeyError:
         pass
-    return pack_gemm(np.asarray(constant(match[1])), match[2] == "t", [int(w) for w in match[3][1:].split("_")])
+    if (four_bit := _NBITS_NAME.fullmatch(name)) is not None:
+        from sdflow.passes.quantization.fuse_dequantize_matmul import NBITS_SUFFIXES  # (the pass names them)
+        codes, scales, zeros = (np.asarray(constant(f"{four_bit[1]}{suffix}")) for suffix in NBITS_SUFFIXES)
+        return pack_nbits(codes, scales, zeros, int(four_bit[3]), [int(w) for w in four_bit[4][1:].split("_")],
+                          int(four_bit[2]))
+    if (quantized := _QGEMM_NAME.fullmatch(name)) is not None:
+        return pack_qgemm(np.asarray(constant(quantized[1])), [int(w) for w in quantized[2][1:].split("_")])
+    if (match := _GEMM_NAME.fullmatch(name)) is not None:
+        return pack_gemm(np.asarray(constant(match[1])), match[2] == "t", [int(w) for w in match[3][1:].split("_")])
+    return conv_direct.weight_value(constant, name)

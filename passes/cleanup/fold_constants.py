@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import ml_dtypes
 import numpy as np
 
 from sdflow.ir import Graph, evaluate_node, known_values
+from sdflow.ir.types import FOUR_BIT_INTEGERS
 from ..infra import Pass, PassContext, PassResult, register_pass
-
-FOUR_BIT = (np.dtype(ml_dtypes.uint4), np.dtype(ml_dtypes.int4))
 
 
 @register_pass
@@ -33,7 +31,7 @@ class FoldConstants(Pass):
                 notes.append(f"{node.label}: writes a graph output, kept")
                 continue
             if node.op_type == "DequantizeLinear" and not node.domain_name and inputs[0] \
-                    and graph.tensor_type(inputs[0]).dtype in FOUR_BIT:
+                    and graph.tensor_type(inputs[0]).dtype in FOUR_BIT_INTEGERS:
                 notes.append(f"{node.label}: a 4-bit weight, kept quantized")
                 continue
             if all(t in values and values[t].dtype != object for t in present):

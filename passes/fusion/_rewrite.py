@@ -114,9 +114,10 @@ def pointwise_chain(graph: Graph, topology: Topology, anchor: OpNode, notes: lis
 
 def fuse_epilogues(graph: Graph, op_type: str, prefix: str, decline, trim=None,
                    result_noun: str = "output", domain: str = "", accept=None) -> tuple[int, int, list[str]]:
-    """Fuses every ``op_type`` op (of ``domain``, default ONNX's) with the point-wise chain after it (``pointwise_chain``, cut
-    by ``trim(anchor, chain, notes)``) into one Fused node ``<prefix>_<label>``; ``accept(node)``, when given,
-    picks the anchors among those ops silently; ``decline(anchor)`` gives a reason to leave an anchor alone. Returns (anchors fused, ops absorbed, notes on every anchor left alone)."""
+    """Fuses every ``op_type`` op (of ``domain``, default ONNX's) with the point-wise chain after it
+    (``pointwise_chain``, cut by ``trim(anchor, chain, notes)``) into one Fused node ``<prefix>_<label>``;
+    ``accept(node)``, when given, picks the anchors among those ops silently; ``decline(anchor)`` gives a reason to
+    leave an anchor alone. Returns (anchors fused, ops absorbed, notes on every anchor left alone)."""
     topology = Topology(graph)
     fused, absorbed, notes = 0, 0, []
     for node in topology.order:

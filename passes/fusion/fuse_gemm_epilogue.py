@@ -21,16 +21,17 @@ class FuseGemmEpilogue(Pass):
     name = "fuse-gemm-epilogue"
 
     def apply(self, graph: Graph, ctx: PassContext) -> PassResult:
-        fused, absorbed, notes = fuse_epilogues(graph, "MatMul", "gemm",
-                                                lambda node: self._operands_decline(graph, node), result_noun="product")
-        more, more_absorbed, more_notes = fuse_epilogues(graph, "QuantizedMatMul", "qgemm", lambda node: None,
-                                                         result_noun="product", domain="ai.sdflow")
-        fused, absorbed, notes = fused + more, absorbed + more_absorbed, notes + more_notes
-        # A product by a 4-bit weight that quantize-weights already fused with its DequantizeLinear.
-        more, more_absorbed, more_notes = fuse_epilogues(graph, "Fused", "gemm", lambda node: None,
-                                                         result_noun="product", domain="ai.sdflow",
-                                                         accept=lambda node: node.parsed.kind == "matmul_nbits")
-        fused, absorbed, notes = fused + more, absorbed + more_absorbed, notes + more_notes
+        anchors = [  # (op type, domain, prefix, decline, accept)
+            ("MatMul", "", "gemm", lambda node: self._operands_decline(graph, node), None),
+            ("QuantizedMatMul", "ai.sdflow", "qgemm", lambda node: None, None),
+            # a product by a quantized weight that quantize-weights already fused with its DequantizeLinear
+            ("Fused", "ai.sdflow", "gemm", lambda node: None, lambda node: node.parsed.kind == "matmul_nbits")]
+        fused = absorbed = 0
+        notes: list[str] = []
+        for op_type, domain, prefix, decline, accept in anchors:
+            count, ops, more = fuse_epilogues(graph, op_type, prefix, decline, result_noun="product", domain=domain,
+                                              accept=accept)
+            fused, absorbed, notes = fused + count, absorbed + ops, notes + more
         return PassResult(fused > 0, {"fused_gemms": fused, "epilogue_ops": absorbed}, notes if ctx.explain else [])
 
     @staticmethod

@@ -19,13 +19,13 @@ import numpy as np
 from sdflow.ir import Graph, lookup_op
 from sdflow.ir.ops.fused import Fused
 from sdflow.ir.ops.quantization import scale_index_axes
+from sdflow.ir.types import FOUR_BIT_INTEGERS
 from ..fusion._rewrite import Topology, fuse_nodes
 from ..infra import Pass, PassContext, PassResult, register_pass
 
-__all__ = ["FuseDequantizeMatMul", "fuse_dequantize_products", "FOUR_BIT", "NBITS_SUFFIXES"]
+__all__ = ["FuseDequantizeMatMul", "fuse_dequantize_products", "NBITS_SUFFIXES"]
 
-FOUR_BIT = (np.dtype(ml_dtypes.uint4), np.dtype(ml_dtypes.int4))
-CODES = FOUR_BIT + (np.dtype(np.uint8), np.dtype(np.int8))
+CODES = FOUR_BIT_INTEGERS + (np.dtype(np.uint8), np.dtype(np.int8))
 NBITS_SUFFIXES = ("__nbits_codes", "__nbits_scales", "__nbits_zeros")
 
 
@@ -101,7 +101,7 @@ def _canonical_constants(graph: Graph, node):
     inputs = graph.node_inputs(node)
     codes, scale = graph.constant(inputs[0]), graph.constant(inputs[1])
     zero = graph.constant(inputs[2]) if len(inputs) > 2 and inputs[2] else np.zeros(scale.shape, codes.dtype)
-    unsigned = np.dtype(ml_dtypes.uint4) if codes.dtype in FOUR_BIT else np.dtype(np.uint8)
+    unsigned = np.dtype(ml_dtypes.uint4) if codes.dtype in FOUR_BIT_INTEGERS else np.dtype(np.uint8)
     if codes.dtype in (np.dtype(ml_dtypes.int4), np.dtype(np.int8)):  # (q + s) - (z + s) = q - z
         shift = 8 if codes.dtype == np.dtype(ml_dtypes.int4) else 128
         codes = (codes.astype(np.int16) + shift).astype(unsigned)
