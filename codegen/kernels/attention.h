@@ -5,11 +5,9 @@
 //   and the weighted sum of values, in double, rounded to the element type where ONNX's reference rounds (for
 //   float16 that decides the last bits); the first head of each KV group also writes the present cache. Mirrors
 //   onnx.reference.ops.op_attention step for step.
-// - attention_float: float32 without a cache, one (batch, head) per task, four query rows at a time. K^T (scaled)
-//   is copied once into a local [head size, keys] tile padded to whole vectors of 16 keys, so a block of scores is
-//   4 x 16 accumulators that stay in registers while the head dimension streams by; the probabilities then weight
-//   V's rows into 4 x 16 output accumulators the same way. Scores live in a 4-row buffer: nothing of size
-//   queries x keys is written to memory.
+// - attention_float: float32 without a cache, a block of query rows of one (batch, head) per task: the block's
+//   scores Q K^T and then P V by gemm.h's packed micro-kernels (K and V packed per task), the bias and softmax
+//   row by row in between; the scores of one block (rows x keys) are the only scratch.
 // - rotary_embedding: x rotated pairwise by cos/sin caches (halves or interleaved pairs), per (batch, seq, head).
 #pragma once
 
@@ -21,6 +19,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "gemm.h"
 #include "vmath.h"
 
 namespace sdflow_kernels {
@@ -137,96 +136,89 @@ void attention(const T* q, const T* k, const T* v, const M* mask, const T* past_
 }
 
 // float32, no cache, no valid-length input, no QK output, no softcap (g.past_len 0).
+// The additive bias of every key of query row i, added to its scores `sr` (keys of them). The common case, an
+// additive float mask that covers the keys and nothing else, is one vector loop; the rest goes through
+// attention_bias key by key.
+template <class M>
+inline void add_attention_bias(const AttentionGeometry& g, const M* mask, int64_t b, int64_t h, int64_t i,
+                               float* sr, int64_t keys) {
+  const bool plain = !g.causal && g.left_window < 0 && g.right_window < 0;
+  if constexpr (!std::is_same_v<M, bool>) {
+    if (plain && mask && g.mask_strides[3] == 1 && g.mask_keys >= keys) {
+      const M* row = mask + b * g.mask_strides[0] + h * g.mask_strides[1] + i * g.mask_strides[2];
+#pragma omp simd
+      for (int64_t j = 0; j < keys; ++j) sr[j] += (float)row[j];
+      return;
+    }
+  }
+  if (plain && !mask) return;
+  const int* no_lengths = nullptr;
+  for (int64_t j = 0; j < keys; ++j) sr[j] += attention_bias<float>(g, mask, no_lengths, b, h, i, j, 0);
+}
+
+// One task is a block of query rows of one (batch, head): S = scale Q K^T for the block by gemm.h's packed
+// micro-kernels (K packed per task into the thread's buffer), the bias and a softmax per row in S, then
+// Y = P V by the same kernels, written in place into Y's rows. The block's scores are the only scratch
+// (rows x keys floats, per thread).
 template <class M>
 void attention_float(const float* q, const float* k, const float* v, const M* mask, float* y,
                      const AttentionGeometry& g) {
   const int64_t keys = g.kv_len, d = g.head_size, dv = g.v_head_size, group = g.q_heads / g.kv_heads;
-  const int64_t padded = (keys + 15) / 16 * 16;  // keys padded to whole vectors
-  const float scale = (float)g.scale;
-  const int* no_lengths = nullptr;
-#pragma omp parallel for collapse(2)
-  for (int64_t b = 0; b < g.batch; ++b)
-    for (int64_t h = 0; h < g.q_heads; ++h) {
-      const int64_t gh = h / group;
-      std::vector<float> kt(d * padded, 0.0f), s(4 * padded);
+  if (g.batch <= 0 || g.q_heads <= 0 || g.q_len <= 0) return;
+  const int64_t ld = (keys + 15) / 16 * 16;  // a score row, padded to whole vectors
+  // Rows of Q, K, V, Y are these many floats apart (heads side by side in the 3-D layout).
+  const int64_t ldq = g.three_d ? g.q_heads * d : d, ldk = g.three_d ? g.kv_heads * d : d,
+                ldv = g.three_d ? g.kv_heads * dv : dv, ldy = g.three_d ? g.q_heads * dv : dv;
+  const int threads = gemm::threads_available();
+  // Enough tasks for the threads to share (a few per thread), none under 16 rows.
+  const int64_t heads = g.batch * g.q_heads;
+  int64_t blocks = std::max<int64_t>(1, (4 * threads + heads - 1) / heads);
+  blocks = std::min<int64_t>(blocks, std::max<int64_t>(1, g.q_len / 16));
+  const int64_t block_rows = (g.q_len + blocks - 1) / blocks;
+  blocks = (g.q_len + block_rows - 1) / block_rows;
+#pragma omp parallel for schedule(dynamic, 1) if (threads > 1 && heads * blocks > 1)
+  for (int64_t task = 0; task < heads * blocks; ++task) {
+    const int64_t bh = task / blocks, b = bh / g.q_heads, h = bh % g.q_heads, gh = h / group;
+    const int64_t i0 = (task % blocks) * block_rows, rows = std::min(block_rows, g.q_len - i0);
+    static thread_local std::vector<float> scores;
+    if ((int64_t)scores.size() < block_rows * ld) scores.resize(block_rows * ld);
+    float* s = scores.data();
+    const float* qh = q + g.at(b, h, i0, 0, g.q_heads, g.q_len, d);
+    const float* kh = k + g.at(b, gh, 0, 0, g.kv_heads, keys, d);
+    const float* vh = v + g.at(b, gh, 0, 0, g.kv_heads, keys, dv);
+    float* yh = y + g.at(b, h, i0, 0, g.q_heads, g.q_len, dv);
+    gemm::gemm_serial(rows, keys, d, qh, ldq, kh, ldk, true, s, ld, gemm::Epilogue{(float)g.scale, false, nullptr});
+    for (int64_t r = 0; r < rows; ++r) {
+      float* sr = s + r * ld;
+      add_attention_bias(g, mask, b, h, i0 + r, sr, keys);
+      float top = -INFINITY;
+      int nan = 0;
+#pragma omp simd reduction(max : top) reduction(| : nan)
       for (int64_t j = 0; j < keys; ++j) {
-        const float* kj = k + g.at(b, gh, j, 0, g.kv_heads, keys, d);
-        for (int64_t e = 0; e < d; ++e) kt[e * padded + j] = kj[e] * scale;
+        top = sr[j] > top ? sr[j] : top;
+        nan |= sr[j] != sr[j];
       }
-      for (int64_t i0 = 0; i0 < g.q_len; i0 += 4) {
-        // Rows past the end repeat the last row: the same values are computed and written twice.
-        const float* qr[4];
-        float* yr[4];
-        int64_t rows[4];
-        for (int64_t r = 0; r < 4; ++r) {
-          const int64_t i = std::min<int64_t>(i0 + r, g.q_len - 1);
-          rows[r] = i;
-          qr[r] = q + g.at(b, h, i, 0, g.q_heads, g.q_len, d);
-          yr[r] = y + g.at(b, h, i, 0, g.q_heads, g.q_len, dv);
-        }
-        for (int64_t jc = 0; jc < padded; jc += 16) {
-          float a0[16] = {}, a1[16] = {}, a2[16] = {}, a3[16] = {};
-          for (int64_t e = 0; e < d; ++e) {
-            const float* kr = kt.data() + e * padded + jc;
-            const float q0 = qr[0][e], q1 = qr[1][e], q2 = qr[2][e], q3 = qr[3][e];
-#pragma omp simd
-            for (int64_t l = 0; l < 16; ++l) {
-              a0[l] += q0 * kr[l], a1[l] += q1 * kr[l], a2[l] += q2 * kr[l], a3[l] += q3 * kr[l];
-            }
-          }
-          for (int64_t l = 0; l < 16; ++l) {
-            s[jc + l] = a0[l], s[padded + jc + l] = a1[l], s[2 * padded + jc + l] = a2[l];
-            s[3 * padded + jc + l] = a3[l];
-          }
-        }
-        for (int64_t r = 0; r < 4; ++r) {
-          float* sr = s.data() + r * padded;
-          float top = -INFINITY;
-          for (int64_t j = 0; j < keys; ++j) {
-            sr[j] += attention_bias<float>(g, mask, no_lengths, b, h, rows[r], j, 0);
-            top = (sr[j] > top || sr[j] != sr[j]) ? sr[j] : top;  // a NaN score makes the row NaN, as in ONNX
-          }
-          if (std::isinf(top) && top < 0) {  // no key may be attended: the probabilities are 0
-            for (int64_t j = 0; j < padded; ++j) sr[j] = 0.0f;
-            continue;
-          }
-          float sum = 0.0f;
+      if (nan) top = NAN;                    // a NaN score makes the row NaN, as in ONNX
+      if (std::isinf(top) && top < 0) {      // no key may be attended: the probabilities are 0
+        for (int64_t j = 0; j < keys; ++j) sr[j] = 0.0f;
+        continue;
+      }
+      float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-          for (int64_t j = 0; j < keys; ++j) {
-            const float p = exp_f(sr[j] - top);
-            sr[j] = p;
-            sum += p;
-          }
-          const float inv = 1.0f / sum;
-#pragma omp simd
-          for (int64_t j = 0; j < keys; ++j) sr[j] *= inv;
-          if (g.nan_to_zero)
-#pragma omp simd
-            for (int64_t j = 0; j < keys; ++j) sr[j] = sr[j] != sr[j] ? 0.0f : sr[j];
-        }
-        int64_t ec = 0;
-        for (; ec + 16 <= dv; ec += 16) {
-          float a0[16] = {}, a1[16] = {}, a2[16] = {}, a3[16] = {};
-          for (int64_t j = 0; j < keys; ++j) {
-            const float* vr = v + g.at(b, gh, j, ec, g.kv_heads, keys, dv);
-            const float p0 = s[j], p1 = s[padded + j], p2 = s[2 * padded + j], p3 = s[3 * padded + j];
-#pragma omp simd
-            for (int64_t l = 0; l < 16; ++l) {
-              a0[l] += p0 * vr[l], a1[l] += p1 * vr[l], a2[l] += p2 * vr[l], a3[l] += p3 * vr[l];
-            }
-          }
-          for (int64_t l = 0; l < 16; ++l) {
-            yr[0][ec + l] = a0[l], yr[1][ec + l] = a1[l], yr[2][ec + l] = a2[l], yr[3][ec + l] = a3[l];
-          }
-        }
-        for (; ec < dv; ++ec)
-          for (int64_t r = 0; r < 4; ++r) {
-            float acc = 0.0f;
-            for (int64_t j = 0; j < keys; ++j) acc += s[r * padded + j] * v[g.at(b, gh, j, ec, g.kv_heads, keys, dv)];
-            yr[r][ec] = acc;
-          }
+      for (int64_t j = 0; j < keys; ++j) {
+        const float p = exp_f(sr[j] - top);
+        sr[j] = p;
+        sum += p;
       }
+      const float inv = 1.0f / sum;
+#pragma omp simd
+      for (int64_t j = 0; j < keys; ++j) sr[j] *= inv;
+      if (g.nan_to_zero)
+#pragma omp simd
+        for (int64_t j = 0; j < keys; ++j) sr[j] = sr[j] != sr[j] ? 0.0f : sr[j];
     }
+    gemm::gemm_serial(rows, dv, keys, s, ld, vh, ldv, false, yh, ldy, gemm::Epilogue{1.0f, false, nullptr});
+  }
 }
 
 struct RotaryGeometry {
