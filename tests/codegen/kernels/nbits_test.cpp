@@ -68,6 +68,7 @@ int main() {
   check_case(3, 1, 1, 1, true, true);
   for (int64_t m : {1, 2, 9}) check_case(m, 300, 70, 128, true, true, 8);  // 8-bit codes, one per byte
   check_case(5, 64, 33, 32, false, false, 8);
+  for (int bits : {4, 8}) check_case(1, 99, 40, 33, true, true, bits);  // groups of an odd row count (GEMV steps of 2)
   if (failures == 0) std::printf("ok\n");
   return failures != 0;
 }
