@@ -104,6 +104,50 @@ inline void micro(int64_t kc, const float* a, int64_t lda, const float* b, float
         _mm512_mask_storeu_ps(row + 16, m1, v1);
     }
 }
+
+// One row of A times S consecutive panels over all of k (a GEMV): S streams of the packed weight read side by side,
+// so that a thread keeps several memory streams in flight (one stream per thread left the matrix at ~30 GB/s from
+// memory). 2 x S accumulators; the sum over k in order, so a column's value depends on k alone. `width`: columns
+// of the S panels that exist.
+template <int S>
+inline void gemv_panels(int64_t k, const float* a, const float* b, float* c, int64_t width, const Epilogue& e,
+                        const float* bias) {
+    __m512 acc0[S], acc1[S];
+#pragma GCC unroll 8
+    for (int s = 0; s < S; ++s) acc0[s] = acc1[s] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < k; ++p) {
+        const __m512 ap = _mm512_set1_ps(a[p]);
+#pragma GCC unroll 8
+        for (int s = 0; s < S; ++s) {
+            const float* bp = b + s * k * PANEL + p * PANEL;
+            acc0[s] = _mm512_fmadd_ps(ap, _mm512_loadu_ps(bp), acc0[s]);
+            acc1[s] = _mm512_fmadd_ps(ap, _mm512_loadu_ps(bp + 16), acc1[s]);
+        }
+    }
+    const __m512 alpha = _mm512_set1_ps(e.alpha);
+#pragma GCC unroll 8
+    for (int s = 0; s < S; ++s) {
+        const int64_t left = width - s * PANEL;
+        if (left <= 0) break;
+        const __mmask16 m0 = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+        const __mmask16 m1 = left >= 32 ? __mmask16(0xFFFF) : left <= 16 ? __mmask16(0) : __mmask16((1u << (left - 16)) - 1);
+        float* out = c + s * PANEL;
+        __m512 v0 = acc0[s], v1 = acc1[s];
+        if (e.alpha != 1.0f) v0 = _mm512_mul_ps(v0, alpha), v1 = _mm512_mul_ps(v1, alpha);
+        if (bias) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, bias + s * PANEL));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, bias + s * PANEL + 16));
+        }
+        if (e.accumulate) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, out));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, out + 16));
+        }
+        _mm512_mask_storeu_ps(out, m0, v0);
+        _mm512_mask_storeu_ps(out + 16, m1, v1);
+    }
+}
+constexpr int64_t GEMV_PANELS = 4;  // panels (streams) of one GEMV task
+#define SDFLOW_GEMM_HAS_GEMV 1
 #elif defined(__AVX2__) && defined(__FMA__)
 // ROWS x 16 columns (half a panel) over a k slice into sums (rows PANEL apart): 2 x ROWS accumulators, 2 loads of
 // B and ROWS broadcasts of A per k step (ROWS <= 6: 12 accumulators + 2 + 1 of AVX2's 16 registers, so that B
@@ -289,6 +333,23 @@ inline void gemm_packed(int64_t m, int64_t n, int64_t k, const float* a, int64_t
                         int64_t ldc, Epilogue e = {1.0f, false, nullptr}) {
     if (m <= 0 || n <= 0) return;
     const int threads = threads_available();
+#if defined(SDFLOW_GEMM_HAS_GEMV)
+    if (m == 1 && k > 0) {  // a GEMV: tasks of GEMV_PANELS panels, whole k each
+        const int64_t total = panels(n), tasks = (total + GEMV_PANELS - 1) / GEMV_PANELS;
+#pragma omp parallel for schedule(dynamic, 1) if (threads > 1 && tasks > 1 && k * n >= 65536)
+        for (int64_t task = 0; task < tasks; ++task) {
+            const int64_t p0 = task * GEMV_PANELS, j0 = p0 * PANEL, count = std::min(GEMV_PANELS, total - p0);
+            const float* b = packed + p0 * k * PANEL;
+            const float* bias = e.bias ? e.bias + j0 : nullptr;
+            if (count == GEMV_PANELS) gemv_panels<GEMV_PANELS>(k, a, b, c + j0, n - j0, e, bias);
+            else
+                for (int64_t q = 0; q < count; ++q)
+                    gemv_panels<1>(k, a, b + q * k * PANEL, c + j0 + q * PANEL, n - j0 - q * PANEL, e,
+                                   bias ? bias + q * PANEL : nullptr);
+        }
+        return;
+    }
+#endif
     const Tiling t = tiling(m, n, k, threads);
     const int64_t tiles = t.row_blocks * t.panel_groups;
     const int64_t total_panels = panels(n);

@@ -97,6 +97,10 @@ int main() {
       }
   one_case(200, 300, 500, false, 1.0f, true, false);
   one_case(3, 1000, 40, true, -2.0f, false, true);
+  // One row over many panels (gemm_packed's GEMV: tasks of 4 panels, the rest one by one, a partial last panel)
+  one_case(1, 300, 500, false, 1.0f, false, false);
+  one_case(1, 300, 500, true, 0.5f, true, true);
+  one_case(1, 128, 1, false, -1.0f, true, true);
   for (bool trans_b : {false, true}) {
     batched_case(12, 17, 33, 64, trans_b);
     batched_case(1, 40, 20, 10, trans_b);
