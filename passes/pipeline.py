@@ -15,11 +15,12 @@ __all__ = ["LEVELS", "parse_pipeline", "run_pipeline", "PassRecord"]
 LEVELS: dict[str, list[str]] = {
     "O0": [],
     "O1": ["fold-constants", "fold-shape-inputs", "eliminate-dead-nodes"],
-    # Gemms by constant weights as MatMul + Add first (the fusions below are written for MatMul), then attention
-    # (it needs the scores chain whole), then layouts around it, then row kernels (they take the adds before a
-    # LayerNorm), then what is left of element-wise chains, then GEMM epilogues (then 4-bit weights into those).
-    "O2": ["fold-constants", "fold-shape-inputs", "eliminate-dead-nodes", "gemm-to-matmul", "fuse-attention",
-           "fold-layout", "fuse-normalization", "fuse-elementwise", "fuse-gemm-epilogue", "fuse-dequantize-matmul",
+    # ONNX Runtime's dynamically quantized products as sdflow's int8 op first, Gemms by constant weights as MatMul
+    # + Add (the fusions below are written for MatMul), then attention (it needs the scores chain whole), then
+    # layouts around it, then row kernels (they take the adds before a LayerNorm), then what is left of
+    # element-wise chains, then GEMM epilogues (then 4-bit weights into those).
+    "O2": ["fold-constants", "fold-shape-inputs", "eliminate-dead-nodes", "fuse-matmul-integer", "gemm-to-matmul",
+           "fuse-attention", "fold-layout", "fuse-normalization", "fuse-elementwise", "fuse-gemm-epilogue", "fuse-dequantize-matmul",
            "fuse-conv-epilogue", "fuse-conv-depthwise", "eliminate-dead-nodes"],
 }
 

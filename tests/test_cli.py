@@ -34,9 +34,10 @@ def test_compile_dumps_every_pass(transformer_file, tmp_path):
     assert "[sdflow]" in result.stderr  # progress
     assert sorted(p.name for p in (out / "passes").glob("*.sdfg")) == [  # the default pipeline, O2
         "00-input.sdfg", "01-fold-constants.sdfg", "02-fold-shape-inputs.sdfg", "03-eliminate-dead-nodes.sdfg",
-        "04-gemm-to-matmul.sdfg", "05-fuse-attention.sdfg", "06-fold-layout.sdfg", "07-fuse-normalization.sdfg",
-        "08-fuse-elementwise.sdfg", "09-fuse-gemm-epilogue.sdfg", "10-fuse-dequantize-matmul.sdfg",
-        "11-fuse-conv-epilogue.sdfg", "12-fuse-conv-depthwise.sdfg", "13-eliminate-dead-nodes.sdfg"]
+        "04-fuse-matmul-integer.sdfg", "05-gemm-to-matmul.sdfg", "06-fuse-attention.sdfg", "07-fold-layout.sdfg",
+        "08-fuse-normalization.sdfg", "09-fuse-elementwise.sdfg", "10-fuse-gemm-epilogue.sdfg",
+        "11-fuse-dequantize-matmul.sdfg", "12-fuse-conv-epilogue.sdfg", "13-fuse-conv-depthwise.sdfg",
+        "14-eliminate-dead-nodes.sdfg"]
     assert (out / "model.sdfg").is_file()
     dumps = tmp_path / "dumps"
     sdflow("compile", transformer_file, "--dump-dir", dumps, "-p", "fold-constants")
