@@ -168,6 +168,10 @@ def main() -> int:
         timings.append(("int8 dynamic (quantize_dynamic)", "ONNX Runtime", latency(ort_runner(dynamic), timing_feeds)))
         timings.append(("int8 dynamic, weights per channel (quantize_dynamic)", "ONNX Runtime",
                         latency(ort_runner(channels), timing_feeds)))
+        imported = sdflow.compile(channels, passes="O2")  # ONNX Runtime's file, its products by fuse-matmul-integer
+        imported.set_threads(args.threads, adaptive=False)
+        timings.append(("int8 dynamic, weights per channel (quantize_dynamic's file)", "sdflow",
+                        latency(lambda f: imported(**f), timing_feeds)))
         try:
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
             import onnx

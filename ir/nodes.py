@@ -165,6 +165,10 @@ EXTENSION_ATTRIBUTES: dict[tuple[str, str], dict[str, tuple[type, str]]] = {
                                       "scaled_dot_product_attention export: Where(IsNaN(P), 0, P)); set by "
                                       "fuse-attention"),
     },
+    ("", "DequantizeLinear"): {
+        "code_bits": (int, "sdflow: 3 = the (uint4) codes are all below 8, so the product's kernel packs them in 3 "
+                      "bits (codegen/kernels/nbits.h); set by fuse-dequantize-matmul"),
+    },
     ("ai.sdflow", "QuantizedMatMul"): {
         "per_row": (int, "1 = A is quantized over each row (its last axis), 0 = over the whole tensor (ONNX "
                     "Runtime's DynamicQuantizeMatMul); not read when a_scale is given"),

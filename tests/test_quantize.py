@@ -99,7 +99,7 @@ def test_the_accuracy_benchmark_runs_on_a_few_sentences(tmp_path):
         low, mean = (float(v) for v in row.split("|")[3:5])
         assert 0 < low <= mean <= 1.00001
     timings = [line for line in latency.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(timings) == 8 and timings[0].startswith("| float32 | sdflow |")
+    assert len(timings) == 9 and timings[0].startswith("| float32 | sdflow |")
     assert all(float(row.split("|")[3]) > 0 for row in timings)
 
 
@@ -113,8 +113,9 @@ def test_the_perplexity_benchmark_trains_quantizes_and_evaluates(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     text = out.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [row.split("|")[1].strip() for row in rows] == ["float32", "RTN 4-bit, g128", "GPTQ 4-bit, g128",
-                                                            "RTN 3-bit, g128", "GPTQ 3-bit, g128"]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "float32", "RTN 4-bit, g128", "GPTQ 4-bit, g128", "RTN 3-bit, g128", "GPTQ 3-bit, g128", "RTN 4-bit, per row",
+        "GPTQ 4-bit, per row", "RTN 3-bit, per row", "GPTQ 3-bit, per row"]
     values = [float(row.split("|")[2]) for row in rows]
     assert all(1 < v < 256 for v in values)
     reference = float(text.split("ONNX Runtime on the float32 file: ")[1].split(".\n")[0].rstrip("."))

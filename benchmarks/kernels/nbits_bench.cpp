@@ -29,11 +29,18 @@ int main() {
     const double q4 = median_ms([&] {
       sdflow_kernels::nbits::matmul(m, n, k, a.data(), k, q.data(), group, 4, y.data(), n);
     }, 20, m == 1 ? 5 : 1, 3);
+    std::vector<uint8_t> codes3(k * n, 5);
+    std::vector<uint8_t> q3(sdflow_kernels::nbits::packed_bytes(k, n, group, 3));
+    sdflow_kernels::nbits::pack(codes3.data(), n, scales.data(), zeros.data(), k, n, group, 3, q3.data());
+    const double q3ms = median_ms([&] {
+      sdflow_kernels::nbits::matmul(m, n, k, a.data(), k, q3.data(), group, 3, y.data(), n);
+    }, 20, m == 1 ? 5 : 1, 3);
     const double q8ms = median_ms([&] {
       sdflow_kernels::nbits::matmul(m, n, k, a.data(), k, q8.data(), group, 8, y.data(), n);
     }, 20, m == 1 ? 5 : 1, 3);
-    std::printf("%4ld x %4ld x %4ld: float32 %.3f ms, 4-bit g128 %.3f ms (%.2fx), 8-bit g128 %.3f ms (%.2fx)\n",
-                (long)m, (long)k, (long)n, f32, q4, f32 / q4, q8ms, f32 / q8ms);
+    std::printf("%4ld x %4ld x %4ld: float32 %.3f ms, 4-bit g128 %.3f ms (%.2fx), 3-bit %.3f ms (%.2fx), "
+                "8-bit %.3f ms (%.2fx)\n", (long)m, (long)k, (long)n, f32, q4, f32 / q4, q3ms, f32 / q3ms, q8ms,
+                f32 / q8ms);
   }
   return 0;
 }

@@ -6,8 +6,9 @@
 // group's scale and zero point once per group (the same sum regrouped: one conversion and one FMA per weight).
 //
 // The weight is packed once when the model loads, in gemm.h's panels of 32 columns: per panel, k rows of 16 bytes
-// (4 bits: column j's code in the low nibble of byte j / 2 for even j, the high nibble for odd j) or 32 bytes
-// (8 bits: one per column), then for the panel its scales and zero points as floats, [groups][32] each. A product never holds a float copy of the matrix: each
+// (4 bits: column j's code in the low nibble of byte j / 2 for even j, the high nibble for odd j), 12 bytes (3 bits:
+// column j's code at bits 3j..3j+2 of the row read as one little-endian 96-bit number) or 32 bytes (8 bits: one per
+// column), then for the panel its scales and zero points as floats, [groups][32] each. A product never holds a float copy of the matrix: each
 // thread dequantizes one k slice of one panel (KC x 32 floats, in L1) and runs gemm.h's micro-kernel on it for every
 // row block of its tile; (code - zero) * scale is computed as DequantizeLinear defines it (exact integer
 // difference, one rounding), so the dequantized values are the reference's bit for bit.
@@ -42,15 +43,79 @@ inline int64_t packed_bytes(int64_t k, int64_t n, int64_t group, int bits) {
     return code_bytes(k, n, bits) + panels(n) * groups(k, group) * PANEL * 2 * (int64_t)sizeof(float);
 }
 
+// Column j's code in one packed row of 3-bit codes.
+inline int code3(const uint8_t* row, int64_t j) {
+    const int64_t bit = 3 * j;
+    const int pair = row[bit / 8] | (bit / 8 + 1 < 12 ? row[bit / 8 + 1] << 8 : 0);
+    return (pair >> (bit % 8)) & 7;
+}
+
+inline int code_at(const uint8_t* row, int bits, int64_t j) {
+    return bits == 8 ? row[j] : bits == 3 ? code3(row, j) : (row[j / 2] >> (4 * (j % 2))) & 15;
+}
+
+// The vector forms read 16 bytes of a 12-byte row (the 4 past it are the next row's or the scales': the packed
+// weight always continues). Each 32-bit lane gathers the two bytes that hold its code by a byte shuffle within the
+// row's copy in every 128-bit lane, then a variable shift and a mask leave the code.
+struct Unpack3 {
+    alignas(64) int8_t shuffle[2][64];  // for columns 16h..16h+15: lane j's bytes (3 (16h + j)) / 8 and the next
+    alignas(64) int32_t shift[2][16];   // (3 (16h + j)) % 8
+    constexpr Unpack3() : shuffle{}, shift{} {
+        for (int h = 0; h < 2; ++h)
+            for (int j = 0; j < 16; ++j) {
+                const int bit = 3 * (16 * h + j);
+                shuffle[h][4 * j] = (int8_t)(bit / 8), shuffle[h][4 * j + 1] = (int8_t)(bit / 8 + 1);
+                shuffle[h][4 * j + 2] = shuffle[h][4 * j + 3] = (int8_t)0x80;  // (zero)
+                shift[h][j] = bit % 8;
+            }
+    }
+};
+inline const Unpack3& unpack3() {
+    static constexpr Unpack3 tables{};  // (constant-initialised: no guard on the hot path)
+    return tables;
+}
+
+#if defined(__AVX2__)
+// The 3-bit codes of columns 8q..8q+7 of a packed row as int32 lanes.
+inline __m256i codes3_avx2(const uint8_t* row, int q) {
+    const Unpack3& u = unpack3();
+    const __m256i bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
+    const __m256i pairs = _mm256_shuffle_epi8(
+        bytes, _mm256_load_si256(reinterpret_cast<const __m256i*>(u.shuffle[q / 2] + 32 * (q % 2))));
+    const __m256i shift = _mm256_load_si256(reinterpret_cast<const __m256i*>(u.shift[q / 2] + 8 * (q % 2)));
+    return _mm256_and_si256(_mm256_srlv_epi32(pairs, shift), _mm256_set1_epi32(7));
+}
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+// The same for columns 16h..16h+15.
+inline __m512i codes3_avx512(const uint8_t* row, int h) {
+    const Unpack3& u = unpack3();
+    const __m512i bytes = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
+    const __m512i pairs = _mm512_shuffle_epi8(bytes, _mm512_load_si512(u.shuffle[h]));
+    return _mm512_and_si512(_mm512_srlv_epi32(pairs, _mm512_load_si512(u.shift[h])), _mm512_set1_epi32(7));
+}
+#endif
+
 // Packs codes (k x n, one per byte, values below 2^bits, rows ld apart), scales and zero points (groups x n
-// floats, rows n apart; zeros may be null: 0); bits 4 or 8.
+// floats, rows n apart; zeros may be null: 0); bits 3, 4 or 8.
 inline void pack(const uint8_t* codes, int64_t ld, const float* scales, const float* zeros, int64_t k, int64_t n,
                  int64_t group, int bits, uint8_t* packed) {
     const int64_t g_count = groups(k, group);
     float* params = reinterpret_cast<float*>(packed + code_bytes(k, n, bits));
     for (int64_t panel = 0; panel < panels(n); ++panel) {
         uint8_t* out = packed + panel * k * row_bytes(bits);
-        for (int64_t p = 0; p < k; ++p)
+        for (int64_t p = 0; p < k && bits == 3; ++p) {
+            uint8_t* row = out + p * row_bytes(3);
+            std::memset(row, 0, row_bytes(3));
+            for (int64_t j = 0; j < PANEL; ++j) {
+                const int64_t col = panel * PANEL + j;
+                const uint32_t code = col < n ? codes[p * ld + col] & 7 : 0;
+                const int64_t bit = 3 * j;
+                row[bit / 8] |= (uint8_t)(code << (bit % 8));
+                if (bit % 8 > 5) row[bit / 8 + 1] |= (uint8_t)(code >> (8 - bit % 8));
+            }
+        }
+        for (int64_t p = 0; p < k && bits != 3; ++p)
             for (int64_t j = 0; j < PANEL; j += 2) {
                 const int64_t col = panel * PANEL + j;
                 const uint8_t first = col < n ? codes[p * ld + col] : 0;
@@ -85,6 +150,13 @@ inline void dequantize_slice(const uint8_t* packed, int64_t k, int64_t n, int64_
         const uint8_t* row = codes + p * row_bytes(bits);
         float* w = out + (p - k0) * PANEL;
 #if defined(__AVX2__)
+        if (bits == 3) {
+            for (int q = 0; q < 4; ++q) {
+                const __m256 d = _mm256_sub_ps(_mm256_cvtepi32_ps(codes3_avx2(row, q)), _mm256_loadu_ps(zero + 8 * q));
+                _mm256_storeu_ps(w + 8 * q, _mm256_mul_ps(d, _mm256_loadu_ps(scale + 8 * q)));
+            }
+            continue;
+        }
         __m128i halves[2];  // the codes of columns 0-15 and 16-31, one per byte
         if (bits == 8) {
             halves[0] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
@@ -106,8 +178,7 @@ inline void dequantize_slice(const uint8_t* packed, int64_t k, int64_t n, int64_
         }
 #else
         for (int64_t j = 0; j < PANEL; ++j) {
-            const int code = bits == 8 ? row[j] : (row[j / 2] >> (4 * (j % 2))) & 15;
-            w[j] = ((float)code - zero[j]) * scale[j];
+            w[j] = ((float)code_at(row, bits, j) - zero[j]) * scale[j];
         }
 #endif
     }
@@ -136,7 +207,35 @@ inline void gemv_panels(int64_t k, int64_t n, const float* a, const uint8_t* pac
             // 8 bits: each 16 bytes widened and converted.
             __m512 t0 = _mm512_setzero_ps(), t1 = t0, u0 = t0, u1 = t0;  // 4 bits: even / odd columns
             int64_t p = start;
-            if (bits == 8) {
+            if (bits == 3) {
+                // The shifted pairs of bytes index a table of 0..7 twice over: vpermps reads an index's low 4
+                // bits, so the fourth bit (the next code's) falls away with no mask, and no conversion is needed.
+                const Unpack3& u = unpack3();
+                const __m512 table = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
+                const __m512i shuffle0 = _mm512_load_si512(u.shuffle[0]), shuffle1 = _mm512_load_si512(u.shuffle[1]);
+                const __m512i shift0 = _mm512_load_si512(u.shift[0]), shift1 = _mm512_load_si512(u.shift[1]);
+                const auto half = [&](const uint8_t* row, __m512i shuffle, __m512i shift) {
+                    const __m512i bytes = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
+                    return _mm512_permutexvar_ps(_mm512_srlv_epi32(_mm512_shuffle_epi8(bytes, shuffle), shift), table);
+                };
+                for (; p + 2 <= stop; p += 2) {
+                    const uint8_t* row = codes + p * row_bytes(3);
+                    const __m512 ap = _mm512_set1_ps(a[p]), aq = _mm512_set1_ps(a[p + 1]);
+                    t0 = _mm512_fmadd_ps(ap, half(row, shuffle0, shift0), t0);
+                    t1 = _mm512_fmadd_ps(ap, half(row, shuffle1, shift1), t1);
+                    u0 = _mm512_fmadd_ps(aq, half(row + row_bytes(3), shuffle0, shift0), u0);
+                    u1 = _mm512_fmadd_ps(aq, half(row + row_bytes(3), shuffle1, shift1), u1);
+                    sum_a += a[p] + a[p + 1];
+                }
+                if (p < stop) {
+                    const uint8_t* row = codes + p * row_bytes(3);
+                    const __m512 ap = _mm512_set1_ps(a[p]);
+                    t0 = _mm512_fmadd_ps(ap, half(row, shuffle0, shift0), t0);
+                    t1 = _mm512_fmadd_ps(ap, half(row, shuffle1, shift1), t1);
+                    sum_a += a[p];
+                }
+                _mm512_store_ps(t, _mm512_add_ps(t0, u0)), _mm512_store_ps(t + 16, _mm512_add_ps(t1, u1));
+            } else if (bits == 8) {
                 const auto widen = [&](int64_t row, int64_t half) {
                     return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + row * PANEL + 16 * half))));
@@ -185,7 +284,16 @@ inline void gemv_panels(int64_t k, int64_t n, const float* a, const uint8_t* pac
 #elif defined(__AVX2__) && defined(__FMA__)
             __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0;
             const __m128i mask = _mm_set1_epi8(15);
-            for (int64_t p = start; p < stop; ++p) {
+            for (int64_t p = start; p < stop && bits == 3; ++p) {
+                const uint8_t* row = codes + p * row_bytes(3);
+                const __m256 ap = _mm256_broadcast_ss(a + p);
+                t0 = _mm256_fmadd_ps(ap, _mm256_cvtepi32_ps(codes3_avx2(row, 0)), t0);
+                t1 = _mm256_fmadd_ps(ap, _mm256_cvtepi32_ps(codes3_avx2(row, 1)), t1);
+                t2 = _mm256_fmadd_ps(ap, _mm256_cvtepi32_ps(codes3_avx2(row, 2)), t2);
+                t3 = _mm256_fmadd_ps(ap, _mm256_cvtepi32_ps(codes3_avx2(row, 3)), t3);
+                sum_a += a[p];
+            }
+            for (int64_t p = start; p < stop && bits != 3; ++p) {
                 __m128i first, second;  // the codes of columns 0-15 and 16-31
                 if (bits == 8) {
                     first = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + p * PANEL));
@@ -210,7 +318,7 @@ inline void gemv_panels(int64_t k, int64_t n, const float* a, const uint8_t* pac
             for (int64_t p = start; p < stop; ++p) {
                 const uint8_t* row = codes + p * row_bytes(bits);
                 for (int64_t j = 0; j < PANEL; ++j)
-                    t[j] += a[p] * (float)(bits == 8 ? row[j] : (row[j / 2] >> (4 * (j % 2))) & 15);
+                    t[j] += a[p] * (float)code_at(row, bits, j);
                 sum_a += a[p];
             }
 #endif

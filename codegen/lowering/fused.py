@@ -178,7 +178,7 @@ def _matmul(ctx: Ctx, program: Program, types) -> dace.SDFG:
             raise CompileError("Fused: a 4-bit weight reaches codegen without its packed form (packing.prepack)")
         packed = True
         group = nbits_group(types[dq.args[0]].shape, types[dq.args[1]].shape, dq.node())
-        bits = nbits_width(types[dq.args[0]].dtype)
+        bits = nbits_width(types[dq.args[0]].dtype, dq.node())
         offsets = nbits_offsets(int(b_type.shape[0]), [int(w) for _, _, w in blocks], group, bits)
         calls = [f"sdflow_kernels::nbits::matmul({rows}, {cexpr(w)}, {k}, _a, {k}, _p + {offset}, {group}, {bits}, "
                  f"_c{o}, {cexpr(w)});" for (o, _, w), offset in zip(blocks, offsets)]

@@ -23,7 +23,7 @@ __all__ = ["prepack", "weight_value", "pack_gemm", "gemm_packed_name", "packed_o
 PANEL = 32  # gemm.h's PANEL
 _GEMM_NAME = re.compile(r"(.+)__gemm32([nt])((?:_\d+)+)")
 _QGEMM_NAME = re.compile(r"(.+)__qgemm8((?:_\d+)+)")
-_NBITS_NAME = re.compile(r"(.+)__nbits_codes__packed([48])_g(\d+)((?:_\d+)+)")
+_NBITS_NAME = re.compile(r"(.+)__nbits_codes__packed([348])_g(\d+)((?:_\d+)+)")
 QGEMM_PANEL = 16  # qgemm.h's NR
 
 
@@ -185,10 +185,12 @@ def prepack_qgemm(graph, weights: dict) -> int:
     return count
 
 
-def nbits_width(code_dtype) -> int:
+def nbits_width(code_dtype, dequantize=None) -> int:
     """Bits per code of a fused product's weight: 8 for uint8 codes, 4 for uint4 (fuse-dequantize-matmul makes
-    them unsigned)."""
-    return 8 if np.dtype(code_dtype) == np.uint8 else 4
+    them unsigned), 3 for uint4 codes below 8 (the DequantizeLinear ``dequantize`` says so: ``code_bits``)."""
+    if np.dtype(code_dtype) == np.uint8:
+        return 8
+    return 3 if dequantize is not None and dequantize.attr("code_bits", 0) == 3 else 4
 
 
 def nbits_group(code_shape, scale_shape, dequantize) -> int:
@@ -219,9 +221,10 @@ def _full_rows(value, k: int, n: int, group: int, codes: bool = False) -> np.nda
 
 
 def pack_nbits(codes, scales, zeros, group: int, widths, bits: int = 4) -> np.ndarray:
-    """4- or 8-bit codes [k, n] and their scales and zero points as nbits.h's ``pack`` lays them out, one packed
+    """3-, 4- or 8-bit codes [k, n] and their scales and zero points as nbits.h's ``pack`` lays them out, one packed
     block per column block of ``widths``: [ceil(w / 32)][k][16] bytes (4 bits: column j in the low nibble of byte
-    j / 2 for even j, the high one for odd j) or [ceil(w / 32)][k][32] (8 bits), then [ceil(w / 32)][2][groups][32]
+    j / 2 for even j, the high one for odd j), [ceil(w / 32)][k][12] (3 bits: column j's code at bits 3j..3j+2 of
+    the row, little-endian) or [ceil(w / 32)][k][32] (8 bits), then [ceil(w / 32)][2][groups][32]
     floats (scales, zero points)."""
     q = _code_values(codes)
     k, n = q.shape
@@ -235,6 +238,10 @@ def pack_nbits(codes, scales, zeros, group: int, widths, bits: int = 4) -> np.nd
         c[:, :width] = q[:, low:low + width]
         if bits == 8:
             bytes_ = c.reshape(k, padded // PANEL, PANEL).transpose(1, 0, 2)
+        elif bits == 3:  # per row of a panel: column j's code at bits 3j..3j+2 of 12 little-endian bytes
+            bits_ = (c.reshape(k, padded // PANEL, PANEL, 1) >> np.arange(3, dtype=np.uint8)) & 1
+            bytes_ = np.packbits(bits_.reshape(k, padded // PANEL, 3 * PANEL), axis=2, bitorder="little")
+            bytes_ = bytes_.transpose(1, 0, 2)
         else:
             bytes_ = (c[:, 0::2] | (c[:, 1::2] << 4)).reshape(k, padded // PANEL, PANEL // 2).transpose(1, 0, 2)
         params = np.zeros((2, rows, padded), np.float32)
@@ -274,7 +281,7 @@ def prepack_nbits(graph, weights: dict) -> int:
         types = program.types([graph.tensor_type(t) if t else None for t in names])
         widths = [int(w) for _, _, w in matmul_blocks(program, types)]
         group = nbits_group(weights[codes].shape, weights[scales].shape, dq.node())
-        bits = nbits_width(types[dq.args[0]].dtype)
+        bits = nbits_width(types[dq.args[0]].dtype, dq.node())
         name = f"{codes}__packed{bits}_g{group}" + "".join(f"_{w}" for w in widths)
         if name not in weights:
             weights[name] = pack_nbits(weights[codes], weights[scales], weights[zeros], group, widths, bits)

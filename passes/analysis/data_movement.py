@@ -3,7 +3,8 @@ written once), its flop and arithmetic intensity, symbolic in the model's dims. 
 *Data Movement Is All You Need* (arXiv 2007.00072): what an op costs in memory traffic when it runs as its own
 kernel. Reshapes are views (no bytes): they change how a buffer is indexed, not its contents. Gathers and slices
 read one element of their data per output element (an embedding lookup reads its rows, not the table); Shape and
-Size read no data.
+Size read no data. Sub-byte elements count as packed (4-bit codes two per byte; a weight the kernel packs in 3 bits,
+3/8 of a byte).
 
 Flop counts one per multiply or add of a contraction (2·M·N·K for a GEMM), one per output element of an
 element-wise op (a transcendental counts as one), and the per-element work of the normalisations below."""
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import ml_dtypes
 import numpy as np
 import sympy
 
@@ -22,6 +24,8 @@ from sdflow.ir.types import TensorType
 
 __all__ = ["OpTraffic", "Totals", "operator_traffic", "totals", "op_flop", "evaluate", "VIEW_OPS"]
 
+_SUB_BYTE = {np.dtype(t): bits for t, bits in ((ml_dtypes.int4, 4), (ml_dtypes.uint4, 4), (ml_dtypes.float4_e2m1fn, 4),
+                                                (ml_dtypes.int2, 2), (ml_dtypes.uint2, 2))}
 VIEW_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 # Flop per element of the (first) input, for row-wise ops: max, subtract + exp, sum, divide; mean, variance,
 # normalise, scale, shift.
@@ -144,7 +148,11 @@ def _input_bytes(node, position: int, inputs: list, outputs: list) -> sympy.Expr
     if position == 0 and not node.domain_name and node.op_type in _SHAPE_ONLY:
         return sympy.Integer(0)
     if position == 0 and not node.domain_name and node.op_type in _GATHERS and outputs[0] is not None:
-        return _count(outputs[0].shape) * np.dtype(inputs[0].dtype).itemsize
+        return _count(outputs[0].shape) * _bits(inputs[0].dtype) / 8
+    if node.domain_name == FUSED_DOMAIN and node.parsed.kind == "matmul_nbits":
+        dequantize = node.parsed.steps[0]  # the weight's codes, as the kernel packs them (3 bits: code_bits)
+        if dequantize.args[0] == f"in{position}" and dequantize.attributes.get("code_bits") == 3:
+            return _count(inputs[position].shape) * sympy.Rational(3, 8)
     return _bytes(inputs[position])
 
 
@@ -152,8 +160,16 @@ def _count(shape) -> sympy.Expr:
     return sympy.Mul(*[sympy.sympify(d) for d in shape]) if shape else sympy.Integer(1)
 
 
+def _bits(dtype) -> int:
+    """Bits per element as stored: 4 for int4/uint4/float4 (two per byte), 2 for int2/uint2, else the item size."""
+    dtype = np.dtype(dtype)
+    if dtype in _SUB_BYTE:
+        return _SUB_BYTE[dtype]
+    return dtype.itemsize * 8
+
+
 def _bytes(ttype: TensorType) -> sympy.Expr:
-    return _count(ttype.shape) * np.dtype(ttype.dtype).itemsize
+    return _count(ttype.shape) * _bits(ttype.dtype) / 8
 
 
 def evaluate(expr, dims: dict[str, int]) -> int:
@@ -163,4 +179,4 @@ def evaluate(expr, dims: dict[str, int]) -> int:
     if value.free_symbols:
         missing = ", ".join(sorted(str(s) for s in value.free_symbols))
         raise KeyError(f"no value for dim(s) {missing}")
-    return int(value)
+    return int(sympy.ceiling(value))  # (packed sub-byte elements: a part-filled last byte counts whole)

@@ -8,7 +8,8 @@ DequantizeLinear) end up here; fold-constants turns an imported 8-bit weight int
 The codes, scales and zero points get constants of their own, named ``<base>__nbits_codes``, ``__nbits_scales``
 and ``__nbits_zeros`` (zero points of 0 when the model had none; int4 codes and zero points shifted to uint4, the
 same differences; int8 ones shifted to uint8 likewise), so that a cached build finds the three again from the packed
-weight's name."""
+weight's name. 4-bit codes that are all below 8 (quantize-weights{bits=3}) get the DequantizeLinear attribute
+``code_bits=3``: the kernel packs them in 3 bits."""
 from __future__ import annotations
 
 import dataclasses
@@ -117,8 +118,10 @@ def _canonical_constants(graph: Graph, node):
         names.append(name)
     block = node.attr("block_size", 0) or 0
     kind, axis, _ = scale_index_axes(node, 2, scale.shape)
+    three = unsigned == np.dtype(ml_dtypes.uint4) and int(codes.astype(np.uint8).max(initial=0)) < 8
     clone = lookup_op("", "DequantizeLinear", 21).node_class(
         node.label, inputs=["x", "x_scale", "x_zero_point"], outputs=["y"], opset=21,
-        axis=0 if kind == "blocked" else (1 if kind == "axis" else node.attr("axis", 1)), block_size=int(block))
+        axis=0 if kind == "blocked" else (1 if kind == "axis" else node.attr("axis", 1)), block_size=int(block),
+        **({"code_bits": 3} if three else {}))
     graph.replace_ops([node], [(clone, names, graph.node_outputs(node))])
     return clone

@@ -134,3 +134,21 @@ def test_gathers_slices_and_shapes_are_charged_what_they_read(helpers):
     assert records["embed"].evaluate({}) == (128 * 384 * 4 + 128 * 8, 128 * 384 * 4)
     assert records["cut"].evaluate({})[0] == 128 * 192 * 4 + 3 * 8
     assert records["shape"].evaluate({}) == (0, 3 * 8)
+
+
+@pytest.mark.parametrize("bits, per_code", [(8, 1), (4, 0.5), (3, 0.375)])
+def test_low_bit_weights_count_as_their_kernel_packs_them(helpers, rng, bits, per_code):
+    """A quantize-weights weight fused into its product (nbits.h) is read as packed codes: one byte per 8-bit
+    code, two 4-bit codes per byte, 3 bits per 3-bit code; plus the scales and zero points (float32 per group and
+    column) and the activations, as in the float32 product."""
+    from sdflow.passes import run_pipeline
+    k, n, m = 128, 96, 5
+    model = helpers.make_model([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", F, ["m", k])],
+                               [("y", F, ["m", n])], {"w": rng.standard_normal((k, n)).astype(F)})
+    graph = import_model(model)
+    run_pipeline(graph, f"O2,quantize-weights{{bits={bits},group_size=32,min_elements=0}},O2")
+    (record, ) = [r for r in operator_traffic(graph) if r.op_type == "Fused"]
+    read, written = record.evaluate({"m": m})
+    params = 4 * (k // 32) * n + (k // 32) * n * (1 if bits == 8 else 0.5)  # scales and zero points
+    assert read == 4 * m * k + int(np.ceil(per_code * k * n + params)), (read, record.bytes_read)
+    assert written == 4 * m * n

@@ -40,13 +40,15 @@ def _check_compiled(model, passes, feeds_list):
 
 @pytest.mark.parametrize("passes", ["O2,quantize-weights{bits=4,group_size=32,min_elements=0}",
                                     "quantize-weights{bits=4,group_size=64,min_elements=0},O2",
-                                    "O2,quantize-weights{bits=3,group_size=-1,min_elements=0}"])
+                                    "O2,quantize-weights{bits=3,group_size=-1,min_elements=0}",
+                                    "quantize-weights{bits=3,group_size=32,min_elements=0},O2"])
 def test_quantized_weights_run_in_the_products_kernels(helpers, rng, passes):
     model = _ffn(helpers, rng)
     feeds = [{"x": rng.standard_normal((1, 1, 96)).astype(F)}, {"x": rng.standard_normal((2, 13, 96)).astype(F)}]
     compiled = _check_compiled(model, passes, feeds)
     assert _kernels(compiled.graph) == ["DequantizeLinear+MatMul+Add+Relu", "DequantizeLinear+MatMul+Add"]
-    assert any("__nbits_codes__packed4_g" in name for name in compiled.build_record.weights)
+    width = 3 if "bits=3" in passes else 4  # 3-bit codes are packed in 3 bits (12 bytes per row of 32)
+    assert any(f"__nbits_codes__packed{width}_g" in name for name in compiled.build_record.weights)
     expected = run_onnxruntime(model, feeds[1])["y"]
     relative = np.linalg.norm(compiled(**feeds[1])[0] - expected) / np.linalg.norm(expected)
     assert relative < (0.1 if "bits=4" in passes else 0.25)

@@ -1,4 +1,4 @@
-// Unit test of codegen/kernels/nbits.h (4- and 8-bit codes): the dequantized slices equal (code - zero) * scale
+// Unit test of codegen/kernels/nbits.h (3-, 4- and 8-bit codes): the dequantized slices equal (code - zero) * scale
 // bit for bit (as DequantizeLinear computes it), and products of odd sizes (n not a multiple of 32, k not of the group, one row and
 // many, with a bias and accumulating) equal a double-precision product of the dequantized matrix.
 #include <cmath>
@@ -68,7 +68,9 @@ int main() {
   check_case(3, 1, 1, 1, true, true);
   for (int64_t m : {1, 2, 9}) check_case(m, 300, 70, 128, true, true, 8);  // 8-bit codes, one per byte
   check_case(5, 64, 33, 32, false, false, 8);
-  for (int bits : {4, 8}) check_case(1, 99, 40, 33, true, true, bits);  // groups of an odd row count (GEMV steps of 2)
+  for (int bits : {3, 4, 8}) check_case(1, 99, 40, 33, true, true, bits);  // groups of an odd row count (GEMV steps of 2)
+  for (int64_t m : {1, 2, 5, 70}) check_case(m, 300, 70, 128, true, m % 2 == 1, 3);  // 3-bit codes, 12 bytes a row
+  check_case(1, 200, 45, 32, false, false, 3);
   if (failures == 0) std::printf("ok\n");
   return failures != 0;
 }
