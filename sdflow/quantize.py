@@ -9,7 +9,9 @@ file's own, not sdflow's optimised graph.
 with transA = 0, alpha = beta = 1 and a constant row bias) by a constant weight becomes the activations' range
 (ReduceMin/ReduceMax over each row, or over the tensor), their uint8 codes (Div, Round half to even, Add, Clip,
 Cast), MatMulInteger by the int8 weight, the zero point's share taken out with the weight's column sums, and the
-float scaling (Cast, Mul, Mul, Add): the same codes and sums as sdflow's QuantizedMatMul.
+float scaling (Cast, Mul, Mul, Add): the same codes and sums as sdflow's QuantizedMatMul. Each 1-D/2-D Conv by a
+constant weight becomes DynamicQuantizeLinear, ConvInteger by the int8 weight, Cast and the scales (opset >= 11),
+as the pass rewrites it.
 
 ``-p quantize-static-int8{...}`` (with calibration) writes ONNX's QDQ form: each such product's activation through
 QuantizeLinear / DequantizeLinear with the scale and zero point the pass calibrates (on sdflow's graph, the same
@@ -26,7 +28,8 @@ from onnx import helper, numpy_helper
 from sdflow.frontends.onnx import import_model
 from sdflow.ir import ModelLoadError, PipelineError, SdflowError
 from sdflow.passes import parse_pipeline
-from sdflow.passes.quantization.quantize_dynamic_int8 import QuantizeDynamicInt8, find_products, quantize_weight_int8
+from sdflow.passes.quantization.quantize_dynamic_int8 import (QuantizeDynamicInt8, conv_weight_int8, find_products,
+                                                               quantize_weight_int8)
 from sdflow.passes.quantization.quantize_static_int8 import QuantizeStaticInt8, calibrate_activations
 from sdflow.passes.quantization.quantize_weights import QuantizeWeights, dequantize_inputs, quantize_graph
 
@@ -162,6 +165,37 @@ def _static_range(activations: dict, onnx_name: str):
     return next((value for ir_name, value in activations.items() if _named_after(ir_name, onnx_name)), None)
 
 
+def _conv_int8(node, initializers, config, limit: int, fresh, constant, opset: int):
+    """A 1-D/2-D Conv by a float32 initializer as quantize-dynamic-int8 rewrites it (DynamicQuantizeLinear,
+    ConvInteger, Cast, the scales, the bias): (nodes, float32 weight bytes, int8 bytes), or None to leave it."""
+    from onnx import TensorProto
+    weight = initializers.get(node.input[1]) if len(node.input) > 1 else None
+    bias = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if weight is None or (len(node.input) > 2 and node.input[2] and bias is None) or opset < 11:
+        return None  # (DynamicQuantizeLinear is opset 11)
+    w = numpy_helper.to_array(weight)
+    if w.dtype != np.float32 or w.ndim not in (3, 4) or w.size < config.min_elements:
+        return None
+    codes, scales = conv_weight_int8(w, config.per_channel, limit)
+    spatial = w.ndim - 2
+    x, y = node.input[0], node.output[0]
+    t = {h: fresh(f"{y}_{h}") for h in ("x_q", "x_scale", "x_zero", "acc", "acc_float", "multiplier", "product")}
+    codes_name = constant(f"{node.input[1]}_int8", codes)
+    scales_name = constant(f"{node.input[1]}_int8_scales",
+                           scales.reshape([-1] + [1] * spatial) if config.per_channel else scales.reshape(()))
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    nodes = [helper.make_node("DynamicQuantizeLinear", [x], [t["x_q"], t["x_scale"], t["x_zero"]]),
+             helper.make_node("ConvInteger", [t["x_q"], codes_name, t["x_zero"]], [t["acc"]], **attributes),
+             helper.make_node("Cast", [t["acc"]], [t["acc_float"]], to=TensorProto.FLOAT),
+             helper.make_node("Mul", [t["x_scale"], scales_name], [t["multiplier"]]),
+             helper.make_node("Mul", [t["acc_float"], t["multiplier"]], [t["product"] if bias is not None else y])]
+    if bias is not None:
+        channels = constant(f"{node.input[2]}_channels",
+                            numpy_helper.to_array(bias).astype(np.float32).reshape([-1] + [1] * spatial))
+        nodes.append(helper.make_node("Add", [t["product"], channels], [y]))
+    return nodes, w.size * 4, codes.size + scales.nbytes
+
+
 def _int8(proto: onnx.ModelProto, config, activations=None) -> QuantizeSummary:
     """Rewrites ``proto`` in place: see the module's second and third paragraphs."""
     from onnx import TensorProto
@@ -192,6 +226,16 @@ def _int8(proto: onnx.ModelProto, config, activations=None) -> QuantizeSummary:
         return helper.make_node(op_type, [x], [out], keepdims=0)
 
     for node in list(graph.node):
+        if activations is None and node.domain in ("", "ai.onnx") and node.op_type == "Conv":
+            rewritten = _conv_int8(node, initializers, config, limit, fresh, constant, opset)
+            if rewritten is None:
+                nodes.append(node)
+                continue
+            new_nodes, weight_bytes, code_bytes = rewritten
+            nodes += new_nodes
+            count, float_bytes, quantized_bytes = count + 1, float_bytes + weight_bytes, quantized_bytes + code_bytes
+            done[(node.input[1], "conv")] = None
+            continue
         if node.domain not in ("", "ai.onnx") or node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
             nodes.append(node)
             continue

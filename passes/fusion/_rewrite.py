@@ -192,3 +192,24 @@ def fuse_nodes(graph: Graph, topology: Topology, nodes: list[OpNode], label: str
             raise AssertionError(f"fusing {label}: {tensor} would change type {graph.tensor_type(tensor)} -> {ttype}")
     graph.replace_ops(nodes, [(fused, inputs, outputs)])
     return fused
+
+
+def unfuse(graph: Graph, node: Fused) -> list[OpNode]:
+    """Replaces a fused op by its steps as ops of their own (the values between them become tensors again), for a
+    later pass that rewrites one of them (quantize-dynamic-int8 on a Conv fused with its epilogue). Returns the new
+    op nodes in program order."""
+    program = node.parsed
+    inputs, outputs = graph.node_inputs(node), graph.node_outputs(node)
+    types = program.types([graph.tensor_type(t) if t else None for t in inputs])
+    names = {f"in{i}": t for i, t in enumerate(inputs) if t}
+    names.update({value: tensor for value, tensor in zip(program.outputs, outputs) if tensor})
+    ops = []
+    for index, step in enumerate(program.steps):
+        for result in step.results:
+            if result and result not in names:
+                names[result] = graph.add_tensor(f"{node.label}_{index}", types[result])
+        op = step.node()
+        op.label = f"{node.label}_{step.op_type.lower()}{index}"
+        ops.append((op, [names[a] if a else None for a in step.args], [names[r] if r else None for r in step.results]))
+    graph.replace_ops([node], ops)
+    return [op for op, _, _ in ops]

@@ -8,7 +8,13 @@ ONNX Runtime's ``quantize_dynamic`` is the reference point; its default is per-t
 leaves int16, and CPUs without VNNI multiply with AVX2's vpmaddubsw, exactly (codegen/kernels/qgemm.h); with the
 full range they widen to int16 first. The numbers are the same on every CPU either way (the op defines them).
 The GEMM epilogue (bias, activation, residual) stays fused: fuse-gemm-epilogue takes QuantizedMatMul too,
-and a fused MatMul kernel keeps its epilogue when its product is replaced."""
+and a fused MatMul kernel keeps its epilogue when its product is replaced.
+
+Convolutions (1-D and 2-D Conv by a constant float32 weight) become what ONNX Runtime's ``quantize_dynamic``
+writes for them, in standard ops: DynamicQuantizeLinear of the input (per tensor), ConvInteger by the int8 weight
+(symmetric, per output channel or per tensor), Cast to float, Mul by the input's scale times the weight's
+(broadcast over the output channels), Add of the bias. ConvInteger runs as exact int32 loops (quant.h): the weights
+take a quarter of the bytes, the convolution is not faster than float32's kernels."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +25,8 @@ from sdflow.ir import Graph, PipelineError, lookup_op
 from sdflow.ir.ops.fused import Fused, Program, Step
 from ..infra import Pass, PassContext, PassResult, register_pass
 
-__all__ = ["QuantizeDynamicInt8", "quantize_weight_int8", "find_products", "quantize_products"]
+__all__ = ["QuantizeDynamicInt8", "quantize_weight_int8", "find_products", "quantize_products", "quantize_convs",
+           "conv_weight_int8"]
 
 DOMAIN = "ai.sdflow"
 
@@ -43,7 +50,8 @@ class QuantizeDynamicInt8(Pass):
         notes: list[str] = []
         targets = find_products(graph, self.min_elements, notes)
         weights = quantize_products(graph, targets, self.per_channel, self.reduce_range, self.per_row)
-        return PassResult(bool(targets), {"products": len(targets), "weights": weights},
+        convs = quantize_convs(graph, self.min_elements, self.per_channel, self.reduce_range, notes)
+        return PassResult(bool(targets) or convs > 0, {"products": len(targets), "weights": weights, "convs": convs},
                           notes if ctx.explain else [])
 
 
@@ -156,3 +164,100 @@ def quantize_weight_int8(weight: np.ndarray, per_channel: bool, limit: int) -> t
     scales = np.where(peak > 0, peak / np.float32(limit), np.float32(1)).astype(np.float32)
     q = np.clip(np.rint(w / (scales if per_channel else scales[0])), -limit, limit).astype(np.int8)
     return q, scales
+
+
+def conv_weight_int8(weight: np.ndarray, per_channel: bool, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 codes of the weight's shape, float32 scales [C_out] or [1]) of a Conv weight [C_out, C_in / group,
+    k...]: each output channel's filter a column of quantize_weight_int8."""
+    rows = np.asarray(weight, np.float32).reshape(weight.shape[0], -1)
+    codes, scales = quantize_weight_int8(rows.T, per_channel, limit)
+    return codes.T.reshape(weight.shape), scales
+
+
+def quantize_convs(graph: Graph, min_elements: int, per_channel: bool, reduce_range: bool, notes: list[str]) -> int:
+    """Rewrites every float32 1-D/2-D Conv by a constant weight of at least ``min_elements`` (see the module); a
+    Conv that O2 fused with its epilogue is taken apart first. Returns how many."""
+    from ..fusion._rewrite import unfuse
+    for node in graph.op_nodes():  # O2's fused convolutions: the Conv and its epilogue as ops again
+        if isinstance(node, Fused) and node.parsed.kind in ("conv", "conv_depthwise"):
+            inputs = graph.node_inputs(node)
+            if any(_convertible(graph, [inputs[int(a[2:])] if a and a.startswith("in") else None
+                                        for a in step.args], step.op_type, min_elements, []) for step in
+                   node.parsed.steps):
+                unfuse(graph, node)
+    count = 0
+    done: dict[str, tuple[str, str]] = {}
+    for node in graph.op_nodes():
+        inputs = graph.node_inputs(node) + [None] * 3
+        if node.domain_name or not _convertible(graph, inputs, node.op_type, min_elements, notes, node.label):
+            continue
+        x, w, bias = inputs[:3]
+        w_type = graph.tensor_type(w)
+        spatial = w_type.rank - 2
+        if w not in done:
+            codes, scales = conv_weight_int8(graph.constant(w), per_channel, 64 if reduce_range else 127)
+            broadcast = scales.reshape([-1] + [1] * spatial) if per_channel else scales.reshape(())
+            done[w] = (graph.add_constant(f"{w}_int8", codes), graph.add_constant(f"{w}_int8_scales", broadcast))
+        codes_name, scales_name = done[w]
+        y = graph.node_outputs(node)[0]
+        out_type = graph.tensor_type(y)
+        label = node.label
+        q = graph.add_tensor(f"{label}_x_q", _type(graph, x, np.uint8))
+        s = graph.add_tensor(f"{label}_x_scale", _scalar(np.float32))
+        z = graph.add_tensor(f"{label}_x_zero_point", _scalar(np.uint8))
+        acc = graph.add_tensor(f"{label}_acc", _like(out_type, np.int32))
+        acc_f = graph.add_tensor(f"{label}_acc_float", _like(out_type, np.float32))
+        multiplier = graph.add_tensor(f"{label}_multiplier", graph.tensor_type(scales_name))
+        product = graph.add_tensor(f"{label}_product", out_type) if bias else y
+        attributes = {k: v for k, v in node.attributes.items()
+                      if k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")}
+        ops = [(_op("DynamicQuantizeLinear", 11, f"{label}_quantize", ["x"], ["y", "y_scale", "y_zero_point"]),
+                [x], [q, s, z]),
+               (_op("ConvInteger", 10, f"{label}_int8", ["x", "w", "x_zero_point"], ["y"], **attributes),
+                [q, codes_name, z], [acc]),
+               (_op("Cast", 21, f"{label}_float", ["input"], ["output"], to=1), [acc], [acc_f]),
+               (_op("Mul", 14, f"{label}_scales", ["A", "B"], ["C"]), [s, scales_name], [multiplier]),
+               (_op("Mul", 14, f"{label}_dequantize", ["A", "B"], ["C"]), [acc_f, multiplier], [product])]
+        if bias:
+            row = graph.add_constant(f"{bias}_channels", graph.constant(bias).reshape([-1] + [1] * spatial))
+            ops.append((_op("Add", 14, f"{label}_bias", ["A", "B"], ["C"]), [product, row], [y]))
+        graph.replace_ops([node], ops)
+        count += 1
+    return count
+
+
+def _convertible(graph: Graph, inputs: list, op_type: str, min_elements: int, notes: list[str], label="") -> bool:
+    """Whether a Conv with these inputs (x, W, B) is one this pass rewrites."""
+    if op_type != "Conv":
+        return False
+    x, w, bias = (list(inputs) + [None] * 3)[:3]
+    if not x or not w or not graph.is_constant(w) or (bias and not graph.is_constant(bias)):
+        return False
+    w_type = graph.tensor_type(w)
+    if graph.tensor_type(x).dtype != np.float32 or w_type.dtype != np.float32 or w_type.rank not in (3, 4):
+        return False
+    if int(np.prod(w_type.shape)) < min_elements:
+        if label:
+            notes.append(f"{label}: weight {w} stays float32 ({int(np.prod(w_type.shape))} elements, under "
+                         f"min_elements={min_elements})")
+        return False
+    return True
+
+
+def _op(op_type: str, opset: int, label: str, inputs: list[str], outputs: list[str], **attributes):
+    return lookup_op("", op_type, opset).node_class(label, inputs=inputs, outputs=outputs, opset=opset, **attributes)
+
+
+def _type(graph: Graph, tensor: str, dtype):
+    from sdflow.ir.types import TensorType
+    return TensorType(np.dtype(dtype), graph.tensor_type(tensor).shape)
+
+
+def _like(ttype, dtype):
+    from sdflow.ir.types import TensorType
+    return TensorType(np.dtype(dtype), ttype.shape)
+
+
+def _scalar(dtype):
+    from sdflow.ir.types import TensorType
+    return TensorType(np.dtype(dtype), ())
