@@ -1,7 +1,8 @@
 """``sdflow quantize MODEL -o OUT.onnx -p 'quantize-weights{...}'``: the quantization passes' weights written back
 into the ONNX model, as ONNX Runtime reads them. Each quantized MatMul weight initializer W becomes initializers
 W_q<bits> (uint8 or uint4 codes), W_scales and W_zero_points and a DequantizeLinear (axis 0, block_size = group)
-that produces W again, so every node that read W reads the dequantized weight; the model is converted to opset 21
+that produces W again, so every node that read W reads the dequantized weight (a Conv weight: DequantizeLinear of
+its [C_out, K] matrix along axis 1, then a Reshape to the filter bank); the model is converted to opset 21
 (the first with blocked DequantizeLinear) when it is older. Only the weights change: the rest of the graph is the
 file's own, not sdflow's optimised graph.
 
@@ -31,7 +32,8 @@ from sdflow.passes import parse_pipeline
 from sdflow.passes.quantization.quantize_dynamic_int8 import (QuantizeDynamicInt8, conv_weight_int8, find_products,
                                                                quantize_weight_int8)
 from sdflow.passes.quantization.quantize_static_int8 import QuantizeStaticInt8, calibrate_activations
-from sdflow.passes.quantization.quantize_weights import QuantizeWeights, dequantize_inputs, quantize_graph
+from sdflow.passes.quantization.quantize_weights import (QuantizeWeights, conv_dequantize_inputs, dequantize_inputs,
+                                                          quantize_graph)
 
 __all__ = ["quantize_onnx", "QuantizeSummary"]
 
@@ -88,26 +90,34 @@ def quantize_onnx(model, passes: str, output, calibration=()) -> QuantizeSummary
     taken = {init.name for init in proto.graph.initializer} | {o for n in proto.graph.node for o in n.output}
     float_bytes = quantized_bytes = 0
     nodes = []
-    for ir_name, (result, _) in results.items():
+    for ir_name, (result, value) in results.items():
         onnx_name = by_ir_name.get(ir_name)
         if onnx_name is None:
             notes.append(f"weight {ir_name} is not an initializer of the file: left as it is")
             continue
         bits = bits_of[ir_name]
-        codes, scales, zeros = dequantize_inputs(result, bits)
+        conv = np.ndim(value) > 2  # a Conv's filters: their [C_out, K] matrix, then Reshape
+        codes, scales, zeros = (conv_dequantize_inputs if conv else dequantize_inputs)(result, bits)
         names = [_fresh(f"{onnx_name}_{suffix}", taken) for suffix in (f"q{bits}", "scales", "zero_points")]
         proto.graph.initializer.remove(initializers[onnx_name])
         proto.graph.initializer.extend(numpy_helper.from_array(v, n) for v, n in zip((codes, scales, zeros), names))
-        nodes.append(helper.make_node("DequantizeLinear", names, [onnx_name], name=f"dequantize_{onnx_name}",
-                                      axis=0, block_size=int(result.group_size)))
+        if conv:
+            rows, shape = _fresh(f"{onnx_name}_rows", taken), _fresh(f"{onnx_name}_shape", taken)
+            proto.graph.initializer.append(numpy_helper.from_array(np.array(np.shape(value), np.int64), shape))
+            nodes.append(helper.make_node("DequantizeLinear", names, [rows], name=f"dequantize_{onnx_name}",
+                                          axis=1, block_size=int(result.group_size)))
+            nodes.append(helper.make_node("Reshape", [rows, shape], [onnx_name], name=f"reshape_{onnx_name}"))
+        else:
+            nodes.append(helper.make_node("DequantizeLinear", names, [onnx_name], name=f"dequantize_{onnx_name}",
+                                          axis=0, block_size=int(result.group_size)))
         stored = 8 if bits == 8 else 4  # bits per code and zero point in the file (3-bit codes as uint4)
         float_bytes += codes.size * 4
         quantized_bytes += (codes.size * stored + 7) // 8 + scales.nbytes + (zeros.size * stored + 7) // 8
-    for node in reversed(nodes):  # (they read initializers only: first in the node list)
+    for node in reversed(nodes):  # (they read initializers only: first in the node list, in order)
         proto.graph.node.insert(0, node)
     _save(proto, output)
     relative = [e.relative for e in errors] if calibration else []
-    return QuantizeSummary(len(nodes), float_bytes, quantized_bytes,
+    return QuantizeSummary(sum(n.op_type == "DequantizeLinear" for n in nodes), float_bytes, quantized_bytes,
                            float(np.mean(relative)) if relative else None, notes)
 
 

@@ -1,6 +1,7 @@
 """fold-constants: an op whose inputs are all constants (or whose outputs are known from static shapes) is
 evaluated at compile time with its numpy reference and replaced by constants. A DequantizeLinear of 4-bit codes
-stays (the weight keeps its 4 bits: fuse-dequantize-matmul gives it to the product's kernel)."""
+that products (MatMul, fused MatMul kernels) read stays (the weight keeps its 4 bits: fuse-dequantize-matmul gives
+it to the product's kernel); one that other ops read (a Conv's, through a Reshape) is folded into float32."""
 from __future__ import annotations
 
 import dataclasses
@@ -31,7 +32,7 @@ class FoldConstants(Pass):
                 notes.append(f"{node.label}: writes a graph output, kept")
                 continue
             if node.op_type == "DequantizeLinear" and not node.domain_name and inputs[0] \
-                    and graph.tensor_type(inputs[0]).dtype in FOUR_BIT_INTEGERS:
+                    and graph.tensor_type(inputs[0]).dtype in FOUR_BIT_INTEGERS and _read_by_products(graph, node):
                 notes.append(f"{node.label}: a 4-bit weight, kept quantized")
                 continue
             if all(t in values and values[t].dtype != object for t in present):
@@ -53,3 +54,11 @@ class FoldConstants(Pass):
             graph.remove_op(node)
             folded += 1
         return PassResult(folded > 0, {"folded_ops": folded}, notes if ctx.explain else [])
+
+
+def _read_by_products(graph: Graph, node) -> bool:
+    """Whether every reader of the DequantizeLinear's result is a product that can take its codes."""
+    readers = graph.consumers(graph.node_outputs(node)[0])
+    return bool(readers) and all((r.op_type == "MatMul" and not r.domain_name)
+                                 or (r.op_type == "Fused" and r.parsed.kind in ("matmul", "matmul_nbits"))
+                                 for r in readers)

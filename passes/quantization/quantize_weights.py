@@ -4,6 +4,13 @@ becomes DequantizeLinear(codes, scales, zero points; axis 0, block_size = group)
 blocked QDQ form (opset 21), whose codes are unsigned (uint8 for 8 bits, uint4 for 4 and 3 bits). Each weight
 then goes into its product's kernel (fuse-dequantize-matmul: codegen/kernels/nbits.h reads the codes).
 
+Convolutions (1-D/2-D Conv by a constant weight; O2's fused ones taken apart) are quantized as the matrix
+[C_out, C_in k...] of their filters - one row per output channel, groups along C_in k... - and become
+DequantizeLinear (axis 1) of that matrix, then Reshape to the filter bank. GPTQ's X is the input unfolded into the
+patches each filter meets (im2col; group 1 only, grouped convolutions keep round-to-nearest). No convolution kernel
+reads low-bit codes: fold-constants turns the weight back into float32 when the model compiles, so convolutions
+keep their speed and get the quantized values; the written file keeps the codes.
+
 GPTQ needs calibration inputs (``PassContext.calibration``: feeds by ONNX input name; ``sdflow.compile(...,
 calibration=[...])``, ``--calibration FILE.npz``). The graph is run once per calibration feed with the ops' numpy
 references, in order; each product's inputs are captured when its turn comes, from the model as quantized so far
@@ -22,9 +29,10 @@ from sdflow.ir import Graph, PipelineError, SdflowError, evaluate_node, lookup_o
 from sdflow.ir.ops.fused import Fused
 from ..infra import Pass, PassContext, PassResult, register_pass
 from . import gptq as numerics
+from ..fusion._rewrite import unfuse
 from .fuse_dequantize_matmul import fuse_dequantize_products
 
-__all__ = ["QuantizeWeights", "quantize_graph", "LayerError"]
+__all__ = ["QuantizeWeights", "quantize_graph", "LayerError", "conv_patches", "conv_dequantize_inputs"]
 
 METHODS = ("rtn", "gptq")
 
@@ -32,7 +40,7 @@ METHODS = ("rtn", "gptq")
 @register_pass
 @dataclasses.dataclass(frozen=True)
 class QuantizeWeights(Pass):
-    """Constant weights of MatMul products  =>  bits-wide codes + DequantizeLinear (RTN or GPTQ)."""
+    """Constant weights of MatMul and Conv  =>  bits-wide codes + DequantizeLinear (RTN or GPTQ)."""
 
     name = "quantize-weights"
     bits: int = 4
@@ -82,12 +90,27 @@ def _targets(graph: Graph, config: QuantizeWeights, notes: list[str]) -> tuple[d
     """Product node -> (input position of its activation, of its weight) for every float32 product by a constant
     2-D weight of at least ``min_elements`` that only products read; and every tensor's readers."""
     found, readers = {}, {}
+    for node in graph.op_nodes():  # O2's fused convolutions whose weight qualifies: the Conv and epilogue apart
+        if isinstance(node, Fused) and node.parsed.kind in ("conv", "conv_depthwise"):
+            inputs = graph.node_inputs(node)
+            weights = [inputs[int(s.args[1][2:])] for s in node.parsed.steps
+                       if s.op_type == "Conv" and s.args[1] and s.args[1].startswith("in")]
+            if any(_conv_weight(graph, w, config.min_elements) for w in weights):
+                unfuse(graph, node)
     for node in graph.op_nodes():
         for tensor in graph.node_inputs(node):
             if tensor:
                 readers.setdefault(tensor, set()).add(node)
     for node in graph.op_nodes():
         inputs = graph.node_inputs(node)
+        if node.op_type == "Conv" and not node.domain_name and len(inputs) > 1:
+            if _conv_weight(graph, inputs[1], 0):
+                if _conv_weight(graph, inputs[1], config.min_elements):
+                    found[node] = (0, 1)
+                else:
+                    notes.append(f"{node.label}: weight {inputs[1]} stays float32 (under min_elements="
+                                 f"{config.min_elements})")
+            continue
         if node.op_type == "MatMul" and not node.domain_name:
             positions = (0, 1)
         elif isinstance(node, Fused) and node.parsed.kind == "matmul":
@@ -118,6 +141,42 @@ def _targets(graph: Graph, config: QuantizeWeights, notes: list[str]) -> tuple[d
     return found, readers
 
 
+def _conv_weight(graph: Graph, weight: str | None, min_elements: int) -> bool:
+    """Whether ``weight`` is a Conv weight this pass quantizes (a constant float32 filter bank of a 1-D/2-D Conv)."""
+    if not weight or not graph.is_constant(weight):
+        return False
+    ttype = graph.tensor_type(weight)
+    return ttype.dtype == np.float32 and ttype.rank in (3, 4) and int(np.prod(ttype.shape)) >= min_elements
+
+
+def conv_patches(x: np.ndarray, node, kernel) -> np.ndarray:
+    """The Conv's input as the rows its weight matrix [C_out, C_in k...] multiplies: [batch x positions, C_in k...]
+    (im2col), for group 1: padding (explicit or auto_pad), strides and dilations as the node has them."""
+    x = np.asarray(x, np.float64)
+    spatial = len(kernel)
+    strides = list(node.attr("strides", None) or [1] * spatial)
+    dilations = list(node.attr("dilations", None) or [1] * spatial)
+    pads = list(node.attr("pads", None) or [0] * (2 * spatial))
+    auto_pad = node.attr("auto_pad", "NOTSET") or "NOTSET"
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        for i in range(spatial):
+            size = x.shape[2 + i]
+            total = max((-(-size // strides[i]) - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size, 0)
+            small = total // 2
+            pads[i], pads[i + spatial] = (small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small)
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * spatial)
+    padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)])
+    out = [(padded.shape[2 + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(spatial)]
+    cols = np.empty(x.shape[:2] + tuple(kernel) + tuple(out), np.float64)
+    for offsets in np.ndindex(*kernel):
+        window = tuple(slice(o * d, o * d + s * (n - 1) + 1, s)
+                       for o, d, s, n in zip(offsets, dilations, strides, out))
+        cols[(slice(None), slice(None)) + offsets] = padded[(slice(None), slice(None)) + window]
+    k = x.shape[1] * int(np.prod(kernel))
+    return cols.reshape(x.shape[0], k, -1).transpose(0, 2, 1).reshape(-1, k)
+
+
 def quantize_graph(graph: Graph, config: QuantizeWeights, calibration=(),
                    results: dict | None = None) -> tuple[list[LayerError], list[str]]:
     """Quantizes every target weight of ``graph`` in place (see the module); GPTQ when ``calibration`` is given
@@ -135,13 +194,21 @@ def quantize_graph(graph: Graph, config: QuantizeWeights, calibration=(),
         if node in targets:
             x_pos, w_pos = targets[node]
             name = inputs[w_pos]
-            weight = graph.constant(name).astype(np.float64)
-            xs = [run.values[inputs[x_pos]] for run in runs]
+            value = graph.constant(name).astype(np.float64)
+            conv = node.op_type == "Conv"  # its filters as the columns of a [C_in k..., C_out] matrix
+            weight = value.reshape(value.shape[0], -1).T if conv else value
+            grouped = conv and (node.attr("group", 1) or 1) != 1
+            xs = [] if grouped else [conv_patches(run.values[inputs[x_pos]], node, value.shape[2:]) if conv
+                                     else run.values[inputs[x_pos]] for run in runs]
             if name not in quantized:
                 use_gptq = config.method == "gptq" and runs
                 if use_gptq and len(readers[name]) > 1:
                     notes.append(f"{node.label}: weight {name} is read by {len(readers[name])} products, "
                                  "round-to-nearest (GPTQ takes one layer's inputs)")
+                    use_gptq = False
+                if use_gptq and grouped:
+                    notes.append(f"{node.label}: a grouped convolution's filters see different inputs, "
+                                 "round-to-nearest")
                     use_gptq = False
                 group = config.group_size if config.group_size != -1 else weight.shape[0]
                 if use_gptq:
@@ -149,9 +216,10 @@ def quantize_graph(graph: Graph, config: QuantizeWeights, calibration=(),
                                            config.act_order, config.damp, config.block_size)
                 else:
                     result = numerics.rtn(weight.T, config.bits, group, config.symmetric)
-                quantized[name] = (result, result.dequantized().T.astype(np.float32))
+                matrix = result.dequantized().T.astype(np.float32)
+                quantized[name] = (result, matrix.T.reshape(value.shape) if conv else matrix)
                 if xs:
-                    errors.append(LayerError(name, _relative_error(weight, quantized[name][1], xs)))
+                    errors.append(LayerError(name, _relative_error(weight, matrix, xs)))
                 else:
                     errors.append(LayerError(name, 0.0))
             for run in runs:  # the run goes on with the quantized weight
@@ -225,9 +293,35 @@ def dequantize_inputs(result: numerics.Quantized, bits: int) -> tuple[np.ndarray
             result.zeros.T.astype(code_type))
 
 
+def conv_dequantize_inputs(result: numerics.Quantized, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes [C_out, K], scales and zero points [C_out, ceil(K / group)]) of a Conv weight quantized as its
+    [C_out, K] matrix: the inputs of a DequantizeLinear (axis 1, block_size = group) whose result is reshaped back."""
+    code_type = CODE_TYPES[bits]
+    return result.codes.astype(code_type), result.scales.astype(np.float32), result.zeros.astype(code_type)
+
+
 def _replace_weight(graph: Graph, name: str, result: numerics.Quantized, bits: int) -> None:
     """The weight [K, N] as DequantizeLinear(codes, scales, zero points; axis 0, block_size = group), its result
-    read wherever the weight was."""
+    read wherever the weight was; a Conv weight [C_out, C_in, k...] as DequantizeLinear (axis 1) of its [C_out, K]
+    matrix, then Reshape."""
+    ttype = graph.tensor_type(name)
+    if ttype.rank > 2:
+        values = conv_dequantize_inputs(result, bits)
+        codes, scales, zeros = (graph.add_constant(f"{name}_{suffix}", value)
+                                for suffix, value in zip((f"q{bits}", "scales", "zero_points"), values))
+        from sdflow.ir.types import TensorType
+        matrix = graph.add_tensor(f"{name}_dequantized_rows", TensorType(np.dtype(np.float32), values[0].shape))
+        dequantized = graph.add_tensor(f"{name}_dequantized", ttype)
+        shape = graph.add_constant(f"{name}_shape", np.array(ttype.shape, np.int64))
+        node = lookup_op("", "DequantizeLinear", 21).node_class(
+            f"dequantize_{name}", inputs=["x", "x_scale", "x_zero_point"], outputs=["y"], opset=21, axis=1,
+            block_size=int(result.group_size))
+        reshape = lookup_op("", "Reshape", 21).node_class(f"reshape_{name}", inputs=["data", "shape"],
+                                                         outputs=["reshaped"], opset=21)
+        graph.add_op(node, [codes, scales, zeros], [matrix])
+        graph.add_op(reshape, [matrix, shape], [dequantized])
+        graph.replace_uses(name, dequantized)
+        return
     values = dequantize_inputs(result, bits)
     codes, scales, zeros = (graph.add_constant(f"{name}_{suffix}", value)
                             for suffix, value in zip((f"q{bits}", "scales", "zero_points"), values))
