@@ -8,8 +8,9 @@ Convolutions (1-D/2-D Conv by a constant weight; O2's fused ones taken apart) ar
 [C_out, C_in k...] of their filters - one row per output channel, groups along C_in k... - and become
 DequantizeLinear (axis 1) of that matrix, then Reshape to the filter bank. GPTQ's X is the input unfolded into the
 patches each filter meets (im2col; group 1 only, grouped convolutions keep round-to-nearest). No convolution kernel
-reads low-bit codes: fold-constants turns the weight back into float32 when the model compiles, so convolutions
-keep their speed and get the quantized values; the written file keeps the codes.
+reads low-bit codes: a fold-constants after this pass turns the weight back into float32 (convolutions keep their
+speed and get the quantized values; without one the weight is dequantized at each call); the written file keeps
+the codes.
 
 GPTQ needs calibration inputs (``PassContext.calibration``: feeds by ONNX input name; ``sdflow.compile(...,
 calibration=[...])``, ``--calibration FILE.npz``). The graph is run once per calibration feed with the ops' numpy
