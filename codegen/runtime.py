@@ -117,6 +117,23 @@ class CompiledModel:
         typedict = program._typedict
         self._signature = [(name, typedict[name]) for name in program._sig]
         self._init_symbols = set(program._free_symbols)
+        # What each argument of the native call is: 0 a weight, 1 an input, 2 an output, 3 a symbol's value.
+        outputs = {name for _, name, _ in self._outputs}
+        self._plan = [(0 if name in self._weight_args else 1 if name in self._onnx_names else 2 if name in outputs
+                       else 3, name, desc.dtype.as_ctypes() if name not in self._weight_args else None)
+                      for name, desc in self._signature]
+        self._output_dtypes = [ttype.dtype for _, _, ttype in self._outputs]
+        self._output_names = tuple(onnx for onnx, _, _ in self._outputs)
+        # A model whose dims are all numbers checks its inputs' shapes against constants and allocates outputs of
+        # shapes found once (no symbols to bind per call).
+        self._static_shapes = None
+        if all(isinstance(d, int) for _, _, t in self._inputs + self._outputs for d in t.shape) \
+                and not self._assumptions and not self._length_bounds:
+            self._static_inputs = [(onnx, name, ttype, tuple(ttype.shape)) for onnx, name, ttype in self._inputs]
+            try:
+                self._static_shapes = [tuple(shape) for shape in self._checked_output_shapes({})]
+            except InputError:
+                self._static_shapes = None  # (the checks per call raise it then)
 
     def set_threads(self, threads: int | None = None, adaptive: bool = True) -> None:
         """At most ``threads`` OpenMP threads per call (None: OMP_NUM_THREADS, else the cores this process may use);
@@ -203,24 +220,32 @@ class CompiledModel:
         writes into, which must stay alive while it runs. Splitting a call this way lets benchmarks tell the
         Python overhead from the kernels' time."""
         arrays = self._collect(args, kwargs)
-        symbols = self._bind(arrays)
-        outputs = {name: np.empty(shape, dtype=ttype.dtype)
-                   for (_, name, ttype), shape in zip(self._outputs, self._checked_output_shapes(symbols))}
+        if self._static_shapes is not None:
+            for onnx_name, name, ttype, shape in self._static_inputs:
+                if arrays[name].shape != shape:
+                    raise InputError(f"input {onnx_name!r} has shape {list(arrays[name].shape)}, expected {ttype} "
+                                     f"= {list(shape)}")
+            symbols, shapes = {}, self._static_shapes
+        else:
+            symbols = self._bind(arrays)
+            shapes = self._checked_output_shapes(symbols)
+        outputs = {name: np.empty(shape, dtype=dtype)
+                   for (_, name, _), shape, dtype in zip(self._outputs, shapes, self._output_dtypes)}
         call_args, init_args = [], []
-        for name, desc in self._signature:
-            if name in self._weight_args:
+        for kind, name, ctype in self._plan:
+            if kind == 0:
                 value = self._weight_args[name]
-            elif name in arrays:
+            elif kind == 1:
                 value = ctypes.c_void_p(arrays[name].ctypes.data)
-            elif name in outputs:
+            elif kind == 2:
                 value = ctypes.c_void_p(outputs[name].ctypes.data)
             else:
-                value = desc.dtype.as_ctypes()(symbols[name])
+                value = ctype(symbols[name])
                 if name in self._init_symbols:
                     init_args.append(value)
             call_args.append(value)
         # The arrays must outlive the call: the Outputs hold the outputs and keep the (maybe copied) inputs.
-        result = Outputs(self.output_names, [outputs[name] for _, name, _ in self._outputs])
+        result = Outputs(self._output_names, [outputs[name] for _, name, _ in self._outputs])
         result._keepalive = arrays
         return tuple(call_args), tuple(init_args), result
 
