@@ -53,8 +53,8 @@ def test_the_page_is_self_contained(transformer, tmp_path):
     assert "webpackChunk_spcl_sdfv" in html and "WebSDFV" in html  # the renderer and its chunks are inline
     assert "site-packages" not in html
     data = _page_data(html)
-    assert len(data["pages"]) == 14 and all(p["sdfg"]["type"] == "SDFG" for p in data["pages"])  # input + O2
-    assert data["pages"][-1]["label"] == "13 eliminate-dead-nodes"
+    assert len(data["pages"]) == 15 and all(p["sdfg"]["type"] == "SDFG" for p in data["pages"])  # input + O2
+    assert data["pages"][-1]["label"] == "14 eliminate-dead-nodes"
 
 
 def test_sources_a_dump_folder_and_a_saved_sdfg(transformer, tmp_path):
