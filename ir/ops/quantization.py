@@ -101,9 +101,10 @@ class DynamicQuantizeLinear(Op):
 
     @classmethod
     def reference(cls, node, x):
-        low, high = min(0.0, float(x.min(initial=0.0))), max(0.0, float(x.max(initial=0.0)))
-        scale = np.float32((high - low) / 255)
-        zero_point = np.uint8(np.clip(np.rint(-low / scale), 0, 255)) if scale else np.uint8(0)
+        # In float32 throughout, as ONNX's reference, ONNX Runtime and the kernel compute it (a scale rounded from
+        # a double range can differ in its last bit, and then codes on a .5 boundary flip).
+        scale, zero = dynamic_quantization(x)
+        zero_point = np.uint8(zero)
         y = np.clip(np.rint(x / scale) + zero_point, 0, 255).astype(np.uint8) if scale else np.zeros(x.shape, np.uint8)
         return [y, np.array(scale, np.float32), np.array(zero_point, np.uint8)]
 
