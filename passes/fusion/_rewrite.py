@@ -213,3 +213,19 @@ def unfuse(graph: Graph, node: Fused) -> list[OpNode]:
         ops.append((op, [names[a] if a else None for a in step.args], [names[r] if r else None for r in step.results]))
     graph.replace_ops([node], ops)
     return [op for op, _, _ in ops]
+
+
+def unfuse_convolutions(graph: Graph, wanted) -> int:
+    """Takes apart every fused convolution (kinds conv and conv_depthwise) one of whose Conv steps reads a weight
+    for which ``wanted(tensor)`` holds; returns how many."""
+    count = 0
+    for node in graph.op_nodes():
+        if not isinstance(node, Fused) or node.parsed.kind not in ("conv", "conv_depthwise"):
+            continue
+        inputs = graph.node_inputs(node)
+        weights = [inputs[int(s.args[1][2:])] for s in node.parsed.steps
+                   if s.op_type == "Conv" and s.args[1] and s.args[1].startswith("in")]
+        if any(wanted(w) for w in weights):
+            unfuse(graph, node)
+            count += 1
+    return count

@@ -23,7 +23,9 @@ import numpy as np
 
 from sdflow.ir import Graph, PipelineError, lookup_op
 from sdflow.ir.ops.fused import Fused, Program, Step
+from ..fusion._rewrite import unfuse_convolutions
 from ..infra import Pass, PassContext, PassResult, register_pass
+from .quantize_weights import conv_weight
 
 __all__ = ["QuantizeDynamicInt8", "quantize_weight_int8", "find_products", "quantize_products", "quantize_convs",
            "conv_weight_int8"]
@@ -177,14 +179,7 @@ def conv_weight_int8(weight: np.ndarray, per_channel: bool, limit: int) -> tuple
 def quantize_convs(graph: Graph, min_elements: int, per_channel: bool, reduce_range: bool, notes: list[str]) -> int:
     """Rewrites every float32 1-D/2-D Conv by a constant weight of at least ``min_elements`` (see the module); a
     Conv that O2 fused with its epilogue is taken apart first. Returns how many."""
-    from ..fusion._rewrite import unfuse
-    for node in graph.op_nodes():  # O2's fused convolutions: the Conv and its epilogue as ops again
-        if isinstance(node, Fused) and node.parsed.kind in ("conv", "conv_depthwise"):
-            inputs = graph.node_inputs(node)
-            if any(_convertible(graph, [inputs[int(a[2:])] if a and a.startswith("in") else None
-                                        for a in step.args], step.op_type, min_elements, []) for step in
-                   node.parsed.steps):
-                unfuse(graph, node)
+    unfuse_convolutions(graph, lambda w: conv_weight(graph, w, min_elements))  # (O2's fused ones)
     count = 0
     done: dict[str, tuple[str, str]] = {}
     for node in graph.op_nodes():
@@ -202,7 +197,7 @@ def quantize_convs(graph: Graph, min_elements: int, per_channel: bool, reduce_ra
         y = graph.node_outputs(node)[0]
         out_type = graph.tensor_type(y)
         label = node.label
-        q = graph.add_tensor(f"{label}_x_q", _type(graph, x, np.uint8))
+        q = graph.add_tensor(f"{label}_x_q", _like(graph.tensor_type(x), np.uint8))
         s = graph.add_tensor(f"{label}_x_scale", _scalar(np.float32))
         z = graph.add_tensor(f"{label}_x_zero_point", _scalar(np.uint8))
         acc = graph.add_tensor(f"{label}_acc", _like(out_type, np.int32))
@@ -227,30 +222,20 @@ def quantize_convs(graph: Graph, min_elements: int, per_channel: bool, reduce_ra
 
 
 def _convertible(graph: Graph, inputs: list, op_type: str, min_elements: int, notes: list[str], label="") -> bool:
-    """Whether a Conv with these inputs (x, W, B) is one this pass rewrites."""
-    if op_type != "Conv":
-        return False
+    """Whether a Conv with these inputs (x, W, B) is one this pass rewrites (a float32 input, a constant bias)."""
     x, w, bias = (list(inputs) + [None] * 3)[:3]
-    if not x or not w or not graph.is_constant(w) or (bias and not graph.is_constant(bias)):
+    if op_type != "Conv" or not x or graph.tensor_type(x).dtype != np.float32 or not conv_weight(graph, w, 0) \
+            or (bias and not graph.is_constant(bias)):
         return False
-    w_type = graph.tensor_type(w)
-    if graph.tensor_type(x).dtype != np.float32 or w_type.dtype != np.float32 or w_type.rank not in (3, 4):
-        return False
-    if int(np.prod(w_type.shape)) < min_elements:
-        if label:
-            notes.append(f"{label}: weight {w} stays float32 ({int(np.prod(w_type.shape))} elements, under "
-                         f"min_elements={min_elements})")
+    if not conv_weight(graph, w, min_elements):
+        notes.append(f"{label}: weight {w} stays float32 ({int(np.prod(graph.tensor_type(w).shape))} elements, "
+                     f"under min_elements={min_elements})")
         return False
     return True
 
 
 def _op(op_type: str, opset: int, label: str, inputs: list[str], outputs: list[str], **attributes):
     return lookup_op("", op_type, opset).node_class(label, inputs=inputs, outputs=outputs, opset=opset, **attributes)
-
-
-def _type(graph: Graph, tensor: str, dtype):
-    from sdflow.ir.types import TensorType
-    return TensorType(np.dtype(dtype), graph.tensor_type(tensor).shape)
 
 
 def _like(ttype, dtype):

@@ -30,10 +30,10 @@ from sdflow.ir import Graph, PipelineError, SdflowError, evaluate_node, lookup_o
 from sdflow.ir.ops.fused import Fused
 from ..infra import Pass, PassContext, PassResult, register_pass
 from . import gptq as numerics
-from ..fusion._rewrite import unfuse
+from ..fusion._rewrite import unfuse_convolutions
 from .fuse_dequantize_matmul import fuse_dequantize_products
 
-__all__ = ["QuantizeWeights", "quantize_graph", "LayerError", "conv_patches", "conv_dequantize_inputs"]
+__all__ = ["QuantizeWeights", "quantize_graph", "LayerError", "conv_patches", "conv_dequantize_inputs", "conv_weight"]
 
 METHODS = ("rtn", "gptq")
 
@@ -91,13 +91,7 @@ def _targets(graph: Graph, config: QuantizeWeights, notes: list[str]) -> tuple[d
     """Product node -> (input position of its activation, of its weight) for every float32 product by a constant
     2-D weight of at least ``min_elements`` that only products read; and every tensor's readers."""
     found, readers = {}, {}
-    for node in graph.op_nodes():  # O2's fused convolutions whose weight qualifies: the Conv and epilogue apart
-        if isinstance(node, Fused) and node.parsed.kind in ("conv", "conv_depthwise"):
-            inputs = graph.node_inputs(node)
-            weights = [inputs[int(s.args[1][2:])] for s in node.parsed.steps
-                       if s.op_type == "Conv" and s.args[1] and s.args[1].startswith("in")]
-            if any(_conv_weight(graph, w, config.min_elements) for w in weights):
-                unfuse(graph, node)
+    unfuse_convolutions(graph, lambda w: conv_weight(graph, w, config.min_elements))  # (O2's fused ones)
     for node in graph.op_nodes():
         for tensor in graph.node_inputs(node):
             if tensor:
@@ -105,8 +99,8 @@ def _targets(graph: Graph, config: QuantizeWeights, notes: list[str]) -> tuple[d
     for node in graph.op_nodes():
         inputs = graph.node_inputs(node)
         if node.op_type == "Conv" and not node.domain_name and len(inputs) > 1:
-            if _conv_weight(graph, inputs[1], 0):
-                if _conv_weight(graph, inputs[1], config.min_elements):
+            if conv_weight(graph, inputs[1], 0):
+                if conv_weight(graph, inputs[1], config.min_elements):
                     found[node] = (0, 1)
                 else:
                     notes.append(f"{node.label}: weight {inputs[1]} stays float32 (under min_elements="
@@ -142,7 +136,7 @@ def _targets(graph: Graph, config: QuantizeWeights, notes: list[str]) -> tuple[d
     return found, readers
 
 
-def _conv_weight(graph: Graph, weight: str | None, min_elements: int) -> bool:
+def conv_weight(graph: Graph, weight: str | None, min_elements: int) -> bool:
     """Whether ``weight`` is a Conv weight this pass quantizes (a constant float32 filter bank of a 1-D/2-D Conv)."""
     if not weight or not graph.is_constant(weight):
         return False
