@@ -304,11 +304,11 @@ def weight_value(constant, name: str) -> np.ndarray:
         return np.asarray(constant(name), order="C")
     except KeyError:
         pass
-    if (four_bit := _NBITS_NAME.fullmatch(name)) is not None:
+    if (nbits := _NBITS_NAME.fullmatch(name)) is not None:
         from sdflow.passes.quantization.fuse_dequantize_matmul import NBITS_SUFFIXES  # (the pass names them)
-        codes, scales, zeros = (np.asarray(constant(f"{four_bit[1]}{suffix}")) for suffix in NBITS_SUFFIXES)
-        return pack_nbits(codes, scales, zeros, int(four_bit[3]), [int(w) for w in four_bit[4][1:].split("_")],
-                          int(four_bit[2]))
+        codes, scales, zeros = (np.asarray(constant(f"{nbits[1]}{suffix}")) for suffix in NBITS_SUFFIXES)
+        return pack_nbits(codes, scales, zeros, int(nbits[3]), [int(w) for w in nbits[4][1:].split("_")],
+                          int(nbits[2]))
     if (quantized := _QGEMM_NAME.fullmatch(name)) is not None:
         return pack_qgemm(np.asarray(constant(quantized[1])), [int(w) for w in quantized[2][1:].split("_")])
     if (match := _GEMM_NAME.fullmatch(name)) is not None:

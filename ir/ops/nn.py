@@ -95,7 +95,7 @@ def window_geometry(node, spatial, kernel, ceil_mode=False, max_rank=2) -> Windo
     return WindowGeometry(list(kernel), strides, dilations, begin, end, out)
 
 
-def _windows(x, geo: WindowGeometry, pad_value, beyond_value=None):
+def padded_windows(x, geo: WindowGeometry, pad_value, beyond_value=None):
     """Yields (window index, strided view of the padded input) for every kernel offset. Windows that reach
     past the padded input (ceil_mode) see ``beyond_value`` there (default: ``pad_value``)."""
     n = len(geo.kernel)
@@ -137,7 +137,7 @@ class Conv(Op):
         group = node.attr("group", 1)
         cin, cout = w.shape[1], w.shape[0] // group
         y = np.zeros([x.shape[0], w.shape[0]] + [int(o) for o in geo.out], np.float64)
-        for offset, window in _windows(x.astype(np.float64), geo, 0.0):
+        for offset, window in padded_windows(x.astype(np.float64), geo, 0.0):
             for g in range(group):
                 kernel = w[(slice(g * cout, (g + 1) * cout), slice(None)) + offset].astype(np.float64)
                 y[:, g * cout:(g + 1) * cout] += np.einsum("nc...,mc->nm...", window[:, g * cin:(g + 1) * cin], kernel)
@@ -273,7 +273,7 @@ class MaxPool(Pool):
     @classmethod
     def reference(cls, node, x):
         geo = cls.geometry(node, x.shape)
-        windows = np.stack([w for _, w in _windows(x, geo, -np.inf)])
+        windows = np.stack([w for _, w in padded_windows(x, geo, -np.inf)])
         result = [np.max(windows, axis=0).astype(x.dtype)]
         if len(node.onnx_outputs) > 1:
             offsets = np.array(list(np.ndindex(*geo.kernel)))
@@ -296,10 +296,10 @@ class AveragePool(Pool):
     @classmethod
     def reference(cls, node, x):
         geo = cls.geometry(node, x.shape)
-        total = sum(w.astype(np.float64) for _, w in _windows(x, geo, 0.0))
+        total = sum(w.astype(np.float64) for _, w in padded_windows(x, geo, 0.0))
         ones = np.ones_like(x[:1, :1], np.float64)
         pad_value = 1.0 if node.attr("count_include_pad", 0) else 0.0
-        counts = sum(w for _, w in _windows(ones, geo, pad_value, beyond_value=0.0))
+        counts = sum(w for _, w in padded_windows(ones, geo, pad_value, beyond_value=0.0))
         return [(total / counts).astype(x.dtype)]
 
 
@@ -311,7 +311,7 @@ class LpPool(Pool):
     def reference(cls, node, x):
         geo = cls.geometry(node, x.shape)
         p = node.attr("p", 2)
-        total = sum(np.abs(w.astype(np.float64)) ** p for _, w in _windows(x, geo, 0.0))
+        total = sum(np.abs(w.astype(np.float64)) ** p for _, w in padded_windows(x, geo, 0.0))
         return [(total ** (1.0 / p)).astype(x.dtype)]
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from sdflow.ir import Graph, PipelineError, lookup_op
 from sdflow.ir.ops.fused import Fused, Program, Step
+from sdflow.ir.types import TensorType
 from ..fusion._rewrite import unfuse_convolutions
 from ..infra import Pass, PassContext, PassResult, register_pass
 from .quantize_weights import conv_weight
@@ -197,11 +198,11 @@ def quantize_convs(graph: Graph, min_elements: int, per_channel: bool, reduce_ra
         y = graph.node_outputs(node)[0]
         out_type = graph.tensor_type(y)
         label = node.label
-        q = graph.add_tensor(f"{label}_x_q", _like(graph.tensor_type(x), np.uint8))
-        s = graph.add_tensor(f"{label}_x_scale", _scalar(np.float32))
-        z = graph.add_tensor(f"{label}_x_zero_point", _scalar(np.uint8))
-        acc = graph.add_tensor(f"{label}_acc", _like(out_type, np.int32))
-        acc_f = graph.add_tensor(f"{label}_acc_float", _like(out_type, np.float32))
+        q = graph.add_tensor(f"{label}_x_q", TensorType(np.dtype(np.uint8), graph.tensor_type(x).shape))
+        s = graph.add_tensor(f"{label}_x_scale", TensorType(np.dtype(np.float32), ()))
+        z = graph.add_tensor(f"{label}_x_zero_point", TensorType(np.dtype(np.uint8), ()))
+        acc = graph.add_tensor(f"{label}_acc", TensorType(np.dtype(np.int32), out_type.shape))
+        acc_f = graph.add_tensor(f"{label}_acc_float", TensorType(np.dtype(np.float32), out_type.shape))
         multiplier = graph.add_tensor(f"{label}_multiplier", graph.tensor_type(scales_name))
         product = graph.add_tensor(f"{label}_product", out_type) if bias else y
         attributes = {k: v for k, v in node.attributes.items()
@@ -236,13 +237,3 @@ def _convertible(graph: Graph, inputs: list, op_type: str, min_elements: int, no
 
 def _op(op_type: str, opset: int, label: str, inputs: list[str], outputs: list[str], **attributes):
     return lookup_op("", op_type, opset).node_class(label, inputs=inputs, outputs=outputs, opset=opset, **attributes)
-
-
-def _like(ttype, dtype):
-    from sdflow.ir.types import TensorType
-    return TensorType(np.dtype(dtype), ttype.shape)
-
-
-def _scalar(dtype):
-    from sdflow.ir.types import TensorType
-    return TensorType(np.dtype(dtype), ())

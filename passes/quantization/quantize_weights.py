@@ -28,6 +28,7 @@ import numpy as np
 
 from sdflow.ir import Graph, PipelineError, SdflowError, evaluate_node, lookup_op
 from sdflow.ir.ops.fused import Fused
+from sdflow.ir.types import TensorType
 from ..infra import Pass, PassContext, PassResult, register_pass
 from . import gptq as numerics
 from ..fusion._rewrite import unfuse_convolutions
@@ -146,29 +147,12 @@ def conv_weight(graph: Graph, weight: str | None, min_elements: int) -> bool:
 
 def conv_patches(x: np.ndarray, node, kernel) -> np.ndarray:
     """The Conv's input as the rows its weight matrix [C_out, C_in k...] multiplies: [batch x positions, C_in k...]
-    (im2col), for group 1: padding (explicit or auto_pad), strides and dilations as the node has them."""
+    (im2col), for group 1: the windows of the Conv's own geometry (padding, auto_pad, strides, dilations)."""
+    from sdflow.ir.ops.nn import Conv, padded_windows
     x = np.asarray(x, np.float64)
-    spatial = len(kernel)
-    strides = list(node.attr("strides", None) or [1] * spatial)
-    dilations = list(node.attr("dilations", None) or [1] * spatial)
-    pads = list(node.attr("pads", None) or [0] * (2 * spatial))
-    auto_pad = node.attr("auto_pad", "NOTSET") or "NOTSET"
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        for i in range(spatial):
-            size = x.shape[2 + i]
-            total = max((-(-size // strides[i]) - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size, 0)
-            small = total // 2
-            pads[i], pads[i + spatial] = (small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small)
-    elif auto_pad == "VALID":
-        pads = [0] * (2 * spatial)
-    padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)])
-    out = [(padded.shape[2 + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(spatial)]
-    cols = np.empty(x.shape[:2] + tuple(kernel) + tuple(out), np.float64)
-    for offsets in np.ndindex(*kernel):
-        window = tuple(slice(o * d, o * d + s * (n - 1) + 1, s)
-                       for o, d, s, n in zip(offsets, dilations, strides, out))
-        cols[(slice(None), slice(None)) + offsets] = padded[(slice(None), slice(None)) + window]
-    k = x.shape[1] * int(np.prod(kernel))
+    geometry = Conv.geometry(node, x.shape, (0, 0) + tuple(kernel))
+    cols = np.stack([window for _, window in padded_windows(x, geometry, 0.0)], axis=2)  # [N, C, taps, out...]
+    k = x.shape[1] * cols.shape[2]
     return cols.reshape(x.shape[0], k, -1).transpose(0, 2, 1).reshape(-1, k)
 
 
@@ -300,30 +284,20 @@ def _replace_weight(graph: Graph, name: str, result: numerics.Quantized, bits: i
     read wherever the weight was; a Conv weight [C_out, C_in, k...] as DequantizeLinear (axis 1) of its [C_out, K]
     matrix, then Reshape."""
     ttype = graph.tensor_type(name)
-    if ttype.rank > 2:
-        values = conv_dequantize_inputs(result, bits)
-        codes, scales, zeros = (graph.add_constant(f"{name}_{suffix}", value)
-                                for suffix, value in zip((f"q{bits}", "scales", "zero_points"), values))
-        from sdflow.ir.types import TensorType
-        matrix = graph.add_tensor(f"{name}_dequantized_rows", TensorType(np.dtype(np.float32), values[0].shape))
-        dequantized = graph.add_tensor(f"{name}_dequantized", ttype)
-        shape = graph.add_constant(f"{name}_shape", np.array(ttype.shape, np.int64))
-        node = lookup_op("", "DequantizeLinear", 21).node_class(
-            f"dequantize_{name}", inputs=["x", "x_scale", "x_zero_point"], outputs=["y"], opset=21, axis=1,
-            block_size=int(result.group_size))
-        reshape = lookup_op("", "Reshape", 21).node_class(f"reshape_{name}", inputs=["data", "shape"],
-                                                         outputs=["reshaped"], opset=21)
-        graph.add_op(node, [codes, scales, zeros], [matrix])
-        graph.add_op(reshape, [matrix, shape], [dequantized])
-        graph.replace_uses(name, dequantized)
-        return
-    values = dequantize_inputs(result, bits)
+    conv = ttype.rank > 2
+    values = (conv_dequantize_inputs if conv else dequantize_inputs)(result, bits)
     codes, scales, zeros = (graph.add_constant(f"{name}_{suffix}", value)
                             for suffix, value in zip((f"q{bits}", "scales", "zero_points"), values))
-    ttype = graph.tensor_type(name)
     dequantized = graph.add_tensor(f"{name}_dequantized", ttype)
+    matrix = graph.add_tensor(f"{name}_dequantized_rows", TensorType(np.dtype(np.float32), values[0].shape)) \
+        if conv else dequantized
     node = lookup_op("", "DequantizeLinear", 21).node_class(
-        f"dequantize_{name}", inputs=["x", "x_scale", "x_zero_point"], outputs=["y"], opset=21, axis=0,
+        f"dequantize_{name}", inputs=["x", "x_scale", "x_zero_point"], outputs=["y"], opset=21, axis=1 if conv else 0,
         block_size=int(result.group_size))
-    graph.add_op(node, [codes, scales, zeros], [dequantized])
+    graph.add_op(node, [codes, scales, zeros], [matrix])
+    if conv:
+        shape = graph.add_constant(f"{name}_shape", np.array(ttype.shape, np.int64))
+        reshape = lookup_op("", "Reshape", 21).node_class(f"reshape_{name}", inputs=["data", "shape"],
+                                                         outputs=["reshaped"], opset=21)
+        graph.add_op(reshape, [matrix, shape], [dequantized])
     graph.replace_uses(name, dequantized)
