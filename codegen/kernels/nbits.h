@@ -76,6 +76,19 @@ inline const Unpack3& unpack3() {
 }
 
 #if defined(__AVX2__)
+// The 4- or 8-bit codes of a packed row, one per byte: columns 0-15 into `first`, 16-31 into `second`.
+inline void codes_bytes(const uint8_t* row, int bits, __m128i& first, __m128i& second) {
+    if (bits == 8) {
+        first = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
+        second = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16));
+        return;
+    }
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
+    const __m128i mask = _mm_set1_epi8(15);
+    const __m128i lo = _mm_and_si128(bytes, mask), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+    first = _mm_unpacklo_epi8(lo, hi), second = _mm_unpackhi_epi8(lo, hi);
+}
+
 // The 3-bit codes of columns 8q..8q+7 of a packed row as int32 lanes.
 inline __m256i codes3_avx2(const uint8_t* row, int q) {
     const Unpack3& u = unpack3();
@@ -84,15 +97,6 @@ inline __m256i codes3_avx2(const uint8_t* row, int q) {
         bytes, _mm256_load_si256(reinterpret_cast<const __m256i*>(u.shuffle[q / 2] + 32 * (q % 2))));
     const __m256i shift = _mm256_load_si256(reinterpret_cast<const __m256i*>(u.shift[q / 2] + 8 * (q % 2)));
     return _mm256_and_si256(_mm256_srlv_epi32(pairs, shift), _mm256_set1_epi32(7));
-}
-#endif
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-// The same for columns 16h..16h+15.
-inline __m512i codes3_avx512(const uint8_t* row, int h) {
-    const Unpack3& u = unpack3();
-    const __m512i bytes = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
-    const __m512i pairs = _mm512_shuffle_epi8(bytes, _mm512_load_si512(u.shuffle[h]));
-    return _mm512_and_si512(_mm512_srlv_epi32(pairs, _mm512_load_si512(u.shift[h])), _mm512_set1_epi32(7));
 }
 #endif
 
@@ -158,15 +162,7 @@ inline void dequantize_slice(const uint8_t* packed, int64_t k, int64_t n, int64_
             continue;
         }
         __m128i halves[2];  // the codes of columns 0-15 and 16-31, one per byte
-        if (bits == 8) {
-            halves[0] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
-            halves[1] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16));
-        } else {
-            const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
-            const __m128i mask = _mm_set1_epi8(15);
-            const __m128i lo = _mm_and_si128(bytes, mask), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-            halves[0] = _mm_unpacklo_epi8(lo, hi), halves[1] = _mm_unpackhi_epi8(lo, hi);
-        }
+        codes_bytes(row, bits, halves[0], halves[1]);
         for (int h = 0; h < 2; ++h) {
             const __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(halves[h]));
             const __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(halves[h], 8)));
@@ -184,6 +180,33 @@ inline void dequantize_slice(const uint8_t* packed, int64_t k, int64_t n, int64_
     }
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+// sum_p a[p] * codes of row p over rows [start, stop) into x0, x1 (decode(p, c0, c1) gives a row's two vectors of
+// 16 columns as floats), two rows per step into separate sums: four FMA chains. Returns sum_p a[p].
+template <class Decode>
+inline float gemv_rows_avx512(const float* a, int64_t start, int64_t stop, Decode decode, __m512& x0, __m512& x1) {
+    __m512 t0 = _mm512_setzero_ps(), t1 = t0, u0 = t0, u1 = t0, c0, c1, d0, d1;
+    float sum_a = 0.0f;
+    int64_t p = start;
+    for (; p + 2 <= stop; p += 2) {
+        decode(p, c0, c1);
+        decode(p + 1, d0, d1);
+        const __m512 ap = _mm512_set1_ps(a[p]), aq = _mm512_set1_ps(a[p + 1]);
+        t0 = _mm512_fmadd_ps(ap, c0, t0), t1 = _mm512_fmadd_ps(ap, c1, t1);
+        u0 = _mm512_fmadd_ps(aq, d0, u0), u1 = _mm512_fmadd_ps(aq, d1, u1);
+        sum_a += a[p] + a[p + 1];
+    }
+    if (p < stop) {
+        decode(p, c0, c1);
+        const __m512 ap = _mm512_set1_ps(a[p]);
+        t0 = _mm512_fmadd_ps(ap, c0, t0), t1 = _mm512_fmadd_ps(ap, c1, t1);
+        sum_a += a[p];
+    }
+    x0 = _mm512_add_ps(t0, u0), x1 = _mm512_add_ps(t1, u1);
+    return sum_a;
+}
+#endif
+
 // One row of A times panels [p0, p1) (a GEMV): per group, t[j] = sum_p a[p] * code[p][j] and sum_a = sum_p a[p],
 // then c[j] += scale[g][j] * (t[j] - zero[g][j] * sum_a) - the same sum regrouped, so that each weight costs one
 // conversion and one FMA (no dequantized copy: at one row nothing would reuse it).
@@ -200,90 +223,49 @@ inline void gemv_panels(int64_t k, int64_t n, const float* a, const uint8_t* pac
             alignas(64) float t[PANEL];
             float sum_a = 0.0f;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-            // 4 bits: a row's 16 bytes widened to 16 int32 lanes, byte i = column 2i | column 2i + 1 << 4; a
-            // permute of the table 0..15 reads only an index's low 4 bits, so it turns the lanes into the even
-            // columns' codes as floats, and the lanes shifted right by 4 into the odd ones' (one shuffle in place
-            // of a widening and a conversion). Two rows per step into separate sums: four FMA chains.
+            // decode(p, c0, c1) gives row p's codes as floats in two vectors of 16 columns.
+            // 3 bits: each code's two bytes gathered by a byte shuffle and shifted down index a table of 0..7 twice
+            // over (vpermps reads an index's low 4 bits, so the next code's bit falls away, no conversion).
+            // 4 bits: a row's 16 bytes widened to 16 int32 lanes, byte i = column 2i | column 2i + 1 << 4; the
+            // permute of the table 0..15 turns the lanes into the even columns' codes, and the lanes shifted right
+            // by 4 into the odd ones' (one shuffle in place of a widening and a conversion).
             // 8 bits: each 16 bytes widened and converted.
-            __m512 t0 = _mm512_setzero_ps(), t1 = t0, u0 = t0, u1 = t0;  // 4 bits: even / odd columns
-            int64_t p = start;
+            __m512 x0, x1;
             if (bits == 3) {
-                // The shifted pairs of bytes index a table of 0..7 twice over: vpermps reads an index's low 4
-                // bits, so the fourth bit (the next code's) falls away with no mask, and no conversion is needed.
                 const Unpack3& u = unpack3();
                 const __m512 table = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
                 const __m512i shuffle0 = _mm512_load_si512(u.shuffle[0]), shuffle1 = _mm512_load_si512(u.shuffle[1]);
                 const __m512i shift0 = _mm512_load_si512(u.shift[0]), shift1 = _mm512_load_si512(u.shift[1]);
-                const auto half = [&](const uint8_t* row, __m512i shuffle, __m512i shift) {
-                    const __m512i bytes = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
-                    return _mm512_permutexvar_ps(_mm512_srlv_epi32(_mm512_shuffle_epi8(bytes, shuffle), shift), table);
-                };
-                for (; p + 2 <= stop; p += 2) {
-                    const uint8_t* row = codes + p * row_bytes(3);
-                    const __m512 ap = _mm512_set1_ps(a[p]), aq = _mm512_set1_ps(a[p + 1]);
-                    t0 = _mm512_fmadd_ps(ap, half(row, shuffle0, shift0), t0);
-                    t1 = _mm512_fmadd_ps(ap, half(row, shuffle1, shift1), t1);
-                    u0 = _mm512_fmadd_ps(aq, half(row + row_bytes(3), shuffle0, shift0), u0);
-                    u1 = _mm512_fmadd_ps(aq, half(row + row_bytes(3), shuffle1, shift1), u1);
-                    sum_a += a[p] + a[p + 1];
-                }
-                if (p < stop) {
-                    const uint8_t* row = codes + p * row_bytes(3);
-                    const __m512 ap = _mm512_set1_ps(a[p]);
-                    t0 = _mm512_fmadd_ps(ap, half(row, shuffle0, shift0), t0);
-                    t1 = _mm512_fmadd_ps(ap, half(row, shuffle1, shift1), t1);
-                    sum_a += a[p];
-                }
-                _mm512_store_ps(t, _mm512_add_ps(t0, u0)), _mm512_store_ps(t + 16, _mm512_add_ps(t1, u1));
+                sum_a = gemv_rows_avx512(a, start, stop, [&](int64_t p, __m512& c0, __m512& c1) {
+                    const __m512i bytes = _mm512_broadcast_i32x4(
+                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + p * row_bytes(3))));
+                    c0 = _mm512_permutexvar_ps(_mm512_srlv_epi32(_mm512_shuffle_epi8(bytes, shuffle0), shift0), table);
+                    c1 = _mm512_permutexvar_ps(_mm512_srlv_epi32(_mm512_shuffle_epi8(bytes, shuffle1), shift1), table);
+                }, x0, x1);
             } else if (bits == 8) {
-                const auto widen = [&](int64_t row, int64_t half) {
-                    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
-                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + row * PANEL + 16 * half))));
-                };
-                for (; p + 2 <= stop; p += 2) {
-                    const __m512 ap = _mm512_set1_ps(a[p]), aq = _mm512_set1_ps(a[p + 1]);
-                    t0 = _mm512_fmadd_ps(ap, widen(p, 0), t0), t1 = _mm512_fmadd_ps(ap, widen(p, 1), t1);
-                    u0 = _mm512_fmadd_ps(aq, widen(p + 1, 0), u0), u1 = _mm512_fmadd_ps(aq, widen(p + 1, 1), u1);
-                    sum_a += a[p] + a[p + 1];
-                }
-                if (p < stop) {
-                    const __m512 ap = _mm512_set1_ps(a[p]);
-                    t0 = _mm512_fmadd_ps(ap, widen(p, 0), t0), t1 = _mm512_fmadd_ps(ap, widen(p, 1), t1);
-                    sum_a += a[p];
-                }
-                _mm512_store_ps(t, _mm512_add_ps(t0, u0)), _mm512_store_ps(t + 16, _mm512_add_ps(t1, u1));
+                sum_a = gemv_rows_avx512(a, start, stop, [&](int64_t p, __m512& c0, __m512& c1) {
+                    const uint8_t* row = codes + p * PANEL;
+                    c0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row))));
+                    c1 = _mm512_cvtepi32_ps(
+                        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16))));
+                }, x0, x1);
             } else {
                 const __m512 table = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-                for (; p + 2 <= stop; p += 2) {
-                    const __m512i i0 = _mm512_cvtepu8_epi32(
+                sum_a = gemv_rows_avx512(a, start, stop, [&](int64_t p, __m512& c0, __m512& c1) {
+                    const __m512i lanes = _mm512_cvtepu8_epi32(
                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + p * (PANEL / 2))));
-                    const __m512i i1 = _mm512_cvtepu8_epi32(
-                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + (p + 1) * (PANEL / 2))));
-                    const __m512 ap = _mm512_set1_ps(a[p]), aq = _mm512_set1_ps(a[p + 1]);
-                    t0 = _mm512_fmadd_ps(ap, _mm512_permutexvar_ps(i0, table), t0);
-                    t1 = _mm512_fmadd_ps(ap, _mm512_permutexvar_ps(_mm512_srli_epi32(i0, 4), table), t1);
-                    u0 = _mm512_fmadd_ps(aq, _mm512_permutexvar_ps(i1, table), u0);
-                    u1 = _mm512_fmadd_ps(aq, _mm512_permutexvar_ps(_mm512_srli_epi32(i1, 4), table), u1);
-                    sum_a += a[p] + a[p + 1];
-                }
-                if (p < stop) {
-                    const __m512i i0 = _mm512_cvtepu8_epi32(
-                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + p * (PANEL / 2))));
-                    const __m512 ap = _mm512_set1_ps(a[p]);
-                    t0 = _mm512_fmadd_ps(ap, _mm512_permutexvar_ps(i0, table), t0);
-                    t1 = _mm512_fmadd_ps(ap, _mm512_permutexvar_ps(_mm512_srli_epi32(i0, 4), table), t1);
-                    sum_a += a[p];
-                }
+                    c0 = _mm512_permutexvar_ps(lanes, table);
+                    c1 = _mm512_permutexvar_ps(_mm512_srli_epi32(lanes, 4), table);
+                }, x0, x1);
                 // Even and odd columns back in order: t[2i] = even[i], t[2i + 1] = odd[i].
-                const __m512 even = _mm512_add_ps(t0, u0), odd = _mm512_add_ps(t1, u1);
                 const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
                 const __m512i high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-                _mm512_store_ps(t, _mm512_permutex2var_ps(even, low, odd));
-                _mm512_store_ps(t + 16, _mm512_permutex2var_ps(even, high, odd));
+                const __m512 even = x0;
+                x0 = _mm512_permutex2var_ps(even, low, x1), x1 = _mm512_permutex2var_ps(even, high, x1);
             }
+            _mm512_store_ps(t, x0), _mm512_store_ps(t + 16, x1);
 #elif defined(__AVX2__) && defined(__FMA__)
             __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0;
-            const __m128i mask = _mm_set1_epi8(15);
             for (int64_t p = start; p < stop && bits == 3; ++p) {
                 const uint8_t* row = codes + p * row_bytes(3);
                 const __m256 ap = _mm256_broadcast_ss(a + p);
@@ -295,15 +277,7 @@ inline void gemv_panels(int64_t k, int64_t n, const float* a, const uint8_t* pac
             }
             for (int64_t p = start; p < stop && bits != 3; ++p) {
                 __m128i first, second;  // the codes of columns 0-15 and 16-31
-                if (bits == 8) {
-                    first = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + p * PANEL));
-                    second = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + p * PANEL + 16));
-                } else {
-                    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + p * (PANEL / 2)));
-                    const __m128i lo = _mm_and_si128(bytes, mask);
-                    const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-                    first = _mm_unpacklo_epi8(lo, hi), second = _mm_unpackhi_epi8(lo, hi);
-                }
+                codes_bytes(codes + p * row_bytes(bits), bits, first, second);
                 const __m256 ap = _mm256_broadcast_ss(a + p);
                 t0 = _mm256_fmadd_ps(ap, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(first)), t0);
                 t1 = _mm256_fmadd_ps(ap, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(first, 8))), t1);
